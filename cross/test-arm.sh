@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds the test suites for aarch64 and armv7 and runs the ones that compute (tract engine against
+# onnxruntime's outputs, preprocessing against PIL, tokenizer against open_clip, matcher and
+# trigger unit tests) under qemu-user on emulated Cortex cores:
+#   cortex-a76  tract's int8 dot-product (SDOT) kernels          (Pi 5)
+#   cortex-a72  NEON without dot product: the SMLAL int8 fallback (Pi 4)
+#   cortex-a53  in-order, NEON                                    (Pi 3, Zero 2 on a 64-bit OS)
+#   cortex-a7   32-bit ARMv7 NEON                                 (Pi 3, Zero 2 on a 32-bit OS)
+# The thresholds are the x86 tests' own: the same test code runs on each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Builds `cargo test --no-run` for a target and prints "name path" per test executable.
+build_tests() {
+  local target=$1
+  rustup target add "$target" >/dev/null
+  cargo test --target "$target" --no-run --lib --test runtime --test preprocess --test tokenizer \
+    --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        kind = m["target"]["kind"][0]
+        print(("lib" if kind == "lib" else m["target"]["name"]), m["executable"])
+'
+}
+
+run_under() {
+  local qemu=$1 sysroot=$2 cpu=$3 exe=$4 name=$5
+  printf -- '--- %s on %s\n' "$name" "$cpu"
+  "$qemu" -L "$sysroot" -cpu "$cpu" "$exe" --test-threads 2 -q
+}
+
+declare -A a64 a32
+# Surface compile errors (the JSON pass above hides them).
+cargo test --target aarch64-unknown-linux-gnu --no-run --lib --test runtime --test preprocess --test tokenizer
+while read -r name exe; do a64[$name]=$exe; done < <(build_tests aarch64-unknown-linux-gnu)
+cargo test --target armv7-unknown-linux-gnueabihf --no-run --lib --test runtime --test preprocess --test tokenizer
+while read -r name exe; do a32[$name]=$exe; done < <(build_tests armv7-unknown-linux-gnueabihf)
+
+q64=qemu-aarch64-static; q32=qemu-arm-static
+s64=/usr/aarch64-linux-gnu; s32=/usr/arm-linux-gnueabihf
+for t in lib runtime preprocess tokenizer; do
+  [[ -n ${a64[$t]:-} && -n ${a32[$t]:-} ]] || { echo "missing ARM test binary for $t" >&2; exit 1; }
+done
+
+run_under $q64 $s64 cortex-a76 "${a64[runtime]}" runtime
+run_under $q64 $s64 cortex-a76 "${a64[preprocess]}" preprocess
+run_under $q64 $s64 cortex-a76 "${a64[lib]}" lib
+run_under $q64 $s64 cortex-a72 "${a64[runtime]}" runtime
+run_under $q64 $s64 cortex-a72 "${a64[lib]}" lib
+run_under $q64 $s64 cortex-a53 "${a64[runtime]}" runtime
+run_under $q64 $s64 cortex-a53 "${a64[tokenizer]}" tokenizer
+run_under $q32 $s32 cortex-a7 "${a32[runtime]}" runtime
+run_under $q32 $s32 cortex-a7 "${a32[preprocess]}" preprocess
+run_under $q32 $s32 cortex-a7 "${a32[tokenizer]}" tokenizer
+run_under $q32 $s32 cortex-a7 "${a32[lib]}" lib
+echo "ARM tests passed"

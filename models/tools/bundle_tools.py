@@ -1,0 +1,367 @@
+"""ONNX export, quantization, checking and bundle writing, shared by export_fixtures.py and
+make_vitb32.py (imported, not run).
+
+A bundle (see models/BUNDLE.md) is a folder with `bundle.toml`, the tower ONNX files and, for the
+fixtures, `reference.safetensors` with inputs and the outputs onnxruntime gives for them.
+"""
+
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                      QuantType, quantize_dynamic, quantize_static)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from PIL import Image
+
+from clip_common import CLIP_MEAN, CLIP_STD, clip_transform
+
+OPSET = 17
+
+
+# ---------------------------------------------------------------------------------------------
+# Export and check
+# ---------------------------------------------------------------------------------------------
+
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
+                output_name: str):
+    """Export a one-input, one-output module with a dynamic batch axis (opset 17).
+
+    Uses the TorchScript-based exporter (`dynamo=False`): it writes one self-contained file with
+    plain ONNX ops and no external data, which is what the bundle wants."""
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def check_onnx(path: Path):
+    """onnx.checker (full check, with shape inference) on a file."""
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def ort_session(path: Path, optimize: bool = True) -> ort.InferenceSession:
+    """A single-threaded CPU session. optimize=False disables all graph optimizations, so a QDQ
+    model runs as written (float ops between Quantize/DequantizeLinear pairs) instead of fused
+    integer kernels."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_run(path: Path, input_name: str, x: np.ndarray, optimize: bool = True) -> np.ndarray:
+    sess = ort_session(path, optimize)
+    (out,) = sess.run(None, {input_name: x})
+    return out
+
+
+def op_histogram(path: Path) -> dict:
+    """Count of each op type in a graph (for the report)."""
+    counts = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization
+# ---------------------------------------------------------------------------------------------
+
+def _preprocessed(src: Path, tmp: Path) -> Path:
+    """onnxruntime's recommended pre-processing before quantization (shape inference and basic
+    graph clean-up). Falls back to the raw model if it fails."""
+    dst = tmp / (src.stem + ".pre.onnx")
+    try:
+        quant_pre_process(str(src), str(dst))
+        return dst
+    except Exception as e:  # noqa: BLE001 - report and go on with the raw model
+        print(f"  quant_pre_process failed on {src.name} ({type(e).__name__}: {e}); quantizing it as is")
+        return src
+
+
+def make_int8_dynamic(src: Path, dst: Path, op_types=None):
+    """Dynamic quantization: int8 weights (QInt8), activations quantized at run time
+    (DynamicQuantizeLinear + MatMulInteger / ConvInteger, int8 Gather tables + DequantizeLinear)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _preprocessed(src, Path(tmp))
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=op_types)
+
+
+class ArrayReader(CalibrationDataReader):
+    """Feeds calibration samples one at a time, as `{input_name: [1,3,H,W]}`."""
+
+    def __init__(self, input_name: str, batch: np.ndarray):
+        self.items = iter([{input_name: batch[i:i + 1]} for i in range(len(batch))])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+# The ops the static QDQ variant quantizes: the ones that carry the compute. Residual Adds,
+# LayerNorm, Softmax, GELU etc. stay in float. Quantizing every op onnxruntime can (its default)
+# wrecks a transformer: on the random-weight ViT-B/32 of make_vitb32.py the cosine to fp32 drops
+# to 0.88-0.90, against 0.9998 with this list (and 0.994-0.996 vs 0.9995 on hf-clip-tiny).
+QDQ_OP_TYPES = ("MatMul", "Conv", "Gemm")
+
+
+def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_types=QDQ_OP_TYPES):
+    """Static quantization in QDQ format: QuantizeLinear/DequantizeLinear pairs around the
+    quantized ops (`op_types`), uint8 (asymmetric) activations with MinMax ranges from `calib`,
+    int8 per-channel weights. This is onnxruntime's recommended CPU setting.
+
+    onnxruntime logs "Axis 1 is out-of-range for weight '...norm.weight' with rank 1" for the
+    LayerNormalization / BatchNormalization scales: those 1-D weights cannot be quantized per
+    channel along axis 1, and it quantizes them per tensor instead. Harmless."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _preprocessed(src, Path(tmp))
+        quantize_static(
+            str(pre), str(dst), ArrayReader(input_name, calib),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=list(op_types),
+        )
+
+
+def calibration_images(size: int, n: int = 16, seed: int = 0) -> np.ndarray:
+    """`n` preprocessed calibration inputs f32 [n,3,size,size]: random crops (30-100 % of the
+    area, aspect 3:4 to 4:3) of scikit-image's sample photographs, through the CLIP transform.
+    These are not the photos in reference.safetensors."""
+    from skimage import data as skdata
+
+    photos = [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket(),
+              skdata.immunohistochemistry(), skdata.hubble_deep_field(), skdata.colorwheel(),
+              skdata.retina(), skdata.camera(), skdata.coins(), skdata.moon(), skdata.clock()]
+    rng = random.Random(seed)
+    tf = clip_transform(size)
+    out = []
+    for i in range(n):
+        img = Image.fromarray(photos[i % len(photos)]).convert("RGB")
+        w, h = img.size
+        area = rng.uniform(0.3, 1.0) * w * h
+        aspect = rng.uniform(3 / 4, 4 / 3)
+        cw = min(w, max(16, int(round((area * aspect) ** 0.5))))
+        ch = min(h, max(16, int(round((area / aspect) ** 0.5))))
+        x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        out.append(tf(img.crop((x0, y0, x0 + cw, y0 + ch))).numpy())
+    return np.stack(out).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# bundle.toml
+# ---------------------------------------------------------------------------------------------
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def _toml_table(lines, header, table):
+    lines.append("")
+    lines.append(header)
+    for k, v in table.items():
+        lines.append(f"{k} = {_toml_value(v)}")
+
+
+def image_section(onnx_file: str, precision: str, size: int, input_name="pixel_values",
+                  output_name="image_embeds", mean=CLIP_MEAN, std=CLIP_STD) -> dict:
+    """The [image] table, in BUNDLE.md's key order."""
+    return {
+        "onnx": onnx_file,
+        "precision": precision,
+        "input": input_name,
+        "output": output_name,
+        "height": size,
+        "width": size,
+        "resize": "shortest",
+        "crop": "center",
+        "interpolation": "bicubic",
+        "mean": list(mean),
+        "std": list(std),
+        "channel_order": "rgb",
+    }
+
+
+def text_section(onnx_file: str, precision: str, input_name="input_ids", output_name="text_embeds",
+                 context_length: int = 77) -> dict:
+    """The [text] table, in BUNDLE.md's key order."""
+    return {
+        "onnx": onnx_file,
+        "precision": precision,
+        "input": input_name,
+        "output": output_name,
+        "tokenizer": "clip-bpe",
+        "context_length": context_length,
+    }
+
+
+def write_bundle_toml(folder: Path, name: str, embed_dim: int, logit_scale: float, fingerprint: str,
+                      image: dict, image_variants=(), text: dict | None = None, text_variants=(),
+                      comment: str = ""):
+    """Write bundle.toml with only the keys BUNDLE.md defines (the loader rejects unknown keys).
+    Variants are (onnx_file, precision) pairs."""
+    lines = [f"# {line}".rstrip() for line in comment.strip().splitlines()] if comment else []
+    lines += [
+        f"name = {_toml_value(name)}",
+        f"embed_dim = {embed_dim}",
+        f"logit_scale = {_toml_value(float(logit_scale))}",
+        f"fingerprint = {_toml_value(fingerprint)}",
+    ]
+    _toml_table(lines, "[image]", image)
+    for onnx_file, precision in image_variants:
+        _toml_table(lines, "[[image.variants]]", {"onnx": onnx_file, "precision": precision})
+    if text is not None:
+        _toml_table(lines, "[text]", text)
+        for onnx_file, precision in text_variants:
+            _toml_table(lines, "[[text.variants]]", {"onnx": onnx_file, "precision": precision})
+    (folder / "bundle.toml").write_text("\n".join(lines) + "\n")
+
+
+# The keys models/BUNDLE.md defines, per table (the Rust loader rejects any other).
+BUNDLE_KEYS = {
+    "": {"name", "embed_dim", "logit_scale", "fingerprint", "image", "text", "prompts"},
+    "image": {"onnx", "precision", "input", "output", "height", "width", "resize", "crop",
+              "interpolation", "mean", "std", "channel_order", "variants"},
+    "text": {"onnx", "precision", "input", "output", "tokenizer", "context_length", "variants"},
+    "variants": {"onnx", "precision"},
+    "prompts": {"file"},
+}
+PRECISIONS = {"fp32", "fp16", "int8-qdq", "int8-dynamic"}
+
+
+def validate_bundle(folder: Path):
+    """Re-read bundle.toml and check it against BUNDLE.md: known keys only, known precisions,
+    the files exist, the fingerprint matches. Raises on any problem."""
+    import hashlib
+    import tomllib
+
+    manifest = tomllib.loads((folder / "bundle.toml").read_text())
+
+    def keys(table, allowed, where):
+        unknown = set(table) - allowed
+        assert not unknown, f"{folder}/bundle.toml: unknown keys {unknown} in {where or 'top level'}"
+
+    keys(manifest, BUNDLE_KEYS[""], "")
+    for tower in ("image", "text"):
+        if tower not in manifest:
+            continue
+        keys(manifest[tower], BUNDLE_KEYS[tower], tower)
+        for entry in [manifest[tower]] + manifest[tower].get("variants", []):
+            if entry is not manifest[tower]:
+                keys(entry, BUNDLE_KEYS["variants"], f"{tower}.variants")
+            assert entry["precision"] in PRECISIONS, entry
+            assert (folder / entry["onnx"]).is_file(), entry
+    fp_file = manifest["text"]["onnx"] if "text" in manifest else manifest["image"]["onnx"]
+    expected = hashlib.sha256((folder / fp_file).read_bytes()).hexdigest()[:16]
+    assert manifest["fingerprint"] == expected, (manifest["fingerprint"], expected)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# Building one tower's variants
+# ---------------------------------------------------------------------------------------------
+
+def build_variants(fp32_path: Path, input_name: str, output_name: str, variants, calib=None,
+                   dynamic_op_types=None, log=print):
+    """From an exported fp32 file, write the requested quantized variants next to it, check every
+    file with onnx.checker and onnxruntime, and return {precision: filename} of those that run.
+
+    variants: precisions besides "fp32" ("int8-dynamic", "int8-qdq").
+    Files are named `<stem>.<precision>.onnx`, e.g. visual.int8-qdq.onnx."""
+    made = {"fp32": fp32_path.name}
+    for precision in variants:
+        dst = fp32_path.with_name(f"{fp32_path.stem}.{precision}.onnx")
+        t0 = time.time()
+        try:
+            if precision == "int8-dynamic":
+                make_int8_dynamic(fp32_path, dst, op_types=dynamic_op_types)
+            elif precision == "int8-qdq":
+                make_int8_qdq(fp32_path, dst, input_name, calib)
+            else:
+                raise ValueError(precision)
+        except Exception as e:  # noqa: BLE001 - report and keep going
+            log(f"  {precision}: quantization FAILED: {type(e).__name__}: {e}")
+            continue
+        made[precision] = dst.name
+        log(f"  {precision}: {dst.name} ({dst.stat().st_size / 1e6:.2f} MB, {time.time() - t0:.1f} s)")
+    ok = {}
+    for precision, file in made.items():
+        path = fp32_path.parent / file
+        try:
+            check_onnx(path)
+            ort_session(path)
+            ok[precision] = file
+        except Exception as e:  # noqa: BLE001
+            log(f"  {precision}: {file} does not pass onnx.checker / onnxruntime: {type(e).__name__}: {e}")
+    return ok
+
+
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int64): "I64",
+              np.dtype(np.int32): "I32", np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8"}
+
+
+def save_safetensors(path: Path, tensors: dict, metadata: dict | None = None):
+    """Write a .safetensors file with a byte-for-byte reproducible layout (tensors and metadata in
+    sorted order; the `safetensors` package orders its header from a hash map, so re-running it
+    changes the file even when nothing else does). Format: u64-le header length, the JSON header
+    (padded with spaces to a multiple of 8), then the raw little-endian tensor data."""
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = {k: str(metadata[k]) for k in sorted(metadata)}
+    # Like the safetensors package: wider dtypes first, so every tensor starts at an offset that is
+    # a multiple of its element size (then by name).
+    for name in sorted(tensors, key=lambda n: (-np.asarray(tensors[n]).dtype.itemsize, n)):
+        arr = np.ascontiguousarray(tensors[name])
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _ST_DTYPES[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for b in blobs:
+            f.write(b)
+
+
+def file_sizes(folder: Path) -> dict:
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def set_threads():
+    """The fixture machines are small and shared: one thread everywhere, deterministic."""
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

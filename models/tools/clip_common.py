@@ -1,0 +1,73 @@
+"""Helpers shared by the fixture scripts in models/tools/ (imported, not run).
+
+The scripts are run as `python3 models/tools/<script>.py`, so this folder is on `sys.path` and
+`import clip_common` works without installing anything.
+"""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# The repository root (models/tools/ is two levels below it).
+REPO = Path(__file__).resolve().parents[2]
+
+# OpenAI CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Open_clip's logit scale of a trained CLIP (exp(4.6052) = 100).
+LOGIT_SCALE = 100.0
+
+
+def load_rgb(path) -> Image.Image:
+    """Open an image the way the reference pipeline does: apply the EXIF orientation, then
+    convert to 8-bit RGB (grey is replicated, alpha is dropped without compositing, palettes are
+    expanded)."""
+    img = Image.open(path)
+    img = ImageOps.exif_transpose(img)
+    return img.convert("RGB")
+
+
+def resize_crop(size: int):
+    """torchvision's Resize(size, BICUBIC) + CenterCrop(size) on a PIL image: the uint8 image the
+    Rust preprocessing must reproduce before normalisation."""
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(size),
+    ])
+
+
+def clip_transform(size: int, mean=CLIP_MEAN, std=CLIP_STD):
+    """The full CLIP image transform (open_clip's eval transform with resize_mode 'shortest'):
+    Resize + CenterCrop + ToTensor (/255) + Normalize, giving f32 [3,size,size]."""
+    from torchvision import transforms as T
+
+    return T.Compose([
+        resize_crop(size),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+def pixel_values(paths, size: int) -> np.ndarray:
+    """f32 [N,3,size,size] for a list of image files, through load_rgb + clip_transform."""
+    import torch
+
+    tf = clip_transform(size)
+    return torch.stack([tf(load_rgb(p)) for p in paths]).numpy().astype(np.float32)
+
+
+def fingerprint(path) -> str:
+    """The bundle fingerprint: the first 16 hex digits of the SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two [N,D] arrays (in float64)."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

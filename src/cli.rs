@@ -1,0 +1,299 @@
+//! The `edgeclip` command line: argument definitions and the one-shot commands.
+//!
+//! `main.rs` parses, sets up logging and calls [`run`]; the daemon itself lives in
+//! [`crate::daemon`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::matcher::{Label, Matcher, Scores};
+use crate::model::{Bundle, ImageEncoder, Precision, set_threads};
+use crate::preprocess::{Preprocessor, Spec, load_image};
+use crate::prompts::{PromptEmbedder, PromptEmbeddings};
+
+/// Zero-shot camera events from a CLIP image encoder.
+#[derive(Debug, Parser)]
+#[command(name = "edgeclip", version, about)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Describe a model bundle.
+    Info {
+        /// The bundle folder.
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// Embed prompts (one per line) with the bundle's text tower into a safetensors file.
+    Embed {
+        /// The bundle folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// A text file with one prompt per line (blank lines and lines starting with # skipped).
+        #[arg(long)]
+        prompts_file: PathBuf,
+        /// Where to write the embeddings.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Score images against prompts.
+    Classify {
+        /// The bundle folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// A prompt (repeatable).
+        #[arg(long = "prompt")]
+        prompts: Vec<String>,
+        /// A text file with one prompt per line.
+        #[arg(long)]
+        prompts_file: Option<PathBuf>,
+        /// A precomputed embeddings file; its prompts are used when no other prompt is given.
+        #[arg(long)]
+        embeddings: Option<PathBuf>,
+        /// Image tower precision (default: the bundle's default file).
+        #[arg(long)]
+        precision: Option<Precision>,
+        /// Threads for tract's matrix products.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// One JSON object per image and line.
+        #[arg(long)]
+        json: bool,
+        /// The images (JPEG or PNG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Run the daemon: capture, match, publish events until stopped (SIGTERM/SIGINT) or until a
+    /// replayed clip ends. SIGHUP reloads the prompts.
+    Run {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Never drop frames: the source waits for inference (for replaying recordings).
+        #[arg(long)]
+        lossless: bool,
+    },
+    /// Validate a config file without touching any device; report every problem.
+    CheckConfig {
+        /// The config file.
+        config: PathBuf,
+        /// Also open the camera and connect to the MQTT broker.
+        #[arg(long)]
+        probe: bool,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { model } => info(&model),
+        Command::Embed { model, prompts_file, out } => embed(&model, &prompts_file, &out),
+        Command::Classify { model, prompts, prompts_file, embeddings, precision, threads, json, images } => {
+            set_threads(threads);
+            classify(&model, prompts, prompts_file.as_deref(), embeddings.as_deref(), precision, json, &images)
+        }
+        Command::Run { config, lossless } => run_daemon(&config, lossless),
+        Command::CheckConfig { config, probe } => check_config(&config, probe),
+    }
+}
+
+fn run_daemon(path: &Path, lossless: bool) -> Result<()> {
+    use crate::daemon::{Control, Daemon, Delivery};
+    let config = Config::from_file(path)?;
+    let control = Control::default();
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, control.shutdown.clone())
+            .with_context(|| format!("installing the handler for signal {signal}"))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, control.reload.clone())
+        .context("installing the SIGHUP handler")?;
+    let daemon = Daemon::new(config)?;
+    let source = crate::source::open_source(&daemon.config().camera)?;
+    let sinks = crate::sink::open_sinks(daemon.config())?;
+    let delivery = if lossless { Delivery::Lossless } else { Delivery::Freshest };
+    daemon.run(source, sinks, &control, delivery)?;
+    Ok(())
+}
+
+fn check_config(path: &Path, probe: bool) -> Result<()> {
+    let config = Config::from_file(path)?;
+    // The model is part of the config: check the bundle and that every prompt can be embedded.
+    let bundle = Bundle::load(&config.model.bundle)?;
+    let mut embedder = PromptEmbedder::new(&bundle, &[])?;
+    let texts = config.prompts.iter().flat_map(|p| p.texts.iter()).chain(&config.matcher.background);
+    for t in texts {
+        embedder.embed(t).with_context(|| format!("{}: prompt {t:?}", path.display()))?;
+    }
+    if probe {
+        for line in crate::config::probe(&config, std::time::Duration::from_secs(5))? {
+            println!("{line}");
+        }
+    }
+    println!("{}: ok", path.display());
+    Ok(())
+}
+
+fn info(dir: &Path) -> Result<()> {
+    let b = Bundle::load(dir)?;
+    let m = &b.manifest;
+    let img = &m.image;
+    println!("name:         {}", m.name);
+    println!("folder:       {}", dir.display());
+    println!("fingerprint:  {}", m.fingerprint);
+    println!("embed dim:    {}", m.embed_dim);
+    println!("logit scale:  {}", m.logit_scale);
+    println!(
+        "image tower:  {} ({}), input {:?} {}x{} (HxW), output {:?}",
+        img.onnx.display(),
+        img.precision,
+        img.input,
+        img.height,
+        img.width,
+        img.output
+    );
+    for v in &img.variants {
+        println!("              variant {} ({})", v.onnx.display(), v.precision);
+    }
+    println!(
+        "preprocess:   resize {:?}, crop {:?}, {:?}, mean {:?}, std {:?}, {:?}",
+        img.resize, img.crop, img.interpolation, img.mean, img.std, img.channel_order
+    );
+    match &m.text {
+        Some(t) => {
+            println!(
+                "text tower:   {} ({}), {:?} tokenizer, context {}",
+                t.onnx.display(),
+                t.precision,
+                t.tokenizer,
+                t.context_length
+            );
+            for v in &t.variants {
+                println!("              variant {} ({})", v.onnx.display(), v.precision);
+            }
+        }
+        None => println!("text tower:   none"),
+    }
+    match b.prompts_file() {
+        Some(p) => {
+            let e = PromptEmbeddings::load_for(&p, &b)?;
+            println!("prompts:      {} ({} prompts)", p.display(), e.texts.len());
+        }
+        None => println!("prompts:      none"),
+    }
+    Ok(())
+}
+
+/// Reads a prompts file: one prompt per line, blank lines and `#` comments skipped.
+pub fn read_prompts_file(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let prompts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if prompts.is_empty() {
+        bail!("{}: no prompts in the file", path.display());
+    }
+    Ok(prompts)
+}
+
+fn embed(dir: &Path, prompts_file: &Path, out: &Path) -> Result<()> {
+    let bundle = Bundle::load(dir)?;
+    if bundle.manifest.text.is_none() {
+        bail!("{}: the bundle has no text tower to embed prompts with", bundle.manifest_path().display());
+    }
+    let prompts = read_prompts_file(prompts_file)?;
+    let mut embedder = PromptEmbedder::new(&bundle, &[])?;
+    let mut set = PromptEmbeddings::empty(bundle.fingerprint(), bundle.embed_dim());
+    for p in &prompts {
+        set.insert(p, embedder.embed(p)?);
+    }
+    set.save(out)?;
+    eprintln!("wrote {} embeddings of width {} to {}", prompts.len(), set.dim, out.display());
+    Ok(())
+}
+
+/// One scored prompt in `classify --json` output.
+#[derive(Debug, serde::Serialize)]
+struct Scored<'a> {
+    prompt: &'a str,
+    score: f32,
+    prob: f32,
+}
+
+fn classify(
+    dir: &Path,
+    mut prompts: Vec<String>,
+    prompts_file: Option<&Path>,
+    embeddings: Option<&Path>,
+    precision: Option<Precision>,
+    json: bool,
+    images: &[PathBuf],
+) -> Result<()> {
+    let bundle = Bundle::load(dir)?;
+    if let Some(f) = prompts_file {
+        prompts.extend(read_prompts_file(f)?);
+    }
+    let extra: Vec<PathBuf> = embeddings.map(Path::to_path_buf).into_iter().collect();
+    let mut embedder = PromptEmbedder::new(&bundle, &extra)?;
+    if prompts.is_empty() {
+        // No prompts given: the embeddings file's, else the bundle's shipped ones.
+        let source = match embeddings {
+            Some(e) => PromptEmbeddings::load_for(e, &bundle)?,
+            None => match bundle.prompts_file() {
+                Some(p) => PromptEmbeddings::load_for(&p, &bundle)?,
+                None => bail!("no prompts: give --prompt, --prompts-file or --embeddings"),
+            },
+        };
+        prompts = source.texts;
+    }
+    let mut entries = Vec::with_capacity(prompts.len());
+    for p in &prompts {
+        let label = Label { name: p.clone(), prompt: p.clone(), background: false };
+        entries.push((label, vec![embedder.embed(p)?]));
+    }
+    let matcher = Matcher::new(entries, bundle.embed_dim(), bundle.manifest.logit_scale)?;
+    let encoder = ImageEncoder::load(&bundle, precision)?;
+    let mut pre = Preprocessor::new(Spec::from(&bundle.manifest.image));
+    let mut pixels = vec![0f32; pre.output_len()];
+    let mut embedding = vec![0f32; encoder.dim()];
+    let mut scores = Scores::default();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for path in images {
+        let img = load_image(path)?;
+        pre.image_to_tensor(&img, &mut pixels)?;
+        encoder.encode_into(&pixels, &mut embedding)?;
+        matcher.score(&embedding, &mut scores);
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by(|&a, &b| scores.cos[b].total_cmp(&scores.cos[a]));
+        if json {
+            let scored: Vec<Scored> = (0..prompts.len())
+                .map(|i| Scored { prompt: &prompts[i], score: scores.cos[i], prob: scores.prob[i] })
+                .collect();
+            let top = &scored[order[0]];
+            let line = serde_json::json!({
+                "image": path.display().to_string(),
+                "top": top,
+                "scores": scored,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{}", path.display())?;
+            for &i in order.iter().take(10) {
+                writeln!(out, "  {:>6.4}  {:>6.2}%  {}", scores.cos[i], 100.0 * scores.prob[i], prompts[i])?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,498 @@
+//! The daemon: a capture thread feeding a freshest-frame mailbox, and the inference loop that
+//! preprocesses, encodes, matches, triggers and publishes.
+//!
+//! ```text
+//! capture thread:  source.next_frame() ──> Mailbox (one slot: a newer frame replaces an unread one)
+//! inference loop:  Mailbox ──> Preprocessor ──> ImageEncoder ──> Matcher ──> TriggerBank ──> sinks
+//! ```
+//!
+//! When inference is slower than the camera, the frame waiting in the mailbox is replaced and
+//! counted as dropped: nothing queues without bound and events always describe a recent frame.
+//! Runtime faults (a corrupt frame, a camera error, a sink error) are logged and counted; the loop
+//! goes on. It ends when the source finishes (a replayed clip without `loop`) or on shutdown, and
+//! then publishes end events for every active label and closes the sinks (MQTT: `offline`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{debug, info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::event::{Event, Stats};
+use crate::frame::Frame;
+use crate::matcher::{Label, Matcher, MatcherError, Scores};
+use crate::model::{Bundle, ImageEncoder, ModelError, set_threads};
+use crate::preprocess::{Preprocessor, Spec};
+use crate::prompts::{PromptEmbedder, PromptEmbeddings, PromptError};
+use crate::sink::EventSink;
+use crate::source::FrameSource;
+use crate::trigger::{FrameStamp, LabelScore, LabelSpec, TriggerBank};
+
+/// Errors that stop the daemon at start-up (runtime faults are logged, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The model bundle could not be loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Prompt embeddings could not be loaded or computed.
+    #[error(transparent)]
+    Prompts(#[from] PromptError),
+    /// The labels could not be matched.
+    #[error("prompts: {0}")]
+    Matcher(#[from] MatcherError),
+    /// The runtime asked for is not available.
+    #[error("model.runtime: {0}")]
+    Runtime(String),
+    /// The capture thread could not be started.
+    #[error("cannot start the capture thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Flags that steer a running daemon, set from signal handlers or tests.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// Set to stop: the frame in hand is finished, end events are published, sinks closed.
+    pub shutdown: Arc<AtomicBool>,
+    /// Set to reload the prompts from the config file (SIGHUP); cleared when done.
+    pub reload: Arc<AtomicBool>,
+}
+
+/// How the capture side hands frames over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Keep only the freshest frame; replaced frames are dropped and counted (live cameras).
+    #[default]
+    Freshest,
+    /// Wait until the previous frame was taken: nothing is dropped (replaying a recording in a
+    /// test or an evaluation).
+    Lossless,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Frames the source delivered.
+    pub captured: u64,
+    /// Frames preprocessed and encoded.
+    pub processed: u64,
+    /// Frames replaced in the mailbox before inference took them.
+    pub dropped: u64,
+    /// Frames that failed to decode or preprocess.
+    pub bad_frames: u64,
+    /// Errors reported by the source.
+    pub source_errors: u64,
+    /// Events published.
+    pub events: u64,
+    /// Frame-to-event latencies of every processed frame, in ms (sorted).
+    pub latencies_ms: Vec<f32>,
+}
+
+#[derive(Default)]
+struct MailState {
+    frame: Option<Frame>,
+    finished: bool,
+    captured: u64,
+    dropped: u64,
+    source_errors: u64,
+}
+
+/// The one-frame mailbox between capture and inference.
+#[derive(Default)]
+struct Mailbox {
+    state: Mutex<MailState>,
+    changed: Condvar,
+}
+
+impl Mailbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MailState> {
+        // A poisoned lock only means the other thread panicked; the state is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, frame: Frame, delivery: Delivery, shutdown: &AtomicBool) {
+        let mut s = self.lock();
+        if delivery == Delivery::Lossless {
+            while s.frame.is_some() && !shutdown.load(Ordering::Relaxed) {
+                s = self.changed.wait_timeout(s, Duration::from_millis(50)).map(|r| r.0).unwrap_or_else(|p| p.into_inner().0);
+            }
+        }
+        if s.frame.replace(frame).is_some() {
+            s.dropped += 1;
+        }
+        s.captured += 1;
+        self.changed.notify_all();
+    }
+
+    /// The next frame, or `None` once the source finished (or on shutdown) and nothing is left.
+    fn take(&self, shutdown: &AtomicBool, reload: &AtomicBool) -> Option<Frame> {
+        let mut s = self.lock();
+        loop {
+            if let Some(f) = s.frame.take() {
+                self.changed.notify_all();
+                return Some(f);
+            }
+            if s.finished || shutdown.load(Ordering::Relaxed) || reload.load(Ordering::Relaxed) {
+                return None;
+            }
+            s = self.changed.wait_timeout(s, Duration::from_millis(100)).map(|r| r.0).unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+fn capture_loop(mut source: Box<dyn FrameSource>, mailbox: Arc<Mailbox>, delivery: Delivery, shutdown: Arc<AtomicBool>) {
+    info!("capturing from {}", source.describe());
+    while !shutdown.load(Ordering::Relaxed) {
+        match source.next_frame() {
+            Ok(Some(frame)) => mailbox.put(frame, delivery, &shutdown),
+            Ok(None) => {
+                info!("{}: no more frames", source.describe());
+                break;
+            }
+            Err(e) => {
+                mailbox.lock().source_errors += 1;
+                warn!("{}: {e}", source.describe());
+                // Sources back off themselves; this only keeps a tight error loop from spinning.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    mailbox.lock().finished = true;
+    mailbox.changed.notify_all();
+}
+
+/// Where prompt embeddings computed with the text tower are cached between runs.
+///
+/// `$CACHE_DIRECTORY` (set by systemd's `CacheDirectory=`), else `$XDG_CACHE_HOME/edgeclip`, else
+/// `~/.cache/edgeclip`.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("CACHE_DIRECTORY") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("edgeclip"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/edgeclip"))
+}
+
+fn cache_file(bundle: &Bundle) -> Option<PathBuf> {
+    cache_dir().map(|d| d.join(format!("prompts-{}.safetensors", bundle.fingerprint())))
+}
+
+/// Embeds every label's texts and the background texts, using (and refreshing) the disk cache.
+fn build_matcher(config: &Config, bundle: &Bundle) -> Result<Matcher, DaemonError> {
+    let cache = cache_file(bundle).filter(|p| p.is_file());
+    // A stale or damaged cache is not fatal: it is rebuilt.
+    let extra: Vec<PathBuf> = cache
+        .iter()
+        .filter(|p| match PromptEmbeddings::load_for(p, bundle) {
+            Ok(_) => true,
+            Err(e) => {
+                warn!("ignoring the prompt cache: {e}");
+                false
+            }
+        })
+        .cloned()
+        .collect();
+    let mut embedder = PromptEmbedder::new(bundle, &extra)?;
+    let mut entries = Vec::new();
+    for p in &config.prompts {
+        let embeddings = p.texts.iter().map(|t| embedder.embed(t)).collect::<Result<Vec<_>, _>>()?;
+        let label = Label { name: p.label.clone(), prompt: p.display_text().to_string(), background: false };
+        entries.push((label, embeddings));
+    }
+    for text in &config.matcher.background {
+        let label = Label { name: text.clone(), prompt: text.clone(), background: true };
+        entries.push((label, vec![embedder.embed(text)?]));
+    }
+    if let Some(path) = cache_file(bundle) {
+        let save = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())
+            .and_then(|_| embedder.known().save(&path).map_err(|e| e.to_string()));
+        match save {
+            Ok(()) => debug!("prompt embeddings cached in {}", path.display()),
+            Err(e) => debug!("prompt embeddings not cached: {e}"),
+        }
+    }
+    Ok(Matcher::new(entries, bundle.embed_dim(), bundle.manifest.logit_scale)?)
+}
+
+fn build_bank(config: &Config) -> TriggerBank {
+    let labels = config
+        .prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| LabelSpec {
+            label: p.label.clone(),
+            prompt: p.display_text().to_string(),
+            params: config.trigger_params(i).expect("index in range"),
+        })
+        .collect();
+    TriggerBank::new(config.camera.name.clone(), config.matcher.score.metric(), labels)
+}
+
+/// The model side of the daemon, loaded once.
+pub struct Daemon {
+    config: Config,
+    bundle: Bundle,
+    encoder: ImageEncoder,
+    preprocessor: Preprocessor,
+    matcher: Matcher,
+    bank: TriggerBank,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("camera", &self.config.camera.name).field("bundle", &self.bundle.dir()).finish()
+    }
+}
+
+impl Daemon {
+    /// Loads the bundle, the image tower and the prompt embeddings the config names.
+    pub fn new(config: Config) -> Result<Daemon, DaemonError> {
+        use crate::config::Runtime;
+        let threads = config.model.threads.unwrap_or(1);
+        set_threads(threads);
+        match config.model.runtime {
+            Runtime::Cpu | Runtime::Auto => {}
+            Runtime::Cuda => {
+                return Err(DaemonError::Runtime(
+                    "\"cuda\" needs a build with the `cuda` feature; this binary runs on the CPU".into(),
+                ));
+            }
+        }
+        let started = Instant::now();
+        let bundle = Bundle::load(&config.model.bundle)?;
+        let encoder = ImageEncoder::load(&bundle, None)?;
+        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image));
+        let matcher = build_matcher(&config, &bundle)?;
+        let bank = build_bank(&config);
+        info!(
+            "model {} ({}, {}) loaded in {:.0} ms on the CPU with {threads} thread(s); {} labels, {} background",
+            bundle.name(),
+            encoder.path().display(),
+            encoder.precision(),
+            started.elapsed().as_secs_f64() * 1e3,
+            config.prompts.len(),
+            config.matcher.background.len()
+        );
+        Ok(Daemon { config, bundle, encoder, preprocessor, matcher, bank })
+    }
+
+    /// The config it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Re-reads the prompts from the config file and rebuilds the matcher and triggers. Active
+    /// labels get their end events first (returned).
+    fn reload(&mut self, frame: FrameStamp) -> Vec<Event> {
+        let Some(file) = self.config.file.clone() else {
+            warn!("reload asked, but the config did not come from a file");
+            return vec![];
+        };
+        let new = match Config::from_file(&file) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("reload failed, keeping the current prompts:\n{e}");
+                return vec![];
+            }
+        };
+        if new.model.bundle != self.config.model.bundle {
+            warn!("reload: model.bundle changed; restart the daemon to load another model");
+        }
+        let mut config = self.config.clone();
+        config.prompts = new.prompts;
+        config.matcher = new.matcher;
+        config.trigger = new.trigger;
+        match build_matcher(&config, &self.bundle) {
+            Ok(matcher) => {
+                let ends = self.bank.finish(frame);
+                self.matcher = matcher;
+                self.config = config;
+                self.bank = build_bank(&self.config);
+                info!("prompts reloaded: {} labels", self.config.prompts.len());
+                ends
+            }
+            Err(e) => {
+                warn!("reload failed, keeping the current prompts: {e}");
+                vec![]
+            }
+        }
+    }
+
+    /// Runs until the source finishes or `control.shutdown` is set.
+    pub fn run(
+        mut self,
+        source: Box<dyn FrameSource>,
+        mut sinks: Vec<Box<dyn EventSink>>,
+        control: &Control,
+        delivery: Delivery,
+    ) -> Result<Summary, DaemonError> {
+        let mailbox = Arc::new(Mailbox::default());
+        let capture = {
+            let mailbox = mailbox.clone();
+            let shutdown = control.shutdown.clone();
+            std::thread::Builder::new()
+                .name("edgeclip-capture".into())
+                .spawn(move || capture_loop(source, mailbox, delivery, shutdown))
+                .map_err(DaemonError::Thread)?
+        };
+        let started = Instant::now();
+        let mut summary = Summary::default();
+        let mut pixels = vec![0f32; self.preprocessor.output_len()];
+        let mut embedding = vec![0f32; self.encoder.dim()];
+        let mut scores = Scores::default();
+        let mut label_scores: Vec<LabelScore> = Vec::with_capacity(self.config.prompts.len());
+        let mut stats = StatsWindow::new(started);
+        let stats_every = self.config.stats.interval();
+        let mut last_stamp = FrameStamp { seq: 0, wall: SystemTime::now(), now: Duration::ZERO, latency_ms: 0.0 };
+
+        loop {
+            if control.reload.swap(false, Ordering::Relaxed) {
+                let ends = self.reload(last_stamp);
+                publish(&mut sinks, &ends, &mut summary);
+            }
+            let Some(frame) = mailbox.take(&control.shutdown, &control.reload) else {
+                if control.reload.load(Ordering::Relaxed) {
+                    continue;
+                }
+                break;
+            };
+            if let Err(e) = self.preprocessor.frame_to_tensor(&frame, &mut pixels) {
+                summary.bad_frames += 1;
+                warn!("skipping frame {}: {e}", frame.seq);
+                continue;
+            }
+            if let Err(e) = self.encoder.encode_into(&pixels, &mut embedding) {
+                summary.bad_frames += 1;
+                warn!("frame {}: {e}", frame.seq);
+                continue;
+            }
+            self.matcher.score(&embedding, &mut scores);
+            label_scores.clear();
+            label_scores.extend(
+                (0..self.config.prompts.len()).map(|i| LabelScore { label: i, score: scores.cos[i], prob: scores.prob[i] }),
+            );
+            let latency_ms = frame.captured_at.elapsed().as_secs_f32() * 1e3;
+            last_stamp = FrameStamp {
+                seq: frame.seq,
+                wall: frame.captured_wall,
+                now: frame.captured_at.duration_since(started),
+                latency_ms,
+            };
+            let events = self.bank.update(last_stamp, &label_scores);
+            publish(&mut sinks, &events, &mut summary);
+            summary.processed += 1;
+            summary.latencies_ms.push(latency_ms);
+            stats.frame(latency_ms);
+            if let Some(every) = stats_every {
+                if stats.due(every) {
+                    let (captured, dropped) = {
+                        let s = mailbox.lock();
+                        (s.captured, s.dropped)
+                    };
+                    let st = stats.take(&self.config.camera.name, captured, dropped + summary.bad_frames, summary.processed);
+                    info!(
+                        "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}",
+                        st.capture_fps, st.inference_fps, st.p50_ms, st.p95_ms, st.dropped, st.frames
+                    );
+                    for s in sinks.iter_mut() {
+                        if let Err(e) = s.publish_stats(&st) {
+                            warn!("{}: stats not published: {e}", s.name());
+                        }
+                    }
+                }
+            }
+        }
+
+        control.shutdown.store(true, Ordering::Relaxed);
+        let ends = self.bank.finish(last_stamp);
+        publish(&mut sinks, &ends, &mut summary);
+        for s in sinks.iter_mut() {
+            if let Err(e) = s.close() {
+                warn!("{}: close failed: {e}", s.name());
+            }
+        }
+        if capture.join().is_err() {
+            warn!("the capture thread panicked");
+        }
+        let s = mailbox.lock();
+        summary.captured = s.captured;
+        summary.dropped = s.dropped;
+        summary.source_errors = s.source_errors;
+        summary.latencies_ms.sort_by(f32::total_cmp);
+        info!(
+            "stopped: {} frames captured, {} processed, {} dropped, {} bad, {} events",
+            summary.captured, summary.processed, summary.dropped, summary.bad_frames, summary.events
+        );
+        Ok(summary)
+    }
+}
+
+fn publish(sinks: &mut [Box<dyn EventSink>], events: &[Event], summary: &mut Summary) {
+    for event in events {
+        summary.events += 1;
+        for s in sinks.iter_mut() {
+            if let Err(e) = s.publish(event) {
+                warn!("{}: event not accepted: {e}", s.name());
+            }
+        }
+    }
+}
+
+/// Counters for the periodic stats line.
+struct StatsWindow {
+    since: Instant,
+    frames: u64,
+    captured_before: u64,
+    latencies: Vec<f32>,
+}
+
+impl StatsWindow {
+    fn new(now: Instant) -> StatsWindow {
+        StatsWindow { since: now, frames: 0, captured_before: 0, latencies: Vec::with_capacity(1024) }
+    }
+
+    fn frame(&mut self, latency_ms: f32) {
+        self.frames += 1;
+        if self.latencies.len() < 100_000 {
+            self.latencies.push(latency_ms);
+        }
+    }
+
+    fn due(&self, every: Duration) -> bool {
+        self.since.elapsed() >= every
+    }
+
+    /// Stats over the window since the last call; `dropped` and `processed` are totals.
+    fn take(&mut self, camera: &str, captured: u64, dropped: u64, processed: u64) -> Stats {
+        let secs = self.since.elapsed().as_secs_f32().max(1e-3);
+        self.latencies.sort_by(f32::total_cmp);
+        let pct = |p: f32| -> f32 {
+            if self.latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((self.latencies.len() - 1) as f32 * p).round() as usize;
+            self.latencies[i]
+        };
+        let st = Stats {
+            camera: camera.to_string(),
+            ts: SystemTime::now(),
+            capture_fps: (captured - self.captured_before) as f32 / secs,
+            inference_fps: self.frames as f32 / secs,
+            p50_ms: pct(0.5),
+            p95_ms: pct(0.95),
+            dropped,
+            frames: processed,
+        };
+        self.since = Instant::now();
+        self.frames = 0;
+        self.captured_before = captured;
+        self.latencies.clear();
+        st
+    }
+}

@@ -1,0 +1,290 @@
+//! The events and statistics the daemon emits, and their one wire format.
+//!
+//! Every sink (stdout JSON lines, MQTT, ...) serialises events through [`Event::to_json`] and
+//! statistics through [`Stats::to_json`], so a consumer sees the same object whichever transport
+//! it listens on.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a label became active or stopped being active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The label has been matched for the configured number of consecutive frames.
+    Start,
+    /// The label has not been matched for the configured number of consecutive frames.
+    End,
+}
+
+impl EventKind {
+    /// `"start"` or `"end"`, as in the JSON `type` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Start => "start",
+            EventKind::End => "end",
+        }
+    }
+
+    /// The MQTT state payload that follows this event: `"ON"` after a start, `"OFF"` after an end.
+    pub fn state_payload(self) -> &'static str {
+        match self {
+            EventKind::Start => "ON",
+            EventKind::End => "OFF",
+        }
+    }
+}
+
+/// One start or end of a match, with the frame that caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Start or end.
+    pub kind: EventKind,
+    /// The camera name from the config (`camera.name`).
+    pub camera: String,
+    /// The prompt label (`prompts[].label`).
+    pub label: String,
+    /// The prompt text shown to consumers (the label's text, or the first text of an ensemble).
+    pub prompt: String,
+    /// The raw similarity (cosine) of the frame that caused the transition.
+    pub score: f32,
+    /// The softmax probability of the frame that caused the transition.
+    pub prob: f32,
+    /// The sequence number of that frame.
+    pub frame: u64,
+    /// When that frame was captured (wall clock).
+    pub ts: SystemTime,
+    /// Capture-to-decision latency of that frame, in milliseconds.
+    pub latency_ms: f32,
+}
+
+/// The JSON shape of an [`Event`]; field order is the wire order.
+#[derive(Serialize, Deserialize)]
+struct EventWire<'a> {
+    #[serde(rename = "type")]
+    kind: EventKind,
+    #[serde(borrow)]
+    camera: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    label: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    prompt: std::borrow::Cow<'a, str>,
+    score: f32,
+    prob: f32,
+    frame: u64,
+    ts: String,
+    latency_ms: f32,
+}
+
+/// Why a JSON event could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum EventParseError {
+    /// The text is not a JSON event object.
+    #[error("not a JSON event: {source}")]
+    Json {
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The `ts` field is not an RFC 3339 timestamp.
+    #[error("event field `ts`: {value:?} is not an RFC 3339 timestamp: {source}")]
+    Timestamp {
+        /// The offending value.
+        value: String,
+        /// The parse error.
+        #[source]
+        source: humantime::TimestampError,
+    },
+}
+
+impl Event {
+    /// One JSON object, fields in this order:
+    /// `{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person",
+    /// "score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2}`.
+    ///
+    /// `ts` is RFC 3339 in UTC with milliseconds. Non-finite floats are written as `null`.
+    pub fn to_json(&self) -> String {
+        let wire = EventWire {
+            kind: self.kind,
+            camera: self.camera.as_str().into(),
+            label: self.label.as_str().into(),
+            prompt: self.prompt.as_str().into(),
+            score: self.score,
+            prob: self.prob,
+            frame: self.frame,
+            ts: humantime::format_rfc3339_millis(self.ts).to_string(),
+            latency_ms: self.latency_ms,
+        };
+        // Serialising a struct of strings and numbers into a String cannot fail.
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+
+    /// Reads back what [`Event::to_json`] wrote (for consumers and tests).
+    pub fn from_json(text: &str) -> Result<Event, EventParseError> {
+        let wire: EventWire<'_> =
+            serde_json::from_str(text).map_err(|source| EventParseError::Json { source })?;
+        let ts = humantime::parse_rfc3339(&wire.ts).map_err(|source| {
+            EventParseError::Timestamp {
+                value: wire.ts.clone(),
+                source,
+            }
+        })?;
+        Ok(Event {
+            kind: wire.kind,
+            camera: wire.camera.into_owned(),
+            label: wire.label.into_owned(),
+            prompt: wire.prompt.into_owned(),
+            score: wire.score,
+            prob: wire.prob,
+            frame: wire.frame,
+            ts,
+            latency_ms: wire.latency_ms,
+        })
+    }
+}
+
+/// Periodic pipeline statistics (one line every `stats.interval_s`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// The camera name from the config.
+    pub camera: String,
+    /// When the statistics were taken (wall clock).
+    pub ts: SystemTime,
+    /// Frames per second delivered by the source over the interval.
+    pub capture_fps: f32,
+    /// Frames per second run through the encoder over the interval.
+    pub inference_fps: f32,
+    /// Median capture-to-decision latency over the interval, in milliseconds.
+    pub p50_ms: f32,
+    /// 95th percentile capture-to-decision latency over the interval, in milliseconds.
+    pub p95_ms: f32,
+    /// Frames dropped since start (stale frames skipped because inference was busy, and frames
+    /// that failed to decode).
+    pub dropped: u64,
+    /// Frames run through the encoder since start.
+    pub frames: u64,
+}
+
+#[derive(Serialize)]
+struct StatsWire<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    camera: &'a str,
+    ts: String,
+    capture_fps: f32,
+    inference_fps: f32,
+    p50_ms: f32,
+    p95_ms: f32,
+    dropped: u64,
+    frames: u64,
+}
+
+impl Stats {
+    /// One JSON object: `{"type":"stats","camera":"cam0","ts":"...","capture_fps":15.0,
+    /// "inference_fps":9.8,"p50_ms":80.1,"p95_ms":97.3,"dropped":12,"frames":9876}`.
+    pub fn to_json(&self) -> String {
+        let wire = StatsWire {
+            kind: "stats",
+            camera: &self.camera,
+            ts: humantime::format_rfc3339_millis(self.ts).to_string(),
+            capture_fps: self.capture_fps,
+            inference_fps: self.inference_fps,
+            p50_ms: self.p50_ms,
+            p95_ms: self.p95_ms,
+            dropped: self.dropped,
+            frames: self.frames,
+        };
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn example() -> Event {
+        Event {
+            kind: EventKind::Start,
+            camera: "cam0".into(),
+            label: "person".into(),
+            prompt: "a photo of a person".into(),
+            score: 0.31,
+            prob: 0.87,
+            frame: 1234,
+            ts: humantime::parse_rfc3339("2026-11-26T23:59:00.123Z").unwrap(),
+            latency_ms: 41.2,
+        }
+    }
+
+    #[test]
+    fn event_json_is_exactly_the_documented_shape() {
+        assert_eq!(
+            example().to_json(),
+            r#"{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2}"#
+        );
+    }
+
+    #[test]
+    fn end_event_and_escaping() {
+        let mut e = example();
+        e.kind = EventKind::End;
+        e.prompt = "a \"quoted\"\nprompt".into();
+        let json = e.to_json();
+        assert!(json.starts_with(r#"{"type":"end","#), "{json}");
+        assert!(json.contains(r#""prompt":"a \"quoted\"\nprompt""#), "{json}");
+        assert_eq!(Event::from_json(&json).unwrap(), e);
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        let mut e = example();
+        e.ts = SystemTime::UNIX_EPOCH + Duration::from_millis(1_500);
+        assert!(e.to_json().contains(r#""ts":"1970-01-01T00:00:01.500Z""#));
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = example();
+        assert_eq!(Event::from_json(&e.to_json()).unwrap(), e);
+    }
+
+    #[test]
+    fn bad_json_is_an_error_not_a_panic() {
+        assert!(matches!(
+            Event::from_json("{\"type\":\"maybe\"}"),
+            Err(EventParseError::Json { .. })
+        ));
+        let bad_ts = example().to_json().replace("2026-11-26T23:59:00.123Z", "yesterday");
+        assert!(matches!(
+            Event::from_json(&bad_ts),
+            Err(EventParseError::Timestamp { .. })
+        ));
+    }
+
+    #[test]
+    fn non_finite_scores_become_null() {
+        let mut e = example();
+        e.score = f32::NAN;
+        assert!(e.to_json().contains(r#""score":null"#));
+    }
+
+    #[test]
+    fn stats_json() {
+        let s = Stats {
+            camera: "cam0".into(),
+            ts: SystemTime::UNIX_EPOCH,
+            capture_fps: 15.0,
+            inference_fps: 9.5,
+            p50_ms: 80.25,
+            p95_ms: 97.5,
+            dropped: 12,
+            frames: 9876,
+        };
+        assert_eq!(
+            s.to_json(),
+            r#"{"type":"stats","camera":"cam0","ts":"1970-01-01T00:00:00.000Z","capture_fps":15.0,"inference_fps":9.5,"p50_ms":80.25,"p95_ms":97.5,"dropped":12,"frames":9876}"#
+        );
+    }
+}

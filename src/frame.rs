@@ -1,0 +1,53 @@
+//! Camera frames as they cross from a source to the preprocessing stage.
+//!
+//! Sources hand out owned frames, so a frame outlives the capture buffer it came from (the `v4l`
+//! crate lends mmap buffers that must go back to the driver before the next capture).
+
+use std::time::{Instant, SystemTime};
+
+/// How the bytes of a [`Frame`] are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Packed 8-bit R, G, B; `width * height * 3` bytes.
+    Rgb24,
+    /// Packed YUV 4:2:2 (Y0 U Y1 V); `width * height * 2` bytes, `width` even.
+    Yuyv,
+    /// 8-bit luma only; `width * height` bytes.
+    Grey,
+    /// One JPEG (or camera MJPEG) image; width and height are what the source announced and are
+    /// checked against the decoded image.
+    Mjpeg,
+}
+
+impl PixelFormat {
+    /// The number of bytes a frame of this format and size must have, when the format has a
+    /// fixed size (everything but MJPEG).
+    pub fn expected_len(self, width: u32, height: u32) -> Option<usize> {
+        let pixels = width as usize * height as usize;
+        match self {
+            PixelFormat::Rgb24 => Some(pixels * 3),
+            PixelFormat::Yuyv => Some(pixels * 2),
+            PixelFormat::Grey => Some(pixels),
+            PixelFormat::Mjpeg => None,
+        }
+    }
+}
+
+/// One captured image with the metadata the rest of the pipeline needs.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The pixel bytes, laid out as `format` says.
+    pub data: Vec<u8>,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Layout of `data`.
+    pub format: PixelFormat,
+    /// Frame number from the source, starting at 0; gaps mean the source dropped frames.
+    pub seq: u64,
+    /// When the frame was captured, on the monotonic clock (for latency).
+    pub captured_at: Instant,
+    /// When the frame was captured, on the wall clock (for event timestamps).
+    pub captured_wall: SystemTime,
+}

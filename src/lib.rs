@@ -1,0 +1,23 @@
+//! edgeclip: zero-shot camera events from a CLIP image encoder running under tract.
+//!
+//! The data flows one way (see `DESIGN.md`):
+//!
+//! ```text
+//! FrameSource -> Preprocess -> Encoder (tract) -> Matcher -> Trigger -> EventSinks
+//! ```
+//!
+//! Every stage but the sources, the encoder and the sinks is pure: it takes slices and
+//! timestamps and does no I/O, so it is tested and benchmarked without hardware.
+
+pub mod frame;
+pub mod config;
+pub mod event;
+pub mod sink;
+pub mod source;
+pub mod trigger;
+pub mod model;
+pub mod preprocess;
+pub mod matcher;
+pub mod prompts;
+pub mod cli;
+pub mod daemon;

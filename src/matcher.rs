@@ -1,0 +1,231 @@
+//! Scores a frame embedding against the label embeddings.
+//!
+//! Each label is one or more prompt texts (an ensemble): their L2-normalised embeddings are
+//! averaged and normalised again, as CLIP's zero-shot classifiers do. A frame's score for a label is
+//! the cosine between the two; probabilities are a softmax of `logit_scale * cosine` over every
+//! label, background labels ("an empty scene") included. Background labels compete for the
+//! probability mass but are never reported as matches.
+//!
+//! Pure and allocation-free per frame: [`Matcher::score`] writes into a reused [`Scores`].
+
+/// Errors building a matcher.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MatcherError {
+    /// An embedding has the wrong width.
+    #[error("label {label:?}: embedding has {got} values, the model's embeddings have {dim}")]
+    Dim {
+        /// The label.
+        label: String,
+        /// Its width.
+        got: usize,
+        /// The expected width.
+        dim: usize,
+    },
+    /// A label without any prompt embedding, or an all-zero one.
+    #[error("label {label:?}: no usable prompt embedding")]
+    Empty {
+        /// The label.
+        label: String,
+    },
+    /// No labels.
+    #[error("no labels to match against")]
+    NoLabels,
+}
+
+/// One label as the matcher sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Label {
+    /// The label's name (e.g. "person").
+    pub name: String,
+    /// The prompt text shown in events (the first of the ensemble).
+    pub prompt: String,
+    /// Whether this is a background label that never matches.
+    pub background: bool,
+}
+
+/// Per-label results for one frame, indexed like [`Matcher::labels`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scores {
+    /// Cosine similarity per label.
+    pub cos: Vec<f32>,
+    /// Softmax probability per label.
+    pub prob: Vec<f32>,
+}
+
+/// L2-normalises `v` in place; returns false for a zero (or non-finite) vector.
+pub fn normalize(v: &mut [f32]) -> bool {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if !(norm.is_finite() && norm > 0.0) {
+        return false;
+    }
+    v.iter_mut().for_each(|x| *x /= norm);
+    true
+}
+
+/// Cosine similarity of two vectors (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+}
+
+/// The label embeddings of a prompt set and the softmax scale.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    labels: Vec<Label>,
+    /// `labels.len() * dim` values, each row L2-normalised.
+    matrix: Vec<f32>,
+    dim: usize,
+    logit_scale: f32,
+}
+
+impl Matcher {
+    /// Builds a matcher from labels and the embeddings of each label's prompts (one or more each).
+    pub fn new(
+        entries: Vec<(Label, Vec<Vec<f32>>)>,
+        dim: usize,
+        logit_scale: f32,
+    ) -> Result<Matcher, MatcherError> {
+        if entries.is_empty() {
+            return Err(MatcherError::NoLabels);
+        }
+        let mut labels = Vec::with_capacity(entries.len());
+        let mut matrix = Vec::with_capacity(entries.len() * dim);
+        for (label, embeddings) in entries {
+            let mut mean = vec![0f32; dim];
+            let mut used = 0;
+            for e in &embeddings {
+                if e.len() != dim {
+                    return Err(MatcherError::Dim { label: label.name.clone(), got: e.len(), dim });
+                }
+                let mut e = e.clone();
+                if normalize(&mut e) {
+                    mean.iter_mut().zip(&e).for_each(|(m, x)| *m += x);
+                    used += 1;
+                }
+            }
+            if used == 0 || !normalize(&mut mean) {
+                return Err(MatcherError::Empty { label: label.name });
+            }
+            matrix.extend_from_slice(&mean);
+            labels.push(label);
+        }
+        Ok(Matcher { labels, matrix, dim, logit_scale })
+    }
+
+    /// The labels, in score order.
+    pub fn labels(&self) -> &[Label] {
+        &self.labels
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Scores an image embedding (any norm; it is normalised here) into `out`.
+    pub fn score(&self, image: &[f32], out: &mut Scores) {
+        assert_eq!(image.len(), self.dim, "image embedding width");
+        let n = self.labels.len();
+        out.cos.resize(n, 0.0);
+        out.prob.resize(n, 0.0);
+        let norm = image.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let inv = if norm > 0.0 && norm.is_finite() { 1.0 / norm } else { 0.0 };
+        for (row, cos) in self.matrix.chunks_exact(self.dim).zip(out.cos.iter_mut()) {
+            let dot: f32 = row.iter().zip(image).map(|(a, b)| a * b).sum();
+            *cos = dot * inv;
+        }
+        let max = out.cos.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for (p, &c) in out.prob.iter_mut().zip(&out.cos) {
+            *p = (self.logit_scale * (c - max)).exp();
+            sum += *p;
+        }
+        out.prob.iter_mut().for_each(|p| *p /= sum);
+    }
+
+    /// The best label, background labels included, by cosine.
+    pub fn best(&self, scores: &Scores) -> Option<usize> {
+        scores.cos.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn label(name: &str, background: bool) -> Label {
+        Label { name: name.into(), prompt: format!("a photo of a {name}"), background }
+    }
+
+    #[test]
+    fn picks_the_closest_label() {
+        let m = Matcher::new(
+            vec![
+                (label("x", false), vec![vec![1.0, 0.0, 0.0]]),
+                (label("y", false), vec![vec![0.0, 1.0, 0.0]]),
+                (label("empty", true), vec![vec![0.0, 0.0, 1.0]]),
+            ],
+            3,
+            100.0,
+        )
+        .unwrap();
+        let mut s = Scores::default();
+        m.score(&[0.1, 2.0, 0.3], &mut s);
+        assert_eq!(m.best(&s), Some(1));
+        assert!(s.prob[1] > 0.99);
+        assert!((s.prob.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn ensembles_average_normalised_embeddings() {
+        let m = Matcher::new(vec![(label("x", false), vec![vec![10.0, 0.0], vec![0.0, 1.0]])], 2, 1.0).unwrap();
+        let mut s = Scores::default();
+        m.score(&[1.0, 1.0], &mut s);
+        assert!((s.cos[0] - 1.0).abs() < 1e-6, "{:?}", s.cos);
+    }
+
+    #[test]
+    fn bad_embeddings_are_errors() {
+        assert_eq!(
+            Matcher::new(vec![(label("x", false), vec![vec![1.0, 0.0]])], 3, 1.0).unwrap_err(),
+            MatcherError::Dim { label: "x".into(), got: 2, dim: 3 }
+        );
+        assert!(matches!(
+            Matcher::new(vec![(label("x", false), vec![vec![0.0, 0.0]])], 2, 1.0),
+            Err(MatcherError::Empty { .. })
+        ));
+        assert_eq!(Matcher::new(vec![], 2, 1.0).unwrap_err(), MatcherError::NoLabels);
+    }
+
+    proptest! {
+        #[test]
+        fn probabilities_form_a_distribution_and_follow_cosines(
+            rows in prop::collection::vec(prop::collection::vec(-1.0f32..1.0, 4), 1..20),
+            image in prop::collection::vec(-1.0f32..1.0, 4),
+        ) {
+            let entries: Vec<_> = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.iter().any(|v| v.abs() > 1e-3))
+                .map(|(i, r)| (label(&i.to_string(), false), vec![r.clone()]))
+                .collect();
+            prop_assume!(!entries.is_empty());
+            let m = Matcher::new(entries, 4, 50.0).unwrap();
+            let mut s = Scores::default();
+            m.score(&image, &mut s);
+            let sum: f32 = s.prob.iter().sum();
+            prop_assert!((sum - 1.0).abs() < 1e-4);
+            for i in 0..s.cos.len() {
+                prop_assert!(s.cos[i] >= -1.0001 && s.cos[i] <= 1.0001);
+                for j in 0..s.cos.len() {
+                    if s.cos[i] > s.cos[j] {
+                        prop_assert!(s.prob[i] >= s.prob[j]);
+                    }
+                }
+            }
+        }
+    }
+}

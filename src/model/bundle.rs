@@ -1,0 +1,393 @@
+//! The model bundle: `bundle.toml` and the files it names (see `models/BUNDLE.md`).
+//!
+//! Loading a bundle only reads and checks its manifest and files; running the towers is
+//! [`super::engine`]'s job. Everything that can be wrong with a bundle is reported here, with the
+//! file it is wrong in, before any graph is built.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::ModelError;
+
+/// Numeric precision of a tower's ONNX graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Precision {
+    /// 32-bit float weights and activations.
+    #[serde(rename = "fp32")]
+    Fp32,
+    /// 16-bit float (for GPU runtimes).
+    #[serde(rename = "fp16")]
+    Fp16,
+    /// Static int8: QuantizeLinear/DequantizeLinear pairs around float ops.
+    #[serde(rename = "int8-qdq")]
+    Int8Qdq,
+    /// onnxruntime's dynamic int8: DynamicQuantizeLinear + MatMulInteger/ConvInteger.
+    #[serde(rename = "int8-dynamic")]
+    Int8Dynamic,
+}
+
+impl Precision {
+    /// The name used in `bundle.toml` and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8Qdq => "int8-qdq",
+            Precision::Int8Dynamic => "int8-dynamic",
+        }
+    }
+
+    /// Whether the graph computes in int8.
+    pub fn is_int8(self) -> bool {
+        matches!(self, Precision::Int8Qdq | Precision::Int8Dynamic)
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            "int8-qdq" => Ok(Precision::Int8Qdq),
+            "int8-dynamic" => Ok(Precision::Int8Dynamic),
+            other => Err(format!(
+                "unknown precision {other:?} (expected fp32, fp16, int8-qdq or int8-dynamic)"
+            )),
+        }
+    }
+}
+
+/// How the frame is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Scale so the image covers the input (the shortest side fits), then crop: CLIP's transform.
+    Shortest,
+    /// Scale each axis to the input size, ignoring the aspect ratio.
+    Stretch,
+}
+
+/// Where the crop is taken after a `shortest` resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropMode {
+    /// The middle of the image, as torchvision's `CenterCrop`.
+    Center,
+}
+
+/// Resampling filter, both computed as Pillow computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// Pillow's BICUBIC (a = -0.5), antialiased when downscaling.
+    Bicubic,
+    /// Pillow's BILINEAR (triangle filter), antialiased when downscaling.
+    Bilinear,
+}
+
+/// Channel order the image tower expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Red, green, blue (every CLIP).
+    Rgb,
+    /// Blue, green, red.
+    Bgr,
+}
+
+/// The tokenizer a text tower was trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TokenizerKind {
+    /// CLIP's byte-level BPE with 49408 tokens (OpenAI CLIP, OpenCLIP, MobileCLIP, TinyCLIP).
+    #[serde(rename = "clip-bpe")]
+    ClipBpe,
+}
+
+/// Another precision of the same tower, in its own file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// The ONNX file, relative to the bundle folder.
+    pub onnx: PathBuf,
+    /// Its precision.
+    pub precision: Precision,
+}
+
+/// `[image]`: the image tower and how frames are prepared for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageTower {
+    /// The default ONNX file.
+    pub onnx: PathBuf,
+    /// The default file's precision.
+    pub precision: Precision,
+    /// Input tensor name.
+    pub input: String,
+    /// Output tensor name.
+    pub output: String,
+    /// Input height in pixels.
+    pub height: u32,
+    /// Input width in pixels.
+    pub width: u32,
+    /// Resize mode.
+    pub resize: ResizeMode,
+    /// Crop mode.
+    pub crop: CropMode,
+    /// Resampling filter.
+    pub interpolation: Interpolation,
+    /// Per-channel mean, in the model's channel order, on a 0..1 scale.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation.
+    pub std: [f32; 3],
+    /// Channel order.
+    pub channel_order: ChannelOrder,
+    /// Other precisions of this tower.
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+}
+
+/// `[text]`: the text tower.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextTower {
+    /// The default ONNX file.
+    pub onnx: PathBuf,
+    /// The default file's precision.
+    pub precision: Precision,
+    /// Input tensor name (token ids, int64 `[N, context_length]`).
+    pub input: String,
+    /// Output tensor name.
+    pub output: String,
+    /// Tokenizer.
+    pub tokenizer: TokenizerKind,
+    /// Number of tokens per text, padding included.
+    pub context_length: usize,
+    /// Other precisions of this tower.
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+}
+
+/// `[prompts]`: precomputed prompt embeddings shipped with the bundle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptsRef {
+    /// The safetensors file, relative to the bundle folder.
+    pub file: PathBuf,
+}
+
+/// `bundle.toml`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Free-text name.
+    pub name: String,
+    /// Embedding width D.
+    pub embed_dim: usize,
+    /// Softmax scale applied to cosine scores.
+    pub logit_scale: f32,
+    /// Identifies the embedding space (see `models/BUNDLE.md`).
+    pub fingerprint: String,
+    /// The image tower.
+    pub image: ImageTower,
+    /// The text tower, if shipped.
+    pub text: Option<TextTower>,
+    /// Precomputed prompt embeddings, if shipped.
+    pub prompts: Option<PromptsRef>,
+}
+
+/// A bundle whose manifest parsed, whose files exist and whose fingerprint matches.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    dir: PathBuf,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+}
+
+/// The name of the manifest inside a bundle folder.
+pub const MANIFEST: &str = "bundle.toml";
+
+impl Bundle {
+    /// Reads and checks the bundle in `dir`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Bundle, ModelError> {
+        let dir = dir.as_ref().to_path_buf();
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| ModelError::Manifest {
+            path: path.clone(),
+            message: e.message().to_string(),
+            line: e.span().map(|s| text[..s.start].lines().count().max(1)),
+        })?;
+        let bundle = Bundle { dir, manifest };
+        bundle.check()?;
+        Ok(bundle)
+    }
+
+    /// The bundle folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest's path (for error messages).
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join(MANIFEST)
+    }
+
+    /// The bundle's name.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Embedding width.
+    pub fn embed_dim(&self) -> usize {
+        self.manifest.embed_dim
+    }
+
+    /// The fingerprint of the embedding space.
+    pub fn fingerprint(&self) -> &str {
+        &self.manifest.fingerprint
+    }
+
+    /// Path of a file named in the manifest.
+    pub fn file(&self, relative: &Path) -> PathBuf {
+        self.dir.join(relative)
+    }
+
+    /// The image tower's ONNX file at the given precision (the default one when `None`).
+    pub fn image_onnx(&self, precision: Option<Precision>) -> Result<(PathBuf, Precision), ModelError> {
+        let t = &self.manifest.image;
+        self.pick(&t.onnx, t.precision, &t.variants, precision, "image")
+    }
+
+    /// The text tower's ONNX file at the given precision (the default one when `None`).
+    pub fn text_onnx(&self, precision: Option<Precision>) -> Result<(PathBuf, Precision), ModelError> {
+        let t = self.manifest.text.as_ref().ok_or_else(|| ModelError::NoTextTower {
+            path: self.manifest_path(),
+        })?;
+        self.pick(&t.onnx, t.precision, &t.variants, precision, "text")
+    }
+
+    /// Every precision the image tower is shipped in, the default first.
+    pub fn image_precisions(&self) -> Vec<Precision> {
+        let t = &self.manifest.image;
+        std::iter::once(t.precision).chain(t.variants.iter().map(|v| v.precision)).collect()
+    }
+
+    fn pick(
+        &self,
+        default: &Path,
+        default_precision: Precision,
+        variants: &[Variant],
+        wanted: Option<Precision>,
+        tower: &'static str,
+    ) -> Result<(PathBuf, Precision), ModelError> {
+        match wanted {
+            None => Ok((self.file(default), default_precision)),
+            Some(p) if p == default_precision => Ok((self.file(default), p)),
+            Some(p) => variants
+                .iter()
+                .find(|v| v.precision == p)
+                .map(|v| (self.file(&v.onnx), p))
+                .ok_or_else(|| ModelError::NoVariant {
+                    path: self.manifest_path(),
+                    tower,
+                    precision: p,
+                }),
+        }
+    }
+
+    /// The shipped prompt embeddings file, if any.
+    pub fn prompts_file(&self) -> Option<PathBuf> {
+        self.manifest.prompts.as_ref().map(|p| self.file(&p.file))
+    }
+
+    fn check(&self) -> Result<(), ModelError> {
+        let m = &self.manifest;
+        let path = self.manifest_path();
+        let invalid = |key: &str, message: String| ModelError::Invalid {
+            path: path.clone(),
+            key: key.to_string(),
+            message,
+        };
+        if m.embed_dim == 0 {
+            return Err(invalid("embed_dim", "must be at least 1".into()));
+        }
+        if !(m.logit_scale.is_finite() && m.logit_scale > 0.0) {
+            return Err(invalid("logit_scale", format!("must be a positive number, got {}", m.logit_scale)));
+        }
+        let img = &m.image;
+        if img.height == 0 || img.width == 0 || img.height > 4096 || img.width > 4096 {
+            return Err(invalid(
+                "image.height/width",
+                format!("must be between 1 and 4096, got {}x{}", img.width, img.height),
+            ));
+        }
+        if img.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(invalid("image.std", format!("every entry must be positive, got {:?}", img.std)));
+        }
+        if img.mean.iter().any(|s| !s.is_finite()) {
+            return Err(invalid("image.mean", format!("every entry must be a number, got {:?}", img.mean)));
+        }
+        if let Some(t) = &m.text {
+            if !(2..=1024).contains(&t.context_length) {
+                return Err(invalid(
+                    "text.context_length",
+                    format!("must be between 2 and 1024, got {}", t.context_length),
+                ));
+            }
+        }
+        // Every file named must exist.
+        let mut files: Vec<(&str, &Path)> = vec![("image.onnx", &img.onnx)];
+        files.extend(img.variants.iter().map(|v| ("image.variants.onnx", v.onnx.as_path())));
+        if let Some(t) = &m.text {
+            files.push(("text.onnx", &t.onnx));
+            files.extend(t.variants.iter().map(|v| ("text.variants.onnx", v.onnx.as_path())));
+        }
+        if let Some(p) = &m.prompts {
+            files.push(("prompts.file", &p.file));
+        }
+        for (key, rel) in files {
+            let full = self.file(rel);
+            if !full.is_file() {
+                return Err(invalid(key, format!("{} does not exist", full.display())));
+            }
+        }
+        // The fingerprint ties prompt embeddings to the weights that made them.
+        let fp_file = match &m.text {
+            Some(t) => self.file(&t.onnx),
+            None => self.file(&img.onnx),
+        };
+        let actual = fingerprint_of(&fp_file)?;
+        if actual != m.fingerprint {
+            return Err(ModelError::Fingerprint {
+                path,
+                file: fp_file,
+                expected: m.fingerprint.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The first 16 hex digits of a file's SHA-256: how bundles name their embedding space.
+pub fn fingerprint_of(path: &Path) -> Result<String, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let digest = Sha256::digest(&bytes);
+    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,656 @@
+//! Frames and image files to model tensors, exactly as CLIP's Python transform does it.
+//!
+//! CLIP prepares images with torchvision on PIL images: `Resize(size, BICUBIC)` of the shortest
+//! side, `CenterCrop(size)`, `ToTensor()`, `Normalize(mean, std)`. Embeddings are sensitive to
+//! that resampling, so this module reproduces Pillow's separable convolution resampler to the bit:
+//! the same filter support (widened by the scale factor when downscaling: antialiasing), the same
+//! fixed-point coefficients (22 fractional bits), the same rounding and clamping to 8 bits between
+//! the horizontal and the vertical pass. Only the output pixels inside the crop are computed.
+//!
+//! Scratch buffers and filter coefficients live in the [`Preprocessor`] and are reused across
+//! frames of the same size, so steady-state preprocessing allocates nothing.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use image::{ImageDecoder, codecs::jpeg::JpegDecoder, metadata::Orientation};
+
+use crate::frame::{Frame, PixelFormat};
+use crate::model::{ChannelOrder, ImageTower, Interpolation, ResizeMode};
+
+/// What can go wrong turning a frame or a file into a tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    /// The image file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a decodable image.
+    #[error("{what}: not a decodable image: {source}")]
+    Decode {
+        /// The file path, or a description of the frame.
+        what: String,
+        /// The decoder's error.
+        source: image::ImageError,
+    },
+    /// A raw frame's size does not match its announced format.
+    #[error("frame {seq}: {format:?} {width}x{height} needs {expected} bytes, got {actual}")]
+    FrameSize {
+        /// Frame number.
+        seq: u64,
+        /// Announced format.
+        format: PixelFormat,
+        /// Announced width.
+        width: u32,
+        /// Announced height.
+        height: u32,
+        /// Bytes the format needs.
+        expected: usize,
+        /// Bytes received.
+        actual: usize,
+    },
+    /// An empty image, or one too large to process.
+    #[error("{what}: unsupported image size {width}x{height}")]
+    Size {
+        /// The file or frame.
+        what: String,
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+}
+
+/// The preprocessing parameters, taken from a bundle's `[image]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// Output height.
+    pub height: u32,
+    /// Output width.
+    pub width: u32,
+    /// Resize mode.
+    pub resize: ResizeMode,
+    /// Resampling filter.
+    pub interpolation: Interpolation,
+    /// Per-channel mean (model channel order).
+    pub mean: [f32; 3],
+    /// Per-channel std (model channel order).
+    pub std: [f32; 3],
+    /// Channel order of the model.
+    pub channel_order: ChannelOrder,
+}
+
+impl From<&ImageTower> for Spec {
+    fn from(t: &ImageTower) -> Spec {
+        Spec {
+            height: t.height,
+            width: t.width,
+            resize: t.resize,
+            interpolation: t.interpolation,
+            mean: t.mean,
+            std: t.std,
+            channel_order: t.channel_order,
+        }
+    }
+}
+
+/// The largest side accepted, as a guard against absurd allocations from corrupt headers.
+pub const MAX_SIDE: u32 = 16384;
+
+/// An 8-bit RGB image held in a reusable buffer.
+#[derive(Debug, Default, Clone)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width * height * 3` bytes, row-major, R G B.
+    pub data: Vec<u8>,
+}
+
+/// Decodes an image file (JPEG or PNG) to RGB with its EXIF orientation applied; grayscale is
+/// replicated to three channels and alpha dropped (PIL's `convert("RGB")`).
+pub fn load_image(path: &Path) -> Result<RgbImage, PreprocessError> {
+    let bytes = std::fs::read(path).map_err(|source| PreprocessError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode_image(&bytes, &path.display().to_string())
+}
+
+/// Decodes JPEG or PNG bytes like [`load_image`]; `what` names the source in errors.
+pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage, PreprocessError> {
+    let decode_err = |source| PreprocessError::Decode { what: what.to_string(), source };
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| decode_err(image::ImageError::IoError(e)))?;
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let (w, h) = decoder.dimensions();
+    check_size(w, h, what)?;
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
+    let rgb = img.into_rgb8();
+    Ok(RgbImage { width: rgb.width(), height: rgb.height(), data: rgb.into_raw() })
+}
+
+fn check_size(w: u32, h: u32, what: &str) -> Result<(), PreprocessError> {
+    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+        return Err(PreprocessError::Size { what: what.to_string(), width: w, height: h });
+    }
+    Ok(())
+}
+
+/// Filter taps for one output coordinate: `weights` apply to input `start..start + weights.len()`.
+#[derive(Debug, Clone, PartialEq)]
+struct Taps {
+    start: usize,
+    len: usize,
+}
+
+/// Fixed-point coefficients for one axis, for the output coordinates `first..first + count`.
+#[derive(Debug, Clone, PartialEq)]
+struct AxisPlan {
+    taps: Vec<Taps>,
+    /// `taps.len() * stride` coefficients; entry `i * stride + k` is tap `k` of output `i`.
+    coeffs: Vec<i32>,
+    stride: usize,
+    /// False when input and output sizes match: Pillow copies that axis unchanged.
+    resample: bool,
+}
+
+/// Pillow's coefficient precision for 8-bit images (`PRECISION_BITS` in Resample.c).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+fn bicubic(x: f64) -> f64 {
+    // Pillow's bicubic, a = -0.5.
+    let a = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    } else {
+        0.0
+    }
+}
+
+fn bilinear(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 { 1.0 - x } else { 0.0 }
+}
+
+impl AxisPlan {
+    /// Coefficients for resizing `in_size` to `out_size`, keeping outputs `first..first+count`
+    /// (`precompute_coeffs` + `normalize_coeffs_8bpc` in Pillow's Resample.c).
+    fn new(in_size: usize, out_size: usize, first: usize, count: usize, filter: Interpolation) -> AxisPlan {
+        if in_size == out_size {
+            let taps = (first..first + count).map(|x| Taps { start: x, len: 1 }).collect();
+            return AxisPlan {
+                taps,
+                coeffs: vec![1 << PRECISION_BITS; count],
+                stride: 1,
+                resample: false,
+            };
+        }
+        let (f, support): (fn(f64) -> f64, f64) = match filter {
+            Interpolation::Bicubic => (bicubic, 2.0),
+            Interpolation::Bilinear => (bilinear, 1.0),
+        };
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = support * filterscale;
+        let stride = support.ceil() as usize * 2 + 1;
+        let mut taps = Vec::with_capacity(count);
+        let mut coeffs = vec![0i32; count * stride];
+        let mut k = vec![0f64; stride];
+        for (i, xx) in (first..first + count).enumerate() {
+            let center = (xx as f64 + 0.5) * scale;
+            let ss = 1.0 / filterscale;
+            // Pillow truncates toward zero with a C cast; both values are >= -0.5 here.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let n = xmax - xmin;
+            let mut ww = 0.0;
+            for (x, kx) in k.iter_mut().enumerate().take(n) {
+                let w = f((x as f64 + xmin as f64 - center + 0.5) * ss);
+                *kx = w;
+                ww += w;
+            }
+            for (x, kx) in k.iter().enumerate().take(n) {
+                let w = if ww != 0.0 { kx / ww } else { *kx };
+                let fixed = w * (1u32 << PRECISION_BITS) as f64;
+                coeffs[i * stride + x] = if fixed < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+            }
+            taps.push(Taps { start: xmin, len: n });
+        }
+        AxisPlan { taps, coeffs, stride, resample: true }
+    }
+
+    /// The range of input coordinates the kept outputs read.
+    fn input_range(&self) -> (usize, usize) {
+        let lo = self.taps.iter().map(|t| t.start).min().unwrap_or(0);
+        let hi = self.taps.iter().map(|t| t.start + t.len).max().unwrap_or(0);
+        (lo, hi)
+    }
+}
+
+#[inline]
+fn clip8(acc: i32) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// The geometry of one (input size -> resized size -> crop) combination.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    in_w: usize,
+    in_h: usize,
+    horizontal: AxisPlan,
+    vertical: AxisPlan,
+    /// Input rows the vertical pass reads (`row_lo..row_hi`).
+    row_lo: usize,
+    row_hi: usize,
+}
+
+/// Resized size for torchvision's `Resize(size)` with an int size: the shortest side becomes
+/// `size`, the other is scaled and truncated. For a non-square target the image is scaled to cover
+/// it.
+fn resized_size(in_w: u32, in_h: u32, out_w: u32, out_h: u32, mode: ResizeMode) -> (usize, usize) {
+    match mode {
+        ResizeMode::Stretch => (out_w as usize, out_h as usize),
+        ResizeMode::Shortest if out_w == out_h => {
+            let size = out_w as f64;
+            if in_w <= in_h {
+                (out_w as usize, (size * in_h as f64 / in_w as f64) as usize)
+            } else {
+                ((size * in_w as f64 / in_h as f64) as usize, out_h as usize)
+            }
+        }
+        ResizeMode::Shortest => {
+            let scale = (out_w as f64 / in_w as f64).max(out_h as f64 / in_h as f64);
+            let w = ((in_w as f64 * scale).round() as usize).max(out_w as usize);
+            let h = ((in_h as f64 * scale).round() as usize).max(out_h as usize);
+            (w, h)
+        }
+    }
+}
+
+/// torchvision's `CenterCrop` offset: `int(round((size - crop) / 2))`, Python's round (half to
+/// even).
+fn center_offset(size: usize, crop: usize) -> usize {
+    let d = size - crop;
+    let half = d / 2;
+    if d % 2 == 1 && half % 2 == 1 { half + 1 } else { half }
+}
+
+impl Plan {
+    fn new(in_w: usize, in_h: usize, spec: &Spec) -> Plan {
+        let (rw, rh) = resized_size(in_w as u32, in_h as u32, spec.width, spec.height, spec.resize);
+        let (ow, oh) = (spec.width as usize, spec.height as usize);
+        let left = center_offset(rw, ow);
+        let top = center_offset(rh, oh);
+        let horizontal = AxisPlan::new(in_w, rw, left, ow, spec.interpolation);
+        let vertical = AxisPlan::new(in_h, rh, top, oh, spec.interpolation);
+        let (row_lo, row_hi) = vertical.input_range();
+        Plan { in_w, in_h, horizontal, vertical, row_lo, row_hi }
+    }
+}
+
+/// Turns frames and images into normalised NCHW tensors for one bundle, reusing its buffers.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    spec: Spec,
+    plan: Option<Plan>,
+    /// Decoded or converted RGB of the current frame.
+    rgb: RgbImage,
+    /// The horizontal pass's output: rows `row_lo..row_hi`, `width` columns, RGB.
+    tmp: Vec<u8>,
+    /// The cropped, resized RGB image (`height * width * 3`).
+    out: Vec<u8>,
+    /// `(v / 255 - mean) / std` for every byte value and channel, in model channel order.
+    lut: [[f32; 256]; 3],
+}
+
+impl Preprocessor {
+    /// A preprocessor for the given spec.
+    pub fn new(spec: Spec) -> Preprocessor {
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                // Same operations, in f32, as ToTensor + Normalize.
+                *slot = (v as f32 / 255.0 - spec.mean[c]) / spec.std[c];
+            }
+        }
+        Preprocessor { spec, plan: None, rgb: RgbImage::default(), tmp: Vec::new(), out: Vec::new(), lut }
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Number of f32 values in one output tensor (`3 * height * width`).
+    pub fn output_len(&self) -> usize {
+        3 * self.spec.height as usize * self.spec.width as usize
+    }
+
+    /// The resized, cropped 8-bit RGB image of the last call (before normalisation).
+    pub fn last_rgb(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Converts a camera frame and writes the tensor into `out` (`output_len()` values).
+    pub fn frame_to_tensor(&mut self, frame: &Frame, out: &mut [f32]) -> Result<(), PreprocessError> {
+        let (w, h) = (frame.width, frame.height);
+        if let Some(expected) = frame.format.expected_len(w, h) {
+            if frame.data.len() != expected {
+                return Err(PreprocessError::FrameSize {
+                    seq: frame.seq,
+                    format: frame.format,
+                    width: w,
+                    height: h,
+                    expected,
+                    actual: frame.data.len(),
+                });
+            }
+        }
+        let mut rgb = std::mem::take(&mut self.rgb);
+        let result = (|| {
+            match frame.format {
+                PixelFormat::Rgb24 => {
+                    check_size(w, h, &format!("frame {}", frame.seq))?;
+                    return self.rgb_to_tensor(w, h, &frame.data, out);
+                }
+                PixelFormat::Grey => grey_to_rgb(&frame.data, w, h, &mut rgb),
+                PixelFormat::Yuyv => {
+                    if w % 2 != 0 {
+                        return Err(PreprocessError::Size {
+                            what: format!("YUYV frame {} (odd width)", frame.seq),
+                            width: w,
+                            height: h,
+                        });
+                    }
+                    yuyv_to_rgb(&frame.data, w, h, &mut rgb)
+                }
+                PixelFormat::Mjpeg => decode_jpeg_into(&frame.data, frame.seq, &mut rgb)?,
+            }
+            check_size(rgb.width, rgb.height, &format!("frame {}", frame.seq))?;
+            self.rgb_to_tensor(rgb.width, rgb.height, &rgb.data, out)
+        })();
+        self.rgb = rgb;
+        result
+    }
+
+    /// Preprocesses an RGB image.
+    pub fn image_to_tensor(&mut self, img: &RgbImage, out: &mut [f32]) -> Result<(), PreprocessError> {
+        check_size(img.width, img.height, "image")?;
+        self.rgb_to_tensor(img.width, img.height, &img.data, out)
+    }
+
+    /// Preprocesses packed RGB bytes of the given size into `out`.
+    pub fn rgb_to_tensor(&mut self, w: u32, h: u32, rgb: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
+        let (w, h) = (w as usize, h as usize);
+        assert_eq!(rgb.len(), w * h * 3, "rgb buffer does not match its size");
+        assert_eq!(out.len(), self.output_len(), "output buffer does not match the spec");
+        if self.plan.as_ref().is_none_or(|p| p.in_w != w || p.in_h != h) {
+            self.plan = Some(Plan::new(w, h, &self.spec));
+        }
+        let plan = self.plan.as_ref().expect("plan set above");
+        let ow = self.spec.width as usize;
+        let oh = self.spec.height as usize;
+        resample(plan, rgb, w, &mut self.tmp, &mut self.out, ow, oh);
+        // Normalise into planar channels in the model's order.
+        let plane = ow * oh;
+        let order: [usize; 3] = match self.spec.channel_order {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        };
+        let (p0, rest) = out.split_at_mut(plane);
+        let (p1, p2) = rest.split_at_mut(plane);
+        let [l0, l1, l2] = &self.lut;
+        for (i, px) in self.out.chunks_exact(3).enumerate() {
+            p0[i] = l0[px[order[0]] as usize];
+            p1[i] = l1[px[order[1]] as usize];
+            p2[i] = l2[px[order[2]] as usize];
+        }
+        Ok(())
+    }
+}
+
+/// Both resampling passes over the cropped window: horizontal into `tmp`, vertical into `out`.
+fn resample(plan: &Plan, rgb: &[u8], in_w: usize, tmp: &mut Vec<u8>, out: &mut Vec<u8>, ow: usize, oh: usize) {
+    let rows = plan.row_hi - plan.row_lo;
+    tmp.resize(rows * ow * 3, 0);
+    out.resize(oh * ow * 3, 0);
+    let hp = &plan.horizontal;
+    let half = 1i32 << (PRECISION_BITS - 1);
+    for r in 0..rows {
+        let src = &rgb[(plan.row_lo + r) * in_w * 3..(plan.row_lo + r + 1) * in_w * 3];
+        let dst = &mut tmp[r * ow * 3..(r + 1) * ow * 3];
+        if !hp.resample {
+            let start = hp.taps[0].start;
+            dst.copy_from_slice(&src[start * 3..(start + ow) * 3]);
+            continue;
+        }
+        for (x, t) in hp.taps.iter().enumerate() {
+            let k = &hp.coeffs[x * hp.stride..x * hp.stride + t.len];
+            let px = &src[t.start * 3..(t.start + t.len) * 3];
+            let (mut a0, mut a1, mut a2) = (half, half, half);
+            for (c, p) in k.iter().zip(px.chunks_exact(3)) {
+                a0 += p[0] as i32 * c;
+                a1 += p[1] as i32 * c;
+                a2 += p[2] as i32 * c;
+            }
+            dst[x * 3] = clip8(a0);
+            dst[x * 3 + 1] = clip8(a1);
+            dst[x * 3 + 2] = clip8(a2);
+        }
+    }
+    let vp = &plan.vertical;
+    let row_len = ow * 3;
+    let mut acc = vec![0i32; 0];
+    for (y, t) in vp.taps.iter().enumerate() {
+        let dst = &mut out[y * row_len..(y + 1) * row_len];
+        let first = t.start - plan.row_lo;
+        if !vp.resample {
+            dst.copy_from_slice(&tmp[first * row_len..(first + 1) * row_len]);
+            continue;
+        }
+        // Accumulate whole rows at a time: contiguous and easy for the compiler to vectorise.
+        if acc.len() != row_len {
+            acc = vec![0i32; row_len];
+        }
+        acc.fill(half);
+        let k = &vp.coeffs[y * vp.stride..y * vp.stride + t.len];
+        for (j, &c) in k.iter().enumerate() {
+            let src = &tmp[(first + j) * row_len..(first + j + 1) * row_len];
+            for (a, &p) in acc.iter_mut().zip(src) {
+                *a += p as i32 * c;
+            }
+        }
+        for (d, &a) in dst.iter_mut().zip(&acc) {
+            *d = clip8(a);
+        }
+    }
+}
+
+fn grey_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
+    rgb.width = w;
+    rgb.height = h;
+    rgb.data.clear();
+    rgb.data.extend(data.iter().flat_map(|&v| [v, v, v]));
+}
+
+/// YUYV 4:2:2 (BT.601, limited range, as UVC cameras send it) to RGB.
+fn yuyv_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
+    rgb.width = w;
+    rgb.height = h;
+    rgb.data.resize(w as usize * h as usize * 3, 0);
+    for (src, dst) in data.chunks_exact(4).zip(rgb.data.chunks_exact_mut(6)) {
+        let (y0, u, y1, v) = (src[0], src[1], src[2], src[3]);
+        let (r, g, b) = yuv601(y0, u, v);
+        dst[0] = r;
+        dst[1] = g;
+        dst[2] = b;
+        let (r, g, b) = yuv601(y1, u, v);
+        dst[3] = r;
+        dst[4] = g;
+        dst[5] = b;
+    }
+}
+
+/// One BT.601 limited-range YCbCr pixel to RGB, in 16-bit fixed point.
+#[inline]
+pub fn yuv601(y: u8, u: u8, v: u8) -> (u8, u8, u8) {
+    let c = (y as i32 - 16) * 76309; // 1.164 * 65536
+    let d = u as i32 - 128;
+    let e = v as i32 - 128;
+    let r = (c + 104597 * e + 32768) >> 16; // 1.596
+    let g = (c - 25675 * d - 53279 * e + 32768) >> 16; // 0.392, 0.813
+    let b = (c + 132201 * d + 32768) >> 16; // 2.017
+    (r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8)
+}
+
+/// Decodes a camera JPEG into `rgb`, reusing its buffer. Camera frames carry no EXIF rotation.
+fn decode_jpeg_into(bytes: &[u8], seq: u64, rgb: &mut RgbImage) -> Result<(), PreprocessError> {
+    let what = || format!("MJPEG frame {seq}");
+    let decode_err = |source| PreprocessError::Decode { what: what(), source };
+    let decoder = JpegDecoder::new(Cursor::new(bytes)).map_err(decode_err)?;
+    let (w, h) = decoder.dimensions();
+    check_size(w, h, &what())?;
+    let color = decoder.color_type();
+    let n = decoder.total_bytes() as usize;
+    match color {
+        image::ColorType::Rgb8 => {
+            rgb.data.resize(n, 0);
+            decoder.read_image(&mut rgb.data).map_err(decode_err)?;
+        }
+        image::ColorType::L8 => {
+            let mut grey = vec![0u8; n];
+            decoder.read_image(&mut grey).map_err(decode_err)?;
+            grey_to_rgb(&grey, w, h, rgb);
+        }
+        _ => {
+            // CMYK and other rarities: take the general path.
+            let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)
+                .map_err(decode_err)?
+                .into_rgb8();
+            rgb.data.clear();
+            rgb.data.extend_from_slice(img.as_raw());
+        }
+    }
+    rgb.width = w;
+    rgb.height = h;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(size: u32) -> Spec {
+        Spec {
+            height: size,
+            width: size,
+            resize: ResizeMode::Shortest,
+            interpolation: Interpolation::Bicubic,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            channel_order: ChannelOrder::Rgb,
+        }
+    }
+
+    #[test]
+    fn torchvision_resize_and_crop_geometry() {
+        // 640x480 -> shortest side 224: int(224 * 640 / 480) = 298; crop offset round(37.0) = 37.
+        assert_eq!(resized_size(640, 480, 224, 224, ResizeMode::Shortest), (298, 224));
+        assert_eq!(center_offset(298, 224), 37);
+        // Python rounds half to even: (225-224)/2 = 0.5 -> 0, (227-224)/2 = 1.5 -> 2.
+        assert_eq!(center_offset(225, 224), 0);
+        assert_eq!(center_offset(227, 224), 2);
+        assert_eq!(center_offset(229, 224), 2);
+        // Portrait.
+        assert_eq!(resized_size(480, 640, 224, 224, ResizeMode::Shortest), (224, 298));
+    }
+
+    #[test]
+    fn coefficients_sum_to_one_in_fixed_point() {
+        for (inp, out) in [(640, 298), (100, 224), (3000, 224), (7, 5)] {
+            let p = AxisPlan::new(inp, out, 0, out, Interpolation::Bicubic);
+            for (i, t) in p.taps.iter().enumerate() {
+                let sum: i64 = p.coeffs[i * p.stride..i * p.stride + t.len].iter().map(|&c| c as i64).sum();
+                assert!((sum - (1 << PRECISION_BITS)).abs() <= t.len as i64, "{inp}->{out} at {i}: {sum}");
+            }
+        }
+    }
+
+    #[test]
+    fn uniform_image_stays_uniform() {
+        let mut p = Preprocessor::new(spec(32));
+        let img = RgbImage { width: 100, height: 60, data: [10u8, 128, 250].repeat(6000) };
+        let mut out = vec![0.0; p.output_len()];
+        p.image_to_tensor(&img, &mut out).unwrap();
+        let plane = 32 * 32;
+        assert!(out[..plane].iter().all(|&v| (v - 10.0 / 255.0).abs() < 1e-6));
+        assert!(out[plane..2 * plane].iter().all(|&v| (v - 128.0 / 255.0).abs() < 1e-6));
+        assert!(out[2 * plane..].iter().all(|&v| (v - 250.0 / 255.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn same_size_input_is_only_cropped() {
+        let mut p = Preprocessor::new(spec(4));
+        // 4 wide, 6 high: no horizontal resize; vertical 6 -> int(4*6/4) = 6, so no resize either;
+        // the crop takes rows 1..5.
+        let data: Vec<u8> = (0..4 * 6 * 3).map(|v| v as u8).collect();
+        let img = RgbImage { width: 4, height: 6, data: data.clone() };
+        let mut out = vec![0.0; p.output_len()];
+        p.image_to_tensor(&img, &mut out).unwrap();
+        assert_eq!(p.last_rgb(), &data[4 * 3..5 * 4 * 3]);
+    }
+
+    #[test]
+    fn yuyv_grey_levels_map_to_grey() {
+        // Y=16 is black, Y=235 white, with neutral chroma.
+        assert_eq!(yuv601(16, 128, 128), (0, 0, 0));
+        assert_eq!(yuv601(235, 128, 128), (255, 255, 255));
+        let (r, g, b) = yuv601(126, 128, 128);
+        assert!(r == g && g == b && (127..=129).contains(&r));
+    }
+
+    #[test]
+    fn wrong_raw_frame_size_is_an_error() {
+        let mut p = Preprocessor::new(spec(8));
+        let frame = Frame {
+            data: vec![0; 10],
+            width: 4,
+            height: 4,
+            format: PixelFormat::Yuyv,
+            seq: 7,
+            captured_at: std::time::Instant::now(),
+            captured_wall: std::time::SystemTime::now(),
+        };
+        let mut out = vec![0.0; p.output_len()];
+        let err = p.frame_to_tensor(&frame, &mut out).unwrap_err();
+        assert!(err.to_string().contains("frame 7"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_jpeg_is_an_error_not_a_panic() {
+        let mut p = Preprocessor::new(spec(8));
+        let frame = Frame {
+            data: vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3],
+            width: 640,
+            height: 480,
+            format: PixelFormat::Mjpeg,
+            seq: 3,
+            captured_at: std::time::Instant::now(),
+            captured_wall: std::time::SystemTime::now(),
+        };
+        let mut out = vec![0.0; p.output_len()];
+        assert!(matches!(p.frame_to_tensor(&frame, &mut out), Err(PreprocessError::Decode { .. })));
+    }
+}

@@ -1,0 +1,887 @@
+//! Events to GPIO lines: a relay, a LED or a buzzer per label.
+//!
+//! The behaviour of a line (level or pulse, active-high or active-low) lives in [`LineLogic`],
+//! which is pure: it is told the events and the time and answers which physical level to drive.
+//! Hardware sits behind the one-method [`OutputLine`] trait, so the logic is tested with a
+//! recording fake line.
+//!
+//! Pulses are ended by a small timer thread owned by the [`GpioSink`]: it sleeps on a condition
+//! variable until the earliest pulse deadline (or until an event or `close` wakes it) and then
+//! drives the line back to idle. That is the simplest design that ends a pulse on time even
+//! when no further frame or event arrives (a stalled camera must not leave a relay on).
+//!
+//! Active-low is handled here, not by the driver, so every backend behaves the same. Backends:
+//! the GPIO character device through `gpiocdev` (feature `gpio`, Linux; lines by name, searched
+//! on the configured chip or on every chip, or by offset on the configured chip) and the
+//! Raspberry Pi `rppal` driver (feature `rpi`, Linux; lines by BCM number or `GPIO<n>` name).
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{EventSink, SinkError};
+use crate::config::{GpioBackend, GpioConfig, LineMode, LineRef};
+use crate::event::{Event, EventKind};
+
+/// A boxed error from a GPIO driver.
+pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong with a GPIO chip or line. Every variant names the chip and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum GpioError {
+    /// The chip could not be opened.
+    #[error("gpio chip {chip}: cannot open: {source}")]
+    OpenChip {
+        /// The chip path or name.
+        chip: String,
+        /// The driver error.
+        #[source]
+        source: DriverError,
+    },
+    /// No line with this name or offset exists.
+    #[error("gpio line {line} not found on {chip}")]
+    LineNotFound {
+        /// The chip searched (`any chip` when none was configured).
+        chip: String,
+        /// The line.
+        line: String,
+    },
+    /// The line exists but is held by another consumer.
+    #[error("gpio chip {chip} line {line}: busy, used by {consumer:?}")]
+    Busy {
+        /// The chip.
+        chip: String,
+        /// The line.
+        line: String,
+        /// Who holds it.
+        consumer: String,
+    },
+    /// Requesting the line as an output failed.
+    #[error("gpio chip {chip} line {line}: cannot request it as an output: {source}")]
+    Request {
+        /// The chip.
+        chip: String,
+        /// The line.
+        line: String,
+        /// The driver error.
+        #[source]
+        source: DriverError,
+    },
+    /// Driving the line failed.
+    #[error("gpio chip {chip} line {line}: cannot drive it {level}: {source}")]
+    Set {
+        /// The chip.
+        chip: String,
+        /// The line.
+        line: String,
+        /// `high` or `low`.
+        level: &'static str,
+        /// The driver error.
+        #[source]
+        source: DriverError,
+    },
+    /// The configured backend is not compiled in.
+    #[error(
+        "gpio backend {backend:?} is not available in this build (it needs Linux and the cargo \
+         feature {feature:?})"
+    )]
+    Unsupported {
+        /// The backend.
+        backend: GpioBackend,
+        /// The cargo feature that enables it.
+        feature: &'static str,
+    },
+    /// The pulse timer thread could not be started.
+    #[error("gpio: cannot start the pulse timer thread: {source}")]
+    Thread {
+        /// The spawn error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One output line. `set(true)` drives it physically high.
+pub trait OutputLine: Send {
+    /// Drives the line high (`true`) or low (`false`).
+    fn set(&mut self, high: bool) -> Result<(), GpioError>;
+
+    /// The chip and line, for logs.
+    fn describe(&self) -> String;
+}
+
+/// The pure behaviour of one line: which physical level to drive after an event or at a time.
+#[derive(Debug, Clone)]
+pub struct LineLogic {
+    mode: LineMode,
+    active_low: bool,
+    pulse: Duration,
+    on: bool,
+    pulse_until: Option<Instant>,
+}
+
+impl LineLogic {
+    /// A line in the idle (off) state.
+    pub fn new(mode: LineMode, active_low: bool, pulse: Duration) -> LineLogic {
+        LineLogic {
+            mode,
+            active_low,
+            pulse,
+            on: false,
+            pulse_until: None,
+        }
+    }
+
+    /// The physical level of the idle (off) state: high for active-low lines.
+    pub fn idle_level(&self) -> bool {
+        self.active_low
+    }
+
+    /// Whether the line is logically on.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    fn level(&self, on: bool) -> bool {
+        on != self.active_low
+    }
+
+    /// Applies an event at time `now`; returns the physical level to drive when it changes.
+    ///
+    /// Level mode: on at start, off at end. Pulse mode: on at start until `now + pulse` (a start
+    /// during a pulse extends it), ends are ignored.
+    pub fn on_event(&mut self, kind: EventKind, now: Instant) -> Option<bool> {
+        match (self.mode, kind) {
+            (LineMode::Level, EventKind::Start) | (LineMode::Pulse, EventKind::Start) => {
+                if self.mode == LineMode::Pulse {
+                    self.pulse_until = Some(now + self.pulse);
+                }
+                if self.on {
+                    None
+                } else {
+                    self.on = true;
+                    Some(self.level(true))
+                }
+            }
+            (LineMode::Level, EventKind::End) => self.turn_off(),
+            (LineMode::Pulse, EventKind::End) => None,
+        }
+    }
+
+    /// When the current pulse ends, if one is running.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.pulse_until
+    }
+
+    /// Ends a pulse whose deadline is `<= now`; returns the level to drive when it changes.
+    pub fn on_tick(&mut self, now: Instant) -> Option<bool> {
+        match self.pulse_until {
+            Some(until) if until <= now => self.turn_off(),
+            _ => None,
+        }
+    }
+
+    /// Turns the line off whatever its state (shutdown); returns the level when it changes.
+    pub fn turn_off(&mut self) -> Option<bool> {
+        self.pulse_until = None;
+        if self.on {
+            self.on = false;
+            Some(self.level(false))
+        } else {
+            None
+        }
+    }
+}
+
+struct Driven {
+    label: String,
+    logic: LineLogic,
+    line: Box<dyn OutputLine>,
+}
+
+impl Driven {
+    fn drive(&mut self, level: Option<bool>) -> Result<(), GpioError> {
+        match level {
+            Some(high) => {
+                log::debug!("gpio {}: {}", self.line.describe(), level_name(high));
+                self.line.set(high)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn level_name(high: bool) -> &'static str {
+    if high { "high" } else { "low" }
+}
+
+struct State {
+    lines: Vec<Driven>,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the lines inconsistent beyond one level.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Drives one GPIO line per configured `[[gpio.lines]]` entry from the events of its label.
+pub struct GpioSink {
+    name: String,
+    shared: Arc<Shared>,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl GpioSink {
+    /// Opens the configured backend and requests every line as an output, driven idle.
+    pub fn open(config: &GpioConfig) -> Result<GpioSink, GpioError> {
+        let mut lines: Vec<(String, LineLogic, Box<dyn OutputLine>)> = Vec::new();
+        for l in &config.lines {
+            let logic = LineLogic::new(l.mode, l.active_low, Duration::from_millis(l.pulse_ms));
+            let line = open_line(config, &l.line, logic.idle_level())?;
+            log::info!("gpio: {} follows label {:?}", line.describe(), l.label);
+            lines.push((l.label.clone(), logic, line));
+        }
+        GpioSink::with_lines(lines)
+    }
+
+    /// A sink over lines opened elsewhere (tests, other backends): `(label, logic, line)`.
+    /// Every line is driven to its idle level first.
+    pub fn with_lines(
+        lines: Vec<(String, LineLogic, Box<dyn OutputLine>)>,
+    ) -> Result<GpioSink, GpioError> {
+        let mut driven = Vec::with_capacity(lines.len());
+        for (label, logic, mut line) in lines {
+            line.set(logic.idle_level())?;
+            driven.push(Driven { label, logic, line });
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                lines: driven,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let timer = std::thread::Builder::new()
+            .name("edgeclip-gpio".into())
+            .spawn(move || run_timer(&worker))
+            .map_err(|source| GpioError::Thread { source })?;
+        Ok(GpioSink {
+            name: "gpio".into(),
+            shared,
+            timer: Some(timer),
+        })
+    }
+
+    fn stop_timer(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.timer.take()
+            && t.join().is_err()
+        {
+            log::error!("gpio: the pulse timer thread panicked");
+        }
+    }
+}
+
+/// Ends pulses at their deadlines until told to stop.
+fn run_timer(shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        if state.stop {
+            return;
+        }
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for d in &mut state.lines {
+            let level = d.logic.on_tick(now);
+            if let Err(e) = d.drive(level) {
+                log::warn!("{e}");
+            }
+            if let Some(t) = d.logic.deadline() {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        state = match next {
+            Some(t) => {
+                let wait = t.saturating_duration_since(Instant::now());
+                shared
+                    .wake
+                    .wait_timeout(state, wait)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0)
+            }
+            None => shared.wake.wait(state).unwrap_or_else(|p| p.into_inner()),
+        };
+    }
+}
+
+impl EventSink for GpioSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn publish(&mut self, event: &Event) -> Result<(), SinkError> {
+        let now = Instant::now();
+        let mut first_err = None;
+        {
+            let mut state = self.shared.lock();
+            for d in state.lines.iter_mut().filter(|d| d.label == event.label) {
+                let level = d.logic.on_event(event.kind, now);
+                if let Err(e) = d.drive(level) {
+                    log::warn!("{e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.shared.wake.notify_all();
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Drives every line idle and stops the timer.
+    fn close(&mut self) -> Result<(), SinkError> {
+        let mut first_err = None;
+        {
+            let mut state = self.shared.lock();
+            for d in &mut state.lines {
+                let level = d.logic.turn_off();
+                if let Err(e) = d.drive(level) {
+                    log::warn!("{e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.stop_timer();
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for GpioSink {
+    fn drop(&mut self) {
+        self.stop_timer();
+    }
+}
+
+/// Opens one line with the configured backend, driven to `idle_high`.
+fn open_line(
+    config: &GpioConfig,
+    line: &LineRef,
+    idle_high: bool,
+) -> Result<Box<dyn OutputLine>, GpioError> {
+    match config.backend {
+        GpioBackend::Cdev => {
+            #[cfg(all(target_os = "linux", feature = "gpio"))]
+            {
+                Ok(Box::new(cdev::CdevLine::open(config, line, idle_high)?))
+            }
+            #[cfg(not(all(target_os = "linux", feature = "gpio")))]
+            {
+                let _ = (line, idle_high);
+                Err(GpioError::Unsupported {
+                    backend: GpioBackend::Cdev,
+                    feature: "gpio",
+                })
+            }
+        }
+        GpioBackend::Rppal => {
+            #[cfg(all(target_os = "linux", feature = "rpi"))]
+            {
+                Ok(Box::new(rpi::RppalLine::open(line, idle_high)?))
+            }
+            #[cfg(not(all(target_os = "linux", feature = "rpi")))]
+            {
+                let _ = (line, idle_high);
+                Err(GpioError::Unsupported {
+                    backend: GpioBackend::Rppal,
+                    feature: "rpi",
+                })
+            }
+        }
+    }
+}
+
+/// Looks every configured line up without requesting it (nothing is driven). Returns one line
+/// of text per GPIO line found.
+pub fn probe(config: &GpioConfig) -> Result<Vec<String>, GpioError> {
+    match config.backend {
+        GpioBackend::Cdev => {
+            #[cfg(all(target_os = "linux", feature = "gpio"))]
+            {
+                config
+                    .lines
+                    .iter()
+                    .map(|l| {
+                        let found = cdev::resolve(config, &l.line)?;
+                        Ok(format!(
+                            "label {:?} -> {} line {} (offset {})",
+                            l.label,
+                            found.chip.display(),
+                            l.line,
+                            found.offset
+                        ))
+                    })
+                    .collect()
+            }
+            #[cfg(not(all(target_os = "linux", feature = "gpio")))]
+            {
+                Err(GpioError::Unsupported {
+                    backend: GpioBackend::Cdev,
+                    feature: "gpio",
+                })
+            }
+        }
+        GpioBackend::Rppal => {
+            #[cfg(all(target_os = "linux", feature = "rpi"))]
+            {
+                rpi::probe(config)
+            }
+            #[cfg(not(all(target_os = "linux", feature = "rpi")))]
+            {
+                Err(GpioError::Unsupported {
+                    backend: GpioBackend::Rppal,
+                    feature: "rpi",
+                })
+            }
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "gpio"))]
+mod cdev {
+    //! The GPIO character device backend (`gpiocdev`).
+
+    use std::path::PathBuf;
+
+    use gpiocdev::line::Value;
+
+    use super::{GpioError, OutputLine};
+    use crate::config::{GpioConfig, LineRef};
+
+    /// Where a configured line lives.
+    pub(super) struct Found {
+        pub chip: PathBuf,
+        pub offset: u32,
+    }
+
+    fn chip_label(config: &GpioConfig) -> String {
+        config
+            .chip_path()
+            .map_or_else(|| "any chip".to_owned(), |p| p.display().to_string())
+    }
+
+    /// Finds the chip and offset of a line, refusing lines already held by someone else.
+    pub(super) fn resolve(config: &GpioConfig, line: &LineRef) -> Result<Found, GpioError> {
+        let (chip, info) = match (config.chip_path(), line) {
+            (Some(path), _) => {
+                let chip = gpiocdev::Chip::from_path(&path).map_err(|e| GpioError::OpenChip {
+                    chip: path.display().to_string(),
+                    source: Box::new(e),
+                })?;
+                let info = match line {
+                    LineRef::Name(name) => chip.find_line_info(name),
+                    LineRef::Offset(o) => chip.line_info(*o).ok(),
+                };
+                (path, info)
+            }
+            (None, LineRef::Name(name)) => match gpiocdev::find_named_line(name) {
+                Some(found) => (found.chip, Some(found.info)),
+                None => (PathBuf::from("any chip"), None),
+            },
+            (None, LineRef::Offset(_)) => (PathBuf::from("no chip configured"), None),
+        };
+        let info = info.ok_or_else(|| GpioError::LineNotFound {
+            chip: chip_label(config),
+            line: line.to_string(),
+        })?;
+        if info.used {
+            return Err(GpioError::Busy {
+                chip: chip.display().to_string(),
+                line: line.to_string(),
+                consumer: info.consumer,
+            });
+        }
+        Ok(Found {
+            chip,
+            offset: info.offset,
+        })
+    }
+
+    /// A line requested as an output through the character device.
+    pub(super) struct CdevLine {
+        request: gpiocdev::Request,
+        offset: u32,
+        chip: String,
+        line: String,
+    }
+
+    fn value(high: bool) -> Value {
+        if high { Value::Active } else { Value::Inactive }
+    }
+
+    impl CdevLine {
+        pub(super) fn open(
+            config: &GpioConfig,
+            line: &LineRef,
+            idle_high: bool,
+        ) -> Result<CdevLine, GpioError> {
+            let found = resolve(config, line)?;
+            let chip = found.chip.display().to_string();
+            let request = gpiocdev::Request::builder()
+                .on_chip(&found.chip)
+                .with_consumer("edgeclip")
+                .with_line(found.offset)
+                .as_output(value(idle_high))
+                .request()
+                .map_err(|e| GpioError::Request {
+                    chip: chip.clone(),
+                    line: line.to_string(),
+                    source: Box::new(e),
+                })?;
+            Ok(CdevLine {
+                request,
+                offset: found.offset,
+                chip,
+                line: line.to_string(),
+            })
+        }
+    }
+
+    impl OutputLine for CdevLine {
+        fn set(&mut self, high: bool) -> Result<(), GpioError> {
+            self.request
+                .set_value(self.offset, value(high))
+                .map(|_| ())
+                .map_err(|e| GpioError::Set {
+                    chip: self.chip.clone(),
+                    line: self.line.clone(),
+                    level: super::level_name(high),
+                    source: Box::new(e),
+                })
+        }
+
+        fn describe(&self) -> String {
+            format!("{} line {} (offset {})", self.chip, self.line, self.offset)
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "rpi"))]
+mod rpi {
+    //! The Raspberry Pi backend (`rppal`), by BCM GPIO number.
+
+    use super::{GpioError, OutputLine};
+    use crate::config::{GpioConfig, LineRef, bcm_from_name};
+
+    const CHIP: &str = "rppal (BCM GPIO)";
+
+    fn bcm(line: &LineRef) -> Result<u8, GpioError> {
+        let n = match line {
+            LineRef::Name(n) => bcm_from_name(n),
+            LineRef::Offset(o) => u8::try_from(*o).ok().filter(|n| *n <= 53),
+        };
+        n.ok_or_else(|| GpioError::LineNotFound {
+            chip: CHIP.into(),
+            line: line.to_string(),
+        })
+    }
+
+    pub(super) struct RppalLine {
+        pin: rppal::gpio::OutputPin,
+        line: String,
+    }
+
+    impl RppalLine {
+        pub(super) fn open(line: &LineRef, idle_high: bool) -> Result<RppalLine, GpioError> {
+            let n = bcm(line)?;
+            let request_err = |e: rppal::gpio::Error| GpioError::Request {
+                chip: CHIP.into(),
+                line: line.to_string(),
+                source: Box::new(e),
+            };
+            let gpio = rppal::gpio::Gpio::new().map_err(|e| GpioError::OpenChip {
+                chip: CHIP.into(),
+                source: Box::new(e),
+            })?;
+            let pin = gpio.get(n).map_err(request_err)?;
+            let pin = if idle_high {
+                pin.into_output_high()
+            } else {
+                pin.into_output_low()
+            };
+            Ok(RppalLine {
+                pin,
+                line: line.to_string(),
+            })
+        }
+    }
+
+    impl OutputLine for RppalLine {
+        fn set(&mut self, high: bool) -> Result<(), GpioError> {
+            if high {
+                self.pin.set_high();
+            } else {
+                self.pin.set_low();
+            }
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            format!("{CHIP} line {}", self.line)
+        }
+    }
+
+    pub(super) fn probe(config: &GpioConfig) -> Result<Vec<String>, GpioError> {
+        let gpio = rppal::gpio::Gpio::new().map_err(|e| GpioError::OpenChip {
+            chip: CHIP.into(),
+            source: Box::new(e),
+        })?;
+        config
+            .lines
+            .iter()
+            .map(|l| {
+                let n = bcm(&l.line)?;
+                gpio.get(n).map_err(|e| GpioError::Request {
+                    chip: CHIP.into(),
+                    line: l.line.to_string(),
+                    source: Box::new(e),
+                })?;
+                Ok(format!("label {:?} -> BCM GPIO{n}", l.label))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    /// A fake line that records every level it is driven to.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<bool>>>);
+
+    impl Recorder {
+        fn levels(&self) -> Vec<bool> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl OutputLine for Recorder {
+        fn set(&mut self, high: bool) -> Result<(), GpioError> {
+            self.0.lock().unwrap().push(high);
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    struct Failing;
+    impl OutputLine for Failing {
+        fn set(&mut self, high: bool) -> Result<(), GpioError> {
+            if high {
+                Err(GpioError::Set {
+                    chip: "/dev/gpiochip9".into(),
+                    line: "\"GPIO17\"".into(),
+                    level: "high",
+                    source: "EIO".into(),
+                })
+            } else {
+                Ok(())
+            }
+        }
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+    }
+
+    fn event(kind: EventKind, label: &str) -> Event {
+        Event {
+            kind,
+            camera: "cam0".into(),
+            label: label.into(),
+            prompt: "p".into(),
+            score: 0.0,
+            prob: 1.0,
+            frame: 0,
+            ts: SystemTime::UNIX_EPOCH,
+            latency_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn level_mode_follows_start_and_end() {
+        let t0 = Instant::now();
+        let mut l = LineLogic::new(LineMode::Level, false, Duration::ZERO);
+        assert!(!l.idle_level());
+        assert_eq!(l.on_event(EventKind::Start, t0), Some(true));
+        assert_eq!(l.on_event(EventKind::Start, t0), None, "already on");
+        assert_eq!(l.on_tick(t0 + Duration::from_secs(100)), None, "no pulse in level mode");
+        assert_eq!(l.on_event(EventKind::End, t0), Some(false));
+        assert_eq!(l.on_event(EventKind::End, t0), None, "already off");
+    }
+
+    #[test]
+    fn active_low_inverts_levels() {
+        let t0 = Instant::now();
+        let mut l = LineLogic::new(LineMode::Level, true, Duration::ZERO);
+        assert!(l.idle_level());
+        assert_eq!(l.on_event(EventKind::Start, t0), Some(false));
+        assert_eq!(l.on_event(EventKind::End, t0), Some(true));
+        let mut p = LineLogic::new(LineMode::Pulse, true, Duration::from_millis(10));
+        assert_eq!(p.on_event(EventKind::Start, t0), Some(false));
+        assert_eq!(p.on_tick(t0 + Duration::from_millis(10)), Some(true));
+    }
+
+    #[test]
+    fn pulse_mode_ends_at_the_deadline_and_retriggers() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = LineLogic::new(LineMode::Pulse, false, ms(100));
+        assert_eq!(p.deadline(), None);
+        assert_eq!(p.on_event(EventKind::Start, t0), Some(true));
+        assert_eq!(p.deadline(), Some(t0 + ms(100)));
+        assert_eq!(p.on_event(EventKind::End, t0 + ms(10)), None, "ends are ignored");
+        assert_eq!(p.on_tick(t0 + ms(50)), None);
+        // A new start during the pulse extends it without a new edge.
+        assert_eq!(p.on_event(EventKind::Start, t0 + ms(60)), None);
+        assert_eq!(p.on_tick(t0 + ms(100)), None);
+        assert_eq!(p.on_tick(t0 + ms(160)), Some(false));
+        assert_eq!(p.deadline(), None);
+        assert!(!p.is_on());
+    }
+
+    #[test]
+    fn turn_off_clears_pulses() {
+        let t0 = Instant::now();
+        let mut p = LineLogic::new(LineMode::Pulse, false, Duration::from_secs(60));
+        p.on_event(EventKind::Start, t0);
+        assert_eq!(p.turn_off(), Some(false));
+        assert_eq!(p.deadline(), None);
+        assert_eq!(p.turn_off(), None);
+    }
+
+    /// Waits (bounded) until the recorder holds `want`; fails with what it saw.
+    fn wait_for(rec: &Recorder, want: &[bool]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rec.levels() != want {
+            assert!(
+                Instant::now() < deadline,
+                "line levels {:?}, expected {want:?}",
+                rec.levels()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn sink_drives_lines_of_the_event_label_only() {
+        let person = Recorder::default();
+        let cat = Recorder::default();
+        let mut sink = GpioSink::with_lines(vec![
+            (
+                "person".into(),
+                LineLogic::new(LineMode::Level, false, Duration::ZERO),
+                Box::new(person.clone()),
+            ),
+            (
+                "cat".into(),
+                LineLogic::new(LineMode::Level, true, Duration::ZERO),
+                Box::new(cat.clone()),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(person.levels(), vec![false], "driven idle at open");
+        assert_eq!(cat.levels(), vec![true], "active-low idles high");
+        sink.publish(&event(EventKind::Start, "person")).unwrap();
+        sink.publish(&event(EventKind::Start, "dog")).unwrap();
+        assert_eq!(person.levels(), vec![false, true]);
+        assert_eq!(cat.levels(), vec![true]);
+        sink.publish(&event(EventKind::Start, "cat")).unwrap();
+        assert_eq!(cat.levels(), vec![true, false]);
+        sink.close().unwrap();
+        assert_eq!(person.levels(), vec![false, true, false], "close drives idle");
+        assert_eq!(cat.levels(), vec![true, false, true]);
+    }
+
+    #[test]
+    fn pulses_end_without_further_events() {
+        let rec = Recorder::default();
+        let mut sink = GpioSink::with_lines(vec![(
+            "person".into(),
+            LineLogic::new(LineMode::Pulse, false, Duration::from_millis(20)),
+            Box::new(rec.clone()),
+        )])
+        .unwrap();
+        sink.publish(&event(EventKind::Start, "person")).unwrap();
+        wait_for(&rec, &[false, true, false]);
+        sink.publish(&event(EventKind::Start, "person")).unwrap();
+        wait_for(&rec, &[false, true, false, true, false]);
+        sink.close().unwrap();
+        assert_eq!(rec.levels(), vec![false, true, false, true, false]);
+    }
+
+    #[test]
+    fn driver_errors_are_returned_with_chip_and_line() {
+        let mut sink = GpioSink::with_lines(vec![(
+            "person".into(),
+            LineLogic::new(LineMode::Level, false, Duration::ZERO),
+            Box::new(Failing),
+        )])
+        .unwrap();
+        let err = sink.publish(&event(EventKind::Start, "person")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/dev/gpiochip9") && text.contains("GPIO17"), "{text}");
+    }
+
+    #[cfg(not(all(target_os = "linux", feature = "rpi")))]
+    #[test]
+    fn missing_backend_is_a_clear_error() {
+        let config = GpioConfig {
+            chip: None,
+            backend: GpioBackend::Rppal,
+            lines: vec![crate::config::GpioLineConfig {
+                label: "person".into(),
+                line: LineRef::Offset(17),
+                mode: LineMode::Level,
+                pulse_ms: 100,
+                active_low: false,
+            }],
+        };
+        let err = GpioSink::open(&config).err().expect("rppal is not compiled in");
+        assert!(err.to_string().contains("\"rpi\""), "{err}");
+    }
+
+    #[cfg(all(target_os = "linux", feature = "gpio"))]
+    #[test]
+    fn a_missing_chip_is_named_in_the_error() {
+        let config = GpioConfig {
+            chip: Some("/nonexistent/gpiochip7".into()),
+            backend: GpioBackend::Cdev,
+            lines: vec![crate::config::GpioLineConfig {
+                label: "person".into(),
+                line: LineRef::Name("GPIO17".into()),
+                mode: LineMode::Level,
+                pulse_ms: 100,
+                active_low: false,
+            }],
+        };
+        let err = GpioSink::open(&config).err().expect("no such chip");
+        assert!(err.to_string().contains("/nonexistent/gpiochip7"), "{err}");
+        let err = probe(&config).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/gpiochip7"), "{err}");
+    }
+}

@@ -1,0 +1,80 @@
+//! Where events go: stdout JSON lines, MQTT, GPIO lines.
+//!
+//! Every sink implements [`EventSink`], a push interface in the spirit of ripgrep's `Sink`: one
+//! required method ([`EventSink::publish`]) and defaulted optional ones, so a simple sink stays
+//! simple. Sinks own their transport; a sink that needs background work (the MQTT connection,
+//! GPIO pulse timers) runs it on its own thread and never blocks `publish` on the network.
+
+use crate::config::Config;
+use crate::event::{Event, Stats};
+
+pub mod gpio;
+pub mod mqtt;
+pub mod stdout;
+
+pub use gpio::{GpioError, GpioSink};
+pub use mqtt::{MqttError, MqttSink};
+pub use stdout::StdoutSink;
+
+/// Why a sink could not take an event.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing JSON lines failed (stdout closed, disk full, ...).
+    #[error("{sink}: write failed: {source}")]
+    Write {
+        /// The sink's name.
+        sink: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The MQTT sink refused or lost the event.
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+    /// A GPIO line could not be driven.
+    #[error(transparent)]
+    Gpio(#[from] GpioError),
+}
+
+/// A consumer of events. `publish` must not block for long: the daemon calls it on the
+/// inference path.
+pub trait EventSink: Send {
+    /// A short name for logs (`stdout`, `mqtt://broker:1883`, `gpio`).
+    fn name(&self) -> &str;
+
+    /// Takes one event. `Ok` means the sink accepted it (it may deliver it later).
+    fn publish(&mut self, event: &Event) -> Result<(), SinkError>;
+
+    /// Takes periodic statistics; ignored by default.
+    fn publish_stats(&mut self, _stats: &Stats) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Flushes and releases the transport; called once at shutdown. Does nothing by default.
+    fn close(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Opens every sink the config asks for: stdout (`events.stdout`), MQTT (`[mqtt]`) and GPIO
+/// (`[gpio]`), in that order. Fails on the first sink that cannot be opened (MQTT does not
+/// need the broker to be up: it connects in the background).
+pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn EventSink>>, SinkError> {
+    let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
+    if config.events.stdout {
+        sinks.push(Box::new(StdoutSink::stdout()));
+    }
+    if let Some(m) = &config.mqtt {
+        let labels: Vec<String> = config.prompts.iter().map(|p| p.label.clone()).collect();
+        sinks.push(Box::new(MqttSink::connect(
+            m,
+            &config.camera.name,
+            &labels,
+            mqtt::MqttOptions::default(),
+        )?));
+    }
+    if let Some(g) = &config.gpio {
+        sinks.push(Box::new(GpioSink::open(g)?));
+    }
+    Ok(sinks)
+}

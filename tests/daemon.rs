@@ -1,0 +1,108 @@
+//! The recorded clip replayed through the daemon with the demo model and the shipped demo config:
+//! the start and end events must be exactly the ground truth's transitions, each within the
+//! trigger's frame lag (plus a small slack for objects sliding in and out of view).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use edgeclip::config::Config;
+use edgeclip::daemon::{Control, Daemon, Delivery};
+use edgeclip::event::{Event, EventKind};
+use edgeclip::sink::{EventSink, SinkError};
+
+/// Frames an object needs to be unambiguous while it slides in or out.
+const SLACK: i64 = 4;
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Event>>>);
+
+impl EventSink for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn publish(&mut self, event: &Event) -> Result<(), SinkError> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Truth {
+    frames: Vec<TruthFrame>,
+}
+
+#[derive(serde::Deserialize)]
+struct TruthFrame {
+    frame: i64,
+    labels: Vec<String>,
+}
+
+/// (start, end) frame of every interval in which `prompt` is visible; end = first frame without it.
+fn intervals(truth: &Truth, prompt: &str) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for f in &truth.frames {
+        let on = f.labels.iter().any(|l| l == prompt);
+        match (on, start) {
+            (true, None) => start = Some(f.frame),
+            (false, Some(s)) => {
+                out.push((s, f.frame));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, truth.frames.len() as i64));
+    }
+    out
+}
+
+#[test]
+fn clip_events_match_the_ground_truth() {
+    let config = Config::from_file(common::root().join("firmware-config/demo.toml")).unwrap();
+    let enter = config.trigger.enter_frames as i64;
+    let exit = config.trigger.exit_frames as i64;
+    let prompts: BTreeMap<String, String> =
+        config.prompts.iter().map(|p| (p.label.clone(), p.display_text().to_string())).collect();
+    let truth: Truth = serde_json::from_str(&std::fs::read_to_string(common::data("clip/ground_truth.json")).unwrap()).unwrap();
+
+    let daemon = Daemon::new(config).unwrap();
+    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let recorder = Recorder::default();
+    let summary = daemon
+        .run(source, vec![Box::new(recorder.clone())], &Control::default(), Delivery::Lossless)
+        .unwrap();
+    assert_eq!(summary.processed as usize, truth.frames.len(), "every frame of the clip processed");
+    assert_eq!(summary.dropped, 0);
+
+    let events = recorder.0.lock().unwrap().clone();
+    for e in &events {
+        eprintln!("{:?} {} frame {} prob {:.2}", e.kind, e.label, e.frame, e.prob);
+    }
+    let mut problems = Vec::new();
+    for (label, prompt) in &prompts {
+        let expected = intervals(&truth, prompt);
+        let got: Vec<&Event> = events.iter().filter(|e| &e.label == label).collect();
+        if got.len() != expected.len() * 2 {
+            problems.push(format!("{label}: {} events, ground truth has {} intervals {expected:?}", got.len(), expected.len()));
+            continue;
+        }
+        for (pair, (s, e)) in got.chunks(2).zip(&expected) {
+            let (start, end) = (pair[0], pair[1]);
+            assert_eq!(start.kind, EventKind::Start);
+            assert_eq!(end.kind, EventKind::End);
+            let start_lag = start.frame as i64 - (s + enter - 1);
+            let end_lag = end.frame as i64 - (e + exit - 1);
+            if start_lag.abs() > SLACK || end_lag.abs() > SLACK {
+                problems.push(format!(
+                    "{label}: start at {} (truth {s}, +{enter} frames), end at {} (truth {e}, +{exit} frames)",
+                    start.frame, end.frame
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
