@@ -8,8 +8,10 @@
 //! `<end_of_text>`.
 //!
 //! What is not reproduced: ftfy's mojibake repair (text that was decoded with the wrong codec,
-//! like "cafÃ©"). Everything else ftfy does by default to ordinary text (NFC normalisation,
-//! curly quotes, ligatures, full-width forms, control characters) is done here.
+//! like "cafÃ©"), and Python's `html.unescape` of the legacy entities written without a
+//! semicolon ("&not" in "&notanentity;"). Everything else ftfy does by default to ordinary text
+//! (NFC normalisation, curly quotes, ligatures, full- and half-width forms, C1 and other control
+//! characters, terminal escapes, HTML entities) is done here.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -197,19 +199,40 @@ impl ClipTokenizer {
 /// open_clip's `whitespace_clean(basic_clean(text)).lower()`, with ftfy approximated.
 pub fn clean(text: &str) -> String {
     let fixed = fix_text(text);
-    let unescaped = html_escape::decode_html_entities(&html_escape::decode_html_entities(&fixed).into_owned()).into_owned();
+    let once = |t: &str| html_escape::decode_html_entities(t).into_owned();
+    let unescaped = once(&once(&fixed));
     let collapsed = unescaped.split_whitespace().collect::<Vec<_>>().join(" ");
     collapsed.to_lowercase()
 }
 
-/// The parts of `ftfy.fix_text` that touch ordinary text.
+/// ftfy's `fix_c1_controls`: C1 control characters are Windows-1252 bytes read as Latin-1.
+fn fix_c1_control(c: char) -> char {
+    const CP1252: [char; 32] = [
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+        '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{8D}', '\u{017D}', '\u{8F}',
+        '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+        '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{9D}', '\u{017E}', '\u{0178}',
+    ];
+    match c {
+        '\u{80}'..='\u{9F}' => CP1252[c as usize - 0x80],
+        c => c,
+    }
+}
+
+/// ANSI terminal escapes (ftfy's `remove_terminal_escapes`).
+fn ansi_escapes() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"\x1b\[[0-9;]*[a-zA-Z]").expect("valid pattern"))
+}
+
+/// The parts of `ftfy.fix_text` (ftfy 6) that touch ordinary text, in ftfy's order.
 fn fix_text(text: &str) -> String {
+    // unescape_html: ftfy unescapes entities itself unless the text looks like HTML.
+    let text = if text.contains('<') { text.to_string() } else { html_escape::decode_html_entities(text).into_owned() };
+    let text = ansi_escapes().replace_all(&text, "");
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    for c in text.chars().map(fix_c1_control) {
         match c {
-            // uncurl_quotes
-            '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' => out.push('\''),
-            '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' => out.push('"'),
             // fix_latin_ligatures
             '\u{FB00}' => out.push_str("ff"),
             '\u{FB01}' => out.push_str("fi"),
@@ -219,14 +242,30 @@ fn fix_text(text: &str) -> String {
             '\u{FB05}' | '\u{FB06}' => out.push_str("st"),
             '\u{0132}' => out.push_str("IJ"),
             '\u{0133}' => out.push_str("ij"),
-            // fix_character_width: full-width ASCII and the ideographic space
-            '\u{FF01}'..='\u{FF5E}' => out.push(char::from_u32(c as u32 - 0xFF01 + 0x21).expect("ASCII")),
+            '\u{0149}' => out.push_str("'n"),
+            '\u{01C4}' => out.push_str("D\u{017D}"),
+            '\u{01C5}' => out.push_str("D\u{017E}"),
+            '\u{01C6}' => out.push_str("d\u{017E}"),
+            '\u{01C7}' => out.push_str("LJ"),
+            '\u{01C8}' => out.push_str("Lj"),
+            '\u{01C9}' => out.push_str("lj"),
+            '\u{01CA}' => out.push_str("NJ"),
+            '\u{01CB}' => out.push_str("Nj"),
+            '\u{01CC}' => out.push_str("nj"),
+            '\u{01F1}' => out.push_str("DZ"),
+            '\u{01F2}' => out.push_str("Dz"),
+            '\u{01F3}' => out.push_str("dz"),
+            // fix_character_width: full- and half-width forms to their NFKC forms, one by one
+            '\u{FF01}'..='\u{FFEF}' => out.extend(std::iter::once(c).nfkc()),
             '\u{3000}' => out.push(' '),
+            // uncurl_quotes
+            '\u{02BC}' | '\u{2018}'..='\u{201B}' => out.push('\''),
+            '\u{201C}'..='\u{201F}' => out.push('"'),
             // fix_line_breaks
-            '\r' | '\u{2028}' | '\u{2029}' | '\u{0085}' => out.push('\n'),
+            '\r' | '\u{2028}' | '\u{2029}' => out.push('\n'),
             // remove_control_chars (keeps tab and newline)
             '\u{0000}'..='\u{0008}' | '\u{000B}' | '\u{000E}'..='\u{001F}' | '\u{007F}' => {}
-            '\u{200B}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' => {}
+            '\u{FEFF}' | '\u{FFF9}'..='\u{FFFC}' | '\u{206A}'..='\u{206F}' => {}
             c => out.push(c),
         }
     }
