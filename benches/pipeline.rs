@@ -26,7 +26,15 @@ fn clip_jpeg() -> Vec<u8> {
 }
 
 fn frame(data: Vec<u8>, format: PixelFormat) -> Frame {
-    Frame { data, width: 640, height: 480, format, seq: 0, captured_at: Instant::now(), captured_wall: SystemTime::now() }
+    Frame {
+        data,
+        width: 640,
+        height: 480,
+        format,
+        seq: 0,
+        captured_at: Instant::now(),
+        captured_wall: SystemTime::now(),
+    }
 }
 
 fn preprocessing(c: &mut Criterion) {
@@ -38,25 +46,41 @@ fn preprocessing(c: &mut Criterion) {
     let mut pre = Preprocessor::new(spec.clone());
     let mut out = vec![0f32; pre.output_len()];
 
-    c.bench_function("jpeg_decode_640x480", |b| b.iter(|| decode_image(black_box(&jpeg), "clip").unwrap()));
+    c.bench_function("jpeg_decode_640x480", |b| {
+        b.iter(|| decode_image(black_box(&jpeg), "clip").unwrap())
+    });
 
     let mjpeg = frame(jpeg.clone(), PixelFormat::Mjpeg);
-    c.bench_function("mjpeg_frame_to_tensor_640x480", |b| b.iter(|| pre.frame_to_tensor(black_box(&mjpeg), &mut out).unwrap()));
+    c.bench_function("mjpeg_frame_to_tensor_640x480", |b| {
+        b.iter(|| pre.frame_to_tensor(black_box(&mjpeg), &mut out).unwrap())
+    });
 
     let rgb_frame = frame(rgb.data.clone(), PixelFormat::Rgb24);
-    c.bench_function("rgb_frame_to_tensor_640x480", |b| b.iter(|| pre.frame_to_tensor(black_box(&rgb_frame), &mut out).unwrap()));
+    c.bench_function("rgb_frame_to_tensor_640x480", |b| {
+        b.iter(|| {
+            pre.frame_to_tensor(black_box(&rgb_frame), &mut out)
+                .unwrap()
+        })
+    });
 
     // YUYV: the same picture, converted to 4:2:2 once here.
     let mut yuyv = Vec::with_capacity(640 * 480 * 2);
     for px in rgb.data.chunks_exact(6) {
-        let y = |r: u8, g: u8, b: u8| (16.0 + 0.257 * r as f32 + 0.504 * g as f32 + 0.098 * b as f32) as u8;
+        let y = |r: u8, g: u8, b: u8| {
+            (16.0 + 0.257 * r as f32 + 0.504 * g as f32 + 0.098 * b as f32) as u8
+        };
         let (r, g, b) = (px[0] as f32, px[1] as f32, px[2] as f32);
         let u = (128.0 - 0.148 * r - 0.291 * g + 0.439 * b) as u8;
         let v = (128.0 + 0.439 * r - 0.368 * g - 0.071 * b) as u8;
         yuyv.extend_from_slice(&[y(px[0], px[1], px[2]), u, y(px[3], px[4], px[5]), v]);
     }
     let yuyv_frame = frame(yuyv, PixelFormat::Yuyv);
-    c.bench_function("yuyv_frame_to_tensor_640x480", |b| b.iter(|| pre.frame_to_tensor(black_box(&yuyv_frame), &mut out).unwrap()));
+    c.bench_function("yuyv_frame_to_tensor_640x480", |b| {
+        b.iter(|| {
+            pre.frame_to_tensor(black_box(&yuyv_frame), &mut out)
+                .unwrap()
+        })
+    });
 }
 
 fn towers(c: &mut Criterion) {
@@ -68,13 +92,18 @@ fn towers(c: &mut Criterion) {
         let enc = ImageEncoder::load(&bundle, Some(precision)).unwrap();
         let input = vec![0.1f32; enc.input_len()];
         let mut out = vec![0f32; enc.dim()];
-        group.bench_function(BenchmarkId::from_parameter(precision), |b| b.iter(|| enc.encode_into(black_box(&input), &mut out).unwrap()));
+        group.bench_function(BenchmarkId::from_parameter(precision), |b| {
+            b.iter(|| enc.encode_into(black_box(&input), &mut out).unwrap())
+        });
     }
     group.finish();
     if bundle.manifest.text.is_some() {
         let text = TextEncoder::load(&bundle, None).unwrap();
-        let ids = ClipTokenizer::shared().tokenize("a photo of a red circle", text.context_length());
-        c.bench_function("demo_text_tower", |b| b.iter(|| text.encode(black_box(&ids)).unwrap()));
+        let ids =
+            ClipTokenizer::shared().tokenize("a photo of a red circle", text.context_length());
+        c.bench_function("demo_text_tower", |b| {
+            b.iter(|| text.encode(black_box(&ids)).unwrap())
+        });
     }
     let _ = Precision::Fp32;
 }
@@ -85,31 +114,63 @@ fn matching(c: &mut Criterion) {
     for n in [10usize, 100, 1000] {
         let entries = (0..n)
             .map(|i| {
-                let e: Vec<f32> = (0..dim).map(|j| ((i * 31 + j * 7) % 97) as f32 - 48.0).collect();
-                (Label { name: i.to_string(), prompt: i.to_string(), background: false }, vec![e])
+                let e: Vec<f32> = (0..dim)
+                    .map(|j| ((i * 31 + j * 7) % 97) as f32 - 48.0)
+                    .collect();
+                (
+                    Label {
+                        name: i.to_string(),
+                        prompt: i.to_string(),
+                        background: false,
+                    },
+                    vec![e],
+                )
             })
             .collect();
         let m = Matcher::new(entries, dim, 100.0).unwrap();
         let image: Vec<f32> = (0..dim).map(|j| (j % 13) as f32 - 6.0).collect();
         let mut scores = Scores::default();
-        group.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| m.score(black_box(&image), &mut scores)));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| m.score(black_box(&image), &mut scores))
+        });
     }
     group.finish();
 }
 
 fn trigger(c: &mut Criterion) {
-    let params = TriggerParams { threshold: 0.5, enter_frames: 3, exit_frames: 5, cooldown: Duration::from_secs(2) };
+    let params = TriggerParams {
+        threshold: 0.5,
+        enter_frames: 3,
+        exit_frames: 5,
+        cooldown: Duration::from_secs(2),
+    };
     let labels = (0..10)
-        .map(|i| LabelSpec { label: format!("l{i}"), prompt: format!("p{i}"), params: params.clone() })
+        .map(|i| LabelSpec {
+            label: format!("l{i}"),
+            prompt: format!("p{i}"),
+            params: params.clone(),
+        })
         .collect();
     let mut bank = TriggerBank::new("cam0", Metric::Prob, labels);
     let mut n = 0u64;
     c.bench_function("trigger_bank_update_10_labels", |b| {
         b.iter(|| {
             n += 1;
-            let scores: [LabelScore; 10] =
-                std::array::from_fn(|i| LabelScore { label: i, score: 0.3, prob: if (n / 20 + i as u64) % 2 == 0 { 0.9 } else { 0.1 } });
-            let stamp = FrameStamp { seq: n, wall: SystemTime::UNIX_EPOCH, now: Duration::from_millis(n * 66), latency_ms: 1.0 };
+            let scores: [LabelScore; 10] = std::array::from_fn(|i| LabelScore {
+                label: i,
+                score: 0.3,
+                prob: if (n / 20 + i as u64) % 2 == 0 {
+                    0.9
+                } else {
+                    0.1
+                },
+            });
+            let stamp = FrameStamp {
+                seq: n,
+                wall: SystemTime::UNIX_EPOCH,
+                now: Duration::from_millis(n * 66),
+                latency_ms: 1.0,
+            };
             black_box(bank.update(stamp, &scores))
         })
     });

@@ -32,6 +32,7 @@ run_under() {
   "$qemu" -L "$sysroot" -cpu "$cpu" "$exe" --test-threads 2 -q
 }
 
+rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
 declare -A a64 a32
 # Surface compile errors (the JSON pass above hides them).
 cargo test --target aarch64-unknown-linux-gnu --no-run --lib --test runtime --test preprocess --test tokenizer

@@ -96,10 +96,31 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { model } => info(&model),
-        Command::Embed { model, prompts_file, out } => embed(&model, &prompts_file, &out),
-        Command::Classify { model, prompts, prompts_file, embeddings, precision, threads, json, images } => {
+        Command::Embed {
+            model,
+            prompts_file,
+            out,
+        } => embed(&model, &prompts_file, &out),
+        Command::Classify {
+            model,
+            prompts,
+            prompts_file,
+            embeddings,
+            precision,
+            threads,
+            json,
+            images,
+        } => {
             set_threads(threads);
-            classify(&model, prompts, prompts_file.as_deref(), embeddings.as_deref(), precision, json, &images)
+            classify(
+                &model,
+                prompts,
+                prompts_file.as_deref(),
+                embeddings.as_deref(),
+                precision,
+                json,
+                &images,
+            )
         }
         Command::Run { config, lossless } => run_daemon(&config, lossless),
         Command::CheckConfig { config, probe } => check_config(&config, probe),
@@ -119,7 +140,11 @@ fn run_daemon(path: &Path, lossless: bool) -> Result<()> {
     let daemon = Daemon::new(config)?;
     let source = crate::source::open_source(&daemon.config().camera)?;
     let sinks = crate::sink::open_sinks(daemon.config())?;
-    let delivery = if lossless { Delivery::Lossless } else { Delivery::Freshest };
+    let delivery = if lossless {
+        Delivery::Lossless
+    } else {
+        Delivery::Freshest
+    };
     daemon.run(source, sinks, &control, delivery)?;
     Ok(())
 }
@@ -129,9 +154,15 @@ fn check_config(path: &Path, probe: bool) -> Result<()> {
     // The model is part of the config: check the bundle and that every prompt can be embedded.
     let bundle = Bundle::load(&config.model.bundle)?;
     let mut embedder = PromptEmbedder::new(&bundle, &[])?;
-    let texts = config.prompts.iter().flat_map(|p| p.texts.iter()).chain(&config.matcher.background);
+    let texts = config
+        .prompts
+        .iter()
+        .flat_map(|p| p.texts.iter())
+        .chain(&config.matcher.background);
     for t in texts {
-        embedder.embed(t).with_context(|| format!("{}: prompt {t:?}", path.display()))?;
+        embedder
+            .embed(t)
+            .with_context(|| format!("{}: prompt {t:?}", path.display()))?;
     }
     if probe {
         for line in crate::config::probe(&config, std::time::Duration::from_secs(5))? {
@@ -161,7 +192,11 @@ fn info(dir: &Path) -> Result<()> {
         img.output
     );
     for v in &img.variants {
-        println!("              variant {} ({})", v.onnx.display(), v.precision);
+        println!(
+            "              variant {} ({})",
+            v.onnx.display(),
+            v.precision
+        );
     }
     println!(
         "preprocess:   resize {:?}, crop {:?}, {:?}, mean {:?}, std {:?}, {:?}",
@@ -177,7 +212,11 @@ fn info(dir: &Path) -> Result<()> {
                 t.context_length
             );
             for v in &t.variants {
-                println!("              variant {} ({})", v.onnx.display(), v.precision);
+                println!(
+                    "              variant {} ({})",
+                    v.onnx.display(),
+                    v.precision
+                );
             }
         }
         None => println!("text tower:   none"),
@@ -210,7 +249,10 @@ pub fn read_prompts_file(path: &Path) -> Result<Vec<String>> {
 fn embed(dir: &Path, prompts_file: &Path, out: &Path) -> Result<()> {
     let bundle = Bundle::load(dir)?;
     if bundle.manifest.text.is_none() {
-        bail!("{}: the bundle has no text tower to embed prompts with", bundle.manifest_path().display());
+        bail!(
+            "{}: the bundle has no text tower to embed prompts with",
+            bundle.manifest_path().display()
+        );
     }
     let prompts = read_prompts_file(prompts_file)?;
     let mut embedder = PromptEmbedder::new(&bundle, &[])?;
@@ -219,7 +261,12 @@ fn embed(dir: &Path, prompts_file: &Path, out: &Path) -> Result<()> {
         set.insert(p, embedder.embed(p)?);
     }
     set.save(out)?;
-    eprintln!("wrote {} embeddings of width {} to {}", prompts.len(), set.dim, out.display());
+    eprintln!(
+        "wrote {} embeddings of width {} to {}",
+        prompts.len(),
+        set.dim,
+        out.display()
+    );
     Ok(())
 }
 
@@ -259,7 +306,11 @@ fn classify(
     }
     let mut entries = Vec::with_capacity(prompts.len());
     for p in &prompts {
-        let label = Label { name: p.clone(), prompt: p.clone(), background: false };
+        let label = Label {
+            name: p.clone(),
+            prompt: p.clone(),
+            background: false,
+        };
         entries.push((label, vec![embedder.embed(p)?]));
     }
     let matcher = Matcher::new(entries, bundle.embed_dim(), bundle.manifest.logit_scale)?;
@@ -279,7 +330,11 @@ fn classify(
         order.sort_by(|&a, &b| scores.cos[b].total_cmp(&scores.cos[a]));
         if json {
             let scored: Vec<Scored> = (0..prompts.len())
-                .map(|i| Scored { prompt: &prompts[i], score: scores.cos[i], prob: scores.prob[i] })
+                .map(|i| Scored {
+                    prompt: &prompts[i],
+                    score: scores.cos[i],
+                    prob: scores.prob[i],
+                })
                 .collect();
             let top = &scored[order[0]];
             let line = serde_json::json!({
@@ -291,7 +346,13 @@ fn classify(
         } else {
             writeln!(out, "{}", path.display())?;
             for &i in order.iter().take(10) {
-                writeln!(out, "  {:>6.4}  {:>6.2}%  {}", scores.cos[i], 100.0 * scores.prob[i], prompts[i])?;
+                writeln!(
+                    out,
+                    "  {:>6.4}  {:>6.2}%  {}",
+                    scores.cos[i],
+                    100.0 * scores.prob[i],
+                    prompts[i]
+                )?;
             }
         }
     }

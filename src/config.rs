@@ -260,7 +260,10 @@ pub struct PromptConfig {
 impl PromptConfig {
     /// The text shown in events: the first text of the ensemble.
     pub fn display_text(&self) -> &str {
-        self.texts.first().map(String::as_str).unwrap_or(&self.label)
+        self.texts
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&self.label)
     }
 }
 
@@ -687,7 +690,10 @@ fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>) -> Config 
             c
         }
         None => {
-            r.problem("camera", "missing (required): add a [camera] table with a source");
+            r.problem(
+                "camera",
+                "missing (required): add a [camera] table with a source",
+            );
             placeholder_camera()
         }
     };
@@ -706,7 +712,10 @@ fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>) -> Config 
             m
         }
         None => {
-            r.problem("model", "missing (required): add a [model] table with a bundle");
+            r.problem(
+                "model",
+                "missing (required): add a [model] table with a bundle",
+            );
             ModelConfig {
                 bundle: PathBuf::new(),
                 runtime: Runtime::Auto,
@@ -823,10 +832,7 @@ fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>) -> Config 
                     pulse_ms: r.opt(&mut l, "pulse_ms").unwrap_or(200),
                     active_low: r.opt(&mut l, "active_low").unwrap_or(false),
                 };
-                r.finish(
-                    l,
-                    &["label", "line", "mode", "pulse_ms", "active_low"],
-                );
+                r.finish(l, &["label", "line", "mode", "pulse_ms", "active_low"]);
                 g
             })
             .collect();
@@ -1036,9 +1042,7 @@ fn check_topic_prefix(problems: &mut Vec<Problem>, key: String, prefix: &str) {
     } else if prefix.split('/').any(str::is_empty) {
         problems.push(Problem {
             key,
-            message: format!(
-                "must not start or end with '/' or contain \"//\", got {prefix:?}"
-            ),
+            message: format!("must not start or end with '/' or contain \"//\", got {prefix:?}"),
         });
     }
 }
@@ -1130,17 +1134,26 @@ impl Config {
         match &cam.source {
             SourceSpec::V4l2 { device } => {
                 if device.as_os_str().is_empty() {
-                    c.push("camera.source", "v4l2: needs a device path, e.g. v4l2:/dev/video0");
+                    c.push(
+                        "camera.source",
+                        "v4l2: needs a device path, e.g. v4l2:/dev/video0",
+                    );
                 }
             }
             SourceSpec::Pipe { command } => {
                 if command.trim().is_empty() {
-                    c.push("camera.source", "pipe: needs a command, e.g. pipe:rpicam-vid ...");
+                    c.push(
+                        "camera.source",
+                        "pipe: needs a command, e.g. pipe:rpicam-vid ...",
+                    );
                 }
             }
             SourceSpec::Files { pattern } => {
                 if pattern.is_empty() {
-                    c.push("camera.source", "files: needs a glob, e.g. files:clip/*.jpg");
+                    c.push(
+                        "camera.source",
+                        "files: needs a glob, e.g. files:clip/*.jpg",
+                    );
                 } else if let Err(e) = glob::Pattern::new(pattern) {
                     c.push(
                         "camera.source",
@@ -1228,7 +1241,10 @@ impl Config {
             c.push("gpio.chip", "must not be empty (e.g. \"gpiochip0\")");
         }
         if g.lines.is_empty() {
-            c.push("gpio.lines", "no [[gpio.lines]] configured; remove [gpio] or add lines");
+            c.push(
+                "gpio.lines",
+                "no [[gpio.lines]] configured; remove [gpio] or add lines",
+            );
         }
         let mut seen: BTreeMap<&LineRef, usize> = BTreeMap::new();
         for (i, l) in g.lines.iter().enumerate() {
@@ -1477,7 +1493,10 @@ text = "a photo of a person"
         assert!(c.mqtt.is_none() && c.gpio.is_none());
         assert!(c.events.stdout);
         assert_eq!(c.stats.interval(), Some(Duration::from_secs(10)));
-        assert_eq!(c.file.as_deref(), Some(Path::new("/etc/edgeclip/edgeclip.toml")));
+        assert_eq!(
+            c.file.as_deref(),
+            Some(Path::new("/etc/edgeclip/edgeclip.toml"))
+        );
     }
 
     #[test]
@@ -1504,7 +1523,9 @@ text = "a photo of a person"
         assert!(SourceSpec::parse("rtsp://x", None).is_err());
         assert!(SourceSpec::parse("/dev/video0", None).is_err());
         assert_eq!(
-            SourceSpec::parse("files:a/*.jpg", None).unwrap().to_string(),
+            SourceSpec::parse("files:a/*.jpg", None)
+                .unwrap()
+                .to_string(),
             "files:a/*.jpg"
         );
     }
@@ -1605,7 +1626,11 @@ text = "a photo of a person"
     #[test]
     fn camera_ranges() {
         let cam = |extra: &str| MINIMAL.replace("[model]", &format!("{extra}\n[model]"));
-        assert_one(&cam("width = 0"), "camera.width", "must be in [16, 8192], got 0");
+        assert_one(
+            &cam("width = 0"),
+            "camera.width",
+            "must be in [16, 8192], got 0",
+        );
         assert_one(&cam("height = 9000"), "camera.height", "got 9000");
         assert_one(&cam("fps = 0"), "camera.fps", "must be in");
         assert_one(&cam("fps = nan"), "camera.fps", "got NaN");
@@ -1701,7 +1726,11 @@ text = "a photo of a person"
             "must be in",
         );
         assert_one(
-            &MINIMAL.replace("[[prompts]]\nlabel = \"person\"\ntext = \"a photo of a person\"", "")
+            &MINIMAL
+                .replace(
+                    "[[prompts]]\nlabel = \"person\"\ntext = \"a photo of a person\"",
+                    "",
+                )
                 .replace("[camera]", "prompts = 3\n[camera]"),
             "prompts",
             "array of tables",
@@ -1730,7 +1759,11 @@ text = "a photo of a person"
 
     #[test]
     fn matcher_and_trigger_rules() {
-        assert_one(&with("[matcher]\nthreshold = -0.1"), "matcher.threshold", "[0, 1]");
+        assert_one(
+            &with("[matcher]\nthreshold = -0.1"),
+            "matcher.threshold",
+            "[0, 1]",
+        );
         assert!(parse(&with("[matcher]\nscore = \"cosine\"\nthreshold = -0.1")).is_ok());
         assert_one(
             &with("[matcher]\nscore = \"cosine\"\nthreshold = 1.1"),
@@ -1748,9 +1781,21 @@ text = "a photo of a person"
             "an array of strings",
         );
         assert!(parse(&with("[matcher]\nbackground = []")).is_ok());
-        assert_one(&with("[trigger]\nenter_frames = 0"), "trigger.enter_frames", "[1, 10000]");
-        assert_one(&with("[trigger]\nexit_frames = 0"), "trigger.exit_frames", "[1, 10000]");
-        assert_one(&with("[trigger]\ncooldown_s = -1"), "trigger.cooldown_s", "must be in");
+        assert_one(
+            &with("[trigger]\nenter_frames = 0"),
+            "trigger.enter_frames",
+            "[1, 10000]",
+        );
+        assert_one(
+            &with("[trigger]\nexit_frames = 0"),
+            "trigger.exit_frames",
+            "[1, 10000]",
+        );
+        assert_one(
+            &with("[trigger]\ncooldown_s = -1"),
+            "trigger.cooldown_s",
+            "must be in",
+        );
     }
 
     #[test]
@@ -1778,17 +1823,38 @@ text = "a photo of a person"
         assert_one(&m("port = 0"), "mqtt.port", "[1, 65535]");
         assert_one(&m("port = 70000"), "mqtt.port", "u16");
         assert_one(&m("qos = 3"), "mqtt.qos", "must be 0, 1 or 2, got 3");
-        assert_one(&m("keep_alive_s = 2"), "mqtt.keep_alive_s", "must be in [5, 65535], got 2");
+        assert_one(
+            &m("keep_alive_s = 2"),
+            "mqtt.keep_alive_s",
+            "must be in [5, 65535], got 2",
+        );
         assert_one(&m("keep_alive_s = 70000"), "mqtt.keep_alive_s", "got 70000");
         assert_one(&m("queue = 0"), "mqtt.queue", "must be in [1, 100000]");
         assert_one(&m("prefix = \"home/#\""), "mqtt.prefix", "wildcards");
-        assert_one(&m("prefix = \"/home\""), "mqtt.prefix", "must not start or end");
+        assert_one(
+            &m("prefix = \"/home\""),
+            "mqtt.prefix",
+            "must not start or end",
+        );
         assert_one(&m("prefix = \"\""), "mqtt.prefix", "must not be empty");
-        assert_one(&m("discovery_prefix = \"ha/\""), "mqtt.discovery_prefix", "end with");
+        assert_one(
+            &m("discovery_prefix = \"ha/\""),
+            "mqtt.discovery_prefix",
+            "end with",
+        );
         assert_one(&m("client_id = \"\""), "mqtt.client_id", "1 to 128");
         assert_one(&m("client_id = \"a b\""), "mqtt.client_id", "whitespace");
-        assert_one(&m("password = \"x\""), "mqtt.password", "needs mqtt.username");
-        assert!(parse(&m("username = \"u\"\npassword = \"p\"\nprefix = \"home/cams\"")).is_ok());
+        assert_one(
+            &m("password = \"x\""),
+            "mqtt.password",
+            "needs mqtt.username",
+        );
+        assert!(
+            parse(&m(
+                "username = \"u\"\npassword = \"p\"\nprefix = \"home/cams\""
+            ))
+            .is_ok()
+        );
         let c = parse(&m("tls_ca = \"ca.pem\"")).unwrap();
         assert_eq!(
             c.mqtt.unwrap().tls_ca,
@@ -1858,7 +1924,9 @@ text = "a photo of a person"
         );
         assert_one(&g(""), "gpio.lines", "no [[gpio.lines]]");
         assert_one(
-            &with("[gpio]\nbackend = \"rppal\"\n[[gpio.lines]]\nlabel = \"person\"\nline = \"LED\""),
+            &with(
+                "[gpio]\nbackend = \"rppal\"\n[[gpio.lines]]\nlabel = \"person\"\nline = \"LED\"",
+            ),
             "gpio.lines[0].line",
             "BCM numbers",
         );
@@ -1893,8 +1961,16 @@ text = "a photo of a person"
         let c = parse(&with("[stats]\ninterval_s = 0\n[events]\nstdout = false")).unwrap();
         assert_eq!(c.stats.interval(), None);
         assert!(!c.events.stdout);
-        assert_one(&with("[stats]\ninterval_s = -5"), "stats.interval_s", "must be in");
-        assert_one(&format!("stats = 5\n{MINIMAL}"), "stats", "expected a table");
+        assert_one(
+            &with("[stats]\ninterval_s = -5"),
+            "stats.interval_s",
+            "must be in",
+        );
+        assert_one(
+            &format!("stats = 5\n{MINIMAL}"),
+            "stats",
+            "expected a table",
+        );
     }
 
     #[test]
@@ -1950,7 +2026,9 @@ qos = 5
                 .all(|l| l.starts_with("/etc/edgeclip/edgeclip.toml: ")),
             "{shown}"
         );
-        assert!(shown.contains("/etc/edgeclip/edgeclip.toml: prompts[0].threshold: must be in [0, 1], got 2"));
+        assert!(shown.contains(
+            "/etc/edgeclip/edgeclip.toml: prompts[0].threshold: must be in [0, 1], got 2"
+        ));
         assert!(e.has_problem_at("prompts"));
         assert!(e.has_problem_at("camera.fps"));
         assert!(!e.has_problem_at("camera.f"));
@@ -1984,7 +2062,10 @@ qos = 5
     fn unreadable_file_is_a_config_error_naming_it() {
         let e = Config::from_file("/nonexistent/edgeclip.toml").unwrap_err();
         assert_eq!(e.file, PathBuf::from("/nonexistent/edgeclip.toml"));
-        assert!(e.to_string().starts_with("/nonexistent/edgeclip.toml: cannot read"));
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/edgeclip.toml: cannot read")
+        );
     }
 
     #[test]

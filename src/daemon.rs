@@ -118,7 +118,11 @@ impl Mailbox {
         let mut s = self.lock();
         if delivery == Delivery::Lossless {
             while s.frame.is_some() && !shutdown.load(Ordering::Relaxed) {
-                s = self.changed.wait_timeout(s, Duration::from_millis(50)).map(|r| r.0).unwrap_or_else(|p| p.into_inner().0);
+                s = self
+                    .changed
+                    .wait_timeout(s, Duration::from_millis(50))
+                    .map(|r| r.0)
+                    .unwrap_or_else(|p| p.into_inner().0);
             }
         }
         if s.frame.replace(frame).is_some() {
@@ -139,12 +143,21 @@ impl Mailbox {
             if s.finished || shutdown.load(Ordering::Relaxed) || reload.load(Ordering::Relaxed) {
                 return None;
             }
-            s = self.changed.wait_timeout(s, Duration::from_millis(100)).map(|r| r.0).unwrap_or_else(|p| p.into_inner().0);
+            s = self
+                .changed
+                .wait_timeout(s, Duration::from_millis(100))
+                .map(|r| r.0)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
     }
 }
 
-fn capture_loop(mut source: Box<dyn FrameSource>, mailbox: Arc<Mailbox>, delivery: Delivery, shutdown: Arc<AtomicBool>) {
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    mailbox: Arc<Mailbox>,
+    delivery: Delivery,
+    shutdown: Arc<AtomicBool>,
+) {
     info!("capturing from {}", source.describe());
     while !shutdown.load(Ordering::Relaxed) {
         match source.next_frame() {
@@ -201,23 +214,40 @@ fn build_matcher(config: &Config, bundle: &Bundle) -> Result<Matcher, DaemonErro
     let mut embedder = PromptEmbedder::new(bundle, &extra)?;
     let mut entries = Vec::new();
     for p in &config.prompts {
-        let embeddings = p.texts.iter().map(|t| embedder.embed(t)).collect::<Result<Vec<_>, _>>()?;
-        let label = Label { name: p.label.clone(), prompt: p.display_text().to_string(), background: false };
+        let embeddings = p
+            .texts
+            .iter()
+            .map(|t| embedder.embed(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let label = Label {
+            name: p.label.clone(),
+            prompt: p.display_text().to_string(),
+            background: false,
+        };
         entries.push((label, embeddings));
     }
     for text in &config.matcher.background {
-        let label = Label { name: text.clone(), prompt: text.clone(), background: true };
+        let label = Label {
+            name: text.clone(),
+            prompt: text.clone(),
+            background: true,
+        };
         entries.push((label, vec![embedder.embed(text)?]));
     }
     if let Some(path) = cache_file(bundle) {
-        let save = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())
+        let save = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| e.to_string())
             .and_then(|_| embedder.known().save(&path).map_err(|e| e.to_string()));
         match save {
             Ok(()) => debug!("prompt embeddings cached in {}", path.display()),
             Err(e) => debug!("prompt embeddings not cached: {e}"),
         }
     }
-    Ok(Matcher::new(entries, bundle.embed_dim(), bundle.manifest.logit_scale)?)
+    Ok(Matcher::new(
+        entries,
+        bundle.embed_dim(),
+        bundle.manifest.logit_scale,
+    )?)
 }
 
 fn build_bank(config: &Config) -> TriggerBank {
@@ -231,7 +261,11 @@ fn build_bank(config: &Config) -> TriggerBank {
             params: config.trigger_params(i).expect("index in range"),
         })
         .collect();
-    TriggerBank::new(config.camera.name.clone(), config.matcher.score.metric(), labels)
+    TriggerBank::new(
+        config.camera.name.clone(),
+        config.matcher.score.metric(),
+        labels,
+    )
 }
 
 /// The model side of the daemon, loaded once.
@@ -246,7 +280,10 @@ pub struct Daemon {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("camera", &self.config.camera.name).field("bundle", &self.bundle.dir()).finish()
+        f.debug_struct("Daemon")
+            .field("camera", &self.config.camera.name)
+            .field("bundle", &self.bundle.dir())
+            .finish()
     }
 }
 
@@ -260,7 +297,8 @@ impl Daemon {
             Runtime::Cpu | Runtime::Auto => {}
             Runtime::Cuda => {
                 return Err(DaemonError::Runtime(
-                    "\"cuda\" needs a build with the `cuda` feature; this binary runs on the CPU".into(),
+                    "\"cuda\" needs a build with the `cuda` feature; this binary runs on the CPU"
+                        .into(),
                 ));
             }
         }
@@ -279,7 +317,14 @@ impl Daemon {
             config.prompts.len(),
             config.matcher.background.len()
         );
-        Ok(Daemon { config, bundle, encoder, preprocessor, matcher, bank })
+        Ok(Daemon {
+            config,
+            bundle,
+            encoder,
+            preprocessor,
+            matcher,
+            bank,
+        })
     }
 
     /// The config it runs with.
@@ -349,7 +394,12 @@ impl Daemon {
         let mut label_scores: Vec<LabelScore> = Vec::with_capacity(self.config.prompts.len());
         let mut stats = StatsWindow::new(started);
         let stats_every = self.config.stats.interval();
-        let mut last_stamp = FrameStamp { seq: 0, wall: SystemTime::now(), now: Duration::ZERO, latency_ms: 0.0 };
+        let mut last_stamp = FrameStamp {
+            seq: 0,
+            wall: SystemTime::now(),
+            now: Duration::ZERO,
+            latency_ms: 0.0,
+        };
 
         loop {
             if control.reload.swap(false, Ordering::Relaxed) {
@@ -374,9 +424,11 @@ impl Daemon {
             }
             self.matcher.score(&embedding, &mut scores);
             label_scores.clear();
-            label_scores.extend(
-                (0..self.config.prompts.len()).map(|i| LabelScore { label: i, score: scores.cos[i], prob: scores.prob[i] }),
-            );
+            label_scores.extend((0..self.config.prompts.len()).map(|i| LabelScore {
+                label: i,
+                score: scores.cos[i],
+                prob: scores.prob[i],
+            }));
             let latency_ms = frame.captured_at.elapsed().as_secs_f32() * 1e3;
             last_stamp = FrameStamp {
                 seq: frame.seq,
@@ -389,21 +441,26 @@ impl Daemon {
             summary.processed += 1;
             summary.latencies_ms.push(latency_ms);
             stats.frame(latency_ms);
-            if let Some(every) = stats_every {
-                if stats.due(every) {
-                    let (captured, dropped) = {
-                        let s = mailbox.lock();
-                        (s.captured, s.dropped)
-                    };
-                    let st = stats.take(&self.config.camera.name, captured, dropped + summary.bad_frames, summary.processed);
-                    info!(
-                        "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}",
-                        st.capture_fps, st.inference_fps, st.p50_ms, st.p95_ms, st.dropped, st.frames
-                    );
-                    for s in sinks.iter_mut() {
-                        if let Err(e) = s.publish_stats(&st) {
-                            warn!("{}: stats not published: {e}", s.name());
-                        }
+            if let Some(every) = stats_every
+                && stats.due(every)
+            {
+                let (captured, dropped) = {
+                    let s = mailbox.lock();
+                    (s.captured, s.dropped)
+                };
+                let st = stats.take(
+                    &self.config.camera.name,
+                    captured,
+                    dropped + summary.bad_frames,
+                    summary.processed,
+                );
+                info!(
+                    "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}",
+                    st.capture_fps, st.inference_fps, st.p50_ms, st.p95_ms, st.dropped, st.frames
+                );
+                for s in sinks.iter_mut() {
+                    if let Err(e) = s.publish_stats(&st) {
+                        warn!("{}: stats not published: {e}", s.name());
                     }
                 }
             }
@@ -427,7 +484,11 @@ impl Daemon {
         summary.latencies_ms.sort_by(f32::total_cmp);
         info!(
             "stopped: {} frames captured, {} processed, {} dropped, {} bad, {} events",
-            summary.captured, summary.processed, summary.dropped, summary.bad_frames, summary.events
+            summary.captured,
+            summary.processed,
+            summary.dropped,
+            summary.bad_frames,
+            summary.events
         );
         Ok(summary)
     }
@@ -454,7 +515,12 @@ struct StatsWindow {
 
 impl StatsWindow {
     fn new(now: Instant) -> StatsWindow {
-        StatsWindow { since: now, frames: 0, captured_before: 0, latencies: Vec::with_capacity(1024) }
+        StatsWindow {
+            since: now,
+            frames: 0,
+            captured_before: 0,
+            latencies: Vec::with_capacity(1024),
+        }
     }
 
     fn frame(&mut self, latency_ms: f32) {

@@ -124,12 +124,11 @@ impl Event {
     pub fn from_json(text: &str) -> Result<Event, EventParseError> {
         let wire: EventWire<'_> =
             serde_json::from_str(text).map_err(|source| EventParseError::Json { source })?;
-        let ts = humantime::parse_rfc3339(&wire.ts).map_err(|source| {
-            EventParseError::Timestamp {
+        let ts =
+            humantime::parse_rfc3339(&wire.ts).map_err(|source| EventParseError::Timestamp {
                 value: wire.ts.clone(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Event {
             kind: wire.kind,
             camera: wire.camera.into_owned(),
@@ -233,7 +232,10 @@ mod tests {
         e.prompt = "a \"quoted\"\nprompt".into();
         let json = e.to_json();
         assert!(json.starts_with(r#"{"type":"end","#), "{json}");
-        assert!(json.contains(r#""prompt":"a \"quoted\"\nprompt""#), "{json}");
+        assert!(
+            json.contains(r#""prompt":"a \"quoted\"\nprompt""#),
+            "{json}"
+        );
         assert_eq!(Event::from_json(&json).unwrap(), e);
     }
 
@@ -256,7 +258,9 @@ mod tests {
             Event::from_json("{\"type\":\"maybe\"}"),
             Err(EventParseError::Json { .. })
         ));
-        let bad_ts = example().to_json().replace("2026-11-26T23:59:00.123Z", "yesterday");
+        let bad_ts = example()
+            .to_json()
+            .replace("2026-11-26T23:59:00.123Z", "yesterday");
         assert!(matches!(
             Event::from_json(&bad_ts),
             Err(EventParseError::Timestamp { .. })

@@ -9,15 +9,15 @@
 //! Every stage but the sources, the encoder and the sinks is pure: it takes slices and
 //! timestamps and does no I/O, so it is tested and benchmarked without hardware.
 
-pub mod frame;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod event;
+pub mod frame;
+pub mod matcher;
+pub mod model;
+pub mod preprocess;
+pub mod prompts;
 pub mod sink;
 pub mod source;
 pub mod trigger;
-pub mod model;
-pub mod preprocess;
-pub mod matcher;
-pub mod prompts;
-pub mod cli;
-pub mod daemon;

@@ -67,7 +67,11 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
 }
 
 /// The label embeddings of a prompt set and the softmax scale.
@@ -97,7 +101,11 @@ impl Matcher {
             let mut used = 0;
             for e in &embeddings {
                 if e.len() != dim {
-                    return Err(MatcherError::Dim { label: label.name.clone(), got: e.len(), dim });
+                    return Err(MatcherError::Dim {
+                        label: label.name.clone(),
+                        got: e.len(),
+                        dim,
+                    });
                 }
                 let mut e = e.clone();
                 if normalize(&mut e) {
@@ -111,7 +119,12 @@ impl Matcher {
             matrix.extend_from_slice(&mean);
             labels.push(label);
         }
-        Ok(Matcher { labels, matrix, dim, logit_scale })
+        Ok(Matcher {
+            labels,
+            matrix,
+            dim,
+            logit_scale,
+        })
     }
 
     /// The labels, in score order.
@@ -131,7 +144,11 @@ impl Matcher {
         out.cos.resize(n, 0.0);
         out.prob.resize(n, 0.0);
         let norm = image.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let inv = if norm > 0.0 && norm.is_finite() { 1.0 / norm } else { 0.0 };
+        let inv = if norm > 0.0 && norm.is_finite() {
+            1.0 / norm
+        } else {
+            0.0
+        };
         for (row, cos) in self.matrix.chunks_exact(self.dim).zip(out.cos.iter_mut()) {
             let dot: f32 = row.iter().zip(image).map(|(a, b)| a * b).sum();
             *cos = dot * inv;
@@ -147,7 +164,12 @@ impl Matcher {
 
     /// The best label, background labels included, by cosine.
     pub fn best(&self, scores: &Scores) -> Option<usize> {
-        scores.cos.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i)
+        scores
+            .cos
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
     }
 }
 
@@ -157,7 +179,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn label(name: &str, background: bool) -> Label {
-        Label { name: name.into(), prompt: format!("a photo of a {name}"), background }
+        Label {
+            name: name.into(),
+            prompt: format!("a photo of a {name}"),
+            background,
+        }
     }
 
     #[test]
@@ -181,7 +207,12 @@ mod tests {
 
     #[test]
     fn ensembles_average_normalised_embeddings() {
-        let m = Matcher::new(vec![(label("x", false), vec![vec![10.0, 0.0], vec![0.0, 1.0]])], 2, 1.0).unwrap();
+        let m = Matcher::new(
+            vec![(label("x", false), vec![vec![10.0, 0.0], vec![0.0, 1.0]])],
+            2,
+            1.0,
+        )
+        .unwrap();
         let mut s = Scores::default();
         m.score(&[1.0, 1.0], &mut s);
         assert!((s.cos[0] - 1.0).abs() < 1e-6, "{:?}", s.cos);
@@ -191,13 +222,20 @@ mod tests {
     fn bad_embeddings_are_errors() {
         assert_eq!(
             Matcher::new(vec![(label("x", false), vec![vec![1.0, 0.0]])], 3, 1.0).unwrap_err(),
-            MatcherError::Dim { label: "x".into(), got: 2, dim: 3 }
+            MatcherError::Dim {
+                label: "x".into(),
+                got: 2,
+                dim: 3
+            }
         );
         assert!(matches!(
             Matcher::new(vec![(label("x", false), vec![vec![0.0, 0.0]])], 2, 1.0),
             Err(MatcherError::Empty { .. })
         ));
-        assert_eq!(Matcher::new(vec![], 2, 1.0).unwrap_err(), MatcherError::NoLabels);
+        assert_eq!(
+            Matcher::new(vec![], 2, 1.0).unwrap_err(),
+            MatcherError::NoLabels
+        );
     }
 
     proptest! {

@@ -124,7 +124,10 @@ pub fn load_image(path: &Path) -> Result<RgbImage, PreprocessError> {
 
 /// Decodes JPEG or PNG bytes like [`load_image`]; `what` names the source in errors.
 pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage, PreprocessError> {
-    let decode_err = |source| PreprocessError::Decode { what: what.to_string(), source };
+    let decode_err = |source| PreprocessError::Decode {
+        what: what.to_string(),
+        source,
+    };
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(image::ImageError::IoError(e)))?;
@@ -135,12 +138,20 @@ pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage, PreprocessErro
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
-    Ok(RgbImage { width: rgb.width(), height: rgb.height(), data: rgb.into_raw() })
+    Ok(RgbImage {
+        width: rgb.width(),
+        height: rgb.height(),
+        data: rgb.into_raw(),
+    })
 }
 
 fn check_size(w: u32, h: u32, what: &str) -> Result<(), PreprocessError> {
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
-        return Err(PreprocessError::Size { what: what.to_string(), width: w, height: h });
+        return Err(PreprocessError::Size {
+            what: what.to_string(),
+            width: w,
+            height: h,
+        });
     }
     Ok(())
 }
@@ -187,9 +198,17 @@ fn bilinear(x: f64) -> f64 {
 impl AxisPlan {
     /// Coefficients for resizing `in_size` to `out_size`, keeping outputs `first..first+count`
     /// (`precompute_coeffs` + `normalize_coeffs_8bpc` in Pillow's Resample.c).
-    fn new(in_size: usize, out_size: usize, first: usize, count: usize, filter: Interpolation) -> AxisPlan {
+    fn new(
+        in_size: usize,
+        out_size: usize,
+        first: usize,
+        count: usize,
+        filter: Interpolation,
+    ) -> AxisPlan {
         if in_size == out_size {
-            let taps = (first..first + count).map(|x| Taps { start: x, len: 1 }).collect();
+            let taps = (first..first + count)
+                .map(|x| Taps { start: x, len: 1 })
+                .collect();
             return AxisPlan {
                 taps,
                 coeffs: vec![1 << PRECISION_BITS; count],
@@ -224,11 +243,23 @@ impl AxisPlan {
             for (x, kx) in k.iter().enumerate().take(n) {
                 let w = if ww != 0.0 { kx / ww } else { *kx };
                 let fixed = w * (1u32 << PRECISION_BITS) as f64;
-                coeffs[i * stride + x] = if fixed < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+                coeffs[i * stride + x] = if fixed < 0.0 {
+                    (fixed - 0.5) as i32
+                } else {
+                    (fixed + 0.5) as i32
+                };
             }
-            taps.push(Taps { start: xmin, len: n });
+            taps.push(Taps {
+                start: xmin,
+                len: n,
+            });
         }
-        AxisPlan { taps, coeffs, stride, resample: true }
+        AxisPlan {
+            taps,
+            coeffs,
+            stride,
+            resample: true,
+        }
     }
 
     /// The range of input coordinates the kept outputs read.
@@ -284,19 +315,36 @@ fn resized_size(in_w: u32, in_h: u32, out_w: u32, out_h: u32, mode: ResizeMode) 
 fn center_offset(size: usize, crop: usize) -> usize {
     let d = size - crop;
     let half = d / 2;
-    if d % 2 == 1 && half % 2 == 1 { half + 1 } else { half }
+    if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
 }
 
 impl Plan {
     fn new(in_w: usize, in_h: usize, spec: &Spec) -> Plan {
-        let (rw, rh) = resized_size(in_w as u32, in_h as u32, spec.width, spec.height, spec.resize);
+        let (rw, rh) = resized_size(
+            in_w as u32,
+            in_h as u32,
+            spec.width,
+            spec.height,
+            spec.resize,
+        );
         let (ow, oh) = (spec.width as usize, spec.height as usize);
         let left = center_offset(rw, ow);
         let top = center_offset(rh, oh);
         let horizontal = AxisPlan::new(in_w, rw, left, ow, spec.interpolation);
         let vertical = AxisPlan::new(in_h, rh, top, oh, spec.interpolation);
         let (row_lo, row_hi) = vertical.input_range();
-        Plan { in_w, in_h, horizontal, vertical, row_lo, row_hi }
+        Plan {
+            in_w,
+            in_h,
+            horizontal,
+            vertical,
+            row_lo,
+            row_hi,
+        }
     }
 }
 
@@ -325,7 +373,14 @@ impl Preprocessor {
                 *slot = (v as f32 / 255.0 - spec.mean[c]) / spec.std[c];
             }
         }
-        Preprocessor { spec, plan: None, rgb: RgbImage::default(), tmp: Vec::new(), out: Vec::new(), lut }
+        Preprocessor {
+            spec,
+            plan: None,
+            rgb: RgbImage::default(),
+            tmp: Vec::new(),
+            out: Vec::new(),
+            lut,
+        }
     }
 
     /// The spec.
@@ -344,19 +399,23 @@ impl Preprocessor {
     }
 
     /// Converts a camera frame and writes the tensor into `out` (`output_len()` values).
-    pub fn frame_to_tensor(&mut self, frame: &Frame, out: &mut [f32]) -> Result<(), PreprocessError> {
+    pub fn frame_to_tensor(
+        &mut self,
+        frame: &Frame,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
         let (w, h) = (frame.width, frame.height);
-        if let Some(expected) = frame.format.expected_len(w, h) {
-            if frame.data.len() != expected {
-                return Err(PreprocessError::FrameSize {
-                    seq: frame.seq,
-                    format: frame.format,
-                    width: w,
-                    height: h,
-                    expected,
-                    actual: frame.data.len(),
-                });
-            }
+        if let Some(expected) = frame.format.expected_len(w, h)
+            && frame.data.len() != expected
+        {
+            return Err(PreprocessError::FrameSize {
+                seq: frame.seq,
+                format: frame.format,
+                width: w,
+                height: h,
+                expected,
+                actual: frame.data.len(),
+            });
         }
         let mut rgb = std::mem::take(&mut self.rgb);
         let result = (|| {
@@ -386,17 +445,35 @@ impl Preprocessor {
     }
 
     /// Preprocesses an RGB image.
-    pub fn image_to_tensor(&mut self, img: &RgbImage, out: &mut [f32]) -> Result<(), PreprocessError> {
+    pub fn image_to_tensor(
+        &mut self,
+        img: &RgbImage,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
         check_size(img.width, img.height, "image")?;
         self.rgb_to_tensor(img.width, img.height, &img.data, out)
     }
 
     /// Preprocesses packed RGB bytes of the given size into `out`.
-    pub fn rgb_to_tensor(&mut self, w: u32, h: u32, rgb: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
+    pub fn rgb_to_tensor(
+        &mut self,
+        w: u32,
+        h: u32,
+        rgb: &[u8],
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
         let (w, h) = (w as usize, h as usize);
         assert_eq!(rgb.len(), w * h * 3, "rgb buffer does not match its size");
-        assert_eq!(out.len(), self.output_len(), "output buffer does not match the spec");
-        if self.plan.as_ref().is_none_or(|p| p.in_w != w || p.in_h != h) {
+        assert_eq!(
+            out.len(),
+            self.output_len(),
+            "output buffer does not match the spec"
+        );
+        if self
+            .plan
+            .as_ref()
+            .is_none_or(|p| p.in_w != w || p.in_h != h)
+        {
             self.plan = Some(Plan::new(w, h, &self.spec));
         }
         let plan = self.plan.as_ref().expect("plan set above");
@@ -422,7 +499,15 @@ impl Preprocessor {
 }
 
 /// Both resampling passes over the cropped window: horizontal into `tmp`, vertical into `out`.
-fn resample(plan: &Plan, rgb: &[u8], in_w: usize, tmp: &mut Vec<u8>, out: &mut Vec<u8>, ow: usize, oh: usize) {
+fn resample(
+    plan: &Plan,
+    rgb: &[u8],
+    in_w: usize,
+    tmp: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    ow: usize,
+    oh: usize,
+) {
     let rows = plan.row_hi - plan.row_lo;
     tmp.resize(rows * ow * 3, 0);
     out.resize(oh * ow * 3, 0);
@@ -512,13 +597,20 @@ pub fn yuv601(y: u8, u: u8, v: u8) -> (u8, u8, u8) {
     let r = (c + 104597 * e + 32768) >> 16; // 1.596
     let g = (c - 25675 * d - 53279 * e + 32768) >> 16; // 0.392, 0.813
     let b = (c + 132201 * d + 32768) >> 16; // 2.017
-    (r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8)
+    (
+        r.clamp(0, 255) as u8,
+        g.clamp(0, 255) as u8,
+        b.clamp(0, 255) as u8,
+    )
 }
 
 /// Decodes a camera JPEG into `rgb`, reusing its buffer. Camera frames carry no EXIF rotation.
 fn decode_jpeg_into(bytes: &[u8], seq: u64, rgb: &mut RgbImage) -> Result<(), PreprocessError> {
     let what = || format!("MJPEG frame {seq}");
-    let decode_err = |source| PreprocessError::Decode { what: what(), source };
+    let decode_err = |source| PreprocessError::Decode {
+        what: what(),
+        source,
+    };
     let decoder = JpegDecoder::new(Cursor::new(bytes)).map_err(decode_err)?;
     let (w, h) = decoder.dimensions();
     check_size(w, h, &what())?;
@@ -567,14 +659,20 @@ mod tests {
     #[test]
     fn torchvision_resize_and_crop_geometry() {
         // 640x480 -> shortest side 224: int(224 * 640 / 480) = 298; crop offset round(37.0) = 37.
-        assert_eq!(resized_size(640, 480, 224, 224, ResizeMode::Shortest), (298, 224));
+        assert_eq!(
+            resized_size(640, 480, 224, 224, ResizeMode::Shortest),
+            (298, 224)
+        );
         assert_eq!(center_offset(298, 224), 37);
         // Python rounds half to even: (225-224)/2 = 0.5 -> 0, (227-224)/2 = 1.5 -> 2.
         assert_eq!(center_offset(225, 224), 0);
         assert_eq!(center_offset(227, 224), 2);
         assert_eq!(center_offset(229, 224), 2);
         // Portrait.
-        assert_eq!(resized_size(480, 640, 224, 224, ResizeMode::Shortest), (224, 298));
+        assert_eq!(
+            resized_size(480, 640, 224, 224, ResizeMode::Shortest),
+            (224, 298)
+        );
     }
 
     #[test]
@@ -582,8 +680,14 @@ mod tests {
         for (inp, out) in [(640, 298), (100, 224), (3000, 224), (7, 5)] {
             let p = AxisPlan::new(inp, out, 0, out, Interpolation::Bicubic);
             for (i, t) in p.taps.iter().enumerate() {
-                let sum: i64 = p.coeffs[i * p.stride..i * p.stride + t.len].iter().map(|&c| c as i64).sum();
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= t.len as i64, "{inp}->{out} at {i}: {sum}");
+                let sum: i64 = p.coeffs[i * p.stride..i * p.stride + t.len]
+                    .iter()
+                    .map(|&c| c as i64)
+                    .sum();
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= t.len as i64,
+                    "{inp}->{out} at {i}: {sum}"
+                );
             }
         }
     }
@@ -591,13 +695,29 @@ mod tests {
     #[test]
     fn uniform_image_stays_uniform() {
         let mut p = Preprocessor::new(spec(32));
-        let img = RgbImage { width: 100, height: 60, data: [10u8, 128, 250].repeat(6000) };
+        let img = RgbImage {
+            width: 100,
+            height: 60,
+            data: [10u8, 128, 250].repeat(6000),
+        };
         let mut out = vec![0.0; p.output_len()];
         p.image_to_tensor(&img, &mut out).unwrap();
         let plane = 32 * 32;
-        assert!(out[..plane].iter().all(|&v| (v - 10.0 / 255.0).abs() < 1e-6));
-        assert!(out[plane..2 * plane].iter().all(|&v| (v - 128.0 / 255.0).abs() < 1e-6));
-        assert!(out[2 * plane..].iter().all(|&v| (v - 250.0 / 255.0).abs() < 1e-6));
+        assert!(
+            out[..plane]
+                .iter()
+                .all(|&v| (v - 10.0 / 255.0).abs() < 1e-6)
+        );
+        assert!(
+            out[plane..2 * plane]
+                .iter()
+                .all(|&v| (v - 128.0 / 255.0).abs() < 1e-6)
+        );
+        assert!(
+            out[2 * plane..]
+                .iter()
+                .all(|&v| (v - 250.0 / 255.0).abs() < 1e-6)
+        );
     }
 
     #[test]
@@ -606,7 +726,11 @@ mod tests {
         // 4 wide, 6 high: no horizontal resize; vertical 6 -> int(4*6/4) = 6, so no resize either;
         // the crop takes rows 1..5.
         let data: Vec<u8> = (0..4 * 6 * 3).map(|v| v as u8).collect();
-        let img = RgbImage { width: 4, height: 6, data: data.clone() };
+        let img = RgbImage {
+            width: 4,
+            height: 6,
+            data: data.clone(),
+        };
         let mut out = vec![0.0; p.output_len()];
         p.image_to_tensor(&img, &mut out).unwrap();
         assert_eq!(p.last_rgb(), &data[4 * 3..5 * 4 * 3]);
@@ -651,6 +775,9 @@ mod tests {
             captured_wall: std::time::SystemTime::now(),
         };
         let mut out = vec![0.0; p.output_len()];
-        assert!(matches!(p.frame_to_tensor(&frame, &mut out), Err(PreprocessError::Decode { .. })));
+        assert!(matches!(
+            p.frame_to_tensor(&frame, &mut out),
+            Err(PreprocessError::Decode { .. })
+        ));
     }
 }

@@ -445,7 +445,10 @@ mod tests {
 
         let ev = b.finish(stamp(3));
         assert_eq!(ev.len(), 1);
-        assert_eq!((ev[0].kind, ev[0].label.as_str()), (EventKind::End, "person"));
+        assert_eq!(
+            (ev[0].kind, ev[0].label.as_str()),
+            (EventKind::End, "person")
+        );
         assert_eq!(ev[0].prob, 0.9, "finish reports the last seen probability");
         assert!(b.finish(stamp(4)).is_empty());
     }

@@ -26,9 +26,15 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     let (code, _, stderr) = edgeclip(args);
     assert_ne!(code, 0, "{args:?} succeeded");
     assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
-    let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"));
     for n in needles {
-        assert!(line.contains(n), "{args:?}: error line lacks {n:?}:\n{line}");
+        assert!(
+            line.contains(n),
+            "{args:?}: error line lacks {n:?}:\n{line}"
+        );
     }
 }
 
@@ -37,7 +43,14 @@ fn bundle_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("bundle");
     std::fs::create_dir(&b).unwrap();
-    for f in ["bundle.toml", "visual.onnx", "textual.onnx", "visual.int8-dynamic.onnx", "visual.int8-qdq.onnx", "textual.int8-dynamic.onnx"] {
+    for f in [
+        "bundle.toml",
+        "visual.onnx",
+        "textual.onnx",
+        "visual.int8-dynamic.onnx",
+        "visual.int8-qdq.onnx",
+        "textual.int8-dynamic.onnx",
+    ] {
         std::fs::copy(data("models/hf-clip-tiny").join(f), b.join(f)).unwrap();
     }
     (dir, b)
@@ -55,21 +68,33 @@ fn s(p: &Path) -> &str {
 }
 
 fn image() -> String {
-    data("preprocess/square_astronaut.jpg").to_string_lossy().into_owned()
+    data("preprocess/square_astronaut.jpg")
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
 fn missing_onnx_file() {
     let (_d, b) = bundle_copy();
     std::fs::remove_file(b.join("visual.onnx")).unwrap();
-    fails_with(&["info", "--model", s(&b)], &["bundle.toml", "image.onnx", "visual.onnx", "does not exist"]);
+    fails_with(
+        &["info", "--model", s(&b)],
+        &["bundle.toml", "image.onnx", "visual.onnx", "does not exist"],
+    );
 }
 
 #[test]
 fn corrupt_onnx_file() {
     let (_d, b) = bundle_copy();
-    std::fs::write(b.join("visual.onnx"), b"this is not a protobuf at all \xff\xfe").unwrap();
-    fails_with(&["classify", "--model", s(&b), "--prompt", "a cat", &image()], &["visual.onnx", "parsing the ONNX file"]);
+    std::fs::write(
+        b.join("visual.onnx"),
+        b"this is not a protobuf at all \xff\xfe",
+    )
+    .unwrap();
+    fails_with(
+        &["classify", "--model", s(&b), "--prompt", "a cat", &image()],
+        &["visual.onnx", "parsing the ONNX file"],
+    );
 }
 
 #[test]
@@ -77,42 +102,60 @@ fn truncated_onnx_file() {
     let (_d, b) = bundle_copy();
     let bytes = std::fs::read(b.join("visual.onnx")).unwrap();
     std::fs::write(b.join("visual.onnx"), &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(&["classify", "--model", s(&b), "--prompt", "a cat", &image()], &["visual.onnx"]);
+    fails_with(
+        &["classify", "--model", s(&b), "--prompt", "a cat", &image()],
+        &["visual.onnx"],
+    );
 }
 
 #[test]
 fn manifest_with_unknown_key() {
     let (_d, b) = bundle_copy();
     edit_manifest(&b, "embed_dim = 32", "embed_dim = 32\nembedding_size = 32");
-    fails_with(&["info", "--model", s(&b)], &["bundle.toml", "unknown field `embedding_size`"]);
+    fails_with(
+        &["info", "--model", s(&b)],
+        &["bundle.toml", "unknown field `embedding_size`"],
+    );
 }
 
 #[test]
 fn manifest_with_missing_key() {
     let (_d, b) = bundle_copy();
     edit_manifest(&b, "logit_scale = 100.0\n", "");
-    fails_with(&["info", "--model", s(&b)], &["bundle.toml", "missing field `logit_scale`"]);
+    fails_with(
+        &["info", "--model", s(&b)],
+        &["bundle.toml", "missing field `logit_scale`"],
+    );
 }
 
 #[test]
 fn manifest_whose_input_size_disagrees_with_the_graph() {
     let (_d, b) = bundle_copy();
     edit_manifest(&b, "height = 224", "height = 256");
-    fails_with(&["classify", "--model", s(&b), "--prompt", "a cat", &image()], &["visual.onnx", "pixel_values"]);
+    fails_with(
+        &["classify", "--model", s(&b), "--prompt", "a cat", &image()],
+        &["visual.onnx", "pixel_values"],
+    );
 }
 
 #[test]
 fn manifest_whose_embed_dim_disagrees_with_the_graph() {
     let (_d, b) = bundle_copy();
     edit_manifest(&b, "embed_dim = 32", "embed_dim = 64");
-    fails_with(&["classify", "--model", s(&b), "--prompt", "a cat", &image()], &["onnx", "embed_dim"]);
+    fails_with(
+        &["classify", "--model", s(&b), "--prompt", "a cat", &image()],
+        &["onnx", "embed_dim"],
+    );
 }
 
 #[test]
 fn replaced_weights_fail_the_fingerprint() {
     let (_d, b) = bundle_copy();
     std::fs::copy(b.join("textual.int8-dynamic.onnx"), b.join("textual.onnx")).unwrap();
-    fails_with(&["info", "--model", s(&b)], &["bundle.toml", "fingerprint", "textual.onnx"]);
+    fails_with(
+        &["info", "--model", s(&b)],
+        &["bundle.toml", "fingerprint", "textual.onnx"],
+    );
 }
 
 #[test]
@@ -121,7 +164,14 @@ fn embeddings_from_another_bundle() {
     let (_d, b) = bundle_copy();
     let other = common::root().join("models/demo/prompts.safetensors");
     fails_with(
-        &["classify", "--model", s(&b), "--embeddings", s(&other), &image()],
+        &[
+            "classify",
+            "--model",
+            s(&b),
+            "--embeddings",
+            s(&other),
+            &image(),
+        ],
         &["prompts.safetensors", "fingerprint"],
     );
 }
@@ -135,27 +185,63 @@ fn embeddings_of_another_dimension() {
     e.insert("a cat", vec![1.0; 16]);
     let path = d.path().join("wide.safetensors");
     e.save(&path).unwrap();
-    fails_with(&["classify", "--model", s(&b), "--embeddings", s(&path), &image()], &["wide.safetensors", "width 16"]);
+    fails_with(
+        &[
+            "classify",
+            "--model",
+            s(&b),
+            "--embeddings",
+            s(&path),
+            &image(),
+        ],
+        &["wide.safetensors", "width 16"],
+    );
 }
 
 #[test]
 fn not_an_embeddings_file() {
     let (_d, b) = bundle_copy();
     let path = b.join("bundle.toml");
-    fails_with(&["classify", "--model", s(&b), "--embeddings", s(&path), &image()], &["bundle.toml", "not a prompt embeddings file"]);
+    fails_with(
+        &[
+            "classify",
+            "--model",
+            s(&b),
+            "--embeddings",
+            s(&path),
+            &image(),
+        ],
+        &["bundle.toml", "not a prompt embeddings file"],
+    );
 }
 
 #[test]
 fn unreadable_and_non_image_files() {
     let (d, b) = bundle_copy();
     let missing = d.path().join("nope.jpg");
-    fails_with(&["classify", "--model", s(&b), "--prompt", "a cat", s(&missing)], &["nope.jpg"]);
+    fails_with(
+        &[
+            "classify",
+            "--model",
+            s(&b),
+            "--prompt",
+            "a cat",
+            s(&missing),
+        ],
+        &["nope.jpg"],
+    );
     let text = d.path().join("notes.jpg");
     std::fs::write(&text, "hello, I am text").unwrap();
-    fails_with(&["classify", "--model", s(&b), "--prompt", "a cat", s(&text)], &["notes.jpg", "not a decodable image"]);
+    fails_with(
+        &["classify", "--model", s(&b), "--prompt", "a cat", s(&text)],
+        &["notes.jpg", "not a decodable image"],
+    );
 }
 
 #[test]
 fn missing_bundle_folder() {
-    fails_with(&["info", "--model", "/nonexistent/bundle"], &["/nonexistent/bundle/bundle.toml"]);
+    fails_with(
+        &["info", "--model", "/nonexistent/bundle"],
+        &["/nonexistent/bundle/bundle.toml"],
+    );
 }

@@ -61,7 +61,8 @@ fn demo_config_resolves_paths_against_its_folder() {
 #[test]
 fn device_configs_have_what_their_names_promise() {
     let load = |name: &str| {
-        Config::from_file(root().join("firmware-config").join(name)).unwrap_or_else(|e| panic!("{e}"))
+        Config::from_file(root().join("firmware-config").join(name))
+            .unwrap_or_else(|e| panic!("{e}"))
     };
     let usb = load("pi5-usb-camera.toml");
     assert!(matches!(usb.camera.source, SourceSpec::V4l2 { .. }));
@@ -73,9 +74,13 @@ fn device_configs_have_what_their_names_promise() {
         edgeclip::config::LineRef::Name("GPIO17".into())
     );
     let csi = load("pi5-csi-rpicam.toml");
-    assert!(matches!(&csi.camera.source, SourceSpec::Pipe { command } if command.starts_with("rpicam-vid")));
+    assert!(
+        matches!(&csi.camera.source, SourceSpec::Pipe { command } if command.starts_with("rpicam-vid"))
+    );
     let jetson = load("jetson-csi.toml");
-    assert!(matches!(&jetson.camera.source, SourceSpec::Pipe { command } if command.contains("nvarguscamerasrc")));
+    assert!(
+        matches!(&jetson.camera.source, SourceSpec::Pipe { command } if command.contains("nvarguscamerasrc"))
+    );
 }
 
 #[test]
@@ -120,7 +125,13 @@ fn broken_config_lists_every_mistake_with_its_key_path() {
         )),
         "{text}"
     );
-    assert!(text.contains("mqtt.keep_alive_s: must be in [5, 65535], got 2"), "{text}");
-    assert!(text.contains("gpio.lines[0].label: \"dog\" is not a prompt label"), "{text}");
+    assert!(
+        text.contains("mqtt.keep_alive_s: must be in [5, 65535], got 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gpio.lines[0].label: \"dog\" is not a prompt label"),
+        "{text}"
+    );
     assert!(text.contains("camera.resolution: unknown key"), "{text}");
 }

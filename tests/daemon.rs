@@ -65,29 +65,51 @@ fn clip_events_match_the_ground_truth() {
     let config = Config::from_file(common::root().join("firmware-config/demo.toml")).unwrap();
     let enter = config.trigger.enter_frames as i64;
     let exit = config.trigger.exit_frames as i64;
-    let prompts: BTreeMap<String, String> =
-        config.prompts.iter().map(|p| (p.label.clone(), p.display_text().to_string())).collect();
-    let truth: Truth = serde_json::from_str(&std::fs::read_to_string(common::data("clip/ground_truth.json")).unwrap()).unwrap();
+    let prompts: BTreeMap<String, String> = config
+        .prompts
+        .iter()
+        .map(|p| (p.label.clone(), p.display_text().to_string()))
+        .collect();
+    let truth: Truth = serde_json::from_str(
+        &std::fs::read_to_string(common::data("clip/ground_truth.json")).unwrap(),
+    )
+    .unwrap();
 
     let daemon = Daemon::new(config).unwrap();
     let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
     let recorder = Recorder::default();
     let summary = daemon
-        .run(source, vec![Box::new(recorder.clone())], &Control::default(), Delivery::Lossless)
+        .run(
+            source,
+            vec![Box::new(recorder.clone())],
+            &Control::default(),
+            Delivery::Lossless,
+        )
         .unwrap();
-    assert_eq!(summary.processed as usize, truth.frames.len(), "every frame of the clip processed");
+    assert_eq!(
+        summary.processed as usize,
+        truth.frames.len(),
+        "every frame of the clip processed"
+    );
     assert_eq!(summary.dropped, 0);
 
     let events = recorder.0.lock().unwrap().clone();
     for e in &events {
-        eprintln!("{:?} {} frame {} prob {:.2}", e.kind, e.label, e.frame, e.prob);
+        eprintln!(
+            "{:?} {} frame {} prob {:.2}",
+            e.kind, e.label, e.frame, e.prob
+        );
     }
     let mut problems = Vec::new();
     for (label, prompt) in &prompts {
         let expected = intervals(&truth, prompt);
         let got: Vec<&Event> = events.iter().filter(|e| &e.label == label).collect();
         if got.len() != expected.len() * 2 {
-            problems.push(format!("{label}: {} events, ground truth has {} intervals {expected:?}", got.len(), expected.len()));
+            problems.push(format!(
+                "{label}: {} events, ground truth has {} intervals {expected:?}",
+                got.len(),
+                expected.len()
+            ));
             continue;
         }
         for (pair, (s, e)) in got.chunks(2).zip(&expected) {

@@ -52,14 +52,31 @@ fn check_bundle(fixture: &str, size: &str) {
     let mut ours = vec![0f32; pre.output_len()];
     let mut checked = 0;
     for case in manifest().cases {
-        let Some(reference) = case.refs.get(size) else { continue };
+        let Some(reference) = case.refs.get(size) else {
+            continue;
+        };
         let img = load_image(&data(&format!("preprocess/{}", case.file))).unwrap();
         pre.image_to_tensor(&img, &mut ours).unwrap();
         let theirs = reference_tensor(&data(&format!("preprocess/{reference}")), &spec);
-        let mad = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).sum::<f32>() / ours.len() as f32;
-        let max = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        let cos = cosine(&encoder.encode(&ours).unwrap(), &encoder.encode(&theirs).unwrap());
-        eprintln!("{:<20} {size}: mean abs diff {mad:.5}, max {max:.4}, embedding cosine {cos:.6}", case.name);
+        let mad = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / ours.len() as f32;
+        let max = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        let cos = cosine(
+            &encoder.encode(&ours).unwrap(),
+            &encoder.encode(&theirs).unwrap(),
+        );
+        eprintln!(
+            "{:<20} {size}: mean abs diff {mad:.5}, max {max:.4}, embedding cosine {cos:.6}",
+            case.name
+        );
         assert!(mad <= 0.01, "{}: mean absolute difference {mad}", case.name);
         assert!(cos >= 0.999, "{}: embedding cosine {cos}", case.name);
         checked += 1;
@@ -86,11 +103,21 @@ fn resampler_is_pillow_exact_on_png() {
     let mut out = vec![0f32; pre.output_len()];
     let img = load_image(&data("preprocess/landscape_coffee.png")).unwrap();
     pre.image_to_tensor(&img, &mut out).unwrap();
-    let reference = image::open(data("preprocess/landscape_coffee.ref224.png")).unwrap().into_rgb8();
-    let diffs: Vec<i32> =
-        pre.last_rgb().iter().zip(reference.as_raw()).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
+    let reference = image::open(data("preprocess/landscape_coffee.ref224.png"))
+        .unwrap()
+        .into_rgb8();
+    let diffs: Vec<i32> = pre
+        .last_rgb()
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .collect();
     let off = diffs.iter().filter(|&&d| d > 0).count();
     let worst = diffs.iter().copied().max().unwrap();
-    eprintln!("{} of {} values differ, by at most {worst}", off, diffs.len());
+    eprintln!(
+        "{} of {} values differ, by at most {worst}",
+        off,
+        diffs.len()
+    );
     assert!(worst <= 1, "largest difference {worst}");
 }

@@ -21,12 +21,17 @@ fn check_image_tower(fixture: &str, precision: Precision, min_cos: f32) -> f32 {
     let dim = bundle.embed_dim();
     let mut worst = 1.0f32;
     for n in 0..shape[0] {
-        let got = encoder.encode(&pixels[n * per_image..(n + 1) * per_image]).unwrap();
+        let got = encoder
+            .encode(&pixels[n * per_image..(n + 1) * per_image])
+            .unwrap();
         let cos = cosine(&got, &expected[n * dim..(n + 1) * dim]);
         eprintln!("{fixture} {precision} image {n}: cosine(tract, onnxruntime) = {cos:.6}");
         worst = worst.min(cos);
     }
-    assert!(worst >= min_cos, "{fixture} {precision}: cosine {worst} < {min_cos}");
+    assert!(
+        worst >= min_cos,
+        "{fixture} {precision}: cosine {worst} < {min_cos}"
+    );
     worst
 }
 
@@ -73,7 +78,11 @@ fn our_tokenizer_gives_the_reference_input_ids() {
     let bundle = Bundle::load(data("models/hf-clip-tiny")).unwrap();
     let reference = Reference::open(&bundle.dir().join("reference.safetensors"));
     let (shape, ids) = reference.i64("input_ids");
-    let texts = ["a photo of a cat", "an empty scene", "a red circle next to a blue square"];
+    let texts = [
+        "a photo of a cat",
+        "an empty scene",
+        "a red circle next to a blue square",
+    ];
     assert_eq!(shape[0], texts.len());
     for (n, text) in texts.iter().enumerate() {
         let ours = edgeclip::prompts::ClipTokenizer::shared().tokenize(text, shape[1]);
@@ -99,15 +108,26 @@ fn qdq_int8_transformer_matches_onnxruntime_and_fp32() {
         let per_image = shape[1..].iter().product::<usize>();
         let dim = bundle.embed_dim();
         for n in 0..shape[0] {
-            let got = encoder.encode(&pixels[n * per_image..(n + 1) * per_image]).unwrap();
+            let got = encoder
+                .encode(&pixels[n * per_image..(n + 1) * per_image])
+                .unwrap();
             let vs_ort = cosine(&got, &ort_qdq[n * dim..(n + 1) * dim]);
             let vs_fp32 = cosine(&got, &ort_fp32[n * dim..(n + 1) * dim]);
-            let ort_vs_fp32 = cosine(&ort_qdq[n * dim..(n + 1) * dim], &ort_fp32[n * dim..(n + 1) * dim]);
+            let ort_vs_fp32 = cosine(
+                &ort_qdq[n * dim..(n + 1) * dim],
+                &ort_fp32[n * dim..(n + 1) * dim],
+            );
             eprintln!(
                 "{fixture} qdq image {n}: tract vs ort-qdq {vs_ort:.4}, tract vs fp32 {vs_fp32:.4}, ort-qdq vs fp32 {ort_vs_fp32:.4}"
             );
-            assert!(vs_ort >= 0.999, "{fixture}: tract's QDQ output drifted from onnxruntime's: {vs_ort}");
-            assert!(vs_fp32 >= 0.99, "{fixture}: tract's QDQ output is {vs_fp32} from fp32");
+            assert!(
+                vs_ort >= 0.999,
+                "{fixture}: tract's QDQ output drifted from onnxruntime's: {vs_ort}"
+            );
+            assert!(
+                vs_fp32 >= 0.99,
+                "{fixture}: tract's QDQ output is {vs_fp32} from fp32"
+            );
         }
     }
 }
@@ -124,5 +144,8 @@ fn qdq_convnet_divergence() {
     let got = encoder.encode(&pixels[..per_image]).unwrap();
     assert_eq!(got.len(), bundle.embed_dim());
     assert!(got.iter().all(|v| v.is_finite()));
-    eprintln!("fastvit-tiny qdq: cosine(tract, onnxruntime) = {:.4}", cosine(&got, &ort_qdq[..bundle.embed_dim()]));
+    eprintln!(
+        "fastvit-tiny qdq: cosine(tract, onnxruntime) = {:.4}",
+        cosine(&got, &ort_qdq[..bundle.embed_dim()])
+    );
 }

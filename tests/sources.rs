@@ -86,14 +86,14 @@ fn files_replay_in_sorted_order_then_finish() {
         got.iter().map(|f| f.width).collect::<Vec<_>>(),
         vec![16, 24, 32]
     );
-    assert!(got.iter().all(|f| f.format == PixelFormat::Mjpeg && f.height == 16));
+    assert!(
+        got.iter()
+            .all(|f| f.format == PixelFormat::Mjpeg && f.height == 16)
+    );
     assert_eq!(got[0].data, a, "JPEG frames carry the file bytes");
     assert_eq!(got[1].data, b);
     assert_eq!(got[2].data, c);
-    assert_eq!(
-        got.iter().map(|f| f.seq).collect::<Vec<_>>(),
-        vec![0, 1, 2]
-    );
+    assert_eq!(got.iter().map(|f| f.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
     assert!(src.next_frame().unwrap().is_none(), "stays finished");
 }
 
@@ -107,7 +107,12 @@ fn files_loop_when_asked() {
     cam.looping = true;
     let mut src = open_source(&cam).unwrap();
     let widths: Vec<u32> = (0..7)
-        .map(|_| src.next_frame().unwrap().expect("a looping source never finishes").width)
+        .map(|_| {
+            src.next_frame()
+                .unwrap()
+                .expect("a looping source never finishes")
+                .width
+        })
         .collect();
     assert_eq!(widths, vec![16, 24, 16, 24, 16, 24, 16]);
     assert!(src.describe().starts_with("files:"));
@@ -129,7 +134,11 @@ fn files_are_paced_at_the_frame_rate() {
     assert_eq!(n, 5);
     // Five frames at 50 fps span at least four 20 ms intervals (a lower bound only: sleeping
     // guarantees it, a slow machine cannot break it).
-    assert!(start.elapsed() >= Duration::from_millis(80), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(80),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -138,7 +147,9 @@ fn png_files_are_decoded_to_rgb() {
     let img = image::RgbImage::from_pixel(5, 3, image::Rgb([10, 20, 30]));
     img.save(dir.path().join("x.png")).unwrap();
     let pattern = dir.path().join("*.png").to_string_lossy().into_owned();
-    let mut src = FilesSource::open(&pattern, 1000.0, false).unwrap().unpaced();
+    let mut src = FilesSource::open(&pattern, 1000.0, false)
+        .unwrap()
+        .unpaced();
     let f = src.next_frame().unwrap().unwrap();
     assert_eq!((f.width, f.height, f.format), (5, 3, PixelFormat::Rgb24));
     assert_eq!(f.data.len(), 5 * 3 * 3);
@@ -149,7 +160,11 @@ fn png_files_are_decoded_to_rgb() {
 fn a_bad_file_is_a_recoverable_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     write_jpeg(&dir.path().join("1.jpg"), 16, 16, 1);
-    std::fs::write(dir.path().join("2.jpg"), b"\xFF\xD8 this is not really a jpeg").unwrap();
+    std::fs::write(
+        dir.path().join("2.jpg"),
+        b"\xFF\xD8 this is not really a jpeg",
+    )
+    .unwrap();
     write_jpeg(&dir.path().join("3.jpg"), 24, 16, 3);
     let pattern = dir.path().join("*.jpg").to_string_lossy().into_owned();
     let mut src = FilesSource::open(&pattern, 1000.0, false).unwrap();
@@ -165,7 +180,9 @@ fn a_bad_file_is_a_recoverable_error_naming_it() {
 fn an_empty_glob_is_fatal_and_names_the_pattern() {
     let dir = tempfile::tempdir().unwrap();
     let pattern = dir.path().join("*.jpg").to_string_lossy().into_owned();
-    let err = FilesSource::open(&pattern, 15.0, false).err().expect("no files");
+    let err = FilesSource::open(&pattern, 15.0, false)
+        .err()
+        .expect("no files");
     assert!(err.is_fatal());
     assert!(err.to_string().contains(&pattern), "{err}");
 }
@@ -193,14 +210,20 @@ fn pipe_splits_mjpeg_and_restarts_the_command_when_it_dies() {
         sh_quote(&a_path),
         sh_quote(&b_path)
     );
-    let mut src = PipeSource::spawn(&cmd, quick_restart(PipeFormat::Mjpeg, Duration::from_secs(5)))
-        .unwrap();
+    let mut src = PipeSource::spawn(
+        &cmd,
+        quick_restart(PipeFormat::Mjpeg, Duration::from_secs(5)),
+    )
+    .unwrap();
     let exited = |e: &SourceError| matches!(e, SourceError::PipeExited { .. });
     let (frames, errors) = collect(&mut src, Duration::from_secs(30), |frames, errors| {
         // At least one exit, and frames of both kinds after it.
         let restarted = errors.iter().any(exited);
         let later = frames.iter().filter(|f| f.seq >= 2).count();
-        restarted && later >= 2 && frames.iter().any(|f| f.width == 16) && frames.iter().any(|f| f.width == 24)
+        restarted
+            && later >= 2
+            && frames.iter().any(|f| f.width == 16)
+            && frames.iter().any(|f| f.width == 24)
     });
     for f in &frames {
         assert_eq!(f.format, PixelFormat::Mjpeg);
@@ -212,7 +235,10 @@ fn pipe_splits_mjpeg_and_restarts_the_command_when_it_dies() {
         );
         assert_eq!(f.width, if f.data == a { 16 } else { 24 });
     }
-    assert!(frames.windows(2).all(|w| w[0].seq < w[1].seq), "sequence numbers increase");
+    assert!(
+        frames.windows(2).all(|w| w[0].seq < w[1].seq),
+        "sequence numbers increase"
+    );
     let exit = errors.iter().find(|e| exited(e)).unwrap().to_string();
     assert!(exit.contains("exit status: 3"), "{exit}");
     assert!(exit.contains("cat "), "the error names the command: {exit}");
@@ -236,8 +262,11 @@ fn a_corrupt_frame_does_not_kill_the_pipe() {
         a = sh_quote(&a_path),
         bad = sh_quote(&bad_path)
     );
-    let mut src = PipeSource::spawn(&cmd, quick_restart(PipeFormat::Mjpeg, Duration::from_secs(5)))
-        .unwrap();
+    let mut src = PipeSource::spawn(
+        &cmd,
+        quick_restart(PipeFormat::Mjpeg, Duration::from_secs(5)),
+    )
+    .unwrap();
     let corrupt = |e: &SourceError| matches!(e, SourceError::CorruptFrame { .. });
     let (frames, errors) = collect(&mut src, Duration::from_secs(30), |frames, errors| {
         match errors.iter().position(corrupt) {
@@ -246,7 +275,10 @@ fn a_corrupt_frame_does_not_kill_the_pipe() {
             None => false,
         }
     });
-    assert!(frames.iter().all(|f| f.data == a), "only intact frames come out");
+    assert!(
+        frames.iter().all(|f| f.data == a),
+        "only intact frames come out"
+    );
     let msg = errors.iter().find(|e| corrupt(e)).unwrap().to_string();
     assert!(msg.contains("pipe `cat"), "{msg}");
 }
@@ -272,7 +304,11 @@ fn raw_frames_of_fixed_size() {
     });
     for f in &frames {
         assert_eq!((f.width, f.height, f.format), (4, 2, PixelFormat::Grey));
-        assert!(f.data == b"AAAAAAAA" || f.data == b"BBBBBBBB", "{:?}", f.data);
+        assert!(
+            f.data == b"AAAAAAAA" || f.data == b"BBBBBBBB",
+            "{:?}",
+            f.data
+        );
     }
 }
 
@@ -294,7 +330,11 @@ fn a_stalled_command_times_out_and_is_restarted() {
         .filter(|e| matches!(e, SourceError::Timeout { .. }))
         .count();
     assert!(timeouts >= 3, "killed only after three timeouts in a row");
-    assert!(errors[0].to_string().contains("pipe `sleep 60`"), "{}", errors[0]);
+    assert!(
+        errors[0].to_string().contains("pipe `sleep 60`"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
@@ -304,7 +344,9 @@ fn a_missing_program_is_reported_with_its_exit_status() {
         quick_restart(PipeFormat::Mjpeg, Duration::from_secs(5)),
     )
     .unwrap();
-    let (_, errors) = collect(&mut src, Duration::from_secs(20), |_, errors| !errors.is_empty());
+    let (_, errors) = collect(&mut src, Duration::from_secs(20), |_, errors| {
+        !errors.is_empty()
+    });
     let msg = errors[0].to_string();
     assert!(msg.contains("/nonexistent/camera-tool"), "{msg}");
     assert!(msg.contains("127"), "{msg}");
@@ -327,8 +369,11 @@ fn dropping_the_source_kills_the_whole_command() {
     let pid_file: PathBuf = dir.path().join("pid");
     // A grandchild that would keep the pipe (and a real camera) busy if only `sh` were killed.
     let cmd = format!("sleep 300 & echo $! > {}; wait", sh_quote(&pid_file));
-    let src = PipeSource::spawn(&cmd, quick_restart(PipeFormat::Mjpeg, Duration::from_secs(5)))
-        .unwrap();
+    let src = PipeSource::spawn(
+        &cmd,
+        quick_restart(PipeFormat::Mjpeg, Duration::from_secs(5)),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let pid: u32 = loop {
         if let Ok(text) = std::fs::read_to_string(&pid_file)
@@ -343,7 +388,10 @@ fn dropping_the_source_kills_the_whole_command() {
     drop(src);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !process_gone(pid) {
-        assert!(Instant::now() < deadline, "sleep (pid {pid}) survived the drop");
+        assert!(
+            Instant::now() < deadline,
+            "sleep (pid {pid}) survived the drop"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -368,7 +416,10 @@ fn a_missing_video_device_is_named_in_the_error() {
     }))
     .err()
     .expect("no such device");
-    assert!(err.to_string().contains("/dev/video-does-not-exist"), "{err}");
+    assert!(
+        err.to_string().contains("/dev/video-does-not-exist"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -376,8 +427,11 @@ fn probe_reads_one_frame() {
     let dir = tempfile::tempdir().unwrap();
     write_jpeg(&dir.path().join("a.jpg"), 16, 16, 1);
     let pattern = dir.path().join("*.jpg").to_string_lossy().into_owned();
-    let line = edgeclip::source::probe(&camera(SourceSpec::Files { pattern }), Duration::from_secs(5))
-        .unwrap();
+    let line = edgeclip::source::probe(
+        &camera(SourceSpec::Files { pattern }),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert!(line.contains("16x16"), "{line}");
     let err = edgeclip::source::probe(
         &camera(SourceSpec::Pipe {

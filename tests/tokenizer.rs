@@ -14,8 +14,12 @@ struct Row {
 
 #[test]
 fn ids_identical_to_open_clip() {
-    let text = std::fs::read_to_string(common::data("tokenizer/open_clip_reference.jsonl")).unwrap();
-    let rows: Vec<Row> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let text =
+        std::fs::read_to_string(common::data("tokenizer/open_clip_reference.jsonl")).unwrap();
+    let rows: Vec<Row> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(rows.len() >= 300, "only {} reference strings", rows.len());
     let tok = ClipTokenizer::shared();
     // The two things the tokenizer does not reproduce (see src/prompts/tokenizer.rs): ftfy's
@@ -31,10 +35,25 @@ fn ids_identical_to_open_clip() {
         if ours != row.ids && known(&row.text) {
             known_differences += 1;
         } else if ours != row.ids {
-            failures.push(format!("{:?}\n  open_clip {:?}\n  ours      {:?}", row.text, row.ids, ours));
+            failures.push(format!(
+                "{:?}\n  open_clip {:?}\n  ours      {:?}",
+                row.text, row.ids, ours
+            ));
         }
     }
-    eprintln!("{} strings identical, {known_differences} known differences", rows.len() - known_differences);
-    assert!(known_differences <= 5, "{known_differences} strings hit the known differences");
-    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), rows.len(), failures.join("\n"));
+    eprintln!(
+        "{} strings identical, {known_differences} known differences",
+        rows.len() - known_differences
+    );
+    assert!(
+        known_differences <= 5,
+        "{known_differences} strings hit the known differences"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
 }

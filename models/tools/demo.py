@@ -701,13 +701,38 @@ def cmd_eval(a: argparse.Namespace) -> None:
         lat[name] = 1000 * float(np.median(ts))
     out = {"n": len(rows), "n_seen": int(len(rows) - sum(held)), "n_held_out": int(sum(held)),
            "accuracy": {k: {"seen": v[0], "held_out": v[1]} for k, v in res.items()},
-           "int8_per_held_out_combo": per, "latency_ms_1thread_ort": lat}
+           "int8_per_held_out_combo": per, "latency_ms_1thread_ort": lat,
+           "clip": score_clip(f"{BUNDLE}/visual.onnx", shipped.numpy())}
+    log(f"clip: {out['clip']}")
     json.dump(out, open(f"{WORK}/eval.json", "w"), indent=1)
     for k, v in res.items():
         log(f"{k}: seen {100 * v[0]:.1f}%  held-out {100 * v[1]:.1f}%")
     log(f"per held-out combo (int8): {per}")
     log(f"ort latency 1 thread: {lat}")
     write_model_card(out, a.tag)
+
+
+def score_clip(visual: str, prompts: np.ndarray) -> dict:
+    """Top-1 of the int8 student among the 49 prompts on the recorded clip, against its
+    ground truth: a frame counts as right when the top prompt is one of its labels (or
+    "an empty scene" for an empty frame)."""
+    import onnxruntime as ort
+    gt = json.load(open(os.path.join(CLIP_DIR, "ground_truth.json")))["frames"]
+    x = to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(
+        Image.open(os.path.join(CLIP_DIR, f["file"])).convert("RGB"), SIZE)) for f in gt]))
+    emb = ort.InferenceSession(visual, providers=["CPUExecutionProvider"]).run(
+        None, {"pixel_values": x.numpy()})[0]
+    top = (emb / np.linalg.norm(emb, axis=1, keepdims=True) @ prompts.T).argmax(1)
+    res = {"frames": len(gt), "right": 0, "one_object": [0, 0], "two_objects": [0, 0],
+           "empty": [0, 0]}
+    for f, t in zip(gt, top):
+        want = f["labels"] or [scenes.EMPTY_PROMPT]
+        ok = scenes.PROMPTS[t] in want
+        key = "empty" if not f["labels"] else ("one_object" if len(want) == 1 else "two_objects")
+        res[key][0] += int(ok)
+        res[key][1] += 1
+        res["right"] += int(ok)
+    return res
 
 
 def write_model_card(ev: dict, tag: str = "") -> None:
@@ -723,7 +748,29 @@ def write_model_card(ev: dict, tag: str = "") -> None:
                     for k, v in ev["accuracy"].items())
     per = ", ".join(f"{k} {100 * v:.0f}%" for k, v in ev["int8_per_held_out_combo"].items())
     files = "\n".join(f"| `{f}` | {s / 1e6:.2f} MB |" for f, s in sizes.items())
-    card = TEMPLATE_CARD.format(
+    acc_d = ev["accuracy"]
+    keys = list(acc_d)
+    t_, f_, i_ = acc_d[keys[0]], acc_d[keys[1]], acc_d[keys[3]]
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+    status = "\n".join([
+        f"| int8 student, seen >= 95% | {100 * i_['seen']:.1f}% | {mark(i_['seen'] >= 0.95)} |",
+        f"| int8 student, held-out >= 75% | {100 * i_['held_out']:.1f}% | "
+        f"{mark(i_['held_out'] >= 0.75)} |",
+        f"| int8 within 2 points of fp32 (seen / held-out) | "
+        f"{100 * (i_['seen'] - f_['seen']):+.1f} / {100 * (i_['held_out'] - f_['held_out']):+.1f} | "
+        f"{mark(abs(i_['seen'] - f_['seen']) <= 0.02 and abs(i_['held_out'] - f_['held_out']) <= 0.02)} |",
+        f"| fp32 student within 3 points of the teacher (seen / held-out) | "
+        f"{100 * (f_['seen'] - t_['seen']):+.1f} / {100 * (f_['held_out'] - t_['held_out']):+.1f} | "
+        f"{mark(abs(f_['seen'] - t_['seen']) <= 0.03 and abs(f_['held_out'] - t_['held_out']) <= 0.03)} |",
+    ])
+    c = ev.get("clip", {})
+    clip = (f"{c['right']}/{c['frames']} frames right: one object {c['one_object'][0]}/"
+            f"{c['one_object'][1]}, two objects (top prompt names one of them) "
+            f"{c['two_objects'][0]}/{c['two_objects'][1]}, empty {c['empty'][0]}/{c['empty'][1]}"
+            ) if c else "not measured"
+    card = TEMPLATE_CARD.format(status=status, clip=clip,
         acc=acc, per=per, files=files, total=sum(sizes.values()) / 1e6,
         mflops=Student.flops() / 1e6, n=ev["n"], n_seen=ev["n_seen"], n_held=ev["n_held_out"],
         lat8=ev["latency_ms_1thread_ort"]["int8"], lat32=ev["latency_ms_1thread_ort"]["fp32"],
@@ -814,8 +861,10 @@ prompts ("a photo of a {{colour}} {{shape}}" x 48, then "an empty scene") embedd
   embeddings (cosine loss + 0.1 x KL of the softmax over the seen prompts only); the teacher's
   text tower is kept, so the embedding space (and fingerprint) is the teacher's.
 - Durations on the build machine (2 shared CPU cores, no GPU): data {t_data:.1f} min, teacher
-  {t_teacher:.1f} min, student {t_student:.1f} min; {t_all_txt}. Other jobs (Rust builds) shared the two
-  cores, so these times are pessimistic.
+  {t_teacher:.1f} min, student {t_student:.1f} min; {t_all_txt}. Other jobs (Rust builds, and for this
+  bundle a second teacher variant trained side by side for comparison) shared the two cores,
+  so these times are pessimistic: alone, a teacher step took about 0.6 s and a student step
+  about 0.3 s.
 
 ## Accuracy
 
@@ -830,6 +879,14 @@ runtime. Top-1 among the 48 colour-shape prompts.
 
 Held-out combinations, int8 student: {per}.
 
+Recorded clip (`tests/data/clip/`, int8 student, top-1 among the 49 prompts): {clip}.
+
+### Against the targets
+
+| target | measured | |
+|---|---|---|
+{status}
+
 Latency (onnxruntime, 1 thread, x86-64 build machine, batch 1): int8 {lat8:.2f} ms, fp32
 {lat32:.2f} ms. The edgeclip (tract) numbers are added separately.
 
@@ -837,8 +894,16 @@ Latency (onnxruntime, 1 thread, x86-64 build machine, batch 1): int8 {lat8:.2f} 
 
 - Synthetic domain only: real photographs of coloured objects are out of distribution, and the
   model has no notion of anything but the 6 shapes x 8 colours.
-- Small objects (about 10% of the view, ~10 px at {size} px input) are the hardest, white on
-  bright backgrounds and black on dark ones too; occluded stars and crosses get confused.
+- **Short of the accuracy targets** (see above). The whole training had to fit in about 35
+  minutes of two CPU cores shared with Rust builds: the teacher saw about 2,300 steps of 128
+  frames and its validation accuracy was still rising when it stopped. On the evaluation set it
+  names the colour right almost always; the shape is what it gets wrong, and it leans on colour
+  to guess the shape (a colour -> shape shortcut learned from the seen pairs), which hurts the
+  held-out pairs most (black circle above all). More teacher steps, a wider teacher and longer
+  grey-frame (shape-only) training are the obvious next steps; the student follows the teacher
+  within a few points, so it would follow.
+- Small objects (about 10% of the view, ~10 px at {size} px input), white objects on bright
+  backgrounds and black ones on dark backgrounds are hard by construction.
 - Multi-object scenes are embedded as a mixture: the top prompt usually names one of the
   objects, a per-prompt threshold or relative scoring is needed to detect both.
 - Held-out combinations are composed zero-shot and are less accurate than seen ones.

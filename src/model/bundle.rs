@@ -266,23 +266,35 @@ impl Bundle {
     }
 
     /// The image tower's ONNX file at the given precision (the default one when `None`).
-    pub fn image_onnx(&self, precision: Option<Precision>) -> Result<(PathBuf, Precision), ModelError> {
+    pub fn image_onnx(
+        &self,
+        precision: Option<Precision>,
+    ) -> Result<(PathBuf, Precision), ModelError> {
         let t = &self.manifest.image;
         self.pick(&t.onnx, t.precision, &t.variants, precision, "image")
     }
 
     /// The text tower's ONNX file at the given precision (the default one when `None`).
-    pub fn text_onnx(&self, precision: Option<Precision>) -> Result<(PathBuf, Precision), ModelError> {
-        let t = self.manifest.text.as_ref().ok_or_else(|| ModelError::NoTextTower {
-            path: self.manifest_path(),
-        })?;
+    pub fn text_onnx(
+        &self,
+        precision: Option<Precision>,
+    ) -> Result<(PathBuf, Precision), ModelError> {
+        let t = self
+            .manifest
+            .text
+            .as_ref()
+            .ok_or_else(|| ModelError::NoTextTower {
+                path: self.manifest_path(),
+            })?;
         self.pick(&t.onnx, t.precision, &t.variants, precision, "text")
     }
 
     /// Every precision the image tower is shipped in, the default first.
     pub fn image_precisions(&self) -> Vec<Precision> {
         let t = &self.manifest.image;
-        std::iter::once(t.precision).chain(t.variants.iter().map(|v| v.precision)).collect()
+        std::iter::once(t.precision)
+            .chain(t.variants.iter().map(|v| v.precision))
+            .collect()
     }
 
     fn pick(
@@ -325,35 +337,55 @@ impl Bundle {
             return Err(invalid("embed_dim", "must be at least 1".into()));
         }
         if !(m.logit_scale.is_finite() && m.logit_scale > 0.0) {
-            return Err(invalid("logit_scale", format!("must be a positive number, got {}", m.logit_scale)));
+            return Err(invalid(
+                "logit_scale",
+                format!("must be a positive number, got {}", m.logit_scale),
+            ));
         }
         let img = &m.image;
         if img.height == 0 || img.width == 0 || img.height > 4096 || img.width > 4096 {
             return Err(invalid(
                 "image.height/width",
-                format!("must be between 1 and 4096, got {}x{}", img.width, img.height),
+                format!(
+                    "must be between 1 and 4096, got {}x{}",
+                    img.width, img.height
+                ),
             ));
         }
         if img.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(invalid("image.std", format!("every entry must be positive, got {:?}", img.std)));
+            return Err(invalid(
+                "image.std",
+                format!("every entry must be positive, got {:?}", img.std),
+            ));
         }
         if img.mean.iter().any(|s| !s.is_finite()) {
-            return Err(invalid("image.mean", format!("every entry must be a number, got {:?}", img.mean)));
+            return Err(invalid(
+                "image.mean",
+                format!("every entry must be a number, got {:?}", img.mean),
+            ));
         }
-        if let Some(t) = &m.text {
-            if !(2..=1024).contains(&t.context_length) {
-                return Err(invalid(
-                    "text.context_length",
-                    format!("must be between 2 and 1024, got {}", t.context_length),
-                ));
-            }
+        if let Some(t) = &m.text
+            && !(2..=1024).contains(&t.context_length)
+        {
+            return Err(invalid(
+                "text.context_length",
+                format!("must be between 2 and 1024, got {}", t.context_length),
+            ));
         }
         // Every file named must exist.
         let mut files: Vec<(&str, &Path)> = vec![("image.onnx", &img.onnx)];
-        files.extend(img.variants.iter().map(|v| ("image.variants.onnx", v.onnx.as_path())));
+        files.extend(
+            img.variants
+                .iter()
+                .map(|v| ("image.variants.onnx", v.onnx.as_path())),
+        );
         if let Some(t) = &m.text {
             files.push(("text.onnx", &t.onnx));
-            files.extend(t.variants.iter().map(|v| ("text.variants.onnx", v.onnx.as_path())));
+            files.extend(
+                t.variants
+                    .iter()
+                    .map(|v| ("text.variants.onnx", v.onnx.as_path())),
+            );
         }
         if let Some(p) = &m.prompts {
             files.push(("prompts.file", &p.file));

@@ -59,7 +59,10 @@ fn build_plan(
         });
     }
     // A graph that declares a concrete input shape must agree with the manifest.
-    let declared = model.input_fact(0).map_err(graph_err("reading the input"))?.clone();
+    let declared = model
+        .input_fact(0)
+        .map_err(graph_err("reading the input"))?
+        .clone();
     check_declared_shape(path, input, &declared, &input_fact)?;
 
     model
@@ -96,9 +99,10 @@ fn check_declared_shape(
     declared: &InferenceFact,
     wanted: &InferenceFact,
 ) -> Result<(), ModelError> {
-    let (Some(declared_rank), Ok(Some(wanted))) =
-        (declared.shape.rank().concretize(), wanted.shape.as_concrete_finite())
-    else {
+    let (Some(declared_rank), Ok(Some(wanted))) = (
+        declared.shape.rank().concretize(),
+        wanted.shape.as_concrete_finite(),
+    ) else {
         return Ok(());
     };
     let mismatch = || ModelError::Shape {
@@ -113,10 +117,10 @@ fn check_declared_shape(
     }
     // Axis 0 is the batch; every other axis the graph fixes must match.
     for (axis, dim) in declared.shape.dims().enumerate().skip(1) {
-        if let Some(TDim::Val(d)) = dim.concretize() {
-            if d as usize != wanted[axis] {
-                return Err(mismatch());
-            }
+        if let Some(TDim::Val(d)) = dim.concretize()
+            && d as usize != wanted[axis]
+        {
+            return Err(mismatch());
         }
     }
     Ok(())
@@ -159,7 +163,13 @@ impl ImageEncoder {
         let fact = f32::fact(shape).into();
         let (plan, out) = build_plan(&path, &tower.input, fact, &tower.output)?;
         check_output(&path, &out, bundle.embed_dim())?;
-        Ok(ImageEncoder { plan, path, precision, shape, dim: bundle.embed_dim() })
+        Ok(ImageEncoder {
+            plan,
+            path,
+            precision,
+            shape,
+            dim: bundle.embed_dim(),
+        })
     }
 
     /// The ONNX file this encoder runs.
@@ -203,9 +213,16 @@ impl ImageEncoder {
             });
         }
         let input = Tensor::from_shape(&self.shape, pixels).map_err(run_err(&self.path))?;
-        let result = self.plan.run(tvec!(input.into())).map_err(run_err(&self.path))?;
-        let view = result[0].to_plain_array_view::<f32>().map_err(run_err(&self.path))?;
-        let view = view.as_slice().ok_or_else(|| run_err(&self.path)(anyhow::anyhow!("output is not contiguous")))?;
+        let result = self
+            .plan
+            .run(tvec!(input.into()))
+            .map_err(run_err(&self.path))?;
+        let view = result[0]
+            .to_plain_array_view::<f32>()
+            .map_err(run_err(&self.path))?;
+        let view = view
+            .as_slice()
+            .ok_or_else(|| run_err(&self.path)(anyhow::anyhow!("output is not contiguous")))?;
         out.copy_from_slice(view);
         Ok(())
     }
@@ -225,21 +242,29 @@ pub struct TextEncoder {
     path: PathBuf,
     precision: Precision,
     context: usize,
-    dim: usize,
 }
 
 impl TextEncoder {
     /// Loads the bundle's text tower at `precision` (the default file when `None`).
     pub fn load(bundle: &Bundle, precision: Option<Precision>) -> Result<TextEncoder, ModelError> {
         let (path, precision) = bundle.text_onnx(precision)?;
-        let tower = bundle.manifest.text.as_ref().ok_or_else(|| ModelError::NoTextTower {
-            path: bundle.manifest_path(),
-        })?;
+        let tower = bundle
+            .manifest
+            .text
+            .as_ref()
+            .ok_or_else(|| ModelError::NoTextTower {
+                path: bundle.manifest_path(),
+            })?;
         let context = tower.context_length;
         let fact = i64::fact([1, context]).into();
         let (plan, out) = build_plan(&path, &tower.input, fact, &tower.output)?;
         check_output(&path, &out, bundle.embed_dim())?;
-        Ok(TextEncoder { plan, path, precision, context, dim: bundle.embed_dim() })
+        Ok(TextEncoder {
+            plan,
+            path,
+            precision,
+            context,
+        })
     }
 
     /// The ONNX file this encoder runs.
@@ -262,12 +287,21 @@ impl TextEncoder {
         if ids.len() != self.context {
             return Err(ModelError::Shape {
                 path: self.path.clone(),
-                message: format!("{} token ids given, the tower takes {}", ids.len(), self.context),
+                message: format!(
+                    "{} token ids given, the tower takes {}",
+                    ids.len(),
+                    self.context
+                ),
             });
         }
         let input = Tensor::from_shape(&[1, self.context], ids).map_err(run_err(&self.path))?;
-        let result = self.plan.run(tvec!(input.into())).map_err(run_err(&self.path))?;
-        let view = result[0].to_plain_array_view::<f32>().map_err(run_err(&self.path))?;
+        let result = self
+            .plan
+            .run(tvec!(input.into()))
+            .map_err(run_err(&self.path))?;
+        let view = result[0]
+            .to_plain_array_view::<f32>()
+            .map_err(run_err(&self.path))?;
         Ok(view.iter().copied().collect())
     }
 }

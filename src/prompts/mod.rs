@@ -75,7 +75,12 @@ pub struct PromptEmbeddings {
 impl PromptEmbeddings {
     /// An empty set for the given bundle.
     pub fn empty(fingerprint: &str, dim: usize) -> PromptEmbeddings {
-        PromptEmbeddings { fingerprint: fingerprint.into(), dim, texts: vec![], data: vec![] }
+        PromptEmbeddings {
+            fingerprint: fingerprint.into(),
+            dim,
+            texts: vec![],
+            data: vec![],
+        }
     }
 
     /// The embedding of `text`, if present.
@@ -99,19 +104,36 @@ impl PromptEmbeddings {
 
     /// Reads an embeddings file without checking it against a bundle.
     pub fn read(path: &Path) -> Result<PromptEmbeddings, PromptError> {
-        let bytes = std::fs::read(path).map_err(|source| PromptError::Io { path: path.into(), source })?;
-        let format = |message: String| PromptError::Format { path: path.into(), message };
+        let bytes = std::fs::read(path).map_err(|source| PromptError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let format = |message: String| PromptError::Format {
+            path: path.into(),
+            message,
+        };
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
         let meta = meta.metadata().clone().unwrap_or_default();
-        let get = |key: &str| meta.get(key).cloned().ok_or_else(|| format(format!("metadata has no {key:?}")));
+        let get = |key: &str| {
+            meta.get(key)
+                .cloned()
+                .ok_or_else(|| format(format!("metadata has no {key:?}")))
+        };
         let fingerprint = get("fingerprint")?;
-        let dim: usize = get("dim")?.parse().map_err(|e| format(format!("metadata dim: {e}")))?;
-        let texts: Vec<String> =
-            serde_json::from_str(&get("prompts")?).map_err(|e| format(format!("metadata prompts: {e}")))?;
-        let t = st.tensor(TENSOR).map_err(|e| format(format!("tensor {TENSOR:?}: {e}")))?;
+        let dim: usize = get("dim")?
+            .parse()
+            .map_err(|e| format(format!("metadata dim: {e}")))?;
+        let texts: Vec<String> = serde_json::from_str(&get("prompts")?)
+            .map_err(|e| format(format!("metadata prompts: {e}")))?;
+        let t = st
+            .tensor(TENSOR)
+            .map_err(|e| format(format!("tensor {TENSOR:?}: {e}")))?;
         if t.dtype() != Dtype::F32 {
-            return Err(format(format!("tensor {TENSOR:?} is {:?}, expected F32", t.dtype())));
+            return Err(format(format!(
+                "tensor {TENSOR:?} is {:?}, expected F32",
+                t.dtype()
+            )));
         }
         if t.shape() != [texts.len(), dim] {
             return Err(format(format!(
@@ -120,8 +142,17 @@ impl PromptEmbeddings {
                 texts.len()
             )));
         }
-        let data: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        Ok(PromptEmbeddings { fingerprint, dim, texts, data })
+        let data: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(PromptEmbeddings {
+            fingerprint,
+            dim,
+            texts,
+            data,
+        })
     }
 
     /// Reads an embeddings file and checks it belongs to `bundle`.
@@ -141,7 +172,11 @@ impl PromptEmbeddings {
         if e.dim != bundle.embed_dim() {
             return Err(PromptError::Mismatch {
                 path: path.into(),
-                message: format!("embeddings have width {}, the bundle's are {}", e.dim, bundle.embed_dim()),
+                message: format!(
+                    "embeddings have width {}, the bundle's are {}",
+                    e.dim,
+                    bundle.embed_dim()
+                ),
             });
         }
         Ok(e)
@@ -150,8 +185,13 @@ impl PromptEmbeddings {
     /// Writes the file (atomically: a temporary file renamed over the target).
     pub fn save(&self, path: &Path) -> Result<(), PromptError> {
         let bytes: Vec<u8> = self.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = TensorView::new(Dtype::F32, vec![self.texts.len(), self.dim], &bytes)
-            .map_err(|e| PromptError::Format { path: path.into(), message: e.to_string() })?;
+        let view =
+            TensorView::new(Dtype::F32, vec![self.texts.len(), self.dim], &bytes).map_err(|e| {
+                PromptError::Format {
+                    path: path.into(),
+                    message: e.to_string(),
+                }
+            })?;
         let mut meta = HashMap::new();
         meta.insert("fingerprint".to_string(), self.fingerprint.clone());
         meta.insert("dim".to_string(), self.dim.to_string());
@@ -159,10 +199,17 @@ impl PromptEmbeddings {
             "prompts".to_string(),
             serde_json::to_string(&self.texts).expect("strings serialise"),
         );
-        let out = safetensors::serialize([(TENSOR, view)], &Some(meta))
-            .map_err(|e| PromptError::Format { path: path.into(), message: e.to_string() })?;
+        let out = safetensors::serialize([(TENSOR, view)], &Some(meta)).map_err(|e| {
+            PromptError::Format {
+                path: path.into(),
+                message: e.to_string(),
+            }
+        })?;
         let tmp = path.with_extension("safetensors.tmp");
-        let io = |source| PromptError::Io { path: path.into(), source };
+        let io = |source| PromptError::Io {
+            path: path.into(),
+            source,
+        };
         std::fs::write(&tmp, out).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
@@ -191,7 +238,12 @@ impl PromptEmbedder {
             }
             known_from = Some(path.clone());
         }
-        Ok(PromptEmbedder { known, known_from, bundle: bundle.clone(), encoder: None })
+        Ok(PromptEmbedder {
+            known,
+            known_from,
+            bundle: bundle.clone(),
+            encoder: None,
+        })
     }
 
     /// The normalised embedding of one text.
@@ -202,7 +254,10 @@ impl PromptEmbedder {
         if self.bundle.manifest.text.is_none() {
             return Err(PromptError::Missing {
                 text: text.into(),
-                path: self.known_from.clone().unwrap_or_else(|| PathBuf::from("(no embeddings file)")),
+                path: self
+                    .known_from
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("(no embeddings file)")),
             });
         }
         if self.encoder.is_none() {

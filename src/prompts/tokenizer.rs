@@ -40,7 +40,9 @@ pub struct ClipTokenizer {
 
 impl std::fmt::Debug for ClipTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer").field("vocab", &self.encoder.len()).finish()
+        f.debug_struct("ClipTokenizer")
+            .field("vocab", &self.encoder.len())
+            .finish()
     }
 }
 
@@ -98,13 +100,27 @@ impl ClipTokenizer {
         vocab.push("<start_of_text>".into());
         vocab.push("<end_of_text>".into());
         assert_eq!(vocab.len(), VOCAB_SIZE);
-        let encoder = vocab.into_iter().enumerate().map(|(i, t)| (t, i as i64)).collect();
-        let ranks = merges.into_iter().enumerate().map(|(i, m)| (m, i)).collect();
+        let encoder = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i as i64))
+            .collect();
+        let ranks = merges
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, i))
+            .collect();
         let pattern = Regex::new(
             r"(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
         )
         .expect("CLIP's pattern compiles");
-        ClipTokenizer { encoder, ranks, byte_encoder, pattern, cache: Default::default() }
+        ClipTokenizer {
+            encoder,
+            ranks,
+            byte_encoder,
+            pattern,
+            cache: Default::default(),
+        }
     }
 
     /// Merges one pre-token (already byte-mapped) into BPE symbols.
@@ -119,9 +135,15 @@ impl ClipTokenizer {
         loop {
             let best = word
                 .windows(2)
-                .filter_map(|p| self.ranks.get(&(p[0].clone(), p[1].clone())).map(|&r| (r, p[0].clone(), p[1].clone())))
+                .filter_map(|p| {
+                    self.ranks
+                        .get(&(p[0].clone(), p[1].clone()))
+                        .map(|&r| (r, p[0].clone(), p[1].clone()))
+                })
                 .min_by_key(|(r, _, _)| *r);
-            let Some((_, first, second)) = best else { break };
+            let Some((_, first, second)) = best else {
+                break;
+            };
             let mut merged = Vec::with_capacity(word.len());
             let mut i = 0;
             while i < word.len() {
@@ -158,7 +180,11 @@ impl ClipTokenizer {
                 }
                 _ => {}
             }
-            let mapped: String = m.as_str().bytes().map(|b| self.byte_encoder[b as usize]).collect();
+            let mapped: String = m
+                .as_str()
+                .bytes()
+                .map(|b| self.byte_encoder[b as usize])
+                .collect();
             if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(&mapped).cloned()) {
                 ids.extend(hit);
                 continue;
@@ -166,12 +192,17 @@ impl ClipTokenizer {
             let piece: Vec<i64> = self
                 .bpe(&mapped)
                 .iter()
-                .map(|s| *self.encoder.get(s).expect("BPE symbols are in the vocabulary"))
+                .map(|s| {
+                    *self
+                        .encoder
+                        .get(s)
+                        .expect("BPE symbols are in the vocabulary")
+                })
                 .collect();
-            if let Ok(mut c) = self.cache.lock() {
-                if c.len() < 10_000 {
-                    c.insert(mapped, piece.clone());
-                }
+            if let Ok(mut c) = self.cache.lock()
+                && c.len() < 10_000
+            {
+                c.insert(mapped, piece.clone());
             }
             ids.extend(piece);
         }
@@ -208,10 +239,11 @@ pub fn clean(text: &str) -> String {
 /// ftfy's `fix_c1_controls`: C1 control characters are Windows-1252 bytes read as Latin-1.
 fn fix_c1_control(c: char) -> char {
     const CP1252: [char; 32] = [
-        '\u{20AC}', '\u{81}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
-        '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{8D}', '\u{017D}', '\u{8F}',
-        '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
-        '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{9D}', '\u{017E}', '\u{0178}',
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}',
+        '\u{2021}', '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{8D}',
+        '\u{017D}', '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}',
+        '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}',
+        '\u{9D}', '\u{017E}', '\u{0178}',
     ];
     match c {
         '\u{80}'..='\u{9F}' => CP1252[c as usize - 0x80],
@@ -228,7 +260,11 @@ fn ansi_escapes() -> &'static Regex {
 /// The parts of `ftfy.fix_text` (ftfy 6) that touch ordinary text, in ftfy's order.
 fn fix_text(text: &str) -> String {
     // unescape_html: ftfy unescapes entities itself unless the text looks like HTML.
-    let text = if text.contains('<') { text.to_string() } else { html_escape::decode_html_entities(text).into_owned() };
+    let text = if text.contains('<') {
+        text.to_string()
+    } else {
+        html_escape::decode_html_entities(text).into_owned()
+    };
     let text = ansi_escapes().replace_all(&text, "");
     let mut out = String::with_capacity(text.len());
     for c in text.chars().map(fix_c1_control) {
@@ -298,7 +334,10 @@ mod tests {
 
     #[test]
     fn cleaning() {
-        assert_eq!(clean("  A  Photo\tof\n\n&amp;  “Cats” "), "a photo of & \"cats\"");
+        assert_eq!(
+            clean("  A  Photo\tof\n\n&amp;  “Cats” "),
+            "a photo of & \"cats\""
+        );
         assert_eq!(clean("ｆｕｌｌ"), "full");
     }
 }

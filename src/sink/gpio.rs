@@ -729,7 +729,11 @@ mod tests {
         assert!(!l.idle_level());
         assert_eq!(l.on_event(EventKind::Start, t0), Some(true));
         assert_eq!(l.on_event(EventKind::Start, t0), None, "already on");
-        assert_eq!(l.on_tick(t0 + Duration::from_secs(100)), None, "no pulse in level mode");
+        assert_eq!(
+            l.on_tick(t0 + Duration::from_secs(100)),
+            None,
+            "no pulse in level mode"
+        );
         assert_eq!(l.on_event(EventKind::End, t0), Some(false));
         assert_eq!(l.on_event(EventKind::End, t0), None, "already off");
     }
@@ -754,7 +758,11 @@ mod tests {
         assert_eq!(p.deadline(), None);
         assert_eq!(p.on_event(EventKind::Start, t0), Some(true));
         assert_eq!(p.deadline(), Some(t0 + ms(100)));
-        assert_eq!(p.on_event(EventKind::End, t0 + ms(10)), None, "ends are ignored");
+        assert_eq!(
+            p.on_event(EventKind::End, t0 + ms(10)),
+            None,
+            "ends are ignored"
+        );
         assert_eq!(p.on_tick(t0 + ms(50)), None);
         // A new start during the pulse extends it without a new edge.
         assert_eq!(p.on_event(EventKind::Start, t0 + ms(60)), None);
@@ -813,7 +821,11 @@ mod tests {
         sink.publish(&event(EventKind::Start, "cat")).unwrap();
         assert_eq!(cat.levels(), vec![true, false]);
         sink.close().unwrap();
-        assert_eq!(person.levels(), vec![false, true, false], "close drives idle");
+        assert_eq!(
+            person.levels(),
+            vec![false, true, false],
+            "close drives idle"
+        );
         assert_eq!(cat.levels(), vec![true, false, true]);
     }
 
@@ -842,9 +854,14 @@ mod tests {
             Box::new(Failing),
         )])
         .unwrap();
-        let err = sink.publish(&event(EventKind::Start, "person")).unwrap_err();
+        let err = sink
+            .publish(&event(EventKind::Start, "person"))
+            .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("/dev/gpiochip9") && text.contains("GPIO17"), "{text}");
+        assert!(
+            text.contains("/dev/gpiochip9") && text.contains("GPIO17"),
+            "{text}"
+        );
     }
 
     #[cfg(not(all(target_os = "linux", feature = "rpi")))]
@@ -861,7 +878,9 @@ mod tests {
                 active_low: false,
             }],
         };
-        let err = GpioSink::open(&config).err().expect("rppal is not compiled in");
+        let err = GpioSink::open(&config)
+            .err()
+            .expect("rppal is not compiled in");
         assert!(err.to_string().contains("\"rpi\""), "{err}");
     }
 

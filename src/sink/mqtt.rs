@@ -34,7 +34,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, Connection, ConnectionError, Event as MqttEvent, LastWill, Outgoing, Packet, QoS};
+use rumqttc::{
+    Client, Connection, ConnectionError, Event as MqttEvent, LastWill, Outgoing, Packet, QoS,
+};
 
 use super::{EventSink, SinkError};
 use crate::config::MqttConfig;
@@ -178,7 +180,13 @@ impl Topics {
     pub fn new(prefix: &str, camera: &str, discovery_prefix: &str) -> Topics {
         let node: String = format!("{prefix}_{camera}")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         Topics {
             events: format!("{prefix}/{camera}/events"),
@@ -245,7 +253,13 @@ fn default_client_id(camera: &str) -> String {
     let host: String = host
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if host.is_empty() {
         format!("edgeclip-{camera}")
@@ -543,9 +557,7 @@ impl MqttSink {
     ) -> Result<MqttSink, MqttError> {
         let broker = format!("{}:{}", cfg.host, cfg.port);
         let (opts, net) = build_options(cfg, camera, "", options.connect_timeout)?;
-        let window = options
-            .window
-            .clamp(1, usize::from(RUMQTTC_INFLIGHT) / 2);
+        let window = options.window.clamp(1, usize::from(RUMQTTC_INFLIGHT) / 2);
         let (client, mut connection) = Client::new(opts, window + 4);
         connection.eventloop.set_network_options(net);
         let shared = Arc::new(Shared {
@@ -766,8 +778,12 @@ impl EventSink for MqttSink {
                     retain: true,
                 });
                 sh.flush(&mut st);
-                let offline_deadline = Instant::now() + Duration::from_secs(2).min(self.close_timeout);
-                while st.connected && !st.finished && (!st.control.is_empty() || !st.inflight.is_empty()) {
+                let offline_deadline =
+                    Instant::now() + Duration::from_secs(2).min(self.close_timeout);
+                while st.connected
+                    && !st.finished
+                    && (!st.control.is_empty() || !st.inflight.is_empty())
+                {
                     let now = Instant::now();
                     if now >= offline_deadline {
                         break;
@@ -919,7 +935,11 @@ fn run(sh: &Shared, connection: &mut Connection, opts: &MqttOptions) {
                     log::warn!(
                         "mqtt {}: {} ({e}); {} events queued, retrying in {backoff:?}",
                         sh.broker,
-                        if was_connected { "connection lost" } else { "cannot connect" },
+                        if was_connected {
+                            "connection lost"
+                        } else {
+                            "cannot connect"
+                        },
                         st.queue.len()
                     );
                 } else {
@@ -1051,18 +1071,24 @@ mod tests {
     fn options_that_rumqttc_asserts_on_are_refused_first() {
         let mut c = cfg();
         c.keep_alive_s = 0;
-        let err = build_options(&c, "cam0", "", Duration::from_secs(1)).err().expect("an error");
+        let err = build_options(&c, "cam0", "", Duration::from_secs(1))
+            .err()
+            .expect("an error");
         assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
         let mut c = cfg();
         c.client_id = Some(String::new());
-        let err = build_options(&c, "cam0", "", Duration::from_secs(1)).err().expect("an error");
+        let err = build_options(&c, "cam0", "", Duration::from_secs(1))
+            .err()
+            .expect("an error");
         assert!(err.to_string().contains("mqtt.client_id"), "{err}");
         let mut c = cfg();
         c.qos = 7;
         assert!(build_options(&c, "cam0", "", Duration::from_secs(1)).is_err());
         let mut c = cfg();
         c.tls_ca = Some("/nonexistent/ca.pem".into());
-        let err = build_options(&c, "cam0", "", Duration::from_secs(1)).err().expect("an error");
+        let err = build_options(&c, "cam0", "", Duration::from_secs(1))
+            .err()
+            .expect("an error");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
         let (o, _) = build_options(&cfg(), "cam0", "-probe", Duration::from_secs(1)).unwrap();
         assert_eq!(o.client_id(), "test-probe");

@@ -118,8 +118,14 @@ mod tests {
         let text = String::from_utf8(sink.into_inner()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "stats are off: {text}");
-        assert_eq!(Event::from_json(lines[0]).unwrap(), event(EventKind::Start, 1));
-        assert_eq!(Event::from_json(lines[1]).unwrap(), event(EventKind::End, 9));
+        assert_eq!(
+            Event::from_json(lines[0]).unwrap(),
+            event(EventKind::Start, 1)
+        );
+        assert_eq!(
+            Event::from_json(lines[1]).unwrap(),
+            event(EventKind::End, 9)
+        );
 
         let mut with_stats = StdoutSink::new("test", Vec::new(), true);
         with_stats.publish_stats(&stats).unwrap();
@@ -132,7 +138,10 @@ mod tests {
     struct Broken;
     impl Write for Broken {
         fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "closed"))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "closed",
+            ))
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())

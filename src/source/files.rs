@@ -38,7 +38,11 @@ impl FilesSource {
                 Ok(p) if p.is_file() => Some(p),
                 Ok(_) => None,
                 Err(e) => {
-                    log::warn!("files:{pattern}: skipping {}: {}", e.path().display(), e.error());
+                    log::warn!(
+                        "files:{pattern}: skipping {}: {}",
+                        e.path().display(),
+                        e.error()
+                    );
                     None
                 }
             })

@@ -268,7 +268,15 @@ mod tests {
     #[test]
     fn garbage_between_frames_is_skipped() {
         let mut s = MjpegSplitter::new(1 << 20);
-        s.push(&[b"hello".to_vec(), fake_jpeg(1), b"\x00\x01junk".to_vec(), fake_jpeg(2)].concat());
+        s.push(
+            &[
+                b"hello".to_vec(),
+                fake_jpeg(1),
+                b"\x00\x01junk".to_vec(),
+                fake_jpeg(2),
+            ]
+            .concat(),
+        );
         assert_eq!(split_all(&mut s), vec![Ok(fake_jpeg(1)), Ok(fake_jpeg(2))]);
         assert_eq!(s.skipped(), 11);
     }

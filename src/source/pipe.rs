@@ -138,10 +138,11 @@ impl Mailbox {
 fn kill_group(child: &mut Child) {
     let pid = child.id();
     // `sh` started with process_group(0) leads a group with its own pid. The shell's `kill`
-    // builtin reaches the whole group without unsafe code.
+    // builtin reaches the whole group without unsafe code; `kill -KILL -PGID` (no `--`) is the
+    // form both dash and bash accept.
     let _ = Command::new("sh")
         .arg("-c")
-        .arg(format!("kill -KILL -- -{pid} 2>/dev/null"))
+        .arg(format!("kill -KILL -{pid} 2>/dev/null"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -196,12 +196,7 @@ impl V4lSource {
 }
 
 /// Copies a captured buffer into an owned frame, removing row padding of raw formats.
-fn copy_frame(
-    open: &Open,
-    data: Vec<u8>,
-    seq: u64,
-    device: &Path,
-) -> Result<Frame, SourceError> {
+fn copy_frame(open: &Open, data: Vec<u8>, seq: u64, device: &Path) -> Result<Frame, SourceError> {
     let payload = match open.format {
         PixelFormat::Mjpeg => data,
         raw => {

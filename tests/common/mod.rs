@@ -7,7 +7,9 @@ use safetensors::SafeTensors;
 
 /// `tests/data/...` as an absolute path.
 pub fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 /// The repository root.
@@ -22,26 +24,39 @@ pub struct Reference {
 
 impl Reference {
     pub fn open(path: &Path) -> Reference {
-        Reference { bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+        Reference {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
     }
 
     pub fn has(&self, name: &str) -> bool {
-        SafeTensors::deserialize(&self.bytes).unwrap().tensor(name).is_ok()
+        SafeTensors::deserialize(&self.bytes)
+            .unwrap()
+            .tensor(name)
+            .is_ok()
     }
 
     /// A tensor as f32 (f32 stored) with its shape.
     pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
         let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|e| panic!("tensor {name}: {e}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
         assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        let v = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         (t.shape().to_vec(), v)
     }
 
     /// A tensor as i64.
     pub fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
         let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|e| panic!("tensor {name}: {e}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
         assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
         let v = t
             .data()

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# End-to-end check with a broker and a client nobody on the team wrote: mosquitto and
+# mosquitto_sub. The daemon replays the demo clip through the demo model and publishes to a
+# mosquitto on a loopback port; mosquitto_sub records every topic, retain flag and payload, live and
+# then retained after the daemon exited. Run by .ci/run (needs mosquitto and mosquitto-clients).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$((20000 + RANDOM % 20000))
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" >"$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do mosquitto_pub -h 127.0.0.1 -p "$port" -t probe -m x 2>/dev/null && break; sleep 0.1; done
+
+# The shipped demo config, with absolute paths and an [mqtt] section.
+sed -e "s|\.\./|$root/|g" firmware-config/demo.toml >"$work/demo.toml"
+printf '\n[mqtt]\nhost = "127.0.0.1"\nport = %s\nprefix = "edgeclip"\nqos = 1\nhomeassistant_discovery = true\n' "$port" >>"$work/demo.toml"
+
+mosquitto_sub -h 127.0.0.1 -p "$port" -t 'edgeclip/#' -t 'homeassistant/#' -v -F '%t %r %p' >"$work/live.txt" &
+pids+=($!)
+sleep 0.5
+cargo build --quiet
+RUST_LOG=info target/debug/edgeclip run --config "$work/demo.toml" --lossless >"$work/stdout.jsonl" 2>"$work/daemon.log" ||
+  { cat "$work/daemon.log"; echo "daemon failed"; exit 1; }
+sleep 1
+mosquitto_sub -h 127.0.0.1 -p "$port" -t 'edgeclip/#' -t 'homeassistant/#' -v -F '%t %r %p' -W 2 >"$work/retained.txt" 2>/dev/null || true
+
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+def lines(name):
+    out = []
+    for l in open(f"{work}/{name}", encoding="utf-8"):
+        topic, retain, payload = l.rstrip("\n").split(" ", 2)
+        out.append((topic, retain, payload))
+    return out
+live, retained = lines("live.txt"), lines("retained.txt")
+stdout_events = [json.loads(l) for l in open(f"{work}/stdout.jsonl")]
+errors = []
+def check(cond, msg):
+    if not cond:
+        errors.append(msg)
+
+events = [json.loads(p) for t, r, p in live if t == "edgeclip/demo/events"]
+check(len(events) >= 2, f"only {len(events)} events on edgeclip/demo/events")
+check(events == stdout_events, "MQTT events differ from the stdout events")
+for e in events:
+    check(set(e) == {"type", "camera", "label", "prompt", "score", "prob", "frame", "ts", "latency_ms"}, f"event fields: {e}")
+    check(e["type"] in ("start", "end") and e["camera"] == "demo", f"event: {e}")
+starts = sum(e["type"] == "start" for e in events)
+check(starts == len(events) - starts, f"{starts} starts but {len(events) - starts} ends")
+avail = [p for t, r, p in live if t == "edgeclip/availability"]
+check(avail[:1] == ["online"] and avail[-1:] == ["offline"], f"availability sequence {avail}")
+states = [(t, p) for t, r, p in live if t.endswith("/state")]
+check(any(p == "ON" for t, p in states) and any(p == "OFF" for t, p in states), f"states {states}")
+ret = {t: (r, p) for t, r, p in retained}
+check(ret.get("edgeclip/availability") == ("1", "offline"), f"retained availability {ret.get('edgeclip/availability')}")
+for t, (r, p) in ret.items():
+    if t.endswith("/state"):
+        check((r, p) == ("1", "OFF"), f"{t} retained as {(r, p)} after the clip ended")
+disc = [(t, p) for t, (r, p) in ret.items() if t.startswith("homeassistant/binary_sensor/")]
+check(len(disc) >= 4, f"{len(disc)} retained discovery configs")
+for t, p in disc:
+    d = json.loads(p)
+    check("state_topic" in d and "availability_topic" in d and "device" in d, f"discovery {t}: {d}")
+check(not any(t == "edgeclip/demo/events" for t in ret), "events must not be retained")
+if errors:
+    print("mosquitto check FAILED:\n  " + "\n  ".join(errors))
+    sys.exit(1)
+print(f"mosquitto check passed: {len(events)} events, {len(states)} state messages, "
+      f"{len(disc)} discovery configs, availability {avail}")
+PY

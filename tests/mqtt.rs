@@ -1,0 +1,539 @@
+//! The MQTT sink against a real broker (rumqttd): topics, payloads, retain flags,
+//! availability and its last will, Home Assistant discovery, and no loss of accepted events
+//! across a broker restart.
+//!
+//! Every wait is bounded and fails with what was seen so far; nothing asserts on timing.
+//!
+//! The restart test runs the broker in a child process (this test binary re-executed with
+//! `EDGECLIP_TEST_BROKER_PORT` set, running only `broker_child`), so the broker can be killed
+//! and started again on the same port. The child records every message the broker routes to
+//! `edgeclip/#` through an in-process subscription made before the broker accepts connections,
+//! so no message can slip past the recorder while a network subscriber reconnects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use edgeclip::config::MqttConfig;
+use edgeclip::event::{Event, EventKind, Stats};
+use edgeclip::sink::EventSink;
+use edgeclip::sink::mqtt::{MqttOptions, MqttSink, probe};
+use rumqttc::{Client, Event as MqttEvent, Packet, QoS};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+fn broker_config(port: u16) -> rumqttd::Config {
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = rumqttd::ServerSettings {
+        name: "v4-1".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: 256 * 1024,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 100,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 10 * 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        ..Default::default()
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker never listened on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A broker on a background thread of this process (it lives until the test process exits).
+fn start_broker_in_process() -> u16 {
+    let port = free_port();
+    let mut broker = rumqttd::Broker::new(broker_config(port));
+    std::thread::spawn(move || {
+        if let Err(e) = broker.start() {
+            eprintln!("broker stopped: {e}");
+        }
+    });
+    wait_for_port(port);
+    port
+}
+
+fn mqtt_config(port: u16, client_id: &str) -> MqttConfig {
+    MqttConfig {
+        host: "127.0.0.1".into(),
+        port,
+        prefix: "edgeclip".into(),
+        client_id: Some(client_id.into()),
+        username: None,
+        password: None,
+        tls_ca: None,
+        qos: 1,
+        keep_alive_s: 5,
+        homeassistant_discovery: true,
+        discovery_prefix: "homeassistant".into(),
+        queue: 1000,
+    }
+}
+
+fn fast() -> MqttOptions {
+    MqttOptions {
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(300),
+        connect_timeout: Duration::from_secs(2),
+        close_timeout: Duration::from_secs(10),
+        window: 8,
+    }
+}
+
+fn event(kind: EventKind, label: &str, frame: u64) -> Event {
+    Event {
+        kind,
+        camera: "cam0".into(),
+        label: label.into(),
+        prompt: format!("a photo of a {label}"),
+        score: 0.25,
+        prob: 0.75,
+        frame,
+        ts: SystemTime::UNIX_EPOCH + Duration::from_millis(frame),
+        latency_ms: 10.0,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Msg {
+    topic: String,
+    payload: String,
+    retain: bool,
+}
+
+/// A network subscriber on its own thread; messages arrive on the returned channel.
+struct Subscriber {
+    rx: mpsc::Receiver<Msg>,
+    seen: Vec<Msg>,
+    client: Client,
+}
+
+impl Subscriber {
+    /// Connects, subscribes to `filters` and waits for the SUBACKs.
+    fn connect(port: u16, id: &str, filters: &[&str]) -> Subscriber {
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = Client::new(opts, 16);
+        for f in filters {
+            client.subscribe(*f, QoS::AtLeastOnce).expect("subscribe");
+        }
+        let (tx, rx) = mpsc::channel();
+        let (ack_tx, ack_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for notification in connection.iter() {
+                match notification {
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        let msg = Msg {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            retain: p.retain,
+                        };
+                        if tx.send(msg).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        let _ = ack_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        for _ in filters {
+            ack_rx
+                .recv_timeout(WAIT)
+                .expect("the broker acknowledged the subscription");
+        }
+        Subscriber {
+            rx,
+            seen: Vec::new(),
+            client,
+        }
+    }
+
+    /// Collects messages until `done` holds for everything seen so far.
+    fn wait_until(&mut self, what: &str, done: impl Fn(&[Msg]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) => self.seen.push(m),
+                Err(_) => panic!("timed out waiting for {what}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn on(&self, topic: &str) -> Vec<&Msg> {
+        self.seen.iter().filter(|m| m.topic == topic).collect()
+    }
+}
+
+#[test]
+fn topics_payloads_retain_flags_and_discovery() {
+    let port = start_broker_in_process();
+    let mut live = Subscriber::connect(port, "live", &["edgeclip/#", "homeassistant/#"]);
+
+    let cfg = mqtt_config(port, "edgeclip-test-topics");
+    assert!(probe(&cfg, "cam0", WAIT).unwrap().contains(&format!("127.0.0.1:{port}")));
+
+    let labels = vec!["person".to_owned(), "cat".to_owned()];
+    let mut sink = MqttSink::connect(&cfg, "cam0", &labels, fast()).unwrap();
+    assert!(sink.wait_connected(WAIT), "sink never connected");
+    sink.publish(&event(EventKind::Start, "person", 7)).unwrap();
+    sink.publish_stats(&Stats {
+        camera: "cam0".into(),
+        ts: SystemTime::UNIX_EPOCH,
+        capture_fps: 15.0,
+        inference_fps: 9.0,
+        p50_ms: 80.0,
+        p95_ms: 95.0,
+        dropped: 3,
+        frames: 100,
+    })
+    .unwrap();
+    sink.publish(&event(EventKind::End, "person", 9)).unwrap();
+    assert!(sink.wait_idle(WAIT), "events not acknowledged");
+    sink.close().expect("clean close");
+
+    live.wait_until("offline after online", |seen| {
+        let avail: Vec<&str> = seen
+            .iter()
+            .filter(|m| m.topic == "edgeclip/availability")
+            .map(|m| m.payload.as_str())
+            .collect();
+        avail.first() == Some(&"online") && avail.last() == Some(&"offline")
+    });
+    live.wait_until("both events", |seen| {
+        seen.iter().filter(|m| m.topic == "edgeclip/cam0/events").count() >= 2
+    });
+
+    // Events: JSON, in order, not retained.
+    let events = live.on("edgeclip/cam0/events");
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let parsed: Vec<Event> = events
+        .iter()
+        .map(|m| Event::from_json(&m.payload).expect("event JSON"))
+        .collect();
+    assert_eq!(parsed[0], event(EventKind::Start, "person", 7));
+    assert_eq!(parsed[1], event(EventKind::End, "person", 9));
+    assert!(events.iter().all(|m| !m.retain));
+
+    // State: OFF at connect, ON at start, OFF at end. The cat never changed.
+    let person: Vec<&str> = live
+        .on("edgeclip/cam0/person/state")
+        .iter()
+        .map(|m| m.payload.as_str())
+        .collect();
+    assert_eq!(person, vec!["OFF", "ON", "OFF"]);
+    let cat: Vec<&str> = live
+        .on("edgeclip/cam0/cat/state")
+        .iter()
+        .map(|m| m.payload.as_str())
+        .collect();
+    assert_eq!(cat, vec!["OFF"]);
+
+    // Statistics.
+    let stats = live.on("edgeclip/cam0/stats");
+    assert_eq!(stats.len(), 1);
+    let v: serde_json::Value = serde_json::from_str(&stats[0].payload).unwrap();
+    assert_eq!(v["type"], "stats");
+    assert_eq!(v["frames"], 100);
+
+    // Discovery, one config per label.
+    for label in &labels {
+        let topic = format!("homeassistant/binary_sensor/edgeclip_cam0/{label}/config");
+        let msgs = live.on(&topic);
+        assert_eq!(msgs.len(), 1, "{topic}");
+        let v: serde_json::Value = serde_json::from_str(&msgs[0].payload).unwrap();
+        assert_eq!(v["state_topic"], format!("edgeclip/cam0/{label}/state"));
+        assert_eq!(v["availability_topic"], "edgeclip/availability");
+        assert_eq!(v["payload_on"], "ON");
+        assert_eq!(v["payload_off"], "OFF");
+        assert_eq!(v["unique_id"], format!("edgeclip_cam0_{label}"));
+        assert_eq!(v["device"]["identifiers"][0], "edgeclip_cam0");
+        for key in ["name", "model", "manufacturer"] {
+            assert!(v["device"][key].is_string(), "device.{key} in {v}");
+        }
+    }
+
+    // A subscriber arriving later gets exactly the retained messages: availability, states and
+    // discovery, not events. A marker published after subscribing arrives after every retained
+    // message, which bounds the wait without a sleep.
+    let mut late = Subscriber::connect(port, "late", &["edgeclip/#", "homeassistant/#"]);
+    late.client
+        .publish("edgeclip/marker", QoS::AtLeastOnce, false, "end")
+        .unwrap();
+    late.wait_until("the marker", |seen| seen.iter().any(|m| m.topic == "edgeclip/marker"));
+    let retained: BTreeMap<&str, (&str, bool)> = late
+        .seen
+        .iter()
+        .filter(|m| m.topic != "edgeclip/marker")
+        .map(|m| (m.topic.as_str(), (m.payload.as_str(), m.retain)))
+        .collect();
+    assert_eq!(retained.get("edgeclip/availability"), Some(&("offline", true)));
+    assert_eq!(retained.get("edgeclip/cam0/person/state"), Some(&("OFF", true)));
+    assert_eq!(retained.get("edgeclip/cam0/cat/state"), Some(&("OFF", true)));
+    assert!(matches!(
+        retained.get("homeassistant/binary_sensor/edgeclip_cam0/person/config"),
+        Some((_, true))
+    ));
+    assert!(
+        !retained.contains_key("edgeclip/cam0/events"),
+        "events must not be retained"
+    );
+    assert!(!retained.contains_key("edgeclip/cam0/stats"));
+}
+
+#[test]
+fn last_will_marks_the_camera_offline_when_the_connection_dies() {
+    let port = start_broker_in_process();
+    let mut live = Subscriber::connect(port, "will-watcher", &["edgeclip/availability"]);
+    let cfg = mqtt_config(port, "edgeclip-test-will");
+    let sink = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast()).unwrap();
+    assert!(sink.wait_connected(WAIT));
+    live.wait_until("online", |seen| seen.iter().any(|m| m.payload == "online"));
+    // Dropping without close() tears the TCP connection down without a DISCONNECT: the broker
+    // must publish the will.
+    drop(sink);
+    live.wait_until("the will", |seen| {
+        seen.last().is_some_and(|m| m.payload == "offline")
+    });
+}
+
+#[test]
+fn probe_names_a_broker_that_is_not_there() {
+    let port = free_port();
+    let err = probe(&mqtt_config(port, "edgeclip-probe"), "cam0", Duration::from_secs(3)).unwrap_err();
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broker restart.
+
+const CHILD_ENV: &str = "EDGECLIP_TEST_BROKER_PORT";
+
+/// Not a test: the entry point of the broker child process used by
+/// `accepted_events_survive_a_broker_restart` (it returns at once when run without
+/// `EDGECLIP_TEST_BROKER_PORT`). It prints `READY` once the broker listens and `MSG <topic>
+/// <payload>` for every message routed to `edgeclip/#`.
+#[test]
+#[ignore = "entry point of the broker child process, run by accepted_events_survive_a_broker_restart"]
+fn broker_child() {
+    let Some(port) = std::env::var(CHILD_ENV).ok().and_then(|p| p.parse::<u16>().ok()) else {
+        return;
+    };
+    let mut broker = rumqttd::Broker::new(broker_config(port));
+    let (mut link_tx, mut link_rx) = broker.link("recorder").expect("local link");
+    link_tx.subscribe("edgeclip/#").expect("local subscription");
+    std::thread::spawn(move || {
+        if let Err(e) = broker.start() {
+            eprintln!("broker stopped: {e}");
+        }
+    });
+    std::thread::spawn(move || {
+        wait_for_port(port);
+        println!("READY");
+    });
+    loop {
+        match link_rx.recv() {
+            Ok(Some(rumqttd::Notification::Forward(f))) => {
+                println!(
+                    "MSG {} {}",
+                    String::from_utf8_lossy(&f.publish.topic),
+                    String::from_utf8_lossy(&f.publish.payload)
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("recorder link closed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// A broker child process; killed when dropped.
+struct ChildBroker {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// (topic, payload) of every message the broker routed.
+    seen: Vec<(String, String)>,
+}
+
+impl ChildBroker {
+    fn start(port: u16) -> ChildBroker {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut child = Command::new(exe)
+            .args(["broker_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the broker child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut b = ChildBroker {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match b.lines.recv_timeout(left) {
+                Ok(l) if l == "READY" => return b,
+                Ok(_) => {}
+                Err(_) => panic!("the broker child did not become ready on port {port}"),
+            }
+        }
+    }
+
+    fn wait_until(&mut self, what: &str, done: impl Fn(&[(String, String)]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(rest) = l.strip_prefix("MSG ")
+                        && let Some((topic, payload)) = rest.split_once(' ')
+                    {
+                        self.seen.push((topic.to_owned(), payload.to_owned()));
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {what}; the broker saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Frame numbers of the events the broker routed, in order.
+    fn event_frames(seen: &[(String, String)]) -> Vec<u64> {
+        seen.iter()
+            .filter(|(t, _)| t == "edgeclip/cam0/events")
+            .map(|(_, p)| Event::from_json(p).expect("event JSON").frame)
+            .collect()
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kind_of(frame: u64) -> EventKind {
+    if frame % 2 == 0 {
+        EventKind::Start
+    } else {
+        EventKind::End
+    }
+}
+
+#[test]
+fn accepted_events_survive_a_broker_restart() {
+    let port = free_port();
+    let mut first = ChildBroker::start(port);
+    let cfg = mqtt_config(port, "edgeclip-test-restart");
+    let mut sink = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast()).unwrap();
+    assert!(sink.wait_connected(WAIT), "sink never connected");
+
+    // Phase 1: events while the broker is up.
+    for f in 0..10 {
+        sink.publish(&event(kind_of(f), "person", f)).unwrap();
+    }
+    assert!(sink.wait_idle(WAIT), "phase 1 events not acknowledged");
+    first.wait_until("phase 1 events", |seen| ChildBroker::event_frames(seen).len() >= 10);
+    assert_eq!(ChildBroker::event_frames(&first.seen), (0..10).collect::<Vec<_>>());
+    first.kill();
+
+    // Phase 2: events while the broker is down are accepted and queued.
+    let deadline = Instant::now() + WAIT;
+    while sink.is_connected() {
+        assert!(Instant::now() < deadline, "the sink did not notice the broker died");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for f in 10..30 {
+        sink.publish(&event(kind_of(f), "person", f))
+            .expect("accepted while the broker is away");
+    }
+    assert!(sink.queued() > 0);
+
+    // Phase 3: the broker comes back on the same port; every accepted event arrives, in order.
+    let mut second = ChildBroker::start(port);
+    second.wait_until("the queued events", |seen| {
+        ChildBroker::event_frames(seen).len() >= 20
+    });
+    assert_eq!(
+        ChildBroker::event_frames(&second.seen),
+        (10..30).collect::<Vec<_>>(),
+        "queued events delivered exactly once each, in order"
+    );
+    assert!(sink.wait_idle(WAIT));
+    assert_eq!(sink.dropped(), 0);
+
+    // Retained state and availability are republished to the new broker; the last state comes
+    // after the replayed events and matches the last event (frame 29 = end).
+    second.wait_until("online and the state", |seen| {
+        seen.iter().any(|(t, p)| t == "edgeclip/availability" && p == "online")
+            && seen.iter().any(|(t, _)| t == "edgeclip/cam0/person/state")
+    });
+    let last_event = second
+        .seen
+        .iter()
+        .rposition(|(t, _)| t == "edgeclip/cam0/events")
+        .unwrap();
+    let last_state = second
+        .seen
+        .iter()
+        .rposition(|(t, _)| t == "edgeclip/cam0/person/state")
+        .unwrap();
+    assert!(last_state > last_event, "{:#?}", second.seen);
+    assert_eq!(second.seen[last_state].1, "OFF");
+
+    sink.close().expect("clean close");
+    second.wait_until("offline", |seen| {
+        seen.iter().any(|(t, p)| t == "edgeclip/availability" && p == "offline")
+    });
+}
