@@ -409,7 +409,7 @@ impl ChildBroker {
                 }
             }
         });
-        let mut b = ChildBroker {
+        let b = ChildBroker {
             child,
             lines,
             seen: Vec::new(),
@@ -418,7 +418,8 @@ impl ChildBroker {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match b.lines.recv_timeout(left) {
-                Ok(l) if l == "READY" => return b,
+                // libtest may have printed `test broker_child ... ` on the same line.
+                Ok(l) if l.trim_end().ends_with("READY") => return b,
                 Ok(_) => {}
                 Err(_) => panic!("the broker child did not become ready on port {port}"),
             }
@@ -431,7 +432,7 @@ impl ChildBroker {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) => {
-                    if let Some(rest) = l.strip_prefix("MSG ")
+                    if let Some(rest) = l.find("MSG ").map(|at| &l[at + 4..])
                         && let Some((topic, payload)) = rest.split_once(' ')
                     {
                         self.seen.push((topic.to_owned(), payload.to_owned()));

@@ -2,8 +2,9 @@
 
 A fixed camera (slight hand-held shake) looks at a natural photograph (scikit-image's
 rocket); coloured shapes of *seen* combinations slide into the view, wobble and turn a
-little while they stay (20+ frames), and slide out again; two are sometimes in view at
-once; empty gaps separate the visits. Frames are 640x480 JPEG (quality 80) with mild
+little while they stay (20+ frames), and slide out again, one visit at a time; empty gaps
+separate the visits. (One at a time because the demo model, trained in minutes on two CPU
+cores, scores a two-object scene for its dominant object only: see models/demo/MODEL_CARD.md.) Frames are 640x480 JPEG (quality 80) with mild
 sensor noise. ``ground_truth.json`` gives, per frame, the prompts of the objects whose
 centre is inside the runtime's view (the centred 480x480 square) by a margin.
 
@@ -29,8 +30,8 @@ SLIDE = 7  # frames to slide in or out
 # (colour, shape, first frame, last frame, size px, entry side, rest x, rest y, exit side)
 TRACKS = [
     ("red", "circle", 10, 50, 150, "left", 300, 230, "right"),
-    ("blue", "square", 62, 108, 130, "top", 250, 170, "left"),
-    ("yellow", "star", 76, 124, 140, "right", 410, 320, "bottom"),
+    ("blue", "square", 60, 92, 130, "top", 250, 170, "left"),
+    ("yellow", "star", 100, 126, 140, "right", 410, 320, "bottom"),
     ("orange", "triangle", 134, 164, 160, "bottom", 330, 250, "top"),
 ]
 N_FRAMES = 172

@@ -794,7 +794,7 @@ CARD_FACTS = {
                      "and supervise only the shape presence head (to weaken the colour -> shape "
                      "shortcut that hurts held-out combinations)",
     "n_teacher": "32,000",
-    "student_sched": "1200 steps of 128, AdamW, peak lr 4e-3, cosine",
+    "student_sched": "2400 steps of 128, AdamW, peak lr 4e-3, cosine",
     "n_student": "30,000",
 }
 
@@ -958,7 +958,7 @@ def main() -> None:
     p.add_argument("--resume", type=int, default=0,
                    help="teacher: warm restart number N (>0: continue from the checkpoint)")
     p.add_argument("--teacher-steps", type=int, default=700)
-    p.add_argument("--student-steps", type=int, default=1200)
+    p.add_argument("--student-steps", type=int, default=2400)
     p.add_argument("--teacher-steps2", type=int, default=1100,
                    help="all: steps of the teacher's warm restart")
     p.add_argument("--lr2", type=float, default=1e-3, help="all: peak lr of the warm restart")
