@@ -1164,7 +1164,7 @@ impl Config {
         }
         c.range_u64("camera.width", cam.width.into(), 16, 8192);
         c.range_u64("camera.height", cam.height.into(), 16, 8192);
-        if cam.format == CaptureFormat::Yuyv && cam.width % 2 != 0 {
+        if cam.format == CaptureFormat::Yuyv && !cam.width.is_multiple_of(2) {
             c.push(
                 "camera.width",
                 format!("must be even for yuyv, got {}", cam.width),

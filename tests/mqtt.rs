@@ -203,7 +203,11 @@ fn topics_payloads_retain_flags_and_discovery() {
     let mut live = Subscriber::connect(port, "live", &["edgeclip/#", "homeassistant/#"]);
 
     let cfg = mqtt_config(port, "edgeclip-test-topics");
-    assert!(probe(&cfg, "cam0", WAIT).unwrap().contains(&format!("127.0.0.1:{port}")));
+    assert!(
+        probe(&cfg, "cam0", WAIT)
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}"))
+    );
 
     let labels = vec!["person".to_owned(), "cat".to_owned()];
     let mut sink = MqttSink::connect(&cfg, "cam0", &labels, fast()).unwrap();
@@ -233,7 +237,10 @@ fn topics_payloads_retain_flags_and_discovery() {
         avail.first() == Some(&"online") && avail.last() == Some(&"offline")
     });
     live.wait_until("both events", |seen| {
-        seen.iter().filter(|m| m.topic == "edgeclip/cam0/events").count() >= 2
+        seen.iter()
+            .filter(|m| m.topic == "edgeclip/cam0/events")
+            .count()
+            >= 2
     });
 
     // Events: JSON, in order, not retained.
@@ -292,16 +299,27 @@ fn topics_payloads_retain_flags_and_discovery() {
     late.client
         .publish("edgeclip/marker", QoS::AtLeastOnce, false, "end")
         .unwrap();
-    late.wait_until("the marker", |seen| seen.iter().any(|m| m.topic == "edgeclip/marker"));
+    late.wait_until("the marker", |seen| {
+        seen.iter().any(|m| m.topic == "edgeclip/marker")
+    });
     let retained: BTreeMap<&str, (&str, bool)> = late
         .seen
         .iter()
         .filter(|m| m.topic != "edgeclip/marker")
         .map(|m| (m.topic.as_str(), (m.payload.as_str(), m.retain)))
         .collect();
-    assert_eq!(retained.get("edgeclip/availability"), Some(&("offline", true)));
-    assert_eq!(retained.get("edgeclip/cam0/person/state"), Some(&("OFF", true)));
-    assert_eq!(retained.get("edgeclip/cam0/cat/state"), Some(&("OFF", true)));
+    assert_eq!(
+        retained.get("edgeclip/availability"),
+        Some(&("offline", true))
+    );
+    assert_eq!(
+        retained.get("edgeclip/cam0/person/state"),
+        Some(&("OFF", true))
+    );
+    assert_eq!(
+        retained.get("edgeclip/cam0/cat/state"),
+        Some(&("OFF", true))
+    );
     assert!(matches!(
         retained.get("homeassistant/binary_sensor/edgeclip_cam0/person/config"),
         Some((_, true))
@@ -332,8 +350,16 @@ fn last_will_marks_the_camera_offline_when_the_connection_dies() {
 #[test]
 fn probe_names_a_broker_that_is_not_there() {
     let port = free_port();
-    let err = probe(&mqtt_config(port, "edgeclip-probe"), "cam0", Duration::from_secs(3)).unwrap_err();
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    let err = probe(
+        &mqtt_config(port, "edgeclip-probe"),
+        "cam0",
+        Duration::from_secs(3),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,7 +374,10 @@ const CHILD_ENV: &str = "EDGECLIP_TEST_BROKER_PORT";
 #[test]
 #[ignore = "entry point of the broker child process, run by accepted_events_survive_a_broker_restart"]
 fn broker_child() {
-    let Some(port) = std::env::var(CHILD_ENV).ok().and_then(|p| p.parse::<u16>().ok()) else {
+    let Some(port) = std::env::var(CHILD_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
         return;
     };
     let mut broker = rumqttd::Broker::new(broker_config(port));
@@ -372,6 +401,13 @@ fn broker_child() {
                     String::from_utf8_lossy(&f.publish.payload)
                 );
             }
+            // The router pauses a link whose buffer filled up until it says it is ready again.
+            Ok(Some(rumqttd::Notification::Unschedule)) => {
+                if let Err(e) = link_rx.ready() {
+                    eprintln!("recorder link closed: {e}");
+                    return;
+                }
+            }
             Ok(_) => {}
             Err(e) => {
                 eprintln!("recorder link closed: {e}");
@@ -393,7 +429,13 @@ impl ChildBroker {
     fn start(port: u16) -> ChildBroker {
         let exe = std::env::current_exe().expect("test binary path");
         let mut child = Command::new(exe)
-            .args(["broker_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "broker_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, port.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -438,7 +480,10 @@ impl ChildBroker {
                         self.seen.push((topic.to_owned(), payload.to_owned()));
                     }
                 }
-                Err(_) => panic!("timed out waiting for {what}; the broker saw {:#?}", self.seen),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; the broker saw {:#?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -465,7 +510,7 @@ impl Drop for ChildBroker {
 }
 
 fn kind_of(frame: u64) -> EventKind {
-    if frame % 2 == 0 {
+    if frame.is_multiple_of(2) {
         EventKind::Start
     } else {
         EventKind::End
@@ -485,14 +530,22 @@ fn accepted_events_survive_a_broker_restart() {
         sink.publish(&event(kind_of(f), "person", f)).unwrap();
     }
     assert!(sink.wait_idle(WAIT), "phase 1 events not acknowledged");
-    first.wait_until("phase 1 events", |seen| ChildBroker::event_frames(seen).len() >= 10);
-    assert_eq!(ChildBroker::event_frames(&first.seen), (0..10).collect::<Vec<_>>());
+    first.wait_until("phase 1 events", |seen| {
+        ChildBroker::event_frames(seen).len() >= 10
+    });
+    assert_eq!(
+        ChildBroker::event_frames(&first.seen),
+        (0..10).collect::<Vec<_>>()
+    );
     first.kill();
 
     // Phase 2: events while the broker is down are accepted and queued.
     let deadline = Instant::now() + WAIT;
     while sink.is_connected() {
-        assert!(Instant::now() < deadline, "the sink did not notice the broker died");
+        assert!(
+            Instant::now() < deadline,
+            "the sink did not notice the broker died"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     for f in 10..30 {
@@ -517,7 +570,8 @@ fn accepted_events_survive_a_broker_restart() {
     // Retained state and availability are republished to the new broker; the last state comes
     // after the replayed events and matches the last event (frame 29 = end).
     second.wait_until("online and the state", |seen| {
-        seen.iter().any(|(t, p)| t == "edgeclip/availability" && p == "online")
+        seen.iter()
+            .any(|(t, p)| t == "edgeclip/availability" && p == "online")
             && seen.iter().any(|(t, _)| t == "edgeclip/cam0/person/state")
     });
     let last_event = second
@@ -535,6 +589,7 @@ fn accepted_events_survive_a_broker_restart() {
 
     sink.close().expect("clean close");
     second.wait_until("offline", |seen| {
-        seen.iter().any(|(t, p)| t == "edgeclip/availability" && p == "offline")
+        seen.iter()
+            .any(|(t, p)| t == "edgeclip/availability" && p == "offline")
     });
 }

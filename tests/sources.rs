@@ -243,7 +243,7 @@ fn pipe_splits_mjpeg_and_restarts_the_command_when_it_dies() {
     assert!(exit.contains("exit status: 3"), "{exit}");
     assert!(exit.contains("cat "), "the error names the command: {exit}");
     assert!(
-        errors.iter().all(|e| exited(e)),
+        errors.iter().all(exited),
         "no other errors: {:?}",
         errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
     );

@@ -121,7 +121,7 @@ pub enum MqttError {
         broker: String,
         /// rumqttc's error.
         #[source]
-        source: ConnectionError,
+        source: Box<ConnectionError>,
     },
     /// The broker did not answer in time (probe).
     #[error("mqtt {broker}: no CONNACK within {after:?}")]
@@ -757,8 +757,11 @@ impl EventSink for MqttSink {
         {
             let mut st = sh.lock();
             st.closing = true;
-            // Drain the queue.
-            while Shared::pending(&st) > 0 && !st.finished {
+            // Drain the queue (states and control messages only matter while connected: they
+            // are regenerated on the next connect anyway).
+            while (!st.queue.is_empty() || (st.connected && Shared::pending(&st) > 0))
+                && !st.finished
+            {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -1001,7 +1004,12 @@ pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String
                 return Ok(format!("connected to {broker}"));
             }
             Ok(Ok(_)) => {}
-            Ok(Err(source)) => return Err(MqttError::Connect { broker, source }),
+            Ok(Err(source)) => {
+                return Err(MqttError::Connect {
+                    broker,
+                    source: Box::new(source),
+                });
+            }
             Err(_) => {
                 return Err(MqttError::Timeout {
                     broker,

@@ -69,42 +69,40 @@ impl MjpegSplitter {
     /// The next complete frame (or the reason bytes were dropped); `None` when more input is
     /// needed.
     pub fn next_frame(&mut self) -> Option<Result<Vec<u8>, SplitError>> {
-        loop {
-            if !self.aligned && !self.align() {
-                return None;
-            }
-            match self.walk() {
-                Walk::NeedMore => {
-                    if self.buf.len() > self.max_frame {
-                        self.resync(2);
-                        return Some(Err(SplitError::TooLarge {
-                            max: self.max_frame,
-                        }));
-                    }
-                    return None;
-                }
-                Walk::End(end) => {
-                    let rest = self.buf.split_off(end);
-                    let frame = std::mem::replace(&mut self.buf, rest);
-                    self.aligned = false;
-                    if frame.len() > self.max_frame {
-                        return Some(Err(SplitError::TooLarge {
-                            max: self.max_frame,
-                        }));
-                    }
-                    return Some(Ok(frame));
-                }
-                Walk::NewSoi(at) => {
-                    self.buf.drain(..at);
-                    self.start_frame();
-                    return Some(Err(SplitError::Corrupt(
-                        "truncated image: a new start-of-image came before the end-of-image",
-                    )));
-                }
-                Walk::Corrupt(why) => {
+        if !self.aligned && !self.align() {
+            return None;
+        }
+        match self.walk() {
+            Walk::NeedMore => {
+                if self.buf.len() > self.max_frame {
                     self.resync(2);
-                    return Some(Err(SplitError::Corrupt(why)));
+                    return Some(Err(SplitError::TooLarge {
+                        max: self.max_frame,
+                    }));
                 }
+                None
+            }
+            Walk::End(end) => {
+                let rest = self.buf.split_off(end);
+                let frame = std::mem::replace(&mut self.buf, rest);
+                self.aligned = false;
+                if frame.len() > self.max_frame {
+                    return Some(Err(SplitError::TooLarge {
+                        max: self.max_frame,
+                    }));
+                }
+                Some(Ok(frame))
+            }
+            Walk::NewSoi(at) => {
+                self.buf.drain(..at);
+                self.start_frame();
+                Some(Err(SplitError::Corrupt(
+                    "truncated image: a new start-of-image came before the end-of-image",
+                )))
+            }
+            Walk::Corrupt(why) => {
+                self.resync(2);
+                Some(Err(SplitError::Corrupt(why)))
             }
         }
     }
