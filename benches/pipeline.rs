@@ -5,6 +5,9 @@
 //! (int8 default and fp32 variant) and text tower; matching one embedding against 10, 100 and 1000
 //! prompts; a trigger bank update. Set-up (model load, decoding inputs) is outside the timed loops.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -148,7 +151,7 @@ fn trigger(c: &mut Criterion) {
         .map(|i| LabelSpec {
             label: format!("l{i}"),
             prompt: format!("p{i}"),
-            params: params.clone(),
+            params,
         })
         .collect();
     let mut bank = TriggerBank::new("cam0", Metric::Prob, labels);
@@ -159,7 +162,7 @@ fn trigger(c: &mut Criterion) {
             let scores: [LabelScore; 10] = std::array::from_fn(|i| LabelScore {
                 label: i,
                 score: 0.3,
-                prob: if (n / 20 + i as u64) % 2 == 0 {
+                prob: if (n / 20 + i as u64).is_multiple_of(2) {
                     0.9
                 } else {
                     0.1
