@@ -128,3 +128,42 @@ fn clip_events_match_the_ground_truth() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A corrupt JPEG in a replayed clip is skipped and counted (once); every other frame is processed and
+/// the daemon finishes normally.
+#[test]
+fn corrupt_frames_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..6 {
+        let src = common::data(&format!("clip/frame_{:04}.jpg", 20 + i));
+        std::fs::copy(src, dir.path().join(format!("f{i}.jpg"))).unwrap();
+    }
+    // A corrupt JPEG: the start-of-image marker, then noise. (A merely truncated JPEG decodes,
+    // with its missing part grey, as libjpeg does too.)
+    let mut corrupt = vec![0xFF, 0xD8];
+    corrupt.extend((0..4000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    std::fs::write(dir.path().join("f3.jpg"), corrupt).unwrap();
+    let text = format!(
+        "[camera]\nsource = \"files:{}/*.jpg\"\nfps = 100\n[model]\nbundle = \"{}\"\n\
+         [[prompts]]\nlabel = \"red_circle\"\ntext = \"a photo of a red circle\"\n",
+        dir.path().display(),
+        common::root().join("models/demo").display()
+    );
+    let config = Config::from_toml_str(&text, None).unwrap();
+    let daemon = Daemon::new(config).unwrap();
+    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let recorder = Recorder::default();
+    let summary = daemon
+        .run(
+            source,
+            vec![Box::new(recorder.clone())],
+            &Control::default(),
+            Delivery::Lossless,
+        )
+        .unwrap();
+    // The files source reads each JPEG's header and reports this one as a source error; a frame
+    // whose header parses but whose data does not decode is counted in `bad_frames` instead.
+    assert_eq!(summary.source_errors + summary.bad_frames, 1, "{summary:?}");
+    assert_eq!(summary.processed, 5, "{summary:?}");
+    assert_eq!(summary.dropped, 0);
+}
