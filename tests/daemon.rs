@@ -167,3 +167,58 @@ fn corrupt_frames_are_skipped_and_counted() {
     assert_eq!(summary.processed, 5, "{summary:?}");
     assert_eq!(summary.dropped, 0);
 }
+
+/// SIGHUP's path: the reload flag makes the daemon re-read the prompts from its config file. Set
+/// before the run, the reload happens before the first frame, so only the new label can fire; its
+/// ensemble has a text the bundle's precomputed prompts lack, which the text tower embeds.
+#[test]
+fn reload_takes_the_prompts_from_the_rewritten_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edgeclip.toml");
+    let config_text = |prompts: &str| {
+        format!(
+            "[camera]\nsource = \"files:{}\"\nfps = 100\n[model]\nbundle = \"{}\"\n\
+             {prompts}[trigger]\nenter_frames = 3\nexit_frames = 3\n",
+            common::data("clip/*.jpg").display(),
+            common::root().join("models/demo").display()
+        )
+    };
+    let old = "[[prompts]]\nlabel = \"red_circle\"\ntext = \"a photo of a red circle\"\n";
+    std::fs::write(&path, config_text(old)).unwrap();
+    let daemon = Daemon::new(Config::from_file(&path).unwrap()).unwrap();
+    let new = "[[prompts]]\nlabel = \"red\"\ntext = \"a photo of a red circle\"\n\
+               [[prompts]]\nlabel = \"blue_square\"\ntext = [\"a photo of a blue square\", \"a blue square\"]\n";
+    std::fs::write(&path, config_text(new)).unwrap();
+    let control = Control::default();
+    control
+        .reload
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let recorder = Recorder::default();
+    daemon
+        .run(
+            source,
+            vec![Box::new(recorder.clone())],
+            &control,
+            Delivery::Lossless,
+        )
+        .unwrap();
+    let events = recorder.0.lock().unwrap().clone();
+    let labels: Vec<(&str, EventKind)> =
+        events.iter().map(|e| (e.label.as_str(), e.kind)).collect();
+    // The old label is gone; both new ones fire, each once, in the clip's order.
+    assert_eq!(
+        labels,
+        [
+            ("red", EventKind::Start),
+            ("red", EventKind::End),
+            ("blue_square", EventKind::Start),
+            ("blue_square", EventKind::End)
+        ],
+        "{events:?}"
+    );
+    assert!(
+        !control.reload.load(std::sync::atomic::Ordering::Relaxed),
+        "the flag is cleared"
+    );
+}
