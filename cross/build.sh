@@ -4,7 +4,8 @@
 #   cross/build.sh aarch64    # Pi 4/5, Pi 3/Zero 2 on a 64-bit OS, Jetson: target/aarch64-unknown-linux-gnu/release/edgeclip
 #   cross/build.sh armv7      # Pi 3 / Zero 2 on a 32-bit OS:               target/armv7-unknown-linux-gnueabihf/release/edgeclip
 #
-# Installs Debian's cross linker and the rustup target when missing (as root), then builds.
+# Installs Debian's cross linker and the rustup target when missing (as root), then builds with
+# V4L2 (USB cameras) on.
 # The glibc floor of the result is printed at the end (see cross/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ if ! dpkg -s libclang-dev "$gcc" $libc >/dev/null 2>&1; then
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libclang-dev "$gcc" $libc >/dev/null
 fi
 rustup target add "$target" >/dev/null
-cargo build --release --target "$target" "$@"
+cargo build --release --target "$target" --features v4l2 "$@"
 bin=target/$target/release/edgeclip
 echo "built $bin ($(du -h "$bin" | cut -f1))"
 echo "glibc floor: $("$objdump" -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)"
