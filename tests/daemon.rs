@@ -28,6 +28,23 @@ impl EventSink for Recorder {
     }
 }
 
+/// Replays `daemon`'s configured source losslessly into a recording sink; returns the run's
+/// summary and every event published.
+fn replay(daemon: Daemon, control: &Control) -> (edgeclip::daemon::Summary, Vec<Event>) {
+    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let recorder = Recorder::default();
+    let summary = daemon
+        .run(
+            source,
+            vec![Box::new(recorder.clone())],
+            control,
+            Delivery::Lossless,
+        )
+        .unwrap();
+    let events = recorder.0.lock().unwrap().clone();
+    (summary, events)
+}
+
 #[derive(serde::Deserialize)]
 struct Truth {
     frames: Vec<TruthFrame>,
@@ -76,16 +93,7 @@ fn clip_events_match_the_ground_truth() {
     .unwrap();
 
     let daemon = Daemon::new(config).unwrap();
-    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
-    let recorder = Recorder::default();
-    let summary = daemon
-        .run(
-            source,
-            vec![Box::new(recorder.clone())],
-            &Control::default(),
-            Delivery::Lossless,
-        )
-        .unwrap();
+    let (summary, events) = replay(daemon, &Control::default());
     assert_eq!(
         summary.processed as usize,
         truth.frames.len(),
@@ -93,7 +101,6 @@ fn clip_events_match_the_ground_truth() {
     );
     assert_eq!(summary.dropped, 0);
 
-    let events = recorder.0.lock().unwrap().clone();
     for e in &events {
         eprintln!(
             "{:?} {} frame {} prob {:.2}",
@@ -151,16 +158,7 @@ fn corrupt_frames_are_skipped_and_counted() {
     );
     let config = Config::from_toml_str(&text, None).unwrap();
     let daemon = Daemon::new(config).unwrap();
-    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
-    let recorder = Recorder::default();
-    let summary = daemon
-        .run(
-            source,
-            vec![Box::new(recorder.clone())],
-            &Control::default(),
-            Delivery::Lossless,
-        )
-        .unwrap();
+    let (summary, _) = replay(daemon, &Control::default());
     // The files source reads each JPEG's header and reports this one as a source error; a frame
     // whose header parses but whose data does not decode is counted in `bad_frames` instead.
     assert_eq!(summary.source_errors + summary.bad_frames, 1, "{summary:?}");
@@ -193,17 +191,7 @@ fn reload_takes_the_prompts_from_the_rewritten_config() {
     control
         .reload
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
-    let recorder = Recorder::default();
-    daemon
-        .run(
-            source,
-            vec![Box::new(recorder.clone())],
-            &control,
-            Delivery::Lossless,
-        )
-        .unwrap();
-    let events = recorder.0.lock().unwrap().clone();
+    let (_, events) = replay(daemon, &control);
     let labels: Vec<(&str, EventKind)> =
         events.iter().map(|e| (e.label.as_str(), e.kind)).collect();
     // The old label is gone; both new ones fire, each once, in the clip's order.
