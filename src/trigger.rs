@@ -198,6 +198,8 @@ pub struct TriggerBank {
     camera: String,
     metric: Metric,
     slots: Vec<Slot>,
+    /// Per-label scratch for `update`, kept so the per-frame path does not allocate.
+    seen: Vec<Option<LabelScore>>,
 }
 
 impl TriggerBank {
@@ -215,6 +217,7 @@ impl TriggerBank {
                     last_prob: 0.0,
                 })
                 .collect(),
+            seen: Vec::new(),
         }
     }
 
@@ -246,7 +249,9 @@ impl TriggerBank {
     /// ignored; if a label appears twice the first entry wins. Returns the events this frame
     /// causes, in label order.
     pub fn update(&mut self, frame: FrameStamp, scores: &[LabelScore]) -> Vec<Event> {
-        let mut seen = vec![None::<LabelScore>; self.slots.len()];
+        let seen = &mut self.seen;
+        seen.clear();
+        seen.resize(self.slots.len(), None);
         for s in scores {
             if let Some(slot) = seen.get_mut(s.label)
                 && slot.is_none()
@@ -255,7 +260,7 @@ impl TriggerBank {
             }
         }
         let mut events = Vec::new();
-        for (slot, score) in self.slots.iter_mut().zip(seen) {
+        for (slot, score) in self.slots.iter_mut().zip(self.seen.iter().copied()) {
             let (score, prob) = score.map_or((0.0, 0.0), |s| (s.score, s.prob));
             slot.last_score = score;
             slot.last_prob = prob;
