@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian package for a board (or this machine) with cargo-deb.
 #
-#   cross/package.sh arm64    # Pi 4/5, Jetson (64-bit OS)  -> target/aarch64-unknown-linux-gnu/debian/edgeclip_*_arm64.deb
-#   cross/package.sh armhf    # Pi 3 / Zero 2, 32-bit OS     -> target/armv7-unknown-linux-gnueabihf/debian/edgeclip_*_armhf.deb
+#   cross/package.sh arm64    # Pi 4/5, Jetson (64-bit OS)  -> target/debian/edgeclip_*_arm64.deb
+#   cross/package.sh armhf    # Pi 3 / Zero 2, 32-bit OS     -> target/debian/edgeclip_*_armhf.deb
 #   cross/package.sh amd64    # x86-64 Debian/Ubuntu         -> target/debian/edgeclip_*_amd64.deb
 #
 # The package holds /usr/bin/edgeclip, the demo model (/usr/share/edgeclip/models/demo),
@@ -21,16 +21,13 @@ esac
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version "^3"
 if [[ -n $target ]]; then
   "${build[@]}"
-  cargo deb --no-build --target "$target"
+  deb=$(cargo deb --no-build --target "$target" | tail -n 1)
   bin=target/$target/release/edgeclip
-  debs=(target/"$target"/debian/edgeclip_*.deb)
 else
   dpkg -s libclang-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q libclang-dev >/dev/null; }
   "${build[@]}"
-  cargo deb --no-build
+  deb=$(cargo deb --no-build | tail -n 1)
   bin=target/release/edgeclip
-  debs=(target/debian/edgeclip_*.deb)
 fi
-deb=$(ls -t "${debs[@]}" | head -n 1)
-echo "binary:  $bin $(stat -c %s "$bin") bytes (unstripped; the package strips it)"
+echo "binary:  $bin $(stat -c %s "$bin") bytes unstripped, $(dpkg-deb --fsys-tarfile "$deb" | tar -tvf - ./usr/bin/edgeclip | awk '{print $3}') bytes stripped in the package"
 echo "package: $deb $(stat -c %s "$deb") bytes"
