@@ -105,46 +105,6 @@ def caption_for(objects: list[tuple[str, str]], rng: np.random.Generator) -> str
     return MULTI_TEMPLATES[rng.integers(len(MULTI_TEMPLATES))].format(body)
 
 
-# Captions that name ONE attribute of one object ("a purple object", "a star"): they teach the
-# text tower that a colour word and a shape word each carry their own meaning, which is what
-# composing a held-out pair ("a purple star") out of its words needs. They never name a
-# combination, so they cannot leak a held-out one.
-COLOUR_TEMPLATES = ["a {} object", "something {}", "a {} shape", "a {} thing", "a photo of a {} object"]
-SHAPE_TEMPLATES = ["a {}", "a {} shape", "a photo of a {}", "a {} in the scene", "there is a {}"]
-
-
-def caption_spec(objects: list[tuple[str, str]], rng: np.random.Generator,
-                 attr_p: float = 0.0) -> tuple[str, tuple[str, str]]:
-    """A random training caption and what it asks of an image.
-
-    With probability ``attr_p`` (for scenes with objects) the caption names only the colour or
-    only the shape of one object: the requirement is ``("colour", c)`` or ``("shape", s)``
-    (any image holding such an object matches). Otherwise it is ``caption_for``'s full
-    description and the requirement is ``("exact", key)``: the image's object set must be the
-    same (see ``content_key``)."""
-    if objects and attr_p > 0 and rng.uniform() < attr_p:
-        c, s = objects[rng.integers(len(objects))]
-        if rng.uniform() < 0.5:
-            return COLOUR_TEMPLATES[rng.integers(len(COLOUR_TEMPLATES))].format(c), ("colour", c)
-        return SHAPE_TEMPLATES[rng.integers(len(SHAPE_TEMPLATES))].format(s), ("shape", s)
-    return caption_for(objects, rng), ("exact", content_key(objects))
-
-
-def content_key(objects: list[tuple[str, str]]) -> str:
-    """The object set of a scene as a string (order-free): equal keys, same content."""
-    return "|".join(sorted(f"{c} {s}" for c, s in objects))
-
-
-def caption_matches(req: tuple[str, str], objects: list[tuple[str, str]]) -> bool:
-    """Whether an image with these objects satisfies a caption requirement (``caption_spec``)."""
-    kind, v = req
-    if kind == "colour":
-        return any(c == v for c, _ in objects)
-    if kind == "shape":
-        return any(s == v for _, s in objects)
-    return content_key(objects) == v
-
-
 # --------------------------------------------------------------------------- shapes
 
 
