@@ -1,7 +1,7 @@
 //! Criterion benches of each pipeline stage on one core.
 //!
-//! Measured: decoding a 640x480 JPEG frame from the bundled clip; a YUYV 640x480 frame to the model
-//! tensor; an RGB 640x480 frame through resize/crop/normalise; the demo bundle's image tower
+//! Measured: decoding a 640x480 JPEG frame from the bundled clip; MJPEG, RGB and YUYV 640x480
+//! frames to the demo's 96x96 tensor and to a 224x224 one (ViT-B/32's input); the demo bundle's image tower
 //! (int8 default and fp32 variant) and text tower; matching one embedding against 10, 100 and 1000
 //! prompts; a trigger bank update. Set-up (model load, decoding inputs) is outside the timed loops.
 
@@ -84,6 +84,23 @@ fn preprocessing(c: &mut Criterion) {
                 .unwrap()
         })
     });
+
+    // The same frames to a 224x224 tensor: the input of CLIP ViT-B/32 and most real CLIPs.
+    let mut pre224 = Preprocessor::new(Spec {
+        height: 224,
+        width: 224,
+        ..spec
+    });
+    let mut out224 = vec![0f32; pre224.output_len()];
+    for (name, f) in [
+        ("mjpeg_frame_to_tensor_640x480_to_224", &mjpeg),
+        ("rgb_frame_to_tensor_640x480_to_224", &rgb_frame),
+        ("yuyv_frame_to_tensor_640x480_to_224", &yuyv_frame),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| pre224.frame_to_tensor(black_box(f), &mut out224).unwrap())
+        });
+    }
 }
 
 fn towers(c: &mut Criterion) {

@@ -57,4 +57,16 @@ run_under $q32 $s32 cortex-a7 "${a32[runtime]}" runtime
 run_under $q32 $s32 cortex-a7 "${a32[preprocess]}" preprocess
 run_under $q32 $s32 cortex-a7 "${a32[tokenizer]}" tokenizer
 run_under $q32 $s32 cortex-a7 "${a32[lib]}" lib
+# The glibc floor: the newest glibc symbol version the ARM binaries need must not exceed what the
+# boards ship (Ubuntu 22.04 / JetPack 6: 2.35; Raspberry Pi OS bookworm: 2.36).
+glibc_floor() { "$1" -T "$2" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1; }
+for pair in "aarch64-linux-gnu-objdump ${a64[runtime]}" "arm-linux-gnueabihf-objdump ${a32[runtime]}"; do
+  read -r objdump exe <<<"$pair"
+  floor=$(glibc_floor "$objdump" "$exe")
+  printf -- '--- glibc floor of %s: %s\n' "$(basename "$exe")" "$floor"
+  if [[ $(printf '%s\n2.35\n' "$floor" | sort -V | tail -n 1) != 2.35 ]]; then
+    echo "glibc floor $floor is above 2.35 (JetPack 6 / Ubuntu 22.04)" >&2
+    exit 1
+  fi
+done
 echo "ARM tests passed"

@@ -90,6 +90,25 @@ pub enum Command {
         #[arg(long)]
         probe: bool,
     },
+    /// Measure the image tower: load time, first run, p50/p95 latency, frames per second, peak
+    /// memory (input: a fixed synthetic tensor; preprocessing not included).
+    Bench {
+        /// The bundle folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Image tower precision (default: the bundle's default file).
+        #[arg(long)]
+        precision: Option<Precision>,
+        /// Threads for tract's matrix products.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs after the first; 0 only loads the model.
+        #[arg(long, default_value_t = 50)]
+        iters: usize,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a parsed command line.
@@ -124,6 +143,21 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { config, lossless } => run_daemon(&config, lossless),
         Command::CheckConfig { config, probe } => check_config(&config, probe),
+        Command::Bench {
+            model,
+            precision,
+            threads,
+            iters,
+            json,
+        } => {
+            let report = crate::bench::bench_image_tower(&model, precision, threads, iters)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -88,8 +88,78 @@ pub struct Summary {
     pub source_errors: u64,
     /// Events published.
     pub events: u64,
-    /// Frame-to-event latencies of every processed frame, in ms (sorted).
-    pub latencies_ms: Vec<f32>,
+    /// Frame-to-event latencies of every processed frame.
+    pub latency: LatencyHistogram,
+    /// CPU time the process used during the run (user + system, every thread), in seconds;
+    /// `None` where `/proc/self/stat` is not available.
+    pub cpu_s: Option<f64>,
+    /// Wall time of the run, in seconds.
+    pub wall_s: f64,
+}
+
+/// A fixed-size latency histogram: 2% wide logarithmic buckets from 10 us to 100 s, so that a
+/// daemon running for months keeps its latency percentiles in 3 KB instead of a growing list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    counts: Vec<u32>,
+    total: u64,
+}
+
+impl LatencyHistogram {
+    const MIN_MS: f64 = 0.01;
+    const RATIO: f64 = 1.02;
+    const BUCKETS: usize = 815; // 0.01 ms * 1.02^815 > 100 s
+
+    /// Counts one latency.
+    pub fn record(&mut self, ms: f32) {
+        let ms = f64::from(ms).max(Self::MIN_MS);
+        let i = ((ms / Self::MIN_MS).ln() / Self::RATIO.ln()) as usize;
+        self.counts[i.min(Self::BUCKETS - 1)] += 1;
+        self.total += 1;
+    }
+
+    /// How many latencies were counted.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The latency below which a share `q` (0..=1) of the counted ones fall, to within 2%
+    /// (the upper edge of its bucket); `None` when nothing was counted.
+    pub fn percentile(&self, q: f64) -> Option<f32> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                return Some((Self::MIN_MS * Self::RATIO.powi(i as i32 + 1)) as f32);
+            }
+        }
+        None
+    }
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: vec![0; Self::BUCKETS],
+            total: 0,
+        }
+    }
+}
+
+/// CPU seconds this process has used (all threads, user + system), from `/proc/self/stat`.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), counted in USER_HZ ticks, which the kernel
+    // ABI fixes at 100 per second on every architecture.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 #[derive(Default)]
@@ -234,15 +304,32 @@ fn build_matcher(config: &Config, bundle: &Bundle) -> Result<Matcher, DaemonErro
         };
         entries.push((label, vec![embedder.embed(text)?]));
     }
+    info!(
+        "prompts: {} labels, {} background texts; {} texts embedded by the text tower, the rest from {}",
+        config.prompts.len(),
+        config.matcher.background.len(),
+        embedder.embedded(),
+        match &extra[..] {
+            [cache] => format!("the bundle's prompts and the cache {}", cache.display()),
+            _ => "the bundle's prompts".to_string(),
+        }
+    );
+    if embedder.embedded() == 0 {
+        return matcher(entries, bundle);
+    }
     if let Some(path) = cache_file(bundle) {
         let save = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
             .map_err(|e| e.to_string())
             .and_then(|_| embedder.known().save(&path).map_err(|e| e.to_string()));
         match save {
             Ok(()) => debug!("prompt embeddings cached in {}", path.display()),
-            Err(e) => debug!("prompt embeddings not cached: {e}"),
+            Err(e) => warn!("prompt embeddings not cached: {e}"),
         }
     }
+    matcher(entries, bundle)
+}
+
+fn matcher(entries: Vec<(Label, Vec<Vec<f32>>)>, bundle: &Bundle) -> Result<Matcher, DaemonError> {
     Ok(Matcher::new(
         entries,
         bundle.embed_dim(),
@@ -388,6 +475,7 @@ impl Daemon {
         };
         let started = Instant::now();
         let mut summary = Summary::default();
+        let cpu_at_start = process_cpu_seconds();
         let mut pixels = vec![0f32; self.preprocessor.output_len()];
         let mut embedding = vec![0f32; self.encoder.dim()];
         let mut scores = Scores::default();
@@ -439,7 +527,7 @@ impl Daemon {
             let events = self.bank.update(last_stamp, &label_scores);
             publish(&mut sinks, &events, &mut summary);
             summary.processed += 1;
-            summary.latencies_ms.push(latency_ms);
+            summary.latency.record(latency_ms);
             stats.frame(latency_ms);
             if let Some(every) = stats_every
                 && stats.due(every)
@@ -481,14 +569,22 @@ impl Daemon {
         summary.captured = s.captured;
         summary.dropped = s.dropped;
         summary.source_errors = s.source_errors;
-        summary.latencies_ms.sort_by(f32::total_cmp);
+        summary.wall_s = started.elapsed().as_secs_f64();
+        summary.cpu_s = cpu_at_start.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+        let ms = |q| summary.latency.percentile(q).unwrap_or(0.0);
         info!(
-            "stopped: {} frames captured, {} processed, {} dropped, {} bad, {} events",
+            "stopped: {} frames captured, {} processed, {} dropped, {} bad, {} events; \
+             latency p50 {:.1} ms p95 {:.1} ms; cpu {:.1} s in {:.1} s ({:.0}% of one core)",
             summary.captured,
             summary.processed,
             summary.dropped,
             summary.bad_frames,
-            summary.events
+            summary.events,
+            ms(0.5),
+            ms(0.95),
+            summary.cpu_s.unwrap_or(f64::NAN),
+            summary.wall_s,
+            100.0 * summary.cpu_s.unwrap_or(f64::NAN) / summary.wall_s.max(1e-9)
         );
         Ok(summary)
     }
@@ -560,5 +656,53 @@ impl StatsWindow {
         self.captured_before = captured;
         self.latencies.clear();
         st
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles_within_two_percent() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.percentile(0.5), None);
+        for i in 1..=1000 {
+            h.record(i as f32 / 10.0); // 0.1 .. 100 ms
+        }
+        assert_eq!(h.count(), 1000);
+        for (q, want) in [(0.5, 50.0f32), (0.95, 95.0), (1.0, 100.0), (0.001, 0.1)] {
+            let got = h.percentile(q).unwrap();
+            assert!(got >= want && got <= want * 1.021, "q {q}: {got} vs {want}");
+        }
+        // Out of range values land in the end buckets instead of panicking.
+        h.record(0.0);
+        h.record(1e9);
+        h.record(f32::NAN);
+        assert_eq!(h.count(), 1003);
+    }
+
+    #[test]
+    fn cpu_seconds_grow_with_work() {
+        let before = process_cpu_seconds();
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let before = before.expect("/proc/self/stat is readable on Linux");
+        // Spin until the counter moves by 50 ms (ticks are 10 ms); a busy machine only delays it.
+        let t = Instant::now();
+        let mut x = 0u64;
+        let mut used = 0.0;
+        while used < 0.05 && t.elapsed() < Duration::from_secs(20) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            used = process_cpu_seconds().unwrap() - before;
+        }
+        assert!(
+            used >= 0.05,
+            "{used} s of CPU after {:?} of spinning",
+            t.elapsed()
+        );
     }
 }

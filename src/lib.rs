@@ -9,6 +9,7 @@
 //! Every stage but the sources, the encoder and the sinks is pure: it takes slices and
 //! timestamps and does no I/O, so it is tested and benchmarked without hardware.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -223,6 +223,7 @@ pub struct PromptEmbedder {
     known_from: Option<PathBuf>,
     bundle: Bundle,
     encoder: Option<TextEncoder>,
+    embedded: usize,
 }
 
 impl PromptEmbedder {
@@ -243,6 +244,7 @@ impl PromptEmbedder {
             known_from,
             bundle: bundle.clone(),
             encoder: None,
+            embedded: 0,
         })
     }
 
@@ -268,7 +270,13 @@ impl PromptEmbedder {
         let mut e = encoder.encode(&ids)?;
         normalize(&mut e);
         self.known.insert(text, e.clone());
+        self.embedded += 1;
         Ok(e)
+    }
+
+    /// How many texts this embedder ran through the text tower (the rest came from files).
+    pub fn embedded(&self) -> usize {
+        self.embedded
     }
 
     /// Every embedding computed or loaded so far (for caching them on disk).

@@ -1,0 +1,65 @@
+"""Score a bundle on the evaluation set with the Rust runtime (``edgeclip classify --json``).
+
+    python3 models/tools/score_rust.py --bin target/release/edgeclip --model models/demo \
+        [--precision fp32] [--eval target/demo-eval]
+
+Top-1 among the 48 colour-shape prompts (``scenes.PROMPTS[:48]``, embedded by the bundle's
+text tower through the runtime), split into seen and held-out combinations with the eval set's
+``labels.json`` (written by ``demo.py eval``). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import scenes  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin", default="target/release/edgeclip")
+    p.add_argument("--model", default="models/demo")
+    p.add_argument("--precision", default=None, help="image tower variant (default: the bundle's)")
+    p.add_argument("--eval", default="target/demo-eval")
+    a = p.parse_args()
+    rows = json.load(open(os.path.join(a.eval, "labels.json")))
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(scenes.PROMPTS[:48]) + "\n")
+        prompts = f.name
+    cmd = [a.bin, "classify", "--model", a.model, "--prompts-file", prompts, "--json"]
+    if a.precision:
+        cmd += ["--precision", a.precision]
+    cmd += [os.path.join(a.eval, r["file"]) for r in rows]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    os.unlink(prompts)
+    top = {}
+    for line in out.splitlines():
+        o = json.loads(line)
+        best = max(o["scores"], key=lambda s: s["score"])
+        top[os.path.basename(o["image"])] = best["prompt"]
+    res = {"seen": [0, 0], "held_out": [0, 0]}
+    per: dict[str, list[int]] = {}
+    for r in rows:
+        k = "held_out" if r["held_out"] else "seen"
+        ok = int(top[r["file"]] == r["label"])
+        res[k][0] += ok
+        res[k][1] += 1
+        if r["held_out"]:
+            per.setdefault(r["label"].removeprefix("a photo of a "), [0, 0])
+            per[r["label"].removeprefix("a photo of a ")][0] += ok
+            per[r["label"].removeprefix("a photo of a ")][1] += 1
+    print(json.dumps({"model": a.model, "precision": a.precision or "default",
+                      "seen": res["seen"][0] / res["seen"][1],
+                      "held_out": res["held_out"][0] / res["held_out"][1],
+                      "n": [res["seen"][1], res["held_out"][1]],
+                      "per_held_out": {k: v[0] / v[1] for k, v in sorted(per.items())}}))
+
+
+if __name__ == "__main__":
+    main()
