@@ -195,7 +195,8 @@ def _toml_table(lines, header, table):
 
 
 def image_section(onnx_file: str, precision: str, size: int, input_name="pixel_values",
-                  output_name="image_embeds", mean=CLIP_MEAN, std=CLIP_STD) -> dict:
+                  output_name="image_embeds", mean=CLIP_MEAN, std=CLIP_STD,
+                  interpolation: str = "bicubic", resize: str = "shortest") -> dict:
     """The [image] table, in BUNDLE.md's key order."""
     return {
         "onnx": onnx_file,
@@ -204,11 +205,11 @@ def image_section(onnx_file: str, precision: str, size: int, input_name="pixel_v
         "output": output_name,
         "height": size,
         "width": size,
-        "resize": "shortest",
+        "resize": resize,
         "crop": "center",
-        "interpolation": "bicubic",
-        "mean": list(mean),
-        "std": list(std),
+        "interpolation": interpolation,
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
         "channel_order": "rgb",
     }
 
@@ -228,9 +229,9 @@ def text_section(onnx_file: str, precision: str, input_name="input_ids", output_
 
 def write_bundle_toml(folder: Path, name: str, embed_dim: int, logit_scale: float, fingerprint: str,
                       image: dict, image_variants=(), text: dict | None = None, text_variants=(),
-                      comment: str = ""):
+                      comment: str = "", prompts_file: str | None = None):
     """Write bundle.toml with only the keys BUNDLE.md defines (the loader rejects unknown keys).
-    Variants are (onnx_file, precision) pairs."""
+    Variants are (onnx_file, precision) pairs; `prompts_file` adds the [prompts] table."""
     lines = [f"# {line}".rstrip() for line in comment.strip().splitlines()] if comment else []
     lines += [
         f"name = {_toml_value(name)}",
@@ -245,6 +246,8 @@ def write_bundle_toml(folder: Path, name: str, embed_dim: int, logit_scale: floa
         _toml_table(lines, "[text]", text)
         for onnx_file, precision in text_variants:
             _toml_table(lines, "[[text.variants]]", {"onnx": onnx_file, "precision": precision})
+    if prompts_file is not None:
+        _toml_table(lines, "[prompts]", {"file": prompts_file})
     (folder / "bundle.toml").write_text("\n".join(lines) + "\n")
 
 
@@ -365,3 +368,275 @@ def set_threads():
     """The fixture machines are small and shared: one thread everywhere, deterministic."""
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Real CLIPs (edgeclip_tools.py): tower wrappers, a bundle's own preprocessing, prompts, and the
+# Rust runtime as a second oracle
+# ---------------------------------------------------------------------------------------------
+
+class EmbedsOnly(torch.nn.Module):
+    """Wraps a Hugging Face model so the exported graph has exactly one input and one output."""
+
+    def __init__(self, model, input_name: str, output_name: str):
+        super().__init__()
+        self.model, self.input_name, self.output_name = model, input_name, output_name
+
+    def forward(self, x):
+        return getattr(self.model(**{self.input_name: x}), self.output_name)
+
+
+class EncodeImage(torch.nn.Module):
+    """An open_clip model's image tower as one module: pixels -> projected, unnormalised embeds."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.encode_image(x)
+
+
+class EncodeText(torch.nn.Module):
+    """An open_clip model's text tower as one module: token ids -> projected, unnormalised embeds."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model.encode_text(ids)
+
+
+def spread_random_init(model: torch.nn.Module, g: torch.Generator):
+    """Re-draw a randomly initialised conv net's weights so that its output depends on its input.
+
+    timm's initialisation (PyTorch's default conv init, layer scales 1e-5, BatchNorm at identity)
+    makes an untrained FastViT's output independent of its input (every image gets the same
+    embedding: cosine 0.99999 between two random inputs for MobileCLIP2-S0's fastvit_mci0), which
+    makes a useless check. So: variance-preserving weights, random BatchNorm statistics and affine
+    parameters, and layer scales in [0.1, 0.5], so that re-parameterization has real branches and
+    BatchNorms to fold. Only for random-weight exports; never applied to pretrained weights."""
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+                fan_in = mod.weight[0].numel()
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) / fan_in ** 0.5)
+                if mod.bias is not None:
+                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.02)
+            elif isinstance(mod, torch.nn.BatchNorm2d):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):  # LayerScale2d
+                p.copy_(torch.rand(p.shape, generator=g) * 0.4 + 0.1)
+
+
+def read_manifest(folder: Path) -> dict:
+    """bundle.toml as a dict (tomllib), unchecked: validate_bundle checks it."""
+    import tomllib
+
+    return tomllib.loads((Path(folder) / "bundle.toml").read_text())
+
+
+def tower_file(manifest: dict, tower: str, precision: str | None = None) -> tuple[str, str]:
+    """(file, precision) of a tower: its default, or the default/variant with `precision`."""
+    table = manifest[tower]
+    entries = [table] + list(table.get("variants", []))
+    if precision is None:
+        return table["onnx"], table["precision"]
+    for e in entries:
+        if e["precision"] == precision:
+            return e["onnx"], e["precision"]
+    raise KeyError(f"no {precision} {tower} tower (have: {', '.join(e['precision'] for e in entries)})")
+
+
+def tower_precisions(manifest: dict, tower: str) -> list[str]:
+    """The precisions a tower comes in, the default first."""
+    table = manifest[tower]
+    return [table["precision"]] + [v["precision"] for v in table.get("variants", [])]
+
+
+def image_transform(image: dict):
+    """The PIL + torchvision transform a bundle's [image] table describes (what the runtime does
+    in Rust): RGB PIL image -> f32 [3,H,W]."""
+    if image["height"] != image["width"]:
+        raise ValueError(f"non-square input {image['height']}x{image['width']} is not supported here")
+    if image.get("channel_order", "rgb") != "rgb" or image.get("crop", "center") != "center":
+        raise ValueError("only channel_order = rgb and crop = center are supported here")
+    return clip_transform(image["height"], image["mean"], image["std"], image["interpolation"],
+                          image["resize"])
+
+
+def bundle_pixel_values(paths, image: dict) -> np.ndarray:
+    """f32 [N,3,H,W] for image files through load_rgb and a bundle's preprocessing."""
+    from clip_common import load_rgb
+
+    tf = image_transform(image)
+    return torch.stack([tf(load_rgb(p)) for p in paths]).numpy().astype(np.float32)
+
+
+def renormalize(x: np.ndarray, mean_from, std_from, mean_to, std_to) -> np.ndarray:
+    """Pixels normalised with one mean/std re-expressed with another (e.g. the CLIP-normalised
+    calibration_images for a bundle normalised otherwise, such as MobileCLIP's 0/1)."""
+    shape = (1, 3, 1, 1)
+    raw = x * np.asarray(std_from, np.float32).reshape(shape) + np.asarray(mean_from, np.float32).reshape(shape)
+    return ((raw - np.asarray(mean_to, np.float32).reshape(shape))
+            / np.asarray(std_to, np.float32).reshape(shape)).astype(np.float32)
+
+
+def ort_embed(path: Path, input_name: str, x: np.ndarray, batch: int = 16) -> np.ndarray:
+    """onnxruntime outputs of a one-input graph, `batch` rows at a time."""
+    sess = ort_session(path)
+    return np.concatenate([sess.run(None, {input_name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def clip_tokenize(texts, context_length: int) -> np.ndarray:
+    """CLIP BPE ids int64 [N,L], exactly as the runtime's tokenizer makes them (open_clip's
+    SimpleTokenizer: <start_of_text> 49406, <end_of_text> 49407, pad 0, truncated with the last
+    id forced to 49407)."""
+    import open_clip
+
+    return open_clip.tokenize(list(texts), context_length=context_length).numpy().astype(np.int64)
+
+
+def ort_text_embeds(folder: Path, manifest: dict, texts, precision: str | None = None) -> np.ndarray:
+    """A bundle's text tower (default file, or the `precision` one) on texts, raw outputs."""
+    file, _ = tower_file(manifest, "text", precision)
+    t = manifest["text"]
+    return ort_embed(Path(folder) / file, t["input"], clip_tokenize(texts, t["context_length"]))
+
+
+def ort_image_embeds(folder: Path, manifest: dict, paths, precision: str | None = None) -> np.ndarray:
+    """A bundle's image tower (default file, or the `precision` one) on image files, raw outputs."""
+    file, _ = tower_file(manifest, "image", precision)
+    x = bundle_pixel_values(paths, manifest["image"])
+    return ort_embed(Path(folder) / file, manifest["image"]["input"], x)
+
+
+def l2n(x: np.ndarray) -> np.ndarray:
+    """Rows L2-normalised (float32)."""
+    x = np.asarray(x, np.float64)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def read_prompt_lines(path: Path) -> list[str]:
+    """A prompts file as `edgeclip embed` reads it: one prompt per line, blank lines and lines
+    starting with # skipped."""
+    lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts in the file")
+    return prompts
+
+
+def write_prompts(path: Path, texts, embeddings: np.ndarray, fingerprint: str):
+    """prompts.safetensors as BUNDLE.md defines it: `embeddings` f32 [P,D], rows L2-normalised;
+    metadata fingerprint, prompts (JSON array), dim."""
+    emb = l2n(embeddings)
+    save_safetensors(Path(path), {"embeddings": emb},
+                     {"fingerprint": fingerprint, "prompts": json.dumps(list(texts)), "dim": str(emb.shape[1])})
+
+
+def read_prompts(path: Path) -> tuple[list[str], np.ndarray, dict]:
+    """(texts, embeddings [P,D], metadata) of a prompts.safetensors file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+        emb = f.get_tensor("embeddings")
+    return json.loads(meta["prompts"]), emb, meta
+
+
+def validate_prompts(folder: Path, manifest: dict):
+    """The [prompts] file exists and carries the bundle's fingerprint and width."""
+    if "prompts" not in manifest:
+        return
+    texts, emb, meta = read_prompts(Path(folder) / manifest["prompts"]["file"])
+    assert meta.get("fingerprint") == manifest["fingerprint"], (meta.get("fingerprint"), manifest["fingerprint"])
+    assert emb.shape == (len(texts), manifest["embed_dim"]) and meta.get("dim") == str(manifest["embed_dim"]), emb.shape
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under a folder (recursively), sorted."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+# The Rust runtime as an oracle. It has no "print the embedding" command, but `classify` prints
+# the cosine of the frame embedding with every prompt: with the D unit vectors as the "prompts"
+# (an embeddings file carrying the bundle's fingerprint), those cosines are the normalised image
+# embedding itself, read back exactly (serde prints f32 in full).
+
+def find_edgeclip(explicit: Path | None = None) -> Path | None:
+    """The edgeclip binary: `explicit`, $EDGECLIP, $CARGO_TARGET_DIR/release/edgeclip,
+    target/release/edgeclip in this repository, or `edgeclip` on PATH."""
+    import shutil
+
+    from clip_common import REPO
+
+    candidates = [explicit, os.environ.get("EDGECLIP")]
+    if os.environ.get("CARGO_TARGET_DIR"):
+        candidates.append(Path(os.environ["CARGO_TARGET_DIR"]) / "release/edgeclip")
+    candidates += [REPO / "target/release/edgeclip", shutil.which("edgeclip")]
+    for c in candidates:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return Path(c)
+    return None
+
+
+def _run(cmd) -> str:
+    import subprocess
+
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(str(c) for c in cmd)} failed ({r.returncode}):\n{r.stderr.strip()}")
+    return r.stdout
+
+
+def rust_info(binary: Path, folder: Path) -> str:
+    """`edgeclip info` output (raises with edgeclip's error when it refuses the bundle)."""
+    return _run([binary, "info", "--model", folder])
+
+
+def rust_image_embeds(binary: Path, folder: Path, paths, precision: str | None = None) -> np.ndarray:
+    """The runtime's normalised image embeddings [N,D] (its own decoding, preprocessing and tract),
+    through `edgeclip classify --json` against the D unit vectors."""
+    manifest = read_manifest(folder)
+    d = manifest["embed_dim"]
+    names = [f"basis {i}" for i in range(d)]
+    with tempfile.TemporaryDirectory() as tmp:
+        basis = Path(tmp) / "basis.safetensors"
+        save_safetensors(basis, {"embeddings": np.eye(d, dtype=np.float32)},
+                         {"fingerprint": manifest["fingerprint"], "prompts": json.dumps(names), "dim": str(d)})
+        cmd = [binary, "classify", "--model", folder, "--embeddings", basis, "--json"]
+        if precision:
+            cmd += ["--precision", precision]
+        out = _run(cmd + [str(p) for p in paths])
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(rows) == len(paths), out[:500]
+    emb = np.zeros((len(rows), d), np.float32)
+    for r, row in enumerate(rows):
+        for s in row["scores"]:
+            emb[r, int(s["prompt"].split()[1])] = s["score"]
+    return emb
+
+
+def rust_text_embeds(binary: Path, folder: Path, texts) -> np.ndarray:
+    """The runtime's normalised text embeddings [N,D] (its tokenizer and tract), through
+    `edgeclip embed`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pf, out = Path(tmp) / "prompts.txt", Path(tmp) / "out.safetensors"
+        pf.write_text("\n".join(texts) + "\n")
+        _run([binary, "embed", "--model", folder, "--prompts-file", pf, "--out", out])
+        got, emb, _ = read_prompts(out)
+    index = {t: i for i, t in enumerate(got)}
+    return emb[[index[t] for t in texts]]

@@ -30,24 +30,34 @@ def load_rgb(path) -> Image.Image:
     return img.convert("RGB")
 
 
-def resize_crop(size: int):
+def resize_crop(size: int, interpolation: str = "bicubic", resize: str = "shortest"):
     """torchvision's Resize(size, BICUBIC) + CenterCrop(size) on a PIL image: the uint8 image the
-    Rust preprocessing must reproduce before normalisation."""
+    Rust preprocessing must reproduce before normalisation.
+
+    `interpolation` and `resize` take bundle.toml's values: "bicubic" | "bilinear" (both PIL's
+    antialiased filters, which torchvision uses on PIL images), "shortest" (shortest side to
+    `size`, then the centre crop) | "stretch" (both sides to `size`, aspect ratio not kept)."""
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(size),
-    ])
+    modes = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
+    if interpolation not in modes:
+        raise ValueError(f"interpolation {interpolation!r}: expected one of {sorted(modes)}")
+    if resize == "shortest":
+        return T.Compose([T.Resize(size, interpolation=modes[interpolation]), T.CenterCrop(size)])
+    if resize == "stretch":
+        return T.Resize((size, size), interpolation=modes[interpolation])
+    raise ValueError(f"resize {resize!r}: expected 'shortest' or 'stretch'")
 
 
-def clip_transform(size: int, mean=CLIP_MEAN, std=CLIP_STD):
+def clip_transform(size: int, mean=CLIP_MEAN, std=CLIP_STD, interpolation: str = "bicubic",
+                   resize: str = "shortest"):
     """The full CLIP image transform (open_clip's eval transform with resize_mode 'shortest'):
-    Resize + CenterCrop + ToTensor (/255) + Normalize, giving f32 [3,size,size]."""
+    Resize + CenterCrop + ToTensor (/255) + Normalize, giving f32 [3,size,size]. The keyword
+    arguments take a bundle's other settings (see resize_crop)."""
     from torchvision import transforms as T
 
     return T.Compose([
-        resize_crop(size),
+        resize_crop(size, interpolation, resize),
         T.ToTensor(),
         T.Normalize(mean, std),
     ])

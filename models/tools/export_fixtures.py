@@ -51,6 +51,7 @@ import onnxruntime as ort
 import torch
 
 import bundle_tools as bt
+from bundle_tools import EmbedsOnly  # noqa: F401 - also imported from here by make_vitb32.py
 from clip_common import LOGIT_SCALE, REPO, cosine_rows, fingerprint, pixel_values
 
 SEED = 20241126
@@ -86,17 +87,6 @@ FASTVIT_TINY = dict(
 FASTVIT_SIZE = 256
 
 
-class EmbedsOnly(torch.nn.Module):
-    """Wraps a Hugging Face model so the exported graph has exactly one input and one output."""
-
-    def __init__(self, model, input_name: str, output_name: str):
-        super().__init__()
-        self.model, self.input_name, self.output_name = model, input_name, output_name
-
-    def forward(self, x):
-        return getattr(self.model(**{self.input_name: x}), self.output_name)
-
-
 # ---------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------
@@ -129,28 +119,9 @@ def build_fastvit_tiny(seed: int):
     torch.manual_seed(seed)
     model = FastVit(pos_embs=(None, None, None, partial(RepConditionalPosEnc, spatial_shape=(7, 7))),
                     **FASTVIT_TINY)
-    # timm's initialisation (PyTorch's default conv init, layer scales 1e-5, BatchNorm at identity)
-    # makes an untrained FastViT's output independent of its input (every photo gets the same
-    # embedding), which would make a useless fixture. So: variance-preserving weights, random
-    # BatchNorm statistics and affine parameters, and layer scales in [0.1, 0.5], so that the
-    # re-parameterization has real branches and BatchNorms to fold.
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) / fan_in ** 0.5)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.02)
-            elif isinstance(mod, torch.nn.BatchNorm2d):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
-        for name, p in model.named_parameters():
-            if name.endswith("gamma"):  # LayerScale2d
-                p.copy_(torch.rand(p.shape, generator=g) * 0.4 + 0.1)
+    # timm's initialisation makes an untrained FastViT's output independent of its input, which
+    # would make a useless fixture: re-draw the weights (see bt.spread_random_init).
+    bt.spread_random_init(model, torch.Generator().manual_seed(seed + 1))
     model.eval()
     deployed = reparameterize_model(model)  # MobileOne / RepMixer / RepCPE branches folded
     deployed.eval()
