@@ -415,11 +415,17 @@ impl Bundle {
 }
 
 /// The first 16 hex digits of a file's SHA-256: how bundles name their embedding space.
+///
+/// Streamed through the hash: a real CLIP's text tower is hundreds of MB, which should not sit in
+/// memory twice at start-up (once here, once in tract).
 pub fn fingerprint_of(path: &Path) -> Result<String, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let io_err = |source| ModelError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let digest = Sha256::digest(&bytes);
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(io_err)?;
+    let digest = hasher.finalize();
     Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
