@@ -153,7 +153,7 @@ def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_t
 #   (src/model/engine.rs, `fold_constant_weight_sums`), a ViT-B/32 costs 0.40x the fp32
 #   instructions on Cortex-A76. The form to use for transformer towers.
 # - int8-qdq (static QuantizeLinear/DequantizeLinear) is run by tract as float ops between
-#   quantize/dequantize pairs: 1.2-1.35x the fp32 cost, an accuracy emulation only. Kept for other
+#   quantize/dequantize pairs: 1.2-1.35x the fp32 cost (x86, A76), an accuracy emulation only. Kept for other
 #   runtimes and for comparing with onnxruntime.
 # - QOperator (QLinearConv / QLinearMatMul) runs integer kernels in tract but pays separate
 #   element-wise requantization passes after every product (1.4x fp32 on A76 for ViT-B/32), and
