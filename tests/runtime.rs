@@ -90,17 +90,18 @@ fn our_tokenizer_gives_the_reference_input_ids() {
     }
 }
 
-/// QDQ on the transformer (MatMul-only quantization, per-channel weights): tract against
-/// onnxruntime on the same QDQ file, and against the fp32 model's output.
+/// QDQ int8 (MatMul, Conv and Gemm quantized, per-channel weights): tract against onnxruntime on
+/// the same QDQ file, and against the fp32 model's output.
 ///
-/// Not asserted for the FastViT fixture: tract 0.23.9 runs its QDQ graph to an output unrelated to
-/// onnxruntime's (cosine ~0.26, while onnxruntime's QDQ output is 0.99 from fp32). Bisected by
-/// quantizing fewer op types: Conv-only and Gemm-only QDQ are fine in tract; the QDQ MatMuls of
-/// the attention stage are what diverges. Open (see the core-runtime issue); printed by
-/// `qdq_convnet_divergence`.
+/// FastViT's attention stage gives onnxruntime's QDQ graph a `DequantizeLinear -> Softmax ->
+/// QuantizeLinear` chain, which tract 0.23.9 alone folds into a wrong lookup table (cosine 0.26
+/// to onnxruntime); the engine rewires the Softmax to its float logits at load
+/// (`unfold_quantized_softmax`), so tract skips one rounding that onnxruntime does: hence 0.99
+/// rather than 0.999 against onnxruntime. Against fp32 the bar is onnxruntime's own QDQ accuracy
+/// (FastViT's random convolutions quantize poorly: 0.95 on the dark photo) less 0.01.
 #[test]
-fn qdq_int8_transformer_matches_onnxruntime_and_fp32() {
-    for fixture in ["hf-clip-tiny"] {
+fn qdq_int8_matches_onnxruntime_and_fp32() {
+    for (fixture, min_vs_ort) in [("hf-clip-tiny", 0.999), ("fastvit-tiny", 0.99)] {
         let bundle = Bundle::load(data(&format!("models/{fixture}"))).unwrap();
         let reference = Reference::open(&bundle.dir().join("reference.safetensors"));
         let (shape, pixels) = reference.f32("pixel_values");
@@ -113,41 +114,77 @@ fn qdq_int8_transformer_matches_onnxruntime_and_fp32() {
             let got = encoder
                 .encode(&pixels[n * per_image..(n + 1) * per_image])
                 .unwrap();
-            let vs_ort = cosine(&got, &ort_qdq[n * dim..(n + 1) * dim]);
-            let vs_fp32 = cosine(&got, &ort_fp32[n * dim..(n + 1) * dim]);
-            let ort_vs_fp32 = cosine(
-                &ort_qdq[n * dim..(n + 1) * dim],
-                &ort_fp32[n * dim..(n + 1) * dim],
-            );
+            let row = n * dim..(n + 1) * dim;
+            let vs_ort = cosine(&got, &ort_qdq[row.clone()]);
+            let vs_fp32 = cosine(&got, &ort_fp32[row.clone()]);
+            let ort_vs_fp32 = cosine(&ort_qdq[row.clone()], &ort_fp32[row]);
             eprintln!(
                 "{fixture} qdq image {n}: tract vs ort-qdq {vs_ort:.4}, tract vs fp32 {vs_fp32:.4}, ort-qdq vs fp32 {ort_vs_fp32:.4}"
             );
             assert!(
-                vs_ort >= 0.999,
+                vs_ort >= min_vs_ort,
                 "{fixture}: tract's QDQ output drifted from onnxruntime's: {vs_ort}"
             );
             assert!(
-                vs_fp32 >= 0.99,
-                "{fixture}: tract's QDQ output is {vs_fp32} from fp32"
+                vs_fp32 >= ort_vs_fp32.min(0.99) - 0.01,
+                "{fixture}: tract's QDQ output is {vs_fp32} from fp32 (onnxruntime's: {ort_vs_fp32})"
             );
         }
     }
 }
 
-/// Prints how far tract's QDQ FastViT is from onnxruntime's; asserts only that it loads and runs.
+/// The int8 form the model tools recommend for tract (`bundle_tools.quantize_image_tower`:
+/// onnxruntime dynamic int8) stays within cosine 0.99 of fp32 on both architectures.
 #[test]
-fn qdq_convnet_divergence() {
-    let bundle = Bundle::load(data("models/fastvit-tiny")).unwrap();
-    let reference = Reference::open(&bundle.dir().join("reference.safetensors"));
-    let (shape, pixels) = reference.f32("pixel_values");
-    let (_, ort_qdq) = reference.f32("image_embeds.int8-qdq");
-    let encoder = ImageEncoder::load(&bundle, Some(Precision::Int8Qdq)).unwrap();
-    let per_image = shape[1..].iter().product::<usize>();
-    let got = encoder.encode(&pixels[..per_image]).unwrap();
-    assert_eq!(got.len(), bundle.embed_dim());
-    assert!(got.iter().all(|v| v.is_finite()));
-    eprintln!(
-        "fastvit-tiny qdq: cosine(tract, onnxruntime) = {:.4}",
-        cosine(&got, &ort_qdq[..bundle.embed_dim()])
-    );
+fn dynamic_int8_is_within_0_99_of_fp32() {
+    for fixture in ["hf-clip-tiny", "fastvit-tiny"] {
+        let bundle = Bundle::load(data(&format!("models/{fixture}"))).unwrap();
+        let reference = Reference::open(&bundle.dir().join("reference.safetensors"));
+        let (shape, pixels) = reference.f32("pixel_values");
+        let (_, ort_fp32) = reference.f32("image_embeds.fp32");
+        let encoder = ImageEncoder::load(&bundle, Some(Precision::Int8Dynamic)).unwrap();
+        let per_image = shape[1..].iter().product::<usize>();
+        let dim = bundle.embed_dim();
+        for n in 0..shape[0] {
+            let got = encoder
+                .encode(&pixels[n * per_image..(n + 1) * per_image])
+                .unwrap();
+            let vs_fp32 = cosine(&got, &ort_fp32[n * dim..(n + 1) * dim]);
+            eprintln!("{fixture} int8-dynamic image {n}: tract vs fp32 {vs_fp32:.4}");
+            assert!(vs_fp32 >= 0.99, "{fixture}: {vs_fp32}");
+        }
+    }
+}
+
+/// The minimal repro (tests/data/models/softmax-qdq.onnx, six nodes): QuantizeLinear ->
+/// DequantizeLinear -> Softmax -> QuantizeLinear -> DequantizeLinear. Unpatched tract 0.23.9
+/// returns 1.0 for every probability; each row of 4 must be a softmax of the quantized input.
+#[test]
+fn qdq_softmax_stays_a_softmax() {
+    let encoder = ImageEncoder::load_onnx(
+        &data("models/softmax-qdq.onnx"),
+        "pixel_values",
+        "image_embeds",
+        4,
+        4,
+        Precision::Int8Qdq,
+    )
+    .unwrap();
+    let x: Vec<f32> = (0..48)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.13)
+        .collect();
+    let got = encoder.encode(&x).unwrap();
+    for (row_x, row) in x.chunks(4).zip(got.chunks(4)) {
+        // The engine runs the Softmax on the float input (it drops the QuantizeLinear ->
+        // DequantizeLinear pair in front of it); the probabilities are then rounded to 1/255.
+        let max = row_x.iter().copied().fold(f32::MIN, f32::max);
+        let e: Vec<f32> = row_x.iter().map(|v| (v - max).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        for (p, want) in row.iter().zip(e.iter().map(|v| v / sum)) {
+            assert!(
+                (p - want).abs() <= 1.0 / 255.0,
+                "row {row_x:?}: got {row:?}, want softmax {want}"
+            );
+        }
+    }
 }

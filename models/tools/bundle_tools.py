@@ -145,6 +145,39 @@ def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_t
         )
 
 
+# The int8 recipe for tract (0.23.9), from the measurements in benches/INT8.md:
+# - int8-dynamic (onnxruntime quantize_dynamic: DynamicQuantizeLinear + MatMulInteger/ConvInteger)
+#   is the form that runs tract's integer kernels (aarch64 SDOT/SMLAL, x86 AMX/VNNI/AVX2) and
+#   needs no calibration. It stays within cosine 0.99 of fp32 on every fixture (0.998 on FastViT,
+#   where static QDQ only reaches 0.95) and, with the runtime's weight-sum fold
+#   (src/model/engine.rs, `fold_constant_weight_sums`), a ViT-B/32 costs 0.40x the fp32
+#   instructions on Cortex-A76. The form to use for transformer towers.
+# - int8-qdq (static QuantizeLinear/DequantizeLinear) is run by tract as float ops between
+#   quantize/dequantize pairs: 1.2-1.35x the fp32 cost (x86, A76), an accuracy emulation only. Kept for other
+#   runtimes and for comparing with onnxruntime.
+# - QOperator (QLinearConv / QLinearMatMul) runs integer kernels in tract but pays separate
+#   element-wise requantization passes after every product (1.4x fp32 on A76 for ViT-B/32), and
+#   Gemm would become com.microsoft QGemm, which tract does not parse. Not a bundle precision.
+# - Small conv nets (the demo student): every int8 form costs more than fp32 under tract 0.23.9
+#   (explicit int8 im2col and requantization passes outweigh the products): ship fp32 as default.
+RECOMMENDED_INT8 = "int8-dynamic"
+
+
+def quantize_image_tower(src: Path, dst: Path, precision: str = RECOMMENDED_INT8,
+                         input_name: str = "pixel_values", calib: np.ndarray | None = None):
+    """Write an int8 variant of an fp32 image tower with the project's recipe for `precision`:
+    "int8-dynamic" (the default and the recommended form for tract) or "int8-qdq" (needs `calib`,
+    preprocessed images [n,3,H,W]). See RECOMMENDED_INT8 above for why."""
+    if precision == "int8-dynamic":
+        make_int8_dynamic(src, dst)
+    elif precision == "int8-qdq":
+        if calib is None:
+            raise ValueError("int8-qdq needs calibration images")
+        make_int8_qdq(src, dst, input_name, calib)
+    else:
+        raise ValueError(f"not an int8 precision: {precision}")
+
+
 def calibration_images(size: int, n: int = 16, seed: int = 0) -> np.ndarray:
     """`n` preprocessed calibration inputs f32 [n,3,size,size]: random crops (30-100 % of the
     area, aspect 3:4 to 4:3) of scikit-image's sample photographs, through the CLIP transform.
@@ -307,12 +340,10 @@ def build_variants(fp32_path: Path, input_name: str, output_name: str, variants,
         dst = fp32_path.with_name(f"{fp32_path.stem}.{precision}.onnx")
         t0 = time.time()
         try:
-            if precision == "int8-dynamic":
+            if precision == "int8-dynamic" and dynamic_op_types is not None:
                 make_int8_dynamic(fp32_path, dst, op_types=dynamic_op_types)
-            elif precision == "int8-qdq":
-                make_int8_qdq(fp32_path, dst, input_name, calib)
             else:
-                raise ValueError(precision)
+                quantize_image_tower(fp32_path, dst, precision, input_name, calib)
         except Exception as e:  # noqa: BLE001 - report and keep going
             log(f"  {precision}: quantization FAILED: {type(e).__name__}: {e}")
             continue

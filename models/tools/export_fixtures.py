@@ -264,6 +264,46 @@ def export_fastvit_tiny(out: Path, photos, calib256, report: dict):
                         photo_cos=float(pairwise(img_out["fp32"])[0, 1]))
 
 
+def export_softmax_qdq(out: Path):
+    """tests/data/models/softmax-qdq.onnx: the smallest graph that shows tract 0.23.9's QDQ Softmax
+    bug (see src/model/engine.rs, `unfold_quantized_softmax`), shaped like an image tower so the
+    runtime loads it: `pixel_values` f32 [N,3,4,4] -> QuantizeLinear (scale 0.05, zero point 128)
+    -> DequantizeLinear -> Softmax(axis=-1) -> QuantizeLinear (scale 1/255, zero point 0) ->
+    DequantizeLinear -> Reshape -> `image_embeds` [N,48]: each group of 4 outputs is a softmax
+    row, so it sums to 1 (within 4/255). This is the pattern onnxruntime's QDQ quantizer writes
+    around an attention Softmax (FastViT's attention stage). Unpatched tract folds the middle
+    three nodes into a 256-entry lookup table and returns 1.0 everywhere."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["pixel_values", "s_in", "z_in"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "s_in", "z_in"], ["x_dq"]),
+        helper.make_node("Softmax", ["x_dq"], ["p"], axis=-1),
+        helper.make_node("QuantizeLinear", ["p", "s_out", "z_out"], ["p_q"]),
+        helper.make_node("DequantizeLinear", ["p_q", "s_out", "z_out"], ["p_dq"]),
+        helper.make_node("Reshape", ["p_dq", "shape"], ["image_embeds"]),
+    ]
+    init = [helper.make_tensor("s_in", TensorProto.FLOAT, [], [0.05]),
+            helper.make_tensor("z_in", TensorProto.UINT8, [], [128]),
+            helper.make_tensor("s_out", TensorProto.FLOAT, [], [1 / 255]),
+            helper.make_tensor("z_out", TensorProto.UINT8, [], [0]),
+            helper.make_tensor("shape", TensorProto.INT64, [2], [0, -1])]
+    graph = helper.make_graph(
+        nodes, "softmax_qdq",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["N", 48])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", bt.OPSET)],
+                              producer_name="edgeclip export_fixtures.py")
+    model.ir_version = 8
+    path = out / "softmax-qdq.onnx"
+    onnx.save(model, str(path))
+    bt.check_onnx(path)
+    x = np.random.default_rng(SEED).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    rows = bt.ort_run(path, "pixel_values", x).reshape(-1, 4)
+    assert np.all(np.abs(rows.sum(1) - 1) <= 4 / 255), rows
+    print(f"== softmax-qdq: {path} ({path.stat().st_size} bytes)")
+
+
 # ---------------------------------------------------------------------------------------------
 # README
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +341,12 @@ def write_readme(out: Path, report: dict):
              "variance-preserving random (timm's own init gives every input the same embedding when "
              "untrained), with random BatchNorm statistics and layer scales so the folding is exercised. "
              "Variants fp32 (default) / int8-dynamic / int8-qdq. No text tower: fingerprint = "
-             "sha256(visual.onnx)[:16].", "",
+             "sha256(visual.onnx)[:16].",
+             "- `softmax-qdq.onnx`: six nodes, `pixel_values` [N,3,4,4] -> QuantizeLinear -> "
+             "DequantizeLinear -> Softmax -> QuantizeLinear -> DequantizeLinear -> Reshape -> "
+             "`image_embeds` [N,48]: the minimal repro of tract 0.23.9 folding a QDQ Softmax into a "
+             "wrong lookup table (every output 1.0); each group of 4 outputs must sum to 1. No bundle, "
+             "no reference file: the test checks the softmax property.", "",
              "Quantization (onnxruntime.quantization, after `quant_pre_process`): **int8-dynamic** = "
              "`quantize_dynamic(weight_type=QInt8)` (MatMulInteger / ConvInteger with "
              "DynamicQuantizeLinear; the text tower's token embedding becomes an int8 table + "
@@ -357,7 +402,7 @@ def main():
     ap.add_argument("--out", type=Path, default=REPO / "tests/data/models")
     ap.add_argument("--photos", type=Path, default=REPO / "tests/data/preprocess",
                     help="folder holding the reference photos (made by make_preprocess_refs.py)")
-    ap.add_argument("--only", choices=["hf-clip-tiny", "fastvit-tiny"], action="append",
+    ap.add_argument("--only", choices=["hf-clip-tiny", "fastvit-tiny", "softmax-qdq"], action="append",
                     help="export only these bundles (repeatable); the README is written only for a full run")
     args = ap.parse_args()
     bt.set_threads()
@@ -366,12 +411,14 @@ def main():
     if missing:
         sys.exit(f"missing {missing}: run models/tools/make_preprocess_refs.py first")
     args.out.mkdir(parents=True, exist_ok=True)
-    only = args.only or ["hf-clip-tiny", "fastvit-tiny"]
+    only = args.only or ["hf-clip-tiny", "fastvit-tiny", "softmax-qdq"]
 
     t0 = time.time()
     report = {}
     if "hf-clip-tiny" in only:
         export_hf_clip_tiny(args.out, photos, bt.calibration_images(224, N_CALIB, SEED), report)
+    if "softmax-qdq" in only:
+        export_softmax_qdq(args.out)
     if "fastvit-tiny" in only:
         export_fastvit_tiny(args.out, photos, bt.calibration_images(FASTVIT_SIZE, N_CALIB, SEED), report)
     if args.only is None:

@@ -41,10 +41,30 @@ fn build_plan(
     };
     // Quantizers copy shape-inference results (`value_info`) with a symbolic batch into the graph;
     // they would clash with the fixed batch of 1 given below, and tract infers them anyway.
-    let mut model = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_path(path)
+    let onnx = tract_onnx::onnx().with_ignore_value_info(true);
+    let mut proto = onnx
+        .proto_model_for_path(path)
+        .map_err(graph_err("reading the ONNX file"))?;
+    if let Some(graph) = proto.graph.as_mut() {
+        let fixed = unfold_quantized_softmax(graph);
+        if fixed > 0 {
+            log::debug!(
+                "{}: {fixed} Softmax node(s) between DequantizeLinear and QuantizeLinear now read the float logits (tract 0.23 would fold them into a wrong lookup table)",
+                path.display()
+            );
+        }
+    }
+    let dir = path.parent().and_then(|d| d.to_str());
+    let parsed = onnx
+        .parse(&proto, dir)
         .map_err(graph_err("parsing the ONNX file"))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(graph_err("parsing the ONNX file")(anyhow::anyhow!(
+            "unresolved inputs {:?}",
+            parsed.unresolved_inputs
+        )));
+    }
+    let mut model = parsed.model;
 
     let names: Vec<String> = model
         .input_outlets()
@@ -74,9 +94,16 @@ fn build_plan(
             path: path.to_path_buf(),
             message: format!("no output named {output:?}: {e:#}"),
         })?;
-    let typed = model
+    let mut typed = model
         .into_optimized()
         .map_err(graph_err("typing and optimizing the graph"))?;
+    let folded = fold_constant_weight_sums(&mut typed).map_err(graph_err("folding weight sums"))?;
+    if folded > 0 {
+        log::debug!(
+            "{}: {folded} integer weight sum(s) computed once at load",
+            path.display()
+        );
+    }
     let out_shape = typed
         .output_fact(0)
         .map_err(graph_err("reading the output"))?
@@ -91,6 +118,158 @@ fn build_plan(
         .into_runnable()
         .map_err(graph_err("building the execution plan"))?;
     Ok((plan, out_shape))
+}
+
+/// Works around a tract 0.23.9 bug that makes QDQ attention blocks compute garbage.
+///
+/// onnxruntime's static QDQ quantizer writes `DequantizeLinear -> Softmax -> QuantizeLinear`
+/// around an attention's Softmax whenever the MatMuls on both sides are quantized (FastViT /
+/// MobileCLIP, and any transformer without a Mul between `q @ k^T` and the Softmax).
+/// tract-core's `DequantizeLinearF32::declutter` (ops/quant.rs:149-250) walks from a
+/// DequantizeLinear through every successor whose axes mapping is "element-wise unary" up to a
+/// QuantizeLinear and replaces the chain with a 256-entry u8 lookup table computed by running the
+/// chain on the vector 0..=255. Softmax reports the natural (element-wise) axes mapping
+/// (ops/nn/softmax/mod.rs:81-87) although it normalises along an axis, so the table holds a
+/// softmax across the 256 codes, not per row: every probability comes out wrong.
+///
+/// The fix keeps the Softmax in float on float logits: a Softmax (or LogSoftmax) that reads
+/// `DequantizeLinear(QuantizeLinear(x))` reads `x` instead (the fake-quantization of the logits
+/// goes; the probabilities stay quantized for the next MatMul). When the DequantizeLinear is not
+/// fed by a QuantizeLinear, the pair after the Softmax goes instead: consumers of
+/// `DequantizeLinear(QuantizeLinear(softmax))` read the Softmax's output. Either way no
+/// DequantizeLinear -> Softmax -> QuantizeLinear chain is left for tract to fold. Returns the
+/// number of Softmax nodes changed.
+fn unfold_quantized_softmax(graph: &mut tract_onnx::pb::GraphProto) -> usize {
+    use std::collections::HashMap;
+    let is_default = |d: &str| d.is_empty() || d == "ai.onnx";
+    let producer: HashMap<String, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(ix, n)| n.output.iter().map(move |o| (o.clone(), ix)))
+        .collect();
+    let op_of = |name: &str| producer.get(name).map(|&ix| &graph.node[ix]);
+    let mut rewires: Vec<(usize, usize, String)> = vec![]; // (node, input slot, new source)
+    let mut fixed = 0;
+    for (ix, node) in graph.node.iter().enumerate() {
+        if !matches!(node.op_type.as_str(), "Softmax" | "LogSoftmax") || !is_default(&node.domain) {
+            continue;
+        }
+        let Some(dq) = node.input.first().and_then(|i| op_of(i.as_str())) else {
+            continue;
+        };
+        if dq.op_type != "DequantizeLinear" {
+            continue;
+        }
+        if let Some(q) = dq.input.first().and_then(|i| op_of(i.as_str()))
+            && q.op_type == "QuantizeLinear"
+        {
+            rewires.push((ix, 0, q.input[0].clone()));
+            fixed += 1;
+            continue;
+        }
+        // The DequantizeLinear reads an integer tensor that was not quantized in the graph:
+        // remove the QuantizeLinear -> DequantizeLinear pair after the Softmax instead.
+        let softmax_out = &node.output[0];
+        let dq_after: Vec<&String> = graph
+            .node
+            .iter()
+            .filter(|q| q.op_type == "QuantizeLinear" && q.input.first() == Some(softmax_out))
+            .flat_map(|q| {
+                graph
+                    .node
+                    .iter()
+                    .filter(move |d| {
+                        d.op_type == "DequantizeLinear" && d.input.first() == q.output.first()
+                    })
+                    .map(|d| &d.output[0])
+            })
+            .collect();
+        for (cix, consumer) in graph.node.iter().enumerate() {
+            for (slot, input) in consumer.input.iter().enumerate() {
+                if dq_after.contains(&input) {
+                    rewires.push((cix, slot, softmax_out.clone()));
+                }
+            }
+        }
+        if !dq_after.is_empty() {
+            fixed += 1;
+        }
+    }
+    for (ix, slot, source) in rewires {
+        graph.node[ix].input[slot] = source;
+    }
+    fixed
+}
+
+/// Computes at load the column sums of integer weights that tract 0.23.9 would recompute on
+/// every run.
+///
+/// A quantized matrix product (MatMulInteger, QLinearMatMul, QLinearConv, ...) is lowered during
+/// codegen (tract-core ops/einsum/einsum_matmul.rs:821-890, `dequant`) into an integer product
+/// plus zero-point compensation terms, one of which is `Reduce<Sum>(Cast<i32>(weights))` over K.
+/// The weights are constant, but the codegen pass only constant-folds a node whose output is no
+/// larger than its input (optim/prop_const.rs), and the i8 -> i32 cast is four times larger, so
+/// the cast and the sum over the whole weight matrix run on every inference: for an
+/// onnxruntime-dynamic ViT-B/32 that is most of its run time. Here every `Reduce` fed (through
+/// a `Cast`) by a constant is evaluated once and replaced by its result. Returns how many.
+fn fold_constant_weight_sums(model: &mut TypedModel) -> TractResult<usize> {
+    use anyhow::Context;
+    use tract_onnx::tract_core::internal::TypedModelPatch;
+    use tract_onnx::tract_core::ops::cast::Cast;
+    use tract_onnx::tract_core::ops::nn::Reduce;
+    let mut folded = 0;
+    loop {
+        let mut found = None;
+        for node in model.nodes() {
+            if !node.op_is::<Reduce>()
+                || node.inputs.len() != 1
+                || node.outputs[0].successors.is_empty()
+            {
+                continue;
+            }
+            let producer = model.node(node.inputs[0].node);
+            let konst = if producer.op_is::<Cast>() {
+                model
+                    .outlet_fact(producer.inputs[0])?
+                    .konst
+                    .clone()
+                    .map(|k| (k, Some(producer)))
+            } else {
+                model
+                    .outlet_fact(node.inputs[0])?
+                    .konst
+                    .clone()
+                    .map(|k| (k, None))
+            };
+            if let Some((konst, cast)) = konst {
+                let mut value = konst.into_tvalue();
+                if let Some(cast) = cast {
+                    let Some(out) = cast.op.eval_out_of_plan(tvec!(value))? else {
+                        continue;
+                    };
+                    value = out.into_iter().next().context("cast output")?;
+                }
+                let Some(out) = node.op.eval_out_of_plan(tvec!(value))? else {
+                    continue;
+                };
+                found = Some((node.id, out.into_iter().next().context("sum output")?));
+                break;
+            }
+        }
+        let Some((id, sum)) = found else { break };
+        let mut patch = TypedModelPatch::default();
+        let name = format!("{}.folded", model.node(id).name);
+        let wire = patch.add_const(name, sum.into_tensor())?;
+        patch.shunt_outside(model, id.into(), wire)?;
+        patch.apply(model)?;
+        folded += 1;
+    }
+    if folded > 0 {
+        model.prop_consts()?;
+        *model = std::mem::take(model).into_compact()?;
+    }
+    Ok(folded)
 }
 
 fn check_declared_shape(
@@ -170,6 +349,52 @@ impl ImageEncoder {
             shape,
             dim: bundle.embed_dim(),
         })
+    }
+
+    /// Loads an image tower from an ONNX file without a bundle (benchmarks, model tools): input
+    /// `[1, 3, height, width]` f32 named `input`, output `[1, D]` named `output`. `precision` is
+    /// only recorded.
+    pub fn load_onnx(
+        path: &Path,
+        input: &str,
+        output: &str,
+        height: usize,
+        width: usize,
+        precision: Precision,
+    ) -> Result<ImageEncoder, ModelError> {
+        let shape = [1, 3, height, width];
+        let (plan, out) = build_plan(path, input, f32::fact(shape).into(), output)?;
+        let dim = match out[..] {
+            [1, d] => d,
+            _ => {
+                return Err(ModelError::Shape {
+                    path: path.to_path_buf(),
+                    message: format!("output shape is {out:?}, expected [1, D]"),
+                });
+            }
+        };
+        Ok(ImageEncoder {
+            plan,
+            path: path.to_path_buf(),
+            precision,
+            shape,
+            dim,
+        })
+    }
+
+    /// What the optimized plan runs: one line per node, `op name: details`, where the details of
+    /// a matrix product name the kernel tract picked (`OptMatMul ... with [avx2_mmm_i32_8x8]`).
+    /// For finding out which kernels an int8 graph really uses.
+    pub fn plan_summary(&self) -> Vec<String> {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|node| {
+                let info = node.op.info().unwrap_or_default().join("; ");
+                format!("{}: {}", node.op.name(), info)
+            })
+            .collect()
     }
 
     /// The ONNX file this encoder runs.
