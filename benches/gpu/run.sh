@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# The GPU check of the CUDA path (issue 5), in one run of under 8 minutes on a machine with an
+# NVIDIA GPU, in a copy of this repository, with the kit benches/gpu/prepare.sh builds
+# (target/gpu-kit: the `cuda` release binary and the GPU test binary). No Rust, no network.
+#
+#   bash benches/gpu/prepare.sh                                   # on the build machine, first
+#   run(command="bash benches/gpu/run.sh", carry=["target/gpu-kit"], timeout_s=540)
+#
+# Writes $OUT/report.md (the figures for benches/README.md) and $OUT/*.log (OUT defaults to
+# target/gpu-out), and prints the report. Steps, each bounded in time so that one hang cannot eat
+# the others:
+#   0. CUDA's libraries: pip's nvidia-* packages' lib folders (and the toolkit's, the driver's)
+#      on LD_LIBRARY_PATH; CUDA_HOME for the headers NVRTC needs to compile tract's kernels.
+#   1. in the background: the full-size random-weight ViT-B/32 bundle (fp32 + fp16), made with
+#      PyTorch + transformers (models/tools/make_vitb32.py; skipped when they are missing).
+#   2. `edgeclip warmup` on an empty kernel cache: the first compile, timed.
+#   3. the second start: `classify` of one image on the GPU, timed from process start (<= 5 s).
+#   4. `classify --json` on clip frames, CPU against GPU.
+#   5. the GPU tests (tests/gpu.rs, --include-ignored): per-image cosine GPU vs CPU >= 0.999
+#      (demo and ViT-B/32), the daemon's events on the GPU vs the CPU, the kernel cache.
+#   6. the daemon on the recorded clip, CPU and GPU side by side: events compared, stats lines.
+#   7. latency: `edgeclip bench` and PyTorch (benches/gpu/torch_anchor.py), fp32 and fp16.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+KIT=${EDGECLIP_GPU_KIT:-$ROOT/target/gpu-kit}
+OUT=${OUT:-$ROOT/target/gpu-out}
+WORK=$(mktemp -d /tmp/edgeclip-gpu.XXXXXX)
+mkdir -p "$OUT"
+BIN=$KIT/edgeclip
+KC=$WORK/kernel-cache          # empty: step 2 measures the first compile
+VIT=$WORK/vit-b32
+START=$(date +%s)
+export RUST_LOG=${RUST_LOG:-info} PYTHONUNBUFFERED=1
+: > "$OUT/results.jsonl"
+
+log() { printf '[%4ss] %s\n' "$(( $(date +%s) - START ))" "$*" | tee -a "$OUT/steps.log"; }
+record() { python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' "$@" >> "$OUT/results.jsonl"; }
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+
+[ -x "$BIN" ] && [ -x "$KIT/gpu-tests" ] || { echo "no kit in $KIT: run benches/gpu/prepare.sh first and carry target/gpu-kit" >&2; exit 2; }
+cat "$KIT/BUILD" 2>/dev/null | tee "$OUT/kit.txt"
+
+# --- 0. CUDA's libraries and headers ------------------------------------------------------------
+sites=$(python3 -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
+pip_libs=$(for s in $sites; do [ -d "$s/nvidia" ] && find "$s/nvidia" -maxdepth 3 -type d -name lib; done | sort -u)
+libpath=$(printf '%s\n' $pip_libs /usr/local/cuda/lib64 /usr/local/nvidia/lib64 /usr/local/nvidia/lib |
+  while read -r d; do [ -d "$d" ] && printf '%s:' "$d"; done)
+export LD_LIBRARY_PATH=${libpath}${LD_LIBRARY_PATH:-}
+log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+for lib in libcuda.so.1 libcudart.so.13 libnvrtc.so.13 libcublas.so.13 libcudnn.so.9; do
+  found=$( (ldconfig -p | grep -o "/.*/$lib\$"; for d in ${LD_LIBRARY_PATH//:/ }; do ls "$d/$lib" 2>/dev/null; done) | head -n 1)
+  log "  $lib: ${found:-NOT FOUND}"
+done
+# NVRTC compiles tract's kernels against the toolkit's headers (cuda_fp16.h, math_constants.h)
+# and CCCL's (cuda/std/...): the toolkit's when there is one, else pip's include folders merged.
+if [ -z "${CUDA_HOME:-}" ] || [ ! -f "$CUDA_HOME/include/cuda_fp16.h" ]; then
+  if [ -f /usr/local/cuda/include/cuda_fp16.h ]; then
+    export CUDA_HOME=/usr/local/cuda
+  else
+    mkdir -p "$WORK/cuda-home/include"
+    for s in $sites; do
+      [ -d "$s/nvidia" ] || continue
+      find "$s/nvidia" -maxdepth 4 -type d -name include | while read -r inc; do
+        cp -rsn "$inc/." "$WORK/cuda-home/include/" 2>/dev/null
+      done
+    done
+    export CUDA_HOME=$WORK/cuda-home
+  fi
+fi
+for h in cuda_fp16.h math_constants.h; do
+  log "  $h: $(ls "$CUDA_HOME/include/$h" 2>/dev/null || echo NOT FOUND)"
+done
+log "  CCCL cuda/std/cstdint: $(ls -d "$CUDA_HOME"/include/{cccl/,}cuda/std/cstdint 2>/dev/null | head -n 1 || echo NOT FOUND)"
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
+log "GPU: ${gpu:-nvidia-smi failed}"
+record step gpu name "${gpu:-unknown}"
+if python3 -c 'import torch, transformers; assert torch.cuda.is_available()' 2>/dev/null; then
+  torch_v=$(python3 -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")')
+  HAVE_TORCH=1
+else
+  torch_v="not installed (or sees no GPU): no ViT-B/32 bundle, no PyTorch anchor"
+  HAVE_TORCH=0
+fi
+log "PyTorch: $torch_v"
+record step torch status "$torch_v"
+
+# --- 1. ViT-B/32 bundle, in the background ------------------------------------------------------
+if [ "$HAVE_TORCH" = 1 ]; then
+  log "1. building the ViT-B/32 bundle in the background"
+  (timeout 300 python3 models/tools/make_vitb32.py --out "$VIT" --no-int8 --fp16 > "$OUT/vit-bundle.log" 2>&1;
+   echo $? > "$WORK/vit.rc") &
+  VIT_PID=$!
+fi
+
+# --- 2. warmup on an empty kernel cache -----------------------------------------------------------
+log "2. edgeclip warmup (empty kernel cache: compiles tract-cuda's kernels)"
+t0=$(now)
+timeout 300 "$BIN" warmup --model models/demo --kernel-cache "$KC" > "$OUT/warmup-1.log" 2>&1
+rc=$?; t1=$(now)
+cat "$OUT/warmup-1.log" | grep -v "Compiling" | tail -n 12
+log "   first warmup: rc $rc, $(secs "$t0" "$t1") s"
+record step warmup-first rc "$rc" seconds "$(secs "$t0" "$t1")"
+t0=$(now)
+timeout 120 "$BIN" warmup --model models/demo --kernel-cache "$KC" > "$OUT/warmup-2.log" 2>&1
+rc=$?; t1=$(now)
+log "   second warmup: rc $rc, $(secs "$t0" "$t1") s"
+record step warmup-second rc "$rc" seconds "$(secs "$t0" "$t1")"
+find "$KC" -name '*.cubin' | sed "s|$KC/||" > "$OUT/kernel-cache.txt"
+log "   kernel cache: $(wc -l < "$OUT/kernel-cache.txt") cubins under $KC/$(head -n 1 "$OUT/kernel-cache.txt" | xargs dirname 2>/dev/null)"
+
+# --- 3. second start to first inference -----------------------------------------------------------
+log "3. second start: classify one frame on the GPU"
+t0=$(now)
+timeout 60 "$BIN" classify --model models/demo --runtime cuda --kernel-cache "$KC" --json \
+  tests/data/clip/frame_0040.jpg > "$OUT/second-start.json" 2> "$OUT/second-start.log"
+rc=$?; t1=$(now)
+log "   process start to first result: rc $rc, $(secs "$t0" "$t1") s (target <= 5 s)"
+record step second-start rc "$rc" seconds "$(secs "$t0" "$t1")"
+
+# --- 4. classify: CPU vs GPU ------------------------------------------------------------------------
+log "4. classify --json on every 4th clip frame, CPU vs GPU"
+frames=$(ls tests/data/clip/frame_*.jpg | awk 'NR % 4 == 1')
+for p in default fp32; do
+  prec=(); [ "$p" = fp32 ] && prec=(--precision fp32)
+  for rt in cpu cuda; do
+    timeout 120 "$BIN" classify --model models/demo --runtime $rt --kernel-cache "$KC" "${prec[@]}" --json $frames \
+      > "$OUT/classify-$rt-$p.jsonl" 2> "$OUT/classify-$rt-$p.log"
+  done
+  python3 - "$OUT/classify-cpu-$p.jsonl" "$OUT/classify-cuda-$p.jsonl" "$p" >> "$OUT/results.jsonl" <<'EOF'
+import json, sys
+cpu = [json.loads(l) for l in open(sys.argv[1])]
+gpu = [json.loads(l) for l in open(sys.argv[2])]
+same = sum(a["top"]["prompt"] == b["top"]["prompt"] for a, b in zip(cpu, gpu))
+diff = max((abs(x["score"] - y["score"]) for a, b in zip(cpu, gpu) for x, y in zip(a["scores"], b["scores"])), default=None)
+print(json.dumps({"step": "classify", "precision": sys.argv[3], "images": len(cpu), "gpu_images": len(gpu),
+                  "same_top1": same, "max_abs_score_diff": diff}))
+EOF
+  tail -n 1 "$OUT/results.jsonl"
+done
+
+# --- 5. the GPU tests -------------------------------------------------------------------------------
+if [ "${VIT_PID:-}" ]; then
+  log "   waiting for the ViT-B/32 bundle"
+  wait "$VIT_PID"
+  log "   ViT-B/32 bundle: rc $(cat "$WORK/vit.rc" 2>/dev/null)"; tail -n 8 "$OUT/vit-bundle.log"
+fi
+[ -f "$VIT/bundle.toml" ] || VIT=""
+log "5. GPU tests (tests/gpu.rs --include-ignored)"
+# The same kernel cache for the tests (tract-cuda reads XDG_CACHE_HOME) and the binary they run
+# (its default kernel cache is the daemon's cache folder, $CACHE_DIRECTORY first).
+EDGECLIP_ROOT=$ROOT EDGECLIP_BIN=$BIN EDGECLIP_GPU_BUNDLES=$VIT XDG_CACHE_HOME=$KC CACHE_DIRECTORY=$KC timeout 300 \
+  "$KIT/gpu-tests" --include-ignored --test-threads 1 --nocapture > "$OUT/gpu-tests.log" 2>&1
+rc=$?
+grep -E "^test |min cosine|test result|panicked|kernel libraries" "$OUT/gpu-tests.log"
+record step gpu-tests rc "$rc"
+grep "min cosine" "$OUT/gpu-tests.log" | while read -r line; do record step cosine line "$line"; done
+
+# --- 6. the daemon on the clip, CPU and GPU -------------------------------------------------------
+log "6. the daemon on the recorded clip (15 fps replay), CPU and GPU side by side"
+for rt in cpu cuda; do
+  sed -e "s|\.\./|$ROOT/|g" -e "s|^runtime = .*|runtime = \"$rt\"\nkernel_cache = \"$KC\"|" \
+    firmware-config/demo.toml > "$WORK/demo-$rt.toml"
+  timeout 60 "$BIN" run --config "$WORK/demo-$rt.toml" --lossless > "$OUT/daemon-$rt.jsonl" 2> "$OUT/daemon-$rt.log" &
+done
+wait
+python3 - "$OUT/daemon-cpu.jsonl" "$OUT/daemon-cuda.jsonl" >> "$OUT/results.jsonl" <<'EOF'
+import json, sys
+def events(p):
+    out = []
+    for line in open(p):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if e.get("type") in ("start", "end"):
+            out.append((e["type"], e["label"], e["frame"]))
+    return out
+cpu, gpu = events(sys.argv[1]), events(sys.argv[2])
+print(json.dumps({"step": "daemon", "cpu_events": len(cpu), "gpu_events": len(gpu), "identical": cpu == gpu,
+                  "cpu": cpu, "gpu": gpu}))
+EOF
+tail -n 1 "$OUT/results.jsonl"
+grep -hE "runtime|loaded in|stats:|stopped" "$OUT/daemon-cpu.log" "$OUT/daemon-cuda.log" | cut -c1-220
+
+# --- 7. latency ---------------------------------------------------------------------------------------
+log "7. latency: edgeclip bench"
+bench() { timeout 120 "$BIN" bench --json --kernel-cache "$KC" "$@" 2>> "$OUT/bench.log" | tee -a "$OUT/results.jsonl"; }
+bench --model models/demo --runtime cpu
+bench --model models/demo --runtime cpu --precision fp32
+bench --model models/demo --runtime cuda --precision fp32
+bench --model models/demo --runtime cuda --precision fp16
+if [ -n "$VIT" ]; then
+  bench --model "$VIT" --runtime cuda --precision fp32
+  bench --model "$VIT" --runtime cuda --precision fp16
+  bench --model "$VIT" --runtime cpu --precision fp32 --threads "$(nproc)" --iters 20
+fi
+if [ "$HAVE_TORCH" = 1 ]; then
+  log "   PyTorch anchor"
+  skip=(); [ -n "$VIT" ] || skip=(--skip-vit)
+  timeout 180 python3 benches/gpu/torch_anchor.py "${skip[@]}" 2> "$OUT/torch.log" | tee -a "$OUT/results.jsonl"
+fi
+
+python3 benches/gpu/report.py "$OUT/results.jsonl" > "$OUT/report.md"
+log "done in $(( $(date +%s) - START )) s"
+cat "$OUT/report.md"
