@@ -150,9 +150,20 @@ fn the_command_line_names_the_runtime() {
         );
     }
     let out = edgeclip(&[
-        "bench", "--model", demo, "--runtime", "cpu", "--iters", "3", "--json",
+        "bench",
+        "--model",
+        demo,
+        "--runtime",
+        "cpu",
+        "--iters",
+        "3",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["device"], "cpu");
     assert_eq!(report["precision"], "int8-qdq");
@@ -255,8 +266,7 @@ fn replay_events(config: Config) -> Vec<EventKey> {
     daemon
         .run(source, vec![Box::new(recorder.clone())], &control, delivery)
         .unwrap();
-    let events = recorder.0.lock().unwrap().clone();
-    events
+    recorder.0.lock().unwrap().clone()
 }
 
 /// The daemon on the recorded clip: on the GPU with the same file, exactly the CPU's events; with
