@@ -167,7 +167,8 @@ fn build_cuda_plan(
         && super::device::count_kernels(&dir) == 0
     {
         log::info!(
-            "no compiled CUDA kernels in {} yet: tract-cuda compiles them now (about 90 s, once;              `edgeclip warmup` does it at install time)",
+            "no compiled CUDA kernels in {} yet: tract-cuda compiles them now (about 90 s, once; \
+             `edgeclip warmup` does it at install time)",
             dir.display()
         );
     }
