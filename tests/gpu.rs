@@ -170,6 +170,61 @@ fn the_command_line_names_the_runtime() {
     assert_eq!(report["iters"], 3);
 }
 
+/// tract-cuda's kernel folder follows `--kernel-cache`, else the daemon's cache folder
+/// (`$CACHE_DIRECTORY` first), whatever `XDG_CACHE_HOME` says (the binary logs the folder at
+/// debug level before it looks for a GPU).
+#[cfg(feature = "gpu-runtime")]
+#[test]
+fn the_kernel_cache_follows_the_command_line() {
+    if device::select(Runtime::Cuda).is_ok() {
+        // warmup would compile for real (90 s each); benches/gpu/run.sh checks the folder there.
+        eprintln!("a CUDA GPU is present: skipped");
+        return;
+    }
+    let demo = common::root().join("models/demo");
+    let tmp = tempfile::tempdir().unwrap();
+    let (given, service, elsewhere) = (
+        tmp.path().join("given"),
+        tmp.path().join("service"),
+        tmp.path().join("xdg"),
+    );
+    let kept_in = |args: &[&str]| {
+        let bin = std::env::var_os("EDGECLIP_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgeclip")));
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "edgeclip=debug")
+            .env("XDG_CACHE_HOME", &elsewhere)
+            .env("CACHE_DIRECTORY", &service)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        stderr
+            .lines()
+            .find(|l| l.contains("compiled CUDA kernels are kept in"))
+            .unwrap_or_else(|| panic!("no kernel folder logged:\n{stderr}"))
+            .to_string()
+    };
+    let model = demo.to_str().unwrap();
+    let line = kept_in(&[
+        "warmup",
+        "--model",
+        model,
+        "--kernel-cache",
+        given.to_str().unwrap(),
+    ]);
+    assert!(
+        line.contains(&format!("{}/tract/", given.display())),
+        "{line}"
+    );
+    let line = kept_in(&["warmup", "--model", model]);
+    assert!(
+        line.contains(&format!("{}/tract/", service.display())),
+        "{line}"
+    );
+}
+
 /// The fp16 variant `models/tools/gpu_variant.py` wrote loads in tract and agrees with fp32 (run
 /// on the CPU here: the graph is the same one the GPU gets).
 #[test]
@@ -271,13 +326,14 @@ fn replay_events(config: Config) -> Vec<EventKey> {
 
 /// The daemon on the recorded clip: on the GPU with the same file, exactly the CPU's events; with
 /// each device's own pick (fp16 on the GPU, int8 on the CPU), the same starts and ends, each
-/// within 2 frames.
+/// within 2 frames. Replayed losslessly at 200 fps (events are counted in frames, not seconds).
 #[test]
 #[ignore = "needs a CUDA GPU: run by benches/gpu/run.sh"]
 fn gpu_daemon_gives_the_cpu_events() {
     let with = |runtime, precision| {
         let mut c = demo_config(runtime);
         c.model.precision = precision;
+        c.camera.fps = 200.0;
         replay_events(c)
     };
     let cpu32 = with(Runtime::Cpu, Some(Precision::Fp32));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the kit benches/gpu/run.sh needs on the GPU machine, which has no Rust toolchain and no
 # network: the release binary and the GPU test binary (tests/gpu.rs), both with the `cuda` feature
-# (CUDA 13.0), stripped, in target/gpu-kit/ (ignored by git; the device run carries it).
+# (CUDA 13.0), stripped and xz-compressed, in target/gpu-kit/ (ignored by git; the device run
+# carries it).
 #
 #   bash benches/gpu/prepare.sh          # on an x86-64 build machine, from the repository
 #
@@ -25,8 +26,13 @@ print(exe[-1])')
 
 rm -rf "$kit"
 mkdir -p "$kit"
-strip -o "$kit/edgeclip" "$target_dir/release/edgeclip"
-strip -o "$kit/gpu-tests" "$test_bin"
+# Stripped and xz-compressed: the working tree and the kit travel together under a 64 MiB limit.
+for pair in "edgeclip:$target_dir/release/edgeclip" "gpu-tests:$test_bin"; do
+  name=${pair%%:*}
+  strip -o "$kit/$name" "${pair#*:}"
+  python3 -c 'import lzma, sys; open(sys.argv[1] + ".xz", "wb").write(lzma.compress(open(sys.argv[1], "rb").read()))' "$kit/$name"
+  rm "$kit/$name"
+done
 {
   echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
   echo "features $features"

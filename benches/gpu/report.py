@@ -22,6 +22,8 @@ def main():
     out.append(f"| first `edgeclip warmup` (empty kernel cache: NVRTC compiles tract-cuda's kernels) "
                f"| {one('warmup-first', 'seconds')} s (rc {one('warmup-first', 'rc')}) |")
     out.append(f"| second `edgeclip warmup` (kernels cached) | {one('warmup-second', 'seconds')} s |")
+    out.append(f"| kernel cache after warmup (`--kernel-cache`) | {one('kernel-cache', 'cubins')} cubins, "
+               f"{one('kernel-cache', 'size')}, in `{one('kernel-cache', 'dir')}` |")
     out.append(f"| second start to first inference (`classify` of one frame, process start to result) "
                f"| {one('second-start', 'seconds')} s (target <= 5 s; rc {one('second-start', 'rc')}) |")
     for c in steps.get("classify", []):

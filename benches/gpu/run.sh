@@ -27,7 +27,6 @@ KIT=${EDGECLIP_GPU_KIT:-$ROOT/target/gpu-kit}
 OUT=${OUT:-$ROOT/target/gpu-out}
 WORK=$(mktemp -d /tmp/edgeclip-gpu.XXXXXX)
 mkdir -p "$OUT"
-BIN=$KIT/edgeclip
 KC=$WORK/kernel-cache          # empty: step 2 measures the first compile
 VIT=$WORK/vit-b32
 START=$(date +%s)
@@ -39,7 +38,14 @@ record() { python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
-[ -x "$BIN" ] && [ -x "$KIT/gpu-tests" ] || { echo "no kit in $KIT: run benches/gpu/prepare.sh first and carry target/gpu-kit" >&2; exit 2; }
+# The kit's binaries travel xz-compressed: unpack them into the work folder.
+for name in edgeclip gpu-tests; do
+  [ -f "$KIT/$name.xz" ] || { echo "no $KIT/$name.xz: run benches/gpu/prepare.sh first and carry target/gpu-kit" >&2; exit 2; }
+  python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.decompress(open(sys.argv[1], "rb").read()))' \
+    "$KIT/$name.xz" "$WORK/$name" && chmod +x "$WORK/$name"
+done
+BIN=$WORK/edgeclip
+TESTS=$WORK/gpu-tests
 cat "$KIT/BUILD" 2>/dev/null | tee "$OUT/kit.txt"
 
 # --- 0. CUDA's libraries and headers ------------------------------------------------------------
@@ -108,7 +114,10 @@ rc=$?; t1=$(now)
 log "   second warmup: rc $rc, $(secs "$t0" "$t1") s"
 record step warmup-second rc "$rc" seconds "$(secs "$t0" "$t1")"
 find "$KC" -name '*.cubin' | sed "s|$KC/||" > "$OUT/kernel-cache.txt"
-log "   kernel cache: $(wc -l < "$OUT/kernel-cache.txt") cubins under $KC/$(head -n 1 "$OUT/kernel-cache.txt" | xargs dirname 2>/dev/null)"
+cubins=$(wc -l < "$OUT/kernel-cache.txt")
+cubin_dir=$(head -n 1 "$OUT/kernel-cache.txt" | xargs dirname 2>/dev/null)
+log "   kernel cache: $cubins cubins under \$KC/$cubin_dir ($(du -sh "$KC" | cut -f1))"
+record step kernel-cache cubins "$cubins" dir "<kernel cache>/$cubin_dir" size "$(du -sh "$KC" | cut -f1)"
 
 # --- 3. second start to first inference -----------------------------------------------------------
 log "3. second start: classify one frame on the GPU"
@@ -151,7 +160,7 @@ log "5. GPU tests (tests/gpu.rs --include-ignored)"
 # The same kernel cache for the tests (tract-cuda reads XDG_CACHE_HOME) and the binary they run
 # (its default kernel cache is the daemon's cache folder, $CACHE_DIRECTORY first).
 EDGECLIP_ROOT=$ROOT EDGECLIP_BIN=$BIN EDGECLIP_GPU_BUNDLES=$VIT XDG_CACHE_HOME=$KC CACHE_DIRECTORY=$KC timeout 300 \
-  "$KIT/gpu-tests" --include-ignored --test-threads 1 --nocapture > "$OUT/gpu-tests.log" 2>&1
+  "$TESTS" --include-ignored --test-threads 1 --nocapture > "$OUT/gpu-tests.log" 2>&1
 rc=$?
 grep -E "^test |min cosine|test result|panicked|kernel libraries" "$OUT/gpu-tests.log"
 record step gpu-tests rc "$rc"
