@@ -30,6 +30,7 @@ mkdir -p "$kit"
 for pair in "edgeclip:$target_dir/release/edgeclip" "gpu-tests:$test_bin"; do
   name=${pair%%:*}
   strip -o "$kit/$name" "${pair#*:}"
+  [ "$name" = edgeclip ] && floor=$(objdump -T "$kit/$name" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
   python3 -c 'import lzma, sys; open(sys.argv[1] + ".xz", "wb").write(lzma.compress(open(sys.argv[1], "rb").read()))' "$kit/$name"
   rm "$kit/$name"
 done
@@ -37,7 +38,7 @@ done
   echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
   echo "features $features"
   echo "built $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -m), $(ldd --version | head -n 1)"
-  echo "glibc floor $(objdump -T "$kit/edgeclip" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)"
+  echo "glibc floor of edgeclip: $floor (the GPU machine's glibc must be at least that)"
 } > "$kit/BUILD"
 cat "$kit/BUILD"
 du -sh "$kit"/*

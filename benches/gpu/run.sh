@@ -6,8 +6,9 @@
 #   bash benches/gpu/prepare.sh                                   # on the build machine, first
 #   run(command="bash benches/gpu/run.sh", carry=["target/gpu-kit"], timeout_s=540)
 #
-# Writes $OUT/report.md (the figures for benches/README.md) and $OUT/*.log (OUT defaults to
-# target/gpu-out), and prints the report. Steps, each bounded in time so that one hang cannot eat
+# Writes $OUT/report.md (the figures for benches/README.md), $OUT/results.jsonl, $OUT/steps.log
+# and $OUT/logs.tar.gz (every command's output; OUT defaults to target/gpu-out), and prints the
+# report. Steps, each bounded in time so that one hang cannot eat
 # the others:
 #   0. CUDA's libraries: pip's nvidia-* packages' lib folders (and the toolkit's, the driver's)
 #      on LD_LIBRARY_PATH; CUDA_HOME for the headers NVRTC needs to compile tract's kernels.
@@ -26,7 +27,8 @@ ROOT=$PWD
 KIT=${EDGECLIP_GPU_KIT:-$ROOT/target/gpu-kit}
 OUT=${OUT:-$ROOT/target/gpu-out}
 WORK=$(mktemp -d /tmp/edgeclip-gpu.XXXXXX)
-mkdir -p "$OUT"
+LOGS=$WORK/logs                # packed into $OUT/logs.tar.gz at the end ($OUT brings back 8 files)
+mkdir -p "$OUT" "$LOGS"
 KC=$WORK/kernel-cache          # empty: step 2 measures the first compile
 VIT=$WORK/vit-b32
 START=$(date +%s)
@@ -46,7 +48,7 @@ for name in edgeclip gpu-tests; do
 done
 BIN=$WORK/edgeclip
 TESTS=$WORK/gpu-tests
-cat "$KIT/BUILD" 2>/dev/null | tee "$OUT/kit.txt"
+cat "$KIT/BUILD" 2>/dev/null | tee "$LOGS/kit.txt"
 
 # --- 0. CUDA's libraries and headers ------------------------------------------------------------
 sites=$(python3 -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
@@ -78,7 +80,9 @@ fi
 for h in cuda_fp16.h math_constants.h; do
   log "  $h: $(ls "$CUDA_HOME/include/$h" 2>/dev/null || echo NOT FOUND)"
 done
-log "  CCCL cuda/std/cstdint: $(ls -d "$CUDA_HOME"/include/{cccl/,}cuda/std/cstdint 2>/dev/null | head -n 1 || echo NOT FOUND)"
+cccl=NOT FOUND
+for c in "$CUDA_HOME/include/cccl" "$CUDA_HOME/include"; do [ -f "$c/cuda/std/cstdint" ] && { cccl=$c; break; }; done
+log "  CCCL (cuda/std/cstdint): $cccl"
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
 log "GPU: ${gpu:-nvidia-smi failed}"
 record step gpu name "${gpu:-unknown}"
@@ -95,7 +99,7 @@ record step torch status "$torch_v"
 # --- 1. ViT-B/32 bundle, in the background ------------------------------------------------------
 if [ "$HAVE_TORCH" = 1 ]; then
   log "1. building the ViT-B/32 bundle in the background"
-  (timeout 300 python3 models/tools/make_vitb32.py --out "$VIT" --no-int8 --fp16 > "$OUT/vit-bundle.log" 2>&1;
+  (timeout 300 python3 models/tools/make_vitb32.py --out "$VIT" --no-int8 --fp16 > "$LOGS/vit-bundle.log" 2>&1;
    echo $? > "$WORK/vit.rc") &
   VIT_PID=$!
 fi
@@ -103,19 +107,20 @@ fi
 # --- 2. warmup on an empty kernel cache -----------------------------------------------------------
 log "2. edgeclip warmup (empty kernel cache: compiles tract-cuda's kernels)"
 t0=$(now)
-timeout 300 "$BIN" warmup --model models/demo --kernel-cache "$KC" > "$OUT/warmup-1.log" 2>&1
+timeout 300 "$BIN" warmup --model models/demo --kernel-cache "$KC" > "$LOGS/warmup-1.log" 2>&1
 rc=$?; t1=$(now)
-cat "$OUT/warmup-1.log" | grep -v "Compiling" | tail -n 12
+cat "$LOGS/warmup-1.log" | grep -v "Compiling" | tail -n 12
 log "   first warmup: rc $rc, $(secs "$t0" "$t1") s"
 record step warmup-first rc "$rc" seconds "$(secs "$t0" "$t1")"
 t0=$(now)
-timeout 120 "$BIN" warmup --model models/demo --kernel-cache "$KC" > "$OUT/warmup-2.log" 2>&1
+timeout 120 "$BIN" warmup --model models/demo --kernel-cache "$KC" > "$LOGS/warmup-2.log" 2>&1
 rc=$?; t1=$(now)
 log "   second warmup: rc $rc, $(secs "$t0" "$t1") s"
 record step warmup-second rc "$rc" seconds "$(secs "$t0" "$t1")"
-find "$KC" -name '*.cubin' | sed "s|$KC/||" > "$OUT/kernel-cache.txt"
-cubins=$(wc -l < "$OUT/kernel-cache.txt")
-cubin_dir=$(head -n 1 "$OUT/kernel-cache.txt" | xargs dirname 2>/dev/null)
+mkdir -p "$KC"
+find "$KC" -name '*.cubin' | sed "s|$KC/||" > "$LOGS/kernel-cache.txt"
+cubins=$(wc -l < "$LOGS/kernel-cache.txt")
+cubin_dir=$(head -n 1 "$LOGS/kernel-cache.txt" | xargs -r dirname)
 log "   kernel cache: $cubins cubins under \$KC/$cubin_dir ($(du -sh "$KC" | cut -f1))"
 record step kernel-cache cubins "$cubins" dir "<kernel cache>/$cubin_dir" size "$(du -sh "$KC" | cut -f1)"
 
@@ -123,9 +128,10 @@ record step kernel-cache cubins "$cubins" dir "<kernel cache>/$cubin_dir" size "
 log "3. second start: classify one frame on the GPU"
 t0=$(now)
 timeout 60 "$BIN" classify --model models/demo --runtime cuda --kernel-cache "$KC" --json \
-  tests/data/clip/frame_0040.jpg > "$OUT/second-start.json" 2> "$OUT/second-start.log"
+  tests/data/clip/frame_0040.jpg > "$LOGS/second-start.json" 2> "$LOGS/second-start.log"
 rc=$?; t1=$(now)
 log "   process start to first result: rc $rc, $(secs "$t0" "$t1") s (target <= 5 s)"
+[ "$rc" = 0 ] || tail -n 5 "$LOGS/second-start.log"
 record step second-start rc "$rc" seconds "$(secs "$t0" "$t1")"
 
 # --- 4. classify: CPU vs GPU ------------------------------------------------------------------------
@@ -135,9 +141,9 @@ for p in default fp32; do
   prec=(); [ "$p" = fp32 ] && prec=(--precision fp32)
   for rt in cpu cuda; do
     timeout 120 "$BIN" classify --model models/demo --runtime $rt --kernel-cache "$KC" "${prec[@]}" --json $frames \
-      > "$OUT/classify-$rt-$p.jsonl" 2> "$OUT/classify-$rt-$p.log"
+      > "$LOGS/classify-$rt-$p.jsonl" 2> "$LOGS/classify-$rt-$p.log"
   done
-  python3 - "$OUT/classify-cpu-$p.jsonl" "$OUT/classify-cuda-$p.jsonl" "$p" >> "$OUT/results.jsonl" <<'EOF'
+  python3 - "$LOGS/classify-cpu-$p.jsonl" "$LOGS/classify-cuda-$p.jsonl" "$p" >> "$OUT/results.jsonl" <<'EOF'
 import json, sys
 cpu = [json.loads(l) for l in open(sys.argv[1])]
 gpu = [json.loads(l) for l in open(sys.argv[2])]
@@ -153,28 +159,28 @@ done
 if [ "${VIT_PID:-}" ]; then
   log "   waiting for the ViT-B/32 bundle"
   wait "$VIT_PID"
-  log "   ViT-B/32 bundle: rc $(cat "$WORK/vit.rc" 2>/dev/null)"; tail -n 8 "$OUT/vit-bundle.log"
+  log "   ViT-B/32 bundle: rc $(cat "$WORK/vit.rc" 2>/dev/null)"; tail -n 8 "$LOGS/vit-bundle.log"
 fi
 [ -f "$VIT/bundle.toml" ] || VIT=""
 log "5. GPU tests (tests/gpu.rs --include-ignored)"
 # The same kernel cache for the tests (tract-cuda reads XDG_CACHE_HOME) and the binary they run
 # (its default kernel cache is the daemon's cache folder, $CACHE_DIRECTORY first).
 EDGECLIP_ROOT=$ROOT EDGECLIP_BIN=$BIN EDGECLIP_GPU_BUNDLES=$VIT XDG_CACHE_HOME=$KC CACHE_DIRECTORY=$KC timeout 300 \
-  "$TESTS" --include-ignored --test-threads 1 --nocapture > "$OUT/gpu-tests.log" 2>&1
+  "$TESTS" --include-ignored --test-threads 1 --nocapture > "$LOGS/gpu-tests.log" 2>&1
 rc=$?
-grep -E "^test |min cosine|test result|panicked|kernel libraries" "$OUT/gpu-tests.log"
+grep -E "^test |min cosine|test result|panicked|kernel libraries" "$LOGS/gpu-tests.log"
 record step gpu-tests rc "$rc"
-grep "min cosine" "$OUT/gpu-tests.log" | while read -r line; do record step cosine line "$line"; done
+grep "min cosine" "$LOGS/gpu-tests.log" | while read -r line; do record step cosine line "$line"; done
 
 # --- 6. the daemon on the clip, CPU and GPU -------------------------------------------------------
 log "6. the daemon on the recorded clip (15 fps replay), CPU and GPU side by side"
 for rt in cpu cuda; do
   sed -e "s|\.\./|$ROOT/|g" -e "s|^runtime = .*|runtime = \"$rt\"\nkernel_cache = \"$KC\"|" \
     firmware-config/demo.toml > "$WORK/demo-$rt.toml"
-  timeout 60 "$BIN" run --config "$WORK/demo-$rt.toml" --lossless > "$OUT/daemon-$rt.jsonl" 2> "$OUT/daemon-$rt.log" &
+  timeout 60 "$BIN" run --config "$WORK/demo-$rt.toml" --lossless > "$LOGS/daemon-$rt.jsonl" 2> "$LOGS/daemon-$rt.log" &
 done
 wait
-python3 - "$OUT/daemon-cpu.jsonl" "$OUT/daemon-cuda.jsonl" >> "$OUT/results.jsonl" <<'EOF'
+python3 - "$LOGS/daemon-cpu.jsonl" "$LOGS/daemon-cuda.jsonl" >> "$OUT/results.jsonl" <<'EOF'
 import json, sys
 def events(p):
     out = []
@@ -191,11 +197,11 @@ print(json.dumps({"step": "daemon", "cpu_events": len(cpu), "gpu_events": len(gp
                   "cpu": cpu, "gpu": gpu}))
 EOF
 tail -n 1 "$OUT/results.jsonl"
-grep -hE "runtime|loaded in|stats:|stopped" "$OUT/daemon-cpu.log" "$OUT/daemon-cuda.log" | cut -c1-220
+grep -hE "runtime|loaded in|stats:|stopped" "$LOGS/daemon-cpu.log" "$LOGS/daemon-cuda.log" | cut -c1-220
 
 # --- 7. latency ---------------------------------------------------------------------------------------
 log "7. latency: edgeclip bench"
-bench() { timeout 120 "$BIN" bench --json --kernel-cache "$KC" "$@" 2>> "$OUT/bench.log" | tee -a "$OUT/results.jsonl"; }
+bench() { timeout 120 "$BIN" bench --json --kernel-cache "$KC" "$@" 2>> "$LOGS/bench.log" | tee -a "$OUT/results.jsonl"; }
 bench --model models/demo --runtime cpu
 bench --model models/demo --runtime cpu --precision fp32
 bench --model models/demo --runtime cuda --precision fp32
@@ -208,9 +214,11 @@ fi
 if [ "$HAVE_TORCH" = 1 ]; then
   log "   PyTorch anchor"
   skip=(); [ -n "$VIT" ] || skip=(--skip-vit)
-  timeout 180 python3 benches/gpu/torch_anchor.py "${skip[@]}" 2> "$OUT/torch.log" | tee -a "$OUT/results.jsonl"
+  timeout 180 python3 benches/gpu/torch_anchor.py "${skip[@]}" 2> "$LOGS/torch.log" | tee -a "$OUT/results.jsonl"
 fi
 
+grep -h "^error" "$LOGS/bench.log" "$LOGS/torch.log" 2>/dev/null | sort | uniq -c | head -n 5
 python3 benches/gpu/report.py "$OUT/results.jsonl" > "$OUT/report.md"
+tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
 log "done in $(( $(date +%s) - START )) s"
 cat "$OUT/report.md"
