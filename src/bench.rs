@@ -13,13 +13,18 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::config::Runtime;
 use crate::model::{Bundle, ImageEncoder, ModelError, Precision};
 
 /// What `edgeclip bench` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// The ONNX file that ran.
+    /// The bundle's name.
     pub model: String,
+    /// The ONNX file that ran.
+    pub file: String,
+    /// Where it ran: `cpu` or `cuda`.
+    pub device: String,
     /// Its precision.
     pub precision: String,
     /// Threads given to tract's matrix products.
@@ -34,16 +39,21 @@ pub struct BenchReport {
     pub p50_ms: Option<f64>,
     /// 95th percentile latency of the timed inferences.
     pub p95_ms: Option<f64>,
+    /// Mean latency of the timed inferences.
+    pub mean_ms: Option<f64>,
+    /// Fastest timed inference.
+    pub min_ms: Option<f64>,
     /// Timed inferences per second of wall time.
     pub fps: Option<f64>,
     /// Peak resident set size of the process (Linux only).
     pub peak_rss_mb: Option<f64>,
 }
 
-/// Loads `dir`'s image tower at `precision` and runs it `1 + iters` times (`0` runs with
-/// `iters = 0`).
+/// Loads `dir`'s image tower at `precision` on `runtime` (the file and device chosen as the
+/// daemon chooses them) and runs it `1 + iters` times (`0` runs with `iters = 0`).
 pub fn bench_image_tower(
     dir: &Path,
+    runtime: Runtime,
     precision: Option<Precision>,
     threads: usize,
     iters: usize,
@@ -51,7 +61,7 @@ pub fn bench_image_tower(
     crate::model::set_threads(threads);
     let start = Instant::now();
     let bundle = Bundle::load(dir)?;
-    let encoder = ImageEncoder::load(&bundle, precision)?;
+    let encoder = ImageEncoder::load_for(&bundle, precision, runtime)?;
     let load = start.elapsed();
 
     let pixels = test_pattern(encoder.input_len());
@@ -73,7 +83,9 @@ pub fn bench_image_tower(
     }
     times.sort();
     Ok(BenchReport {
-        model: encoder.path().display().to_string(),
+        model: bundle.name().to_string(),
+        file: encoder.path().display().to_string(),
+        device: encoder.device().as_str().to_string(),
         precision: encoder.precision().to_string(),
         threads,
         iters,
@@ -81,6 +93,8 @@ pub fn bench_image_tower(
         first_ms: first.map(ms),
         p50_ms: percentile(&times, 0.50).map(ms),
         p95_ms: percentile(&times, 0.95).map(ms),
+        mean_ms: (!times.is_empty()).then(|| ms(total) / times.len() as f64),
+        min_ms: times.first().copied().map(ms),
         fps: (!times.is_empty()).then(|| times.len() as f64 / total.as_secs_f64()),
         peak_rss_mb: peak_rss_mb(),
     })
@@ -92,7 +106,11 @@ impl std::fmt::Display for BenchReport {
             Some(v) => format!("{v:.2} {unit}"),
             None => "-".to_string(),
         };
-        writeln!(f, "model:        {} ({})", self.model, self.precision)?;
+        writeln!(
+            f,
+            "model:        {} ({}, {} on {})",
+            self.model, self.file, self.precision, self.device
+        )?;
         writeln!(f, "threads:      {}", self.threads)?;
         writeln!(f, "load:         {:.1} ms", self.load_ms)?;
         writeln!(f, "first run:    {}", opt(self.first_ms, "ms"))?;
@@ -168,8 +186,9 @@ mod tests {
     #[test]
     fn bench_on_the_demo_bundle() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo");
-        let r = bench_image_tower(&dir, Some(Precision::Fp32), 1, 3).unwrap();
-        assert!(r.model.ends_with("visual.fp32.onnx"), "{}", r.model);
+        let r = bench_image_tower(&dir, Runtime::Cpu, Some(Precision::Fp32), 1, 3).unwrap();
+        assert!(r.file.ends_with("visual.fp32.onnx"), "{}", r.file);
+        assert_eq!(r.device, "cpu");
         assert_eq!(r.iters, 3);
         let (p50, p95) = (r.p50_ms.unwrap(), r.p95_ms.unwrap());
         assert!(p50 > 0.0 && p50 <= p95, "p50 {p50} p95 {p95}");
@@ -190,7 +209,7 @@ mod tests {
             assert!(r.peak_rss_mb.unwrap() > 1.0);
         }
 
-        let load_only = bench_image_tower(&dir, None, 1, 0).unwrap();
+        let load_only = bench_image_tower(&dir, Runtime::Cpu, None, 1, 0).unwrap();
         assert!(load_only.first_ms.is_none() && load_only.p50_ms.is_none());
     }
 }

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, Runtime};
 use crate::matcher::{Label, Matcher, Scores};
-use crate::model::{Bundle, ImageEncoder, Precision, set_threads};
+use crate::model::{Bundle, Device, ImageEncoder, Precision, set_threads};
 use crate::preprocess::{Preprocessor, Spec, load_image};
 use crate::prompts::{PromptEmbedder, PromptEmbeddings};
 
@@ -59,9 +59,17 @@ pub enum Command {
         /// A precomputed embeddings file; its prompts are used when no other prompt is given.
         #[arg(long)]
         embeddings: Option<PathBuf>,
-        /// Image tower precision (default: the bundle's default file).
+        /// Image tower precision (default: the bundle's default file on the CPU, its fp16 or
+        /// fp32 variant on a GPU).
         #[arg(long)]
         precision: Option<Precision>,
+        /// Where the image tower runs: auto (the GPU when CUDA loads, else the CPU), cpu or
+        /// cuda.
+        #[arg(long, default_value_t = Runtime::Auto)]
+        runtime: Runtime,
+        /// Where compiled GPU kernels are kept (default: the daemon's cache folder).
+        #[arg(long)]
+        kernel_cache: Option<PathBuf>,
         /// Threads for tract's matrix products.
         #[arg(long, default_value_t = 1)]
         threads: usize,
@@ -82,13 +90,22 @@ pub enum Command {
         #[arg(long)]
         lossless: bool,
     },
-    /// Validate a config file without touching any device; report every problem.
-    CheckConfig {
-        /// The config file.
-        config: PathBuf,
-        /// Also open the camera and connect to the MQTT broker.
+    /// Prepare the GPU for a bundle at install time: compile tract-cuda's kernels into the
+    /// kernel cache and run the image tower once, so that the daemon's start takes seconds
+    /// instead of minutes. Run it as the daemon's user, with the daemon's cache folder.
+    Warmup {
+        /// The bundle folder.
         #[arg(long)]
-        probe: bool,
+        model: PathBuf,
+        /// Image tower precision (default: the fp16 variant, else the fp32 one, else the
+        /// default file, as the daemon picks on a GPU).
+        #[arg(long)]
+        precision: Option<Precision>,
+        /// Where compiled kernels are kept: the daemon's `model.kernel_cache` (default: the
+        /// daemon's cache folder: $CACHE_DIRECTORY, $XDG_CACHE_HOME/edgeclip or
+        /// ~/.cache/edgeclip; /var/cache/edgeclip for the systemd unit).
+        #[arg(long)]
+        kernel_cache: Option<PathBuf>,
     },
     /// Measure the image tower: load time, first run, p50/p95 latency, frames per second, peak
     /// memory (input: a fixed synthetic tensor; preprocessing not included).
@@ -96,18 +113,32 @@ pub enum Command {
         /// The bundle folder.
         #[arg(long)]
         model: PathBuf,
-        /// Image tower precision (default: the bundle's default file).
+        /// Where the image tower runs: auto, cpu or cuda.
+        #[arg(long, default_value_t = Runtime::Auto)]
+        runtime: Runtime,
+        /// Image tower precision (default: as `classify`).
         #[arg(long)]
         precision: Option<Precision>,
-        /// Threads for tract's matrix products.
+        /// Where compiled GPU kernels are kept (default: the daemon's cache folder).
+        #[arg(long)]
+        kernel_cache: Option<PathBuf>,
+        /// Threads for tract's matrix products (CPU).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Timed runs after the first; 0 only loads the model.
         #[arg(long, default_value_t = 50)]
         iters: usize,
-        /// One JSON object instead of a table.
+        /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Validate a config file without touching any device; report every problem.
+    CheckConfig {
+        /// The config file.
+        config: PathBuf,
+        /// Also open the camera and connect to the MQTT broker.
+        #[arg(long)]
+        probe: bool,
     },
 }
 
@@ -126,6 +157,8 @@ pub fn run(cli: Cli) -> Result<()> {
             prompts_file,
             embeddings,
             precision,
+            runtime,
+            kernel_cache: _,
             threads,
             json,
             images,
@@ -136,21 +169,28 @@ pub fn run(cli: Cli) -> Result<()> {
                 prompts,
                 prompts_file.as_deref(),
                 embeddings.as_deref(),
-                precision,
+                (precision, runtime),
                 json,
                 &images,
             )
         }
-        Command::Run { config, lossless } => run_daemon(&config, lossless),
-        Command::CheckConfig { config, probe } => check_config(&config, probe),
-        Command::Bench {
+        Command::Warmup {
             model,
             precision,
+            kernel_cache: _,
+        } => warmup(&model, precision),
+        Command::Bench {
+            model,
+            runtime,
+            precision,
+            kernel_cache: _,
             threads,
             iters,
             json,
         } => {
-            let report = crate::bench::bench_image_tower(&model, precision, threads, iters)?;
+            let report =
+                crate::bench::bench_image_tower(&model, runtime, precision, threads, iters)
+                    .map_err(runtime_error)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -158,9 +198,74 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Run { config, lossless } => run_daemon(&config, lossless),
+        Command::CheckConfig { config, probe } => check_config(&config, probe),
     }
 }
 
+/// The folder to point tract-cuda's kernel cache at for this command line (see
+/// [`crate::model::device`]), or `None` when the command runs nothing on a GPU. For `run`, the
+/// config file's `model.kernel_cache` (a config that does not load gives `None`: `run` reports
+/// it).
+pub fn kernel_cache_for(cli: &Cli) -> Option<PathBuf> {
+    use crate::model::device::kernel_cache_base;
+    let (runtime, configured) = match &cli.command {
+        Command::Run { config, .. } => {
+            let c = Config::from_file(config).ok()?;
+            (c.model.runtime, c.model.kernel_cache)
+        }
+        Command::Warmup { kernel_cache, .. } => (Runtime::Cuda, kernel_cache.clone()),
+        Command::Classify {
+            runtime,
+            kernel_cache,
+            ..
+        }
+        | Command::Bench {
+            runtime,
+            kernel_cache,
+            ..
+        } => (*runtime, kernel_cache.clone()),
+        Command::Info { .. } | Command::Embed { .. } | Command::CheckConfig { .. } => return None,
+    };
+    if runtime == Runtime::Cpu || !crate::model::device::CUDA_BUILT {
+        return None;
+    }
+    kernel_cache_base(configured.as_deref())
+}
+
+fn warmup(dir: &Path, precision: Option<Precision>) -> Result<()> {
+    use crate::model::device::{count_kernels, kernel_dir};
+    let bundle = Bundle::load(dir)?;
+    let selection = crate::model::device::select(Runtime::Cuda).context("warmup")?;
+    println!("cuda:         {}", selection.reason);
+    let kernels = kernel_dir().context("no kernel folder")?;
+    let before = count_kernels(&kernels);
+    let started = std::time::Instant::now();
+    let encoder = ImageEncoder::load_on(&bundle, precision, Device::Cuda)?;
+    let took = started.elapsed().as_secs_f64();
+    let after = count_kernels(&kernels);
+    println!(
+        "kernels:      {} ({after} compiled kernel libraries, {} new)",
+        kernels.display(),
+        after.saturating_sub(before)
+    );
+    println!(
+        "image tower:  {} ({}) loaded and run once on the GPU in {took:.1} s",
+        encoder.path().display(),
+        encoder.precision()
+    );
+    Ok(())
+}
+
+/// A model error, with `--runtime` named when the runtime is what failed.
+fn runtime_error(e: crate::model::ModelError) -> anyhow::Error {
+    match e {
+        crate::model::ModelError::Runtime { .. } => anyhow::Error::new(e).context("--runtime"),
+        e => e.into(),
+    }
+}
+
+/// A deterministic, image-like input: values in the normalised range, no two alike.
 fn run_daemon(path: &Path, lossless: bool) -> Result<()> {
     use crate::daemon::{Control, Daemon, Delivery};
     let config = Config::from_file(path)?;
@@ -317,7 +422,7 @@ fn classify(
     mut prompts: Vec<String>,
     prompts_file: Option<&Path>,
     embeddings: Option<&Path>,
-    precision: Option<Precision>,
+    (precision, runtime): (Option<Precision>, Runtime),
     json: bool,
     images: &[PathBuf],
 ) -> Result<()> {
@@ -348,7 +453,7 @@ fn classify(
         entries.push((label, vec![embedder.embed(p)?]));
     }
     let matcher = Matcher::new(entries, bundle.embed_dim(), bundle.manifest.logit_scale)?;
-    let encoder = ImageEncoder::load(&bundle, precision)?;
+    let encoder = ImageEncoder::load_for(&bundle, precision, runtime).map_err(runtime_error)?;
     let mut pre = Preprocessor::new(Spec::from(&bundle.manifest.image));
     let mut pixels = vec![0f32; pre.output_len()];
     let mut embedding = vec![0f32; encoder.dim()];

@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::model::Precision;
 use crate::trigger::{Metric, TriggerParams};
 
 /// One problem found in a config, with the key path it concerns.
@@ -225,19 +226,59 @@ pub struct ModelConfig {
     pub runtime: Runtime,
     /// Encoder threads; `None` (the default) lets the engine use every core.
     pub threads: Option<usize>,
+    /// `precision`: which of the image tower's files to run. `None` (the default): the bundle's
+    /// default file on the CPU, its fp16 or fp32 variant on a GPU (see
+    /// [`crate::model::Device::pick_precision`]).
+    pub precision: Option<Precision>,
+    /// `kernel_cache`: where compiled GPU kernels are kept between runs, resolved against the
+    /// config file's folder. `None` (the default): the daemon's cache folder
+    /// ([`crate::daemon::cache_dir`], `/var/cache/edgeclip` under systemd).
+    pub kernel_cache: Option<PathBuf>,
 }
 
 /// `model.runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
-    /// CUDA when available, else the CPU.
+    /// CUDA when the driver and CUDA's libraries load, else the CPU (the choice and its reason
+    /// are logged).
     #[default]
     Auto,
     /// The CPU.
     Cpu,
-    /// CUDA (Jetson); an error at start-up when unavailable.
+    /// CUDA (Jetson, x86-64 GPUs); an error at start-up when unavailable.
     Cuda,
+}
+
+impl Runtime {
+    /// The name used in the config file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Auto => "auto",
+            Runtime::Cpu => "cpu",
+            Runtime::Cuda => "cuda",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Runtime::Auto),
+            "cpu" => Ok(Runtime::Cpu),
+            "cuda" => Ok(Runtime::Cuda),
+            other => Err(format!(
+                "unknown runtime {other:?} (expected auto, cpu or cuda)"
+            )),
+        }
+    }
 }
 
 /// One `[[prompts]]` entry: a label and the text(s) that describe it.
@@ -707,8 +748,15 @@ fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>) -> Config 
                 bundle,
                 runtime: r.opt(&mut s, "runtime").unwrap_or_default(),
                 threads: r.opt(&mut s, "threads"),
+                precision: r.opt(&mut s, "precision"),
+                kernel_cache: r
+                    .opt::<PathBuf>(&mut s, "kernel_cache")
+                    .map(|p| resolve(base, p)),
             };
-            r.finish(s, &["bundle", "runtime", "threads"]);
+            r.finish(
+                s,
+                &["bundle", "runtime", "threads", "precision", "kernel_cache"],
+            );
             m
         }
         None => {
@@ -720,6 +768,8 @@ fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>) -> Config 
                 bundle: PathBuf::new(),
                 runtime: Runtime::Auto,
                 threads: None,
+                precision: None,
+                kernel_cache: None,
             }
         }
     };
@@ -1087,6 +1137,11 @@ impl Config {
         if let Some(t) = self.model.threads {
             c.range_u64("model.threads", t as u64, 1, 256);
         }
+        if let Some(k) = &self.model.kernel_cache
+            && k.as_os_str().is_empty()
+        {
+            c.push("model.kernel_cache", "must not be empty");
+        }
         self.check_prompts(&mut c);
         let (lo, hi) = self.matcher.score.threshold_range();
         c.range_f32("matcher.threshold", self.matcher.threshold, lo, hi);
@@ -1369,6 +1424,9 @@ pub enum ProbeFailure {
     /// A GPIO line could not be found.
     #[error("gpio: {0}")]
     Gpio(#[from] crate::sink::gpio::GpioError),
+    /// `model.runtime = "cuda"`, and CUDA is not usable here.
+    #[error("model.runtime: {0}")]
+    Runtime(crate::model::ModelError),
     /// The model bundle folder is missing.
     #[error("model: bundle folder {path} is missing or unreadable: {source}")]
     Bundle {
@@ -1389,8 +1447,9 @@ pub struct ProbeError {
 }
 
 /// Checks the parts of a config that need the environment, all of them: the model bundle folder
-/// exists, the camera opens and delivers one frame within `timeout`, the broker accepts a
-/// connection, the GPIO lines exist (they are looked up, not requested, so nothing is driven).
+/// exists, `model.runtime` is usable (CUDA loads, for `"cuda"`), the camera opens and delivers
+/// one frame within `timeout`, the broker accepts a connection, the GPIO lines exist (they are
+/// looked up, not requested, so nothing is driven).
 /// Returns one line per successful check.
 pub fn probe(config: &Config, timeout: Duration) -> Result<Vec<String>, ProbeError> {
     let mut ok = Vec::new();
@@ -1401,6 +1460,14 @@ pub fn probe(config: &Config, timeout: Duration) -> Result<Vec<String>, ProbeErr
             path: config.model.bundle.clone(),
             source,
         }),
+    }
+    // Where the image tower would run (loads the CUDA driver and libraries, creates nothing).
+    match crate::model::device::select(config.model.runtime) {
+        Ok(s) => ok.push(format!(
+            "model.runtime: {} -> {} ({})",
+            config.model.runtime, s.device, s.reason
+        )),
+        Err(e) => failures.push(ProbeFailure::Runtime(e)),
     }
     match crate::source::probe(&config.camera, timeout) {
         Ok(line) => ok.push(format!("camera: {line}")),
@@ -1666,6 +1733,32 @@ text = "a photo of a person"
         );
         let c = parse(&MINIMAL.replace("bundle = \"models/demo\"", "bundle = \"/opt/m\"")).unwrap();
         assert_eq!(c.model.bundle, PathBuf::from("/opt/m"));
+        assert_eq!((c.model.precision, &c.model.kernel_cache), (None, &None));
+        let c = parse(&MINIMAL.replace(
+            "[model]\n",
+            "[model]\nruntime = \"cuda\"\nprecision = \"fp16\"\nkernel_cache = \"/var/cache/x\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.model.runtime, Runtime::Cuda);
+        assert_eq!(c.model.precision, Some(Precision::Fp16));
+        assert_eq!(c.model.kernel_cache, Some(PathBuf::from("/var/cache/x")));
+        assert_one(
+            &MINIMAL.replace("[model]\n", "[model]\nprecision = \"int4\"\n"),
+            "model.precision",
+            "unknown variant",
+        );
+        assert_one(
+            &MINIMAL.replace("[model]\n", "[model]\nkernel_cache = \"\"\n"),
+            "model.kernel_cache",
+            "must not be empty",
+        );
+        assert_eq!("cuda".parse::<Runtime>(), Ok(Runtime::Cuda));
+        assert!(
+            "tpu"
+                .parse::<Runtime>()
+                .unwrap_err()
+                .contains("auto, cpu or cuda")
+        );
     }
 
     #[test]

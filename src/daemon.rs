@@ -23,7 +23,7 @@ use crate::config::{Config, ConfigError};
 use crate::event::{Event, Stats};
 use crate::frame::Frame;
 use crate::matcher::{Label, Matcher, MatcherError, Scores};
-use crate::model::{Bundle, ImageEncoder, ModelError, set_threads};
+use crate::model::{Bundle, Device, ImageEncoder, ModelError, set_threads};
 use crate::preprocess::{Preprocessor, Spec};
 use crate::prompts::{PromptEmbedder, PromptEmbeddings, PromptError};
 use crate::sink::EventSink;
@@ -248,7 +248,8 @@ fn capture_loop(
     mailbox.changed.notify_all();
 }
 
-/// Where prompt embeddings computed with the text tower are cached between runs.
+/// Where prompt embeddings computed with the text tower are cached between runs, and (unless
+/// `model.kernel_cache` says otherwise) the GPU kernels tract-cuda compiles, under `tract/`.
 ///
 /// `$CACHE_DIRECTORY` (set by systemd's `CacheDirectory=`), else `$XDG_CACHE_HOME/edgeclip`, else
 /// `~/.cache/edgeclip`.
@@ -375,28 +376,27 @@ impl std::fmt::Debug for Daemon {
 }
 
 impl Daemon {
-    /// Loads the bundle, the image tower and the prompt embeddings the config names.
+    /// Loads the bundle, the image tower (on the device `model.runtime` selects) and the prompt
+    /// embeddings the config names.
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
-        use crate::config::Runtime;
         let threads = config.model.threads.unwrap_or(1);
         set_threads(threads);
-        match config.model.runtime {
-            Runtime::Cpu | Runtime::Auto => {}
-            Runtime::Cuda => {
-                return Err(DaemonError::Runtime(
-                    "\"cuda\" needs a build with the `cuda` feature; this binary runs on the CPU"
-                        .into(),
-                ));
-            }
-        }
         let started = Instant::now();
         let bundle = Bundle::load(&config.model.bundle)?;
-        let encoder = ImageEncoder::load(&bundle, None)?;
+        let encoder = ImageEncoder::load_for(&bundle, config.model.precision, config.model.runtime)
+            .map_err(|e| match e {
+                ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
+                e => e.into(),
+            })?;
         let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image));
         let matcher = build_matcher(&config, &bundle)?;
         let bank = build_bank(&config);
+        let on = match encoder.device() {
+            Device::Cpu => format!("on the CPU with {threads} thread(s)"),
+            Device::Cuda => "on the GPU (CUDA)".to_string(),
+        };
         info!(
-            "model {} ({}, {}) loaded in {:.0} ms on the CPU with {threads} thread(s); {} labels, {} background",
+            "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background",
             bundle.name(),
             encoder.path().display(),
             encoder.precision(),

@@ -35,20 +35,28 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
     """Export a one-input, one-output module with a dynamic batch axis (opset 17).
 
     Uses the TorchScript-based exporter (`dynamo=False`): it writes one self-contained file with
-    plain ONNX ops and no external data, which is what the bundle wants."""
+    plain ONNX ops and no external data, which is what the bundle wants. A PyTorch without it
+    gets the dynamo exporter, asked for the same (one file, no external data)."""
     module.eval()
     with torch.no_grad():
-        torch.onnx.export(
-            module,
-            (example,),
-            str(path),
-            input_names=[input_name],
-            output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except Exception as e:  # noqa: BLE001 - e.g. a PyTorch that dropped the TorchScript exporter
+            print(f"  TorchScript exporter failed ({type(e).__name__}: {e}); using the dynamo exporter")
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(module, (example,), str(path), input_names=[input_name],
+                              output_names=[output_name], dynamic_shapes=({0: batch},),
+                              dynamo=True, external_data=False)
 
 
 def check_onnx(path: Path):
@@ -176,6 +184,46 @@ def quantize_image_tower(src: Path, dst: Path, precision: str = RECOMMENDED_INT8
         make_int8_qdq(src, dst, input_name, calib)
     else:
         raise ValueError(f"not an int8 precision: {precision}")
+
+
+# ---------------------------------------------------------------------------------------------
+# fp16 (the GPU variant)
+# ---------------------------------------------------------------------------------------------
+
+def make_fp16(src: Path, dst: Path):
+    """fp16 weights and activations for GPU runtimes (tract-cuda runs fp16 and fp32 graphs on the
+    GPU; its int8 support does not cover ONNX's QDQ / integer ops, which stay on the CPU).
+
+    onnxruntime's converter (`onnxruntime.transformers.float16`, a copy of onnxconverter-common's)
+    with `keep_io_types=True`: the graph still takes and gives f32 (Cast nodes at the edges), so a
+    bundle's input and output contract does not change. Ops that must stay f32 for accuracy or
+    lack f16 kernels (its default block list: Resize, RandomNormal, ...) are left in f32, and so
+    is Gemm: tract 0.23.9 refuses an f16 Gemm ("Output mismatch after rewiring expansion ...
+    expected 1,64,F16 got 1,64,F32"); CLIP towers have one, the final projection."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load(str(src))
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False,
+                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST) + ["Gemm"])
+    _toposort(half.graph)  # the converter appends its input Casts after their consumers
+    onnx.save(half, str(dst))
+
+
+def _toposort(graph):
+    """Reorder `graph.node` so that every node comes after the nodes producing its inputs."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, order = list(graph.node), []
+    while pending:
+        rest = [n for n in pending if not all(i in ready for i in n.input)]
+        done = [n for n in pending if all(i in ready for i in n.input)]
+        if not done:
+            raise ValueError(f"cycle or missing input at {rest[0].name} ({rest[0].op_type})")
+        for n in done:
+            order.append(n)
+            ready.update(n.output)
+        pending = rest
+    graph.ClearField("node")
+    graph.node.extend(order)
 
 
 def calibration_images(size: int, n: int = 16, seed: int = 0) -> np.ndarray:
@@ -330,10 +378,10 @@ def validate_bundle(folder: Path):
 
 def build_variants(fp32_path: Path, input_name: str, output_name: str, variants, calib=None,
                    dynamic_op_types=None, log=print):
-    """From an exported fp32 file, write the requested quantized variants next to it, check every
+    """From an exported fp32 file, write the requested quantized (or fp16) variants next to it, check every
     file with onnx.checker and onnxruntime, and return {precision: filename} of those that run.
 
-    variants: precisions besides "fp32" ("int8-dynamic", "int8-qdq").
+    variants: precisions besides "fp32" ("int8-dynamic", "int8-qdq", "fp16").
     Files are named `<stem>.<precision>.onnx`, e.g. visual.int8-qdq.onnx."""
     made = {"fp32": fp32_path.name}
     for precision in variants:
@@ -342,6 +390,8 @@ def build_variants(fp32_path: Path, input_name: str, output_name: str, variants,
         try:
             if precision == "int8-dynamic" and dynamic_op_types is not None:
                 make_int8_dynamic(fp32_path, dst, op_types=dynamic_op_types)
+            elif precision == "fp16":
+                make_fp16(fp32_path, dst)
             else:
                 quantize_image_tower(fp32_path, dst, precision, input_name, calib)
         except Exception as e:  # noqa: BLE001 - report and keep going

@@ -572,6 +572,9 @@ def cmd_export(a: argparse.Namespace) -> None:
                      op_types_to_quantize=["MatMul", "Gather"])
     for p in (vis8, txt8):
         strip_unused_opsets(p)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bundle_tools import make_fp16
+    make_fp16(vis32, f"{BUNDLE}/visual.fp16.onnx")  # the GPU variant (gpu_variant.py does the same)
     fp = sha16(txt8)
     sess = ort.InferenceSession(txt8, providers=["CPUExecutionProvider"])
     emb = sess.run(["text_embeds"], {"input_ids": prompt_ids().numpy()})[0]
@@ -602,6 +605,10 @@ channel_order = "rgb"
 [[image.variants]]
 onnx = "visual.fp32.onnx"
 precision = "fp32"
+
+[[image.variants]]
+onnx = "visual.fp16.onnx"
+precision = "fp16"
 
 [text]
 onnx = "textual.onnx"
@@ -832,7 +839,8 @@ Bundle format: [`models/BUNDLE.md`](../BUNDLE.md). Reproduce: [`models/README.md
 
 Total {total:.2f} MB. `visual.onnx` (default) is int8 QDQ (static, per-channel weights, uint8
 activations calibrated with min/max on 100 generated scenes); `visual.fp32.onnx` the same tower in
-fp32. `textual.onnx` (default) is int8 dynamic (onnxruntime `quantize_dynamic`, QInt8 weights for
+fp32; `visual.fp16.onnx` the same in fp16 (f32 in and out; the final Gemm kept in f32), the
+variant edgeclip's CUDA path picks (`models/tools/gpu_variant.py`). `textual.onnx` (default) is int8 dynamic (onnxruntime `quantize_dynamic`, QInt8 weights for
 MatMul and the token table Gather); `textual.fp32.onnx` in fp32. `prompts.safetensors` holds the 49
 prompts ("a photo of a {{colour}} {{shape}}" x 48, then "an empty scene") embedded with the default
 `textual.onnx` via onnxruntime, L2-normalised. The fingerprint is the first 16 hex of the SHA-256 of

@@ -5,6 +5,7 @@ checking the runtime on a real-sized graph. Not committed: it goes under target/
     python3 models/tools/make_preprocess_refs.py   # once, for the reference photos
     python3 models/tools/make_vitb32.py            # writes target/models/vit-b32/
     python3 models/tools/make_vitb32.py --out DIR --no-qdq
+    python3 models/tools/make_vitb32.py --out DIR --no-int8 --fp16   # the GPU check's bundle
 
 The tower is transformers' CLIPVisionModelWithProjection built from CLIPVisionConfig's defaults,
 which are openai/clip-vit-base-patch32's vision config (hidden 768, 12 layers, 12 heads, MLP 3072,
@@ -50,6 +51,8 @@ def main():
     ap.add_argument("--out", type=Path, default=REPO / "target/models/vit-b32")
     ap.add_argument("--photos", type=Path, default=REPO / "tests/data/preprocess")
     ap.add_argument("--no-qdq", action="store_true", help="skip the (slowest) static QDQ variant")
+    ap.add_argument("--no-int8", action="store_true", help="skip both int8 variants")
+    ap.add_argument("--fp16", action="store_true", help="add the fp16 (GPU) variant")
     args = ap.parse_args()
     bt.set_threads()
     photos = [args.photos / p for p in PHOTOS]
@@ -70,8 +73,9 @@ def main():
     timings["build + export"] = time.time() - t
 
     t = time.time()
-    variants = ("int8-dynamic",) if args.no_qdq else ("int8-dynamic", "int8-qdq")
-    calib = None if args.no_qdq else bt.calibration_images(224, N_CALIB, SEED)
+    variants = () if args.no_int8 else ("int8-dynamic",) if args.no_qdq else ("int8-dynamic", "int8-qdq")
+    variants += ("fp16",) if args.fp16 else ()
+    calib = bt.calibration_images(224, N_CALIB, SEED) if "int8-qdq" in variants else None
     files = bt.build_variants(folder / "visual.onnx", "pixel_values", "image_embeds", variants, calib=calib)
     timings["quantize + check"] = time.time() - t
 
@@ -88,7 +92,8 @@ def main():
     bt.write_bundle_toml(
         folder, name="vit-b32 (random-weight, full size)", embed_dim=512, logit_scale=LOGIT_SCALE,
         fingerprint=fp, image=bt.image_section("visual.onnx", "fp32", 224),
-        image_variants=[(files[p], p) for p in variants if p in outs],
+        # fp16 is listed even where onnxruntime's CPU provider cannot run it: it is for GPUs.
+        image_variants=[(files[p], p) for p in variants if p in outs or (p == "fp16" and p in files)],
         comment="Written by models/tools/make_vitb32.py: Hugging Face CLIP ViT-B/32 image tower, full\n"
                 "size, random weights (seed %d). For benchmarks; its embeddings mean nothing." % SEED)
     bt.save_safetensors(folder / "reference.safetensors", tensors,

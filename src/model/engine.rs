@@ -3,6 +3,11 @@
 //! Each tower is parsed, given a fixed input shape (batch 1), typed, optimized and turned into a
 //! plan once, at load. A plan is `Send + Sync`: the daemon loads it on the main thread and runs it
 //! on the inference thread.
+//!
+//! The image tower can also run on a GPU through tract's CUDA runtime (builds with the `cuda` or
+//! `cuda-12060` feature, see [`super::device`]): the typed, decluttered graph is handed to
+//! tract-cuda, which moves every operator it has a kernel for to the GPU and leaves the others on
+//! the CPU. The text tower always runs on the CPU (it runs once per prompt, and is cached).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,9 +15,27 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-use super::{Bundle, ModelError, Precision};
+use super::{Bundle, Device, ModelError, Precision};
 
-type Plan = Arc<TypedRunnableModel>;
+/// A ready-to-run tower.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// tract's CPU plan, optimized for this CPU.
+    Cpu(Arc<TypedRunnableModel>),
+    /// What tract's CUDA runtime prepared.
+    #[cfg(feature = "gpu-runtime")]
+    Cuda(Arc<dyn tract_onnx::tract_core::runtime::Runnable>),
+}
+
+impl Plan {
+    fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        match self {
+            Plan::Cpu(plan) => plan.run(inputs),
+            #[cfg(feature = "gpu-runtime")]
+            Plan::Cuda(runnable) => runnable.run(inputs),
+        }
+    }
+}
 
 /// Sets how many threads tract's matrix products use, for every plan in the process.
 ///
@@ -26,25 +49,26 @@ pub fn set_threads(threads: usize) {
     }
 }
 
-/// Parses `path`, pins its single input to `input_fact` and its output to `output`, and builds
-/// the optimized plan. Returns the plan and the output's shape.
-fn build_plan(
+fn graph_err(path: &Path, what: &str) -> impl FnOnce(anyhow::Error) -> ModelError + use<> {
+    let path = path.to_path_buf();
+    let what = what.to_string();
+    move |source: anyhow::Error| ModelError::Graph { path, what, source }
+}
+
+/// Parses `path`, checks its single input against the manifest, pins it to `input_fact` and
+/// keeps only the `output` output.
+fn load_graph(
     path: &Path,
     input: &str,
     input_fact: InferenceFact,
     output: &str,
-) -> Result<(Plan, Vec<usize>), ModelError> {
-    let graph_err = |what: &str| {
-        let path = path.to_path_buf();
-        let what = what.to_string();
-        move |source: anyhow::Error| ModelError::Graph { path, what, source }
-    };
+) -> Result<InferenceModel, ModelError> {
     // Quantizers copy shape-inference results (`value_info`) with a symbolic batch into the graph;
     // they would clash with the fixed batch of 1 given below, and tract infers them anyway.
     let onnx = tract_onnx::onnx().with_ignore_value_info(true);
     let mut proto = onnx
         .proto_model_for_path(path)
-        .map_err(graph_err("reading the ONNX file"))?;
+        .map_err(graph_err(path, "reading the ONNX file"))?;
     if let Some(graph) = proto.graph.as_mut() {
         let fixed = unfold_quantized_softmax(graph);
         if fixed > 0 {
@@ -57,9 +81,9 @@ fn build_plan(
     let dir = path.parent().and_then(|d| d.to_str());
     let parsed = onnx
         .parse(&proto, dir)
-        .map_err(graph_err("parsing the ONNX file"))?;
+        .map_err(graph_err(path, "parsing the ONNX file"))?;
     if !parsed.unresolved_inputs.is_empty() {
-        return Err(graph_err("parsing the ONNX file")(anyhow::anyhow!(
+        return Err(graph_err(path, "parsing the ONNX file")(anyhow::anyhow!(
             "unresolved inputs {:?}",
             parsed.unresolved_inputs
         )));
@@ -68,7 +92,7 @@ fn build_plan(
 
     let names: Vec<String> = model
         .input_outlets()
-        .map_err(graph_err("listing inputs"))?
+        .map_err(graph_err(path, "listing inputs"))?
         .iter()
         .map(|o| model.node(o.node).name.clone())
         .collect();
@@ -81,43 +105,125 @@ fn build_plan(
     // A graph that declares a concrete input shape must agree with the manifest.
     let declared = model
         .input_fact(0)
-        .map_err(graph_err("reading the input"))?
+        .map_err(graph_err(path, "reading the input"))?
         .clone();
     check_declared_shape(path, input, &declared, &input_fact)?;
 
     model
         .set_input_fact(0, input_fact)
-        .map_err(graph_err("setting the input shape"))?;
+        .map_err(graph_err(path, "setting the input shape"))?;
     model
         .select_outputs_by_name([output])
         .map_err(|e| ModelError::Shape {
             path: path.to_path_buf(),
             message: format!("no output named {output:?}: {e:#}"),
         })?;
-    let mut typed = model
-        .into_optimized()
-        .map_err(graph_err("typing and optimizing the graph"))?;
-    let folded = fold_constant_weight_sums(&mut typed).map_err(graph_err("folding weight sums"))?;
-    if folded > 0 {
-        log::debug!(
-            "{}: {folded} integer weight sum(s) computed once at load",
-            path.display()
-        );
-    }
-    let out_shape = typed
+    Ok(model)
+}
+
+/// The concrete shape of a typed graph's output.
+fn output_shape(path: &Path, typed: &TypedModel, output: &str) -> Result<Vec<usize>, ModelError> {
+    typed
         .output_fact(0)
-        .map_err(graph_err("reading the output"))?
+        .map_err(graph_err(path, "reading the output"))?
         .shape
         .as_concrete()
         .map(|s| s.to_vec())
         .ok_or_else(|| ModelError::Shape {
             path: path.to_path_buf(),
             message: format!("output {output:?} has no fixed shape"),
-        })?;
+        })
+}
+
+/// Parses `path`, pins its single input to `input_fact` and its output to `output`, and builds
+/// the optimized CPU plan. Returns the plan and the output's shape.
+fn build_plan(
+    path: &Path,
+    input: &str,
+    input_fact: InferenceFact,
+    output: &str,
+) -> Result<(Plan, Vec<usize>), ModelError> {
+    let model = load_graph(path, input, input_fact, output)?;
+    let mut typed = model
+        .into_optimized()
+        .map_err(graph_err(path, "typing and optimizing the graph"))?;
+    let folded =
+        fold_constant_weight_sums(&mut typed).map_err(graph_err(path, "folding weight sums"))?;
+    if folded > 0 {
+        log::debug!(
+            "{}: {folded} integer weight sum(s) computed once at load",
+            path.display()
+        );
+    }
+    let out_shape = output_shape(path, &typed, output)?;
     let plan = typed
         .into_runnable()
-        .map_err(graph_err("building the execution plan"))?;
-    Ok((plan, out_shape))
+        .map_err(graph_err(path, "building the execution plan"))?;
+    Ok((Plan::Cpu(plan), out_shape))
+}
+
+/// Like [`build_plan`], through tract's CUDA runtime: the decluttered graph (not the one
+/// optimized for the CPU, whose operators tract-cuda does not translate) is prepared by
+/// tract-cuda. The first preparation in a process creates the CUDA context, which compiles
+/// tract-cuda's kernels unless they are cached (see [`super::device`]).
+#[cfg(feature = "gpu-runtime")]
+fn build_cuda_plan(
+    path: &Path,
+    input: &str,
+    input_fact: InferenceFact,
+    output: &str,
+) -> Result<(Plan, Vec<usize>), ModelError> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tract_onnx::tract_core::runtime::runtime_for_name;
+
+    let unavailable = |reason: String| ModelError::Runtime {
+        wanted: "cuda",
+        reason,
+    };
+    let model = load_graph(path, input, input_fact, output)?;
+    let typed = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(graph_err(path, "typing and decluttering the graph"))?;
+    let out_shape = output_shape(path, &typed, output)?;
+    let runtime = match runtime_for_name("cuda") {
+        Ok(Some(rt)) => rt,
+        Ok(None) => return Err(unavailable("tract's CUDA runtime is not registered".into())),
+        Err(e) => return Err(unavailable(format!("{e:#}"))),
+    };
+    if let Some(dir) = super::device::kernel_dir()
+        && super::device::count_kernels(&dir) == 0
+    {
+        log::info!(
+            "no compiled CUDA kernels in {} yet: tract-cuda compiles them now (about 90 s, once; \
+             `edgeclip warmup` does it at install time)",
+            dir.display()
+        );
+    }
+    // tract-cuda creates its CUDA context (and compiles or loads its kernels) on first use, and
+    // panics when that fails (`src/context.rs`, `cuda_context`: a missing CUDA header for NVRTC,
+    // no device): turn that into an error.
+    let prepared = catch_unwind(AssertUnwindSafe(|| runtime.prepare(typed)));
+    let runnable = match prepared {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(graph_err(path, "preparing the graph for CUDA")(e)),
+        Err(panic) => {
+            return Err(unavailable(format!(
+                "tract's CUDA runtime failed to start: {}",
+                panic_message(&panic)
+            )));
+        }
+    };
+    Ok((Plan::Cuda(Arc::from(runnable)), out_shape))
+}
+
+#[cfg(feature = "gpu-runtime")]
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Works around a tract 0.23.9 bug that makes QDQ attention blocks compute garbage.
@@ -329,26 +435,109 @@ pub struct ImageEncoder {
     plan: Plan,
     path: PathBuf,
     precision: Precision,
+    device: Device,
     shape: [usize; 4],
     dim: usize,
 }
 
 impl ImageEncoder {
-    /// Loads the bundle's image tower at `precision` (the default file when `None`).
+    /// Loads the bundle's image tower at `precision` (the default file when `None`) for the CPU.
     pub fn load(bundle: &Bundle, precision: Option<Precision>) -> Result<ImageEncoder, ModelError> {
+        ImageEncoder::load_on(bundle, precision, Device::Cpu)
+    }
+
+    /// Loads the bundle's image tower for `device`. With `precision` `None`, the device picks
+    /// among the shipped files ([`Device::pick_precision`]: the default on the CPU, an fp16 or
+    /// fp32 variant on a GPU).
+    ///
+    /// On a GPU the tower is also run once on a blank image, so that kernels compiled or loaded
+    /// on first use and the CUDA libraries' handles are ready before the first frame.
+    pub fn load_on(
+        bundle: &Bundle,
+        precision: Option<Precision>,
+        device: Device,
+    ) -> Result<ImageEncoder, ModelError> {
+        let precision = precision.or_else(|| device.pick_precision(&bundle.image_precisions()));
         let (path, precision) = bundle.image_onnx(precision)?;
         let tower = &bundle.manifest.image;
         let shape = [1, 3, tower.height as usize, tower.width as usize];
         let fact = f32::fact(shape).into();
-        let (plan, out) = build_plan(&path, &tower.input, fact, &tower.output)?;
+        let (plan, out) = match device {
+            Device::Cpu => build_plan(&path, &tower.input, fact, &tower.output)?,
+            #[cfg(feature = "gpu-runtime")]
+            Device::Cuda => build_cuda_plan(&path, &tower.input, fact, &tower.output)?,
+            #[cfg(not(feature = "gpu-runtime"))]
+            Device::Cuda => {
+                return Err(ModelError::Runtime {
+                    wanted: "cuda",
+                    reason: "this binary was built without CUDA".into(),
+                });
+            }
+        };
         check_output(&path, &out, bundle.embed_dim())?;
-        Ok(ImageEncoder {
+        let encoder = ImageEncoder {
             plan,
             path,
             precision,
+            device,
             shape,
             dim: bundle.embed_dim(),
-        })
+        };
+        if device != Device::Cpu {
+            encoder.first_run()?;
+        }
+        Ok(encoder)
+    }
+
+    /// Loads the bundle's image tower where `runtime` (`model.runtime`, `--runtime`) says, and
+    /// logs where and why ([`super::device::select`]). With `auto`, a GPU that is found but
+    /// cannot run the tower (tract-cuda failing to start, say) is logged and the CPU used instead.
+    pub fn load_for(
+        bundle: &Bundle,
+        precision: Option<Precision>,
+        runtime: crate::config::Runtime,
+    ) -> Result<ImageEncoder, ModelError> {
+        let selection = super::device::select(runtime)?;
+        log::info!(
+            "runtime {runtime}: the image tower runs on the {} ({})",
+            match selection.device {
+                Device::Cpu => "CPU",
+                Device::Cuda => "GPU (CUDA)",
+            },
+            selection.reason
+        );
+        match ImageEncoder::load_on(bundle, precision, selection.device) {
+            Err(e)
+                if runtime == crate::config::Runtime::Auto && selection.device != Device::Cpu =>
+            {
+                log::warn!("the GPU cannot run the image tower, using the CPU instead: {e}");
+                ImageEncoder::load_on(bundle, precision, Device::Cpu)
+            }
+            result => result,
+        }
+    }
+
+    /// One run on a blank image, panics (tract-cuda creates a thread's CUDA stream and library
+    /// handles on its first run there, and panics when that fails) turned into errors.
+    fn first_run(&self) -> Result<(), ModelError> {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let pixels = vec![0f32; self.input_len()];
+        let mut out = vec![0f32; self.dim];
+        match catch_unwind(AssertUnwindSafe(|| self.encode_into(&pixels, &mut out))) {
+            Ok(result) => result,
+            Err(_) => Err(ModelError::Runtime {
+                wanted: self.device.as_str(),
+                reason: format!(
+                    "{}: the first run on the device panicked (see the message above)",
+                    self.path.display()
+                ),
+            }),
+        }
+    }
+
+    /// Where it runs.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Loads an image tower from an ONNX file without a bundle (benchmarks, model tools): input
@@ -379,15 +568,19 @@ impl ImageEncoder {
             precision,
             shape,
             dim,
+            device: Device::Cpu,
         })
     }
 
     /// What the optimized plan runs: one line per node, `op name: details`, where the details of
     /// a matrix product name the kernel tract picked (`OptMatMul ... with [avx2_mmm_i32_8x8]`).
     /// For finding out which kernels an int8 graph really uses.
+    /// Empty for a plan on the GPU (tract-cuda's runnable does not expose its graph).
     pub fn plan_summary(&self) -> Vec<String> {
-        self.plan
-            .model()
+        let Plan::Cpu(plan) = &self.plan else {
+            return Vec::new();
+        };
+        plan.model()
             .nodes()
             .iter()
             .map(|node| {

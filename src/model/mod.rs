@@ -2,8 +2,10 @@
 //!
 //! [`Bundle`] reads and checks a bundle folder; [`ImageEncoder`] and [`TextEncoder`] build a tract
 //! plan for one of its towers, typed and optimized once at load with a fixed input shape.
+//! [`device`] decides where the image tower runs (the CPU, or a GPU through tract's CUDA runtime).
 
 mod bundle;
+pub mod device;
 mod engine;
 
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ pub use bundle::{
     Bundle, ChannelOrder, CropMode, ImageTower, Interpolation, MANIFEST, Manifest, Precision,
     PromptsRef, ResizeMode, TextTower, TokenizerKind, Variant, fingerprint_of,
 };
+pub use device::{Device, Selection};
 pub use engine::{ImageEncoder, TextEncoder, set_threads};
 
 /// Everything that can go wrong loading or running a bundle. Each variant names the file.
@@ -86,6 +89,15 @@ pub enum ModelError {
         what: String,
         /// tract's error chain.
         source: anyhow::Error,
+    },
+    /// The runtime asked for (`model.runtime`, `--runtime`) is not available: no CUDA in this
+    /// build, no driver, no GPU, a missing CUDA library, or tract's CUDA runtime failed to start.
+    #[error("{wanted:?} is not available: {reason}")]
+    Runtime {
+        /// `"cuda"`.
+        wanted: &'static str,
+        /// Why, with what to do about it.
+        reason: String,
     },
     /// The graph's inputs or outputs disagree with the manifest.
     #[error("{}: {message}", path.display())]

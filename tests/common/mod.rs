@@ -7,14 +7,16 @@ use safetensors::SafeTensors;
 
 /// `tests/data/...` as an absolute path.
 pub fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel)
+    root().join("tests/data").join(rel)
 }
 
-/// The repository root.
+/// The repository root: `$EDGECLIP_ROOT` when set (a test binary built on one machine and run in
+/// a copy of the repository on another, as `benches/gpu/run.sh` does), else the folder it was
+/// built from.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("EDGECLIP_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
 }
 
 /// A reference tensors file, read once.
