@@ -68,7 +68,7 @@ fn load_graph(
     let onnx = tract_onnx::onnx().with_ignore_value_info(true);
     let mut proto = onnx
         .proto_model_for_path(path)
-        .map_err(graph_err(path, "reading the ONNX file"))?;
+        .map_err(graph_err(path, "parsing the ONNX file"))?;
     if let Some(graph) = proto.graph.as_mut() {
         let fixed = unfold_quantized_softmax(graph);
         if fixed > 0 {
