@@ -577,17 +577,19 @@ impl ImageEncoder {
     /// For finding out which kernels an int8 graph really uses.
     /// Empty for a plan on the GPU (tract-cuda's runnable does not expose its graph).
     pub fn plan_summary(&self) -> Vec<String> {
-        let Plan::Cpu(plan) = &self.plan else {
-            return Vec::new();
-        };
-        plan.model()
-            .nodes()
-            .iter()
-            .map(|node| {
-                let info = node.op.info().unwrap_or_default().join("; ");
-                format!("{}: {}", node.op.name(), info)
-            })
-            .collect()
+        match &self.plan {
+            Plan::Cpu(plan) => plan
+                .model()
+                .nodes()
+                .iter()
+                .map(|node| {
+                    let info = node.op.info().unwrap_or_default().join("; ");
+                    format!("{}: {}", node.op.name(), info)
+                })
+                .collect(),
+            #[cfg(feature = "gpu-runtime")]
+            Plan::Cuda(_) => Vec::new(),
+        }
     }
 
     /// The ONNX file this encoder runs.
