@@ -26,7 +26,7 @@ pids+=($!)
 sleep 0.5
 # The binary `cargo test` built (same features: a plain `cargo build` would rebuild tract).
 cargo test --no-run --quiet 2>/dev/null
-RUST_LOG=info target/debug/edgeclip run --config "$work/demo.toml" --lossless >"$work/stdout.jsonl" 2>"$work/daemon.log" ||
+RUST_LOG=info "${CARGO_TARGET_DIR:-target}/debug/edgeclip" run --config "$work/demo.toml" --lossless >"$work/stdout.jsonl" 2>"$work/daemon.log" ||
   { cat "$work/daemon.log"; echo "daemon failed"; exit 1; }
 sleep 1
 mosquitto_sub -h 127.0.0.1 -p "$port" -t 'edgeclip/#' -t 'homeassistant/#' -v -F '%t %r %p' -W 2 >"$work/retained.txt" 2>/dev/null || true
