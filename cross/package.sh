@@ -18,7 +18,7 @@ case "${1:-}" in
   amd64) target=; build=(cargo build --release --features v4l2) ;;
   *) echo "usage: cross/package.sh arm64|armhf|amd64" >&2; exit 2 ;;
 esac
-command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version "^3"
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version "=3.8.0"
 if [[ -n $target ]]; then
   "${build[@]}"
   deb=$(cargo deb --no-build --target "$target" | tail -n 1)
