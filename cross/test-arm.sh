@@ -26,10 +26,14 @@ for line in sys.stdin:
 '
 }
 
+# qemu-user answers /proc/self/stat itself, with the CPU-time fields at 0: the daemon's CPU-use
+# figure cannot move under emulation, so its unit test runs on the native (x86) pass only.
+QEMU_SKIP=(--skip daemon::tests::cpu_seconds_grow_with_work)
+
 run_under() {
   local qemu=$1 sysroot=$2 cpu=$3 exe=$4 name=$5
   printf -- '--- %s on %s\n' "$name" "$cpu"
-  "$qemu" -L "$sysroot" -cpu "$cpu" "$exe" --test-threads 2 -q
+  "$qemu" -L "$sysroot" -cpu "$cpu" "$exe" --test-threads 2 -q "${QEMU_SKIP[@]}"
 }
 
 rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
