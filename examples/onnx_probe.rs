@@ -78,17 +78,7 @@ fn main() -> anyhow::Result<()> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
-        None => {
-            let mut state = 0x2545_f491_u32;
-            (0..encoder.input_len())
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    (state as f32 / u32::MAX as f32) * 4.0 - 2.0
-                })
-                .collect()
-        }
+        None => edgeclip::bench::test_pattern(encoder.input_len()),
     };
     let mut out = vec![0.0; encoder.dim()];
     let mut times = vec![];

@@ -141,7 +141,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
 
 /// A deterministic input in the range of normalised pixels (about -2..2), so every run of the
 /// bench feeds the same numbers and int8 graphs see activations of a realistic scale.
-fn test_pattern(len: usize) -> Vec<f32> {
+pub fn test_pattern(len: usize) -> Vec<f32> {
     let mut state = 0x2545_f491_u32;
     (0..len)
         .map(|_| {

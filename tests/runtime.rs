@@ -10,21 +10,28 @@ mod common;
 use common::{Reference, cosine, data};
 use edgeclip::model::{Bundle, ImageEncoder, Precision, TextEncoder};
 
-fn check_image_tower(fixture: &str, precision: Precision, min_cos: f32) -> f32 {
+/// tract's embedding of each of a fixture's reference images at `precision`, with the fixture's
+/// reference file (onnxruntime's outputs) and the embedding width.
+fn tract_embeddings(fixture: &str, precision: Precision) -> (Reference, Vec<Vec<f32>>, usize) {
     let bundle = Bundle::load(data(&format!("models/{fixture}"))).unwrap();
     let reference = Reference::open(&bundle.dir().join("reference.safetensors"));
     let (shape, pixels) = reference.f32("pixel_values");
-    let (_, expected) = reference.f32(&format!("image_embeds.{precision}"));
     let encoder = ImageEncoder::load(&bundle, Some(precision)).unwrap();
     assert_eq!(encoder.precision(), precision);
     let per_image = shape[1..].iter().product::<usize>();
-    let dim = bundle.embed_dim();
+    let got = pixels
+        .chunks_exact(per_image)
+        .map(|image| encoder.encode(image).unwrap())
+        .collect();
+    (reference, got, bundle.embed_dim())
+}
+
+fn check_image_tower(fixture: &str, precision: Precision, min_cos: f32) -> f32 {
+    let (reference, got, dim) = tract_embeddings(fixture, precision);
+    let (_, expected) = reference.f32(&format!("image_embeds.{precision}"));
     let mut worst = 1.0f32;
-    for n in 0..shape[0] {
-        let got = encoder
-            .encode(&pixels[n * per_image..(n + 1) * per_image])
-            .unwrap();
-        let cos = cosine(&got, &expected[n * dim..(n + 1) * dim]);
+    for (n, got) in got.iter().enumerate() {
+        let cos = cosine(got, &expected[n * dim..(n + 1) * dim]);
         eprintln!("{fixture} {precision} image {n}: cosine(tract, onnxruntime) = {cos:.6}");
         worst = worst.min(cos);
     }
@@ -102,21 +109,13 @@ fn our_tokenizer_gives_the_reference_input_ids() {
 #[test]
 fn qdq_int8_matches_onnxruntime_and_fp32() {
     for (fixture, min_vs_ort) in [("hf-clip-tiny", 0.999), ("fastvit-tiny", 0.99)] {
-        let bundle = Bundle::load(data(&format!("models/{fixture}"))).unwrap();
-        let reference = Reference::open(&bundle.dir().join("reference.safetensors"));
-        let (shape, pixels) = reference.f32("pixel_values");
+        let (reference, got, dim) = tract_embeddings(fixture, Precision::Int8Qdq);
         let (_, ort_qdq) = reference.f32("image_embeds.int8-qdq");
         let (_, ort_fp32) = reference.f32("image_embeds.fp32");
-        let encoder = ImageEncoder::load(&bundle, Some(Precision::Int8Qdq)).unwrap();
-        let per_image = shape[1..].iter().product::<usize>();
-        let dim = bundle.embed_dim();
-        for n in 0..shape[0] {
-            let got = encoder
-                .encode(&pixels[n * per_image..(n + 1) * per_image])
-                .unwrap();
+        for (n, got) in got.iter().enumerate() {
             let row = n * dim..(n + 1) * dim;
-            let vs_ort = cosine(&got, &ort_qdq[row.clone()]);
-            let vs_fp32 = cosine(&got, &ort_fp32[row.clone()]);
+            let vs_ort = cosine(got, &ort_qdq[row.clone()]);
+            let vs_fp32 = cosine(got, &ort_fp32[row.clone()]);
             let ort_vs_fp32 = cosine(&ort_qdq[row.clone()], &ort_fp32[row]);
             eprintln!(
                 "{fixture} qdq image {n}: tract vs ort-qdq {vs_ort:.4}, tract vs fp32 {vs_fp32:.4}, ort-qdq vs fp32 {ort_vs_fp32:.4}"
@@ -138,18 +137,10 @@ fn qdq_int8_matches_onnxruntime_and_fp32() {
 #[test]
 fn dynamic_int8_is_within_0_99_of_fp32() {
     for fixture in ["hf-clip-tiny", "fastvit-tiny"] {
-        let bundle = Bundle::load(data(&format!("models/{fixture}"))).unwrap();
-        let reference = Reference::open(&bundle.dir().join("reference.safetensors"));
-        let (shape, pixels) = reference.f32("pixel_values");
+        let (reference, got, dim) = tract_embeddings(fixture, Precision::Int8Dynamic);
         let (_, ort_fp32) = reference.f32("image_embeds.fp32");
-        let encoder = ImageEncoder::load(&bundle, Some(Precision::Int8Dynamic)).unwrap();
-        let per_image = shape[1..].iter().product::<usize>();
-        let dim = bundle.embed_dim();
-        for n in 0..shape[0] {
-            let got = encoder
-                .encode(&pixels[n * per_image..(n + 1) * per_image])
-                .unwrap();
-            let vs_fp32 = cosine(&got, &ort_fp32[n * dim..(n + 1) * dim]);
+        for (n, got) in got.iter().enumerate() {
+            let vs_fp32 = cosine(got, &ort_fp32[n * dim..(n + 1) * dim]);
             eprintln!("{fixture} int8-dynamic image {n}: tract vs fp32 {vs_fp32:.4}");
             assert!(vs_fp32 >= 0.99, "{fixture}: {vs_fp32}");
         }
