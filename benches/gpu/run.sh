@@ -33,6 +33,10 @@ KC=$WORK/kernel-cache          # empty: step 2 measures the first compile
 VIT=$WORK/vit-b32
 START=$(date +%s)
 export RUST_LOG=${RUST_LOG:-info} PYTHONUNBUFFERED=1
+# EDGECLIP_GPU_STEPS: which of the steps 1-7 to run (default all; "15": the ViT-B/32 bundle and
+# the GPU tests only, for rerunning the tests). Step 0 always runs.
+STEPS=${EDGECLIP_GPU_STEPS:-1234567}
+want() { [[ $STEPS == *$1* ]]; }
 : > "$OUT/results.jsonl"
 
 log() { printf '[%4ss] %s\n' "$(( $(date +%s) - START ))" "$*" | tee -a "$OUT/steps.log"; }
@@ -80,7 +84,7 @@ fi
 for h in cuda_fp16.h math_constants.h; do
   log "  $h: $(ls "$CUDA_HOME/include/$h" 2>/dev/null || echo NOT FOUND)"
 done
-cccl=NOT FOUND
+cccl="NOT FOUND"
 for c in "$CUDA_HOME/include/cccl" "$CUDA_HOME/include"; do [ -f "$c/cuda/std/cstdint" ] && { cccl=$c; break; }; done
 log "  CCCL (cuda/std/cstdint): $cccl"
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
@@ -97,6 +101,7 @@ log "PyTorch: $torch_v"
 record step torch status "$torch_v"
 
 # --- 1. ViT-B/32 bundle, in the background ------------------------------------------------------
+if want 1; then
 if [ "$HAVE_TORCH" = 1 ]; then
   log "1. building the ViT-B/32 bundle in the background"
   (timeout 300 python3 models/tools/make_vitb32.py --out "$VIT" --no-int8 --fp16 > "$LOGS/vit-bundle.log" 2>&1;
@@ -104,7 +109,10 @@ if [ "$HAVE_TORCH" = 1 ]; then
   VIT_PID=$!
 fi
 
+fi
+
 # --- 2. warmup on an empty kernel cache -----------------------------------------------------------
+if want 2; then
 log "2. edgeclip warmup (empty kernel cache: compiles tract-cuda's kernels)"
 t0=$(now)
 timeout 300 "$BIN" warmup --model models/demo --kernel-cache "$KC" > "$LOGS/warmup-1.log" 2>&1
@@ -124,7 +132,10 @@ cubin_dir=$(head -n 1 "$LOGS/kernel-cache.txt" | xargs -r dirname)
 log "   kernel cache: $cubins cubins under \$KC/$cubin_dir ($(du -sh "$KC" | cut -f1))"
 record step kernel-cache cubins "$cubins" dir "<kernel cache>/$cubin_dir" size "$(du -sh "$KC" | cut -f1)"
 
+fi
+
 # --- 3. second start to first inference -----------------------------------------------------------
+if want 3; then
 log "3. second start: classify one frame on the GPU"
 t0=$(now)
 timeout 60 "$BIN" classify --model models/demo --runtime cuda --kernel-cache "$KC" --json \
@@ -134,7 +145,10 @@ log "   process start to first result: rc $rc, $(secs "$t0" "$t1") s (target <= 
 [ "$rc" = 0 ] || tail -n 5 "$LOGS/second-start.log"
 record step second-start rc "$rc" seconds "$(secs "$t0" "$t1")"
 
+fi
+
 # --- 4. classify: CPU vs GPU ------------------------------------------------------------------------
+if want 4; then
 log "4. classify --json on every 4th clip frame, CPU vs GPU"
 frames=$(ls tests/data/clip/frame_*.jpg | awk 'NR % 4 == 1')
 for p in default fp32; do
@@ -155,24 +169,32 @@ EOF
   tail -n 1 "$OUT/results.jsonl"
 done
 
-# --- 5. the GPU tests -------------------------------------------------------------------------------
+fi
+
+# The ViT-B/32 bundle (steps 5 and 7), when step 1 is building it.
 if [ "${VIT_PID:-}" ]; then
   log "   waiting for the ViT-B/32 bundle"
   wait "$VIT_PID"
   log "   ViT-B/32 bundle: rc $(cat "$WORK/vit.rc" 2>/dev/null)"; tail -n 8 "$LOGS/vit-bundle.log"
 fi
 [ -f "$VIT/bundle.toml" ] || VIT=""
+
+# --- 5. the GPU tests -------------------------------------------------------------------------------
+if want 5; then
 log "5. GPU tests (tests/gpu.rs --include-ignored)"
 # The same kernel cache for the tests (tract-cuda reads XDG_CACHE_HOME) and the binary they run
 # (its default kernel cache is the daemon's cache folder, $CACHE_DIRECTORY first).
 EDGECLIP_ROOT=$ROOT EDGECLIP_BIN=$BIN EDGECLIP_GPU_BUNDLES=$VIT XDG_CACHE_HOME=$KC CACHE_DIRECTORY=$KC timeout 300 \
   "$TESTS" --include-ignored --test-threads 1 --nocapture > "$LOGS/gpu-tests.log" 2>&1
 rc=$?
-grep -E "^test |min cosine|test result|panicked|kernel libraries" "$LOGS/gpu-tests.log"
+grep -E "^test |min cosine|against fp32|test result|panicked|kernel libraries|second load" "$LOGS/gpu-tests.log"
 record step gpu-tests rc "$rc"
-grep "min cosine" "$LOGS/gpu-tests.log" | while read -r line; do record step cosine line "$line"; done
+grep -E "min cosine|against fp32" "$LOGS/gpu-tests.log" | while read -r line; do record step cosine line "$line"; done
+
+fi
 
 # --- 6. the daemon on the clip, CPU and GPU -------------------------------------------------------
+if want 6; then
 log "6. the daemon on the recorded clip (15 fps replay), CPU and GPU side by side"
 for rt in cpu cuda; do
   sed -e "s|\.\./|$ROOT/|g" -e "s|^runtime = .*|runtime = \"$rt\"\nkernel_cache = \"$KC\"|" \
@@ -199,7 +221,10 @@ EOF
 tail -n 1 "$OUT/results.jsonl"
 grep -hE "runtime|loaded in|stats:|stopped" "$LOGS/daemon-cpu.log" "$LOGS/daemon-cuda.log" | cut -c1-220
 
+fi
+
 # --- 7. latency ---------------------------------------------------------------------------------------
+if want 7; then
 log "7. latency: edgeclip bench"
 bench() { timeout 120 "$BIN" bench --json --kernel-cache "$KC" "$@" 2>> "$LOGS/bench.log" | tee -a "$OUT/results.jsonl"; }
 bench --model models/demo --runtime cpu
@@ -215,6 +240,8 @@ if [ "$HAVE_TORCH" = 1 ]; then
   log "   PyTorch anchor"
   skip=(); [ -n "$VIT" ] || skip=(--skip-vit)
   timeout 180 python3 benches/gpu/torch_anchor.py "${skip[@]}" 2> "$LOGS/torch.log" | tee -a "$OUT/results.jsonl"
+fi
+
 fi
 
 grep -h "^error" "$LOGS/bench.log" "$LOGS/torch.log" 2>/dev/null | sort | uniq -c | head -n 5

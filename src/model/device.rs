@@ -5,8 +5,8 @@
 //! CPU otherwise; `"cuda"` turns their absence into an error at start-up. [`select`] returns the
 //! decision with its reason, for the caller to log.
 //!
-//! tract-cuda compiles its kernels with NVRTC when it first creates a CUDA context (about 90 s)
-//! and keeps the cubins on disk, under a folder it derives once per process from
+//! tract-cuda compiles its kernels with NVRTC when it first creates a CUDA context (71 s on an
+//! H100) and keeps the cubins on disk, under a folder it derives once per process from
 //! `$XDG_CACHE_HOME` (or `~/.cache`): `<that>/tract/<tract version>/cuda/<API level>/cubins/
 //! sm_<arch>/nvrtc-<version>/` (tract-cuda 0.23.9, `src/kernels/mod.rs` `cubin_dir`, and
 //! `src/context.rs` `TractCudaContext::new`). A cubin found there is loaded, not compiled again.
