@@ -226,9 +226,10 @@ pub struct ModelConfig {
     pub runtime: Runtime,
     /// Encoder threads; `None` (the default) lets the engine use every core.
     pub threads: Option<usize>,
-    /// `precision`: which of the image tower's files to run. `None` (the default): the bundle's
-    /// default file on the CPU, its fp16 or fp32 variant on a GPU (see
-    /// [`crate::model::Device::pick_precision`]).
+    /// `precision`: which of the image tower's files to run. `None` (the default): chosen for
+    /// the device among the shipped files (see [`crate::model::Device::pick_precision`]: on the
+    /// CPU, dynamic int8 where it has int8 dot-product instructions, else fp32; on a GPU, fp16
+    /// or fp32).
     pub precision: Option<Precision>,
     /// `kernel_cache`: where compiled GPU kernels are kept between runs, resolved against the
     /// config file's folder. `None` (the default): the daemon's cache folder

@@ -38,7 +38,9 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     }
 }
 
-/// A copy of the hf-clip-tiny fixture bundle in a temporary folder, to break.
+/// A copy of the hf-clip-tiny fixture bundle in a temporary folder, to break. Its default image
+/// file is `visual.onnx` (fp32); a CPU with int8 dot products runs its dynamic int8 variant
+/// unless told otherwise, so the tests that break `visual.onnx` ask for `--precision fp32`.
 fn bundle_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("bundle");
@@ -92,7 +94,16 @@ fn corrupt_onnx_file() {
     )
     .unwrap();
     fails_with(
-        &["classify", "--model", s(&b), "--prompt", "a cat", &image()],
+        &[
+            "classify",
+            "--model",
+            s(&b),
+            "--precision",
+            "fp32",
+            "--prompt",
+            "a cat",
+            &image(),
+        ],
         &["visual.onnx", "parsing the ONNX file"],
     );
 }
@@ -103,7 +114,16 @@ fn truncated_onnx_file() {
     let bytes = std::fs::read(b.join("visual.onnx")).unwrap();
     std::fs::write(b.join("visual.onnx"), &bytes[..bytes.len() / 2]).unwrap();
     fails_with(
-        &["classify", "--model", s(&b), "--prompt", "a cat", &image()],
+        &[
+            "classify",
+            "--model",
+            s(&b),
+            "--precision",
+            "fp32",
+            "--prompt",
+            "a cat",
+            &image(),
+        ],
         &["visual.onnx"],
     );
 }
@@ -133,7 +153,16 @@ fn manifest_whose_input_size_disagrees_with_the_graph() {
     let (_d, b) = bundle_copy();
     edit_manifest(&b, "height = 224", "height = 256");
     fails_with(
-        &["classify", "--model", s(&b), "--prompt", "a cat", &image()],
+        &[
+            "classify",
+            "--model",
+            s(&b),
+            "--precision",
+            "fp32",
+            "--prompt",
+            "a cat",
+            &image(),
+        ],
         &["visual.onnx", "pixel_values"],
     );
 }

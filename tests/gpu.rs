@@ -97,10 +97,15 @@ fn cuda_is_a_clear_error_when_unavailable() {
     assert!(e.to_string().contains("\"cuda\" is not available"), "{e}");
 }
 
+/// The demo ships QDQ int8 (its default), fp32 and fp16. tract runs QDQ in float with a rounding
+/// pass on top, so the CPU takes the fp32 file, whatever its int8 instructions
+/// (`device::pick_cpu_precision`); asked for, the default file is there.
 #[test]
-fn the_cpu_keeps_the_default_file() {
+fn the_cpu_runs_the_fp32_file_of_a_qdq_bundle() {
     let encoder = ImageEncoder::load_for(&demo(), None, Runtime::Cpu).unwrap();
     assert_eq!(encoder.device(), Device::Cpu);
+    assert_eq!(encoder.precision(), Precision::Fp32);
+    let encoder = ImageEncoder::load_for(&demo(), Some(Precision::Int8Qdq), Runtime::Cpu).unwrap();
     assert_eq!(encoder.precision(), Precision::Int8Qdq);
 }
 
@@ -166,7 +171,8 @@ fn the_command_line_names_the_runtime() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["device"], "cpu");
-    assert_eq!(report["precision"], "int8-qdq");
+    // The demo ships QDQ int8 (default), fp32 and fp16: the CPU runs fp32 (pick_cpu_precision).
+    assert_eq!(report["precision"], "fp32");
     assert_eq!(report["iters"], 3);
 }
 
@@ -359,7 +365,7 @@ fn replay_events(config: Config) -> Vec<EventKey> {
 }
 
 /// The daemon on the recorded clip: on the GPU with the same file, exactly the CPU's events; with
-/// each device's own pick (fp16 on the GPU, int8 on the CPU), the same starts and ends, each
+/// each device's own pick (fp16 on the GPU, fp32 or int8 on the CPU), the same starts and ends, each
 /// within 2 frames. Replayed losslessly at 200 fps (events are counted in frames, not seconds).
 #[test]
 #[ignore = "needs a CUDA GPU: run by benches/gpu/run.sh"]

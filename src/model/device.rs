@@ -55,20 +55,99 @@ impl Device {
     }
 
     /// The precision to load when none is asked for, given what the image tower is shipped in
-    /// (the default first, as [`super::Bundle::image_precisions`] lists them). `None` means the
-    /// bundle's default file.
+    /// (the default first, as [`super::Bundle::image_precisions`] lists them), with the reason.
+    /// `None` means the bundle's default file.
     ///
-    /// The CPU takes the default (int8 for the shipped bundles). A GPU takes an fp16 variant,
-    /// else an fp32 one: tract-cuda runs float graphs on the GPU, but has no kernels for the
-    /// int8 operators (QuantizeLinear/DequantizeLinear, MatMulInteger), which would run on the
-    /// CPU with a copy to and from the GPU around each of them.
-    pub fn pick_precision(self, available: &[Precision]) -> Option<Precision> {
+    /// A GPU takes an fp16 variant, else an fp32 one: tract-cuda runs float graphs on the GPU,
+    /// but has no kernels for the int8 operators (QuantizeLinear/DequantizeLinear,
+    /// MatMulInteger), which would run on the CPU with a copy to and from the GPU around each of
+    /// them. The CPU: [`pick_cpu_precision`], for what this CPU has ([`cpu_has_int8_dot`]).
+    pub fn pick_precision(self, available: &[Precision]) -> (Option<Precision>, &'static str) {
         match self {
-            Device::Cpu => None,
-            Device::Cuda => [Precision::Fp16, Precision::Fp32]
+            Device::Cpu => pick_cpu_precision(available, cpu_has_int8_dot()),
+            Device::Cuda => match [Precision::Fp16, Precision::Fp32]
                 .into_iter()
-                .find(|p| available.contains(p)),
+                .find(|p| available.contains(p))
+            {
+                Some(p) => (
+                    Some(p),
+                    "a GPU runs float graphs; int8 operators have no CUDA kernels",
+                ),
+                None => (None, "the bundle ships no float image tower"),
+            },
         }
+    }
+}
+
+/// What the CPU runs when `model.precision` is not set, among the files a bundle ships (the
+/// default first), and why. `None`: the bundle's default file.
+///
+/// The rule follows what tract 0.23.9 does with each form (measured in `benches/INT8.md`):
+/// - **dynamic int8** (MatMulInteger, ConvInteger) runs tract's integer kernels, which beat fp32
+///   only where the CPU has int8 dot-product instructions (`int8_dot`: Arm's `dotprod`, x86's
+///   VNNI): ViT-B/32 takes 0.40x fp32's instructions on a Cortex-A76 but 1.45x on an A72. So
+///   dynamic int8 where `int8_dot`, else fp32 when the bundle ships it.
+/// - **QDQ int8** runs in float in tract (the weights are dequantized at load, and every
+///   QuantizeLinear/DequantizeLinear pair on the activations is a rounding pass on top: 27% of
+///   the demo student's time), so it is never faster than the fp32 file: dynamic int8 where
+///   `int8_dot` and shipped, else fp32 when shipped.
+/// - **fp16** has no native arithmetic in tract's CPU kernels (5.4 s per frame for the demo):
+///   fp32, else int8, when shipped.
+/// - **fp32**: dynamic int8 where `int8_dot` and shipped.
+pub fn pick_cpu_precision(
+    available: &[Precision],
+    int8_dot: bool,
+) -> (Option<Precision>, &'static str) {
+    use Precision::*;
+    let has = |p| available.contains(&p);
+    let Some(&default) = available.first() else {
+        return (None, "the bundle's default file");
+    };
+    let dynamic = int8_dot && has(Int8Dynamic);
+    match default {
+        Int8Dynamic if int8_dot => (None, "the CPU has int8 dot-product instructions"),
+        Int8Dynamic if has(Fp32) => (
+            Some(Fp32),
+            "the CPU has no int8 dot-product instructions, so tract's int8 kernels are slower than fp32",
+        ),
+        _ if dynamic => (
+            Some(Int8Dynamic),
+            "the CPU has int8 dot-product instructions for the dynamic int8 file",
+        ),
+        Int8Qdq if has(Fp32) => (
+            Some(Fp32),
+            "tract runs QDQ int8 graphs in float, with a rounding pass per quantized tensor: fp32 is faster",
+        ),
+        Fp16 if has(Fp32) => (
+            Some(Fp32),
+            "tract's CPU kernels have no native fp16 arithmetic",
+        ),
+        _ => (None, "the bundle's default file"),
+    }
+}
+
+/// Whether this CPU has int8 dot-product instructions that tract's int8 matrix kernels use:
+/// `dotprod` on 64-bit Arm (Cortex-A55/A76 and later: Raspberry Pi 5, Jetson Orin; not the
+/// Pi 4's A72), VNNI on x86-64 (AVX-512 VNNI or AVX-VNNI). `EDGECLIP_INT8_DOT=0|1` overrides
+/// the detection (for tests and for comparing on one machine).
+pub fn cpu_has_int8_dot() -> bool {
+    match std::env::var("EDGECLIP_INT8_DOT").as_deref() {
+        Ok("0") => return false,
+        Ok("1") => return true,
+        _ => {}
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+    {
+        false
     }
 }
 
@@ -247,14 +326,38 @@ mod tests {
     #[test]
     fn the_gpu_prefers_fp16_then_fp32_over_int8() {
         use Precision::*;
-        assert_eq!(Device::Cpu.pick_precision(&[Int8Qdq, Fp32, Fp16]), None);
-        assert_eq!(
-            Device::Cuda.pick_precision(&[Int8Qdq, Fp32, Fp16]),
-            Some(Fp16)
-        );
-        assert_eq!(Device::Cuda.pick_precision(&[Int8Qdq, Fp32]), Some(Fp32));
-        assert_eq!(Device::Cuda.pick_precision(&[Fp32]), Some(Fp32));
-        assert_eq!(Device::Cuda.pick_precision(&[Int8Dynamic]), None);
+        let gpu = |a: &[Precision]| Device::Cuda.pick_precision(a).0;
+        assert_eq!(gpu(&[Int8Qdq, Fp32, Fp16]), Some(Fp16));
+        assert_eq!(gpu(&[Int8Qdq, Fp32]), Some(Fp32));
+        assert_eq!(gpu(&[Fp32]), Some(Fp32));
+        assert_eq!(gpu(&[Int8Dynamic]), None);
+    }
+
+    #[test]
+    fn the_cpu_takes_int8_only_where_it_has_int8_dot_products() {
+        use Precision::*;
+        let cpu = |a: &[Precision], dot| pick_cpu_precision(a, dot).0;
+        for dot in [false, true] {
+            // QDQ runs in float in tract: the fp32 file whenever it is shipped (the demo bundle).
+            assert_eq!(cpu(&[Int8Qdq, Fp32, Fp16], dot), Some(Fp32));
+            // A bundle with one file runs it.
+            for only in [Int8Qdq, Int8Dynamic, Fp32, Fp16] {
+                assert_eq!(cpu(&[only], dot), None);
+            }
+            assert_eq!(cpu(&[], dot), None);
+        }
+        // Dynamic int8 where the CPU has dot products, else fp32.
+        assert_eq!(cpu(&[Int8Dynamic, Fp32], true), None);
+        assert_eq!(cpu(&[Int8Dynamic, Fp32], false), Some(Fp32));
+        assert_eq!(cpu(&[Fp32, Int8Dynamic, Int8Qdq], true), Some(Int8Dynamic));
+        assert_eq!(cpu(&[Fp32, Int8Dynamic, Int8Qdq], false), None);
+        assert_eq!(cpu(&[Int8Qdq, Int8Dynamic], true), Some(Int8Dynamic));
+        assert_eq!(cpu(&[Int8Qdq, Int8Dynamic], false), None);
+        assert_eq!(cpu(&[Int8Qdq, Fp32, Int8Dynamic], true), Some(Int8Dynamic));
+        assert_eq!(cpu(&[Int8Qdq, Fp32, Int8Dynamic], false), Some(Fp32));
+        // fp16 as the default: fp32 when shipped.
+        assert_eq!(cpu(&[Fp16, Fp32], false), Some(Fp32));
+        assert_eq!(cpu(&[Fp16, Int8Dynamic], true), Some(Int8Dynamic));
     }
 
     #[test]

@@ -20,20 +20,75 @@ use super::{Bundle, Device, ModelError, Precision};
 /// A ready-to-run tower.
 #[derive(Debug, Clone)]
 enum Plan {
-    /// tract's CPU plan, optimized for this CPU.
-    Cpu(Arc<TypedRunnableModel>),
+    /// tract's CPU plan, optimized for this CPU, and the run state kept between runs.
+    Cpu(Arc<TypedRunnableModel>, StateSlot),
     /// What tract's CUDA runtime prepared.
     #[cfg(feature = "gpu-runtime")]
     Cuda(Arc<dyn tract_onnx::tract_core::runtime::Runnable>),
 }
 
 impl Plan {
+    fn cpu(plan: Arc<TypedRunnableModel>) -> Plan {
+        Plan::Cpu(plan, StateSlot::default())
+    }
+
     fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         match self {
-            Plan::Cpu(plan) => plan.run(inputs),
+            Plan::Cpu(plan, slot) => slot.run(plan, inputs, tract_onnx::tract_core::plan::eval),
             #[cfg(feature = "gpu-runtime")]
             Plan::Cuda(runnable) => runnable.run(inputs),
         }
+    }
+}
+
+/// The run state of a CPU plan (tract's `SimpleState`: one state per operator, the table of
+/// values), built on the first run and reused by the next ones, so that a frame does not build a
+/// fresh one (`SimplePlan::run` does). Between runs it holds no activations: tract clears them at
+/// the end of each run. A clone of the encoder starts with an empty slot.
+#[derive(Default)]
+struct StateSlot(std::sync::Mutex<Option<TypedSimpleState>>);
+
+impl StateSlot {
+    fn run<E>(
+        &self,
+        plan: &Arc<TypedRunnableModel>,
+        inputs: TVec<TValue>,
+        eval: E,
+    ) -> TractResult<TVec<TValue>>
+    where
+        E: for<'a, 'b, 'c> FnMut(
+            &'a tract_onnx::tract_core::plan::EvalContext<'a>,
+            Option<&'b mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
+            &'c TypedNode,
+            TVec<TValue>,
+        ) -> TractResult<TVec<TValue>>,
+    {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = match slot.as_mut() {
+            Some(state) => state,
+            None => slot.insert(plan.spawn()?),
+        };
+        let result = state.run_plan_with_eval(inputs, eval);
+        if result.is_err() {
+            // A failed run can leave values behind: start the next one from a fresh state.
+            *slot = None;
+        }
+        result
+    }
+}
+
+impl Clone for StateSlot {
+    fn clone(&self) -> Self {
+        StateSlot::default()
+    }
+}
+
+impl std::fmt::Debug for StateSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateSlot")
     }
 }
 
@@ -159,7 +214,7 @@ fn build_plan(
     let plan = typed
         .into_runnable()
         .map_err(graph_err(path, "building the execution plan"))?;
-    Ok((Plan::Cpu(plan), out_shape))
+    Ok((Plan::cpu(plan), out_shape))
 }
 
 /// Like [`build_plan`], through tract's CUDA runtime: the decluttered graph (not the one
@@ -447,8 +502,8 @@ impl ImageEncoder {
     }
 
     /// Loads the bundle's image tower for `device`. With `precision` `None`, the device picks
-    /// among the shipped files ([`Device::pick_precision`]: the default on the CPU, an fp16 or
-    /// fp32 variant on a GPU).
+    /// among the shipped files ([`Device::pick_precision`]: on the CPU by its int8 dot-product
+    /// instructions and the file's int8 form, on a GPU an fp16 or fp32 variant).
     ///
     /// On a GPU the tower is also run once on a blank image, so that kernels compiled or loaded
     /// on first use and the CUDA libraries' handles are ready before the first frame.
@@ -457,7 +512,13 @@ impl ImageEncoder {
         precision: Option<Precision>,
         device: Device,
     ) -> Result<ImageEncoder, ModelError> {
-        let precision = precision.or_else(|| device.pick_precision(&bundle.image_precisions()));
+        let precision = precision.or_else(|| {
+            let (pick, why) = device.pick_precision(&bundle.image_precisions());
+            if let Some(p) = pick {
+                log::info!("image tower: the {p} file on the {device} ({why})");
+            }
+            pick
+        });
         let (path, precision) = bundle.image_onnx(precision)?;
         let tower = &bundle.manifest.image;
         let shape = [1, 3, tower.height as usize, tower.width as usize];
@@ -578,7 +639,7 @@ impl ImageEncoder {
     /// Empty for a plan on the GPU (tract-cuda's runnable does not expose its graph).
     pub fn plan_summary(&self) -> Vec<String> {
         match &self.plan {
-            Plan::Cpu(plan) => plan
+            Plan::Cpu(plan, _) => plan
                 .model()
                 .nodes()
                 .iter()
@@ -590,6 +651,50 @@ impl ImageEncoder {
             #[cfg(feature = "gpu-runtime")]
             Plan::Cuda(_) => Vec::new(),
         }
+    }
+
+    /// Runs the tower `iters` times on `pixels` (CPU plans only) and returns where the time went:
+    /// per node of the optimized plan, in execution order, its operator (`name()` and details,
+    /// as in [`ImageEncoder::plan_summary`]) and its total time over the runs. For finding out
+    /// what a graph spends its time on (`examples/onnx_probe.rs --profile`).
+    pub fn profile(
+        &self,
+        pixels: &[f32],
+        iters: usize,
+    ) -> Result<Vec<(String, std::time::Duration)>, ModelError> {
+        let (plan, slot) = match &self.plan {
+            Plan::Cpu(plan, slot) => (plan, slot),
+            #[cfg(feature = "gpu-runtime")]
+            Plan::Cuda(_) => {
+                return Err(run_err(&self.path)(anyhow::anyhow!(
+                    "profiling needs a CPU plan"
+                )));
+            }
+        };
+        let nodes = plan.model().nodes();
+        let mut times = vec![std::time::Duration::ZERO; nodes.len()];
+        let mut order = Vec::with_capacity(nodes.len());
+        for _ in 0..iters {
+            let input = Tensor::from_shape(&self.shape, pixels).map_err(run_err(&self.path))?;
+            slot.run(plan, tvec!(input.into()), |ctx, state, node, inputs| {
+                let started = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
+                if !order.contains(&node.id) {
+                    order.push(node.id);
+                }
+                times[node.id] += started.elapsed();
+                out
+            })
+            .map_err(run_err(&self.path))?;
+        }
+        Ok(order
+            .into_iter()
+            .map(|id| {
+                let op = &nodes[id].op;
+                let info = op.info().unwrap_or_default().join("; ");
+                (format!("{}: {}", op.name(), info), times[id])
+            })
+            .collect())
     }
 
     /// The ONNX file this encoder runs.
