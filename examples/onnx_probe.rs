@@ -46,6 +46,8 @@ fn main() -> anyhow::Result<()> {
     };
     let size: usize = size.parse().context("SIZE")?;
     let iters: usize = rest.first().map(|s| s.parse()).transpose()?.unwrap_or(1);
+    // RUST_LOG=edgeclip=debug prints where the load time goes.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     edgeclip::model::set_threads(1);
 
     let t0 = Instant::now();
