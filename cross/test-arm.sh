@@ -36,6 +36,15 @@ run_under() {
   "$qemu" -L "$sysroot" -cpu "$cpu" "$exe" --test-threads 2 -q "${QEMU_SKIP[@]}"
 }
 
+# Does the runtime see the int8 dot-product instructions exactly where the core has them (its CPU
+# precision choice depends on it)? EXPECTED: 1 or 0.
+int8_dot_under() {
+  local qemu=$1 sysroot=$2 cpu=$3 exe=$4 expected=$5
+  printf -- '--- int8 dot-product detection on %s (expected %s)\n' "$cpu" "$expected"
+  EDGECLIP_EXPECT_INT8_DOT=$expected "$qemu" -L "$sysroot" -cpu "$cpu" "$exe" -q --ignored --exact \
+    model::device::tests::int8_dot_detection_matches_the_emulated_core
+}
+
 rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
 declare -A a64 a32
 # Surface compile errors (the JSON pass above hides them).
@@ -61,6 +70,10 @@ run_under $q32 $s32 cortex-a7 "${a32[runtime]}" runtime
 run_under $q32 $s32 cortex-a7 "${a32[preprocess]}" preprocess
 run_under $q32 $s32 cortex-a7 "${a32[tokenizer]}" tokenizer
 run_under $q32 $s32 cortex-a7 "${a32[lib]}" lib
+int8_dot_under $q64 $s64 cortex-a76 "${a64[lib]}" 1
+int8_dot_under $q64 $s64 cortex-a72 "${a64[lib]}" 0
+int8_dot_under $q64 $s64 cortex-a53 "${a64[lib]}" 0
+int8_dot_under $q32 $s32 cortex-a7 "${a32[lib]}" 0
 # The glibc floor: the newest glibc symbol version the ARM binaries need must not exceed what the
 # boards ship (Ubuntu 22.04 / JetPack 6: 2.35; Raspberry Pi OS bookworm: 2.36).
 glibc_floor() { "$1" -T "$2" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1; }

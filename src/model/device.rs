@@ -360,6 +360,20 @@ mod tests {
         assert_eq!(cpu(&[Fp16, Int8Dynamic], true), Some(Int8Dynamic));
     }
 
+    /// What [`cpu_has_int8_dot`] finds on the core `cross/test-arm.sh` emulates, which names the
+    /// right answer in `EDGECLIP_EXPECT_INT8_DOT`: 1 on a Cortex-A76, 0 on an A72, an A53 and the
+    /// 32-bit A7. Ignored in a plain `cargo test`, where nobody says what the CPU should have.
+    #[test]
+    #[ignore = "run by cross/test-arm.sh under qemu, which names the emulated core's answer"]
+    fn int8_dot_detection_matches_the_emulated_core() {
+        let expected = std::env::var("EDGECLIP_EXPECT_INT8_DOT").expect("EDGECLIP_EXPECT_INT8_DOT");
+        assert!(
+            std::env::var_os("EDGECLIP_INT8_DOT").is_none(),
+            "the override is set"
+        );
+        assert_eq!(cpu_has_int8_dot(), expected == "1", "expected {expected}");
+    }
+
     #[test]
     fn kernels_are_counted_at_any_depth() {
         let dir = tempfile::tempdir().unwrap();
