@@ -85,8 +85,9 @@ impl Device {
 /// The rule follows what tract 0.23.9 does with each form (measured in `benches/INT8.md`):
 /// - **dynamic int8** (MatMulInteger, ConvInteger) runs tract's integer kernels, which beat fp32
 ///   only where the CPU has int8 dot-product instructions (`int8_dot`: Arm's `dotprod`, x86's
-///   VNNI): ViT-B/32 takes 0.40x fp32's instructions on a Cortex-A76 but 1.45x on an A72. So
-///   dynamic int8 where `int8_dot`, else fp32 when the bundle ships it.
+///   VNNI): ViT-B/32 takes 0.40x fp32's instructions on a Cortex-A76 but 1.15x on an A72, and
+///   0.70x fp32's time on this x86 (AMX). So dynamic int8 where `int8_dot`, else fp32 when the
+///   bundle ships it.
 /// - **QDQ int8** runs in float in tract (the weights are dequantized at load, and every
 ///   QuantizeLinear/DequantizeLinear pair on the activations is a rounding pass on top: 27% of
 ///   the demo student's time), so it is never faster than the fp32 file: dynamic int8 where

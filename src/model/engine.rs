@@ -739,16 +739,17 @@ impl ImageEncoder {
         };
         let nodes = plan.model().nodes();
         let mut times = vec![std::time::Duration::ZERO; nodes.len()];
+        let mut seen = vec![false; nodes.len()];
         let mut order = Vec::with_capacity(nodes.len());
         for _ in 0..iters {
             let input = Tensor::from_shape(&self.shape, pixels).map_err(run_err(&self.path))?;
             slot.run(plan, tvec!(input.into()), |ctx, state, node, inputs| {
                 let started = std::time::Instant::now();
                 let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
-                if !order.contains(&node.id) {
+                times[node.id] += started.elapsed();
+                if !std::mem::replace(&mut seen[node.id], true) {
                     order.push(node.id);
                 }
-                times[node.id] += started.elapsed();
                 out
             })
             .map_err(run_err(&self.path))?;
