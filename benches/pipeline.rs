@@ -2,8 +2,9 @@
 //!
 //! Measured: decoding a 640x480 JPEG frame from the bundled clip; MJPEG, RGB and YUYV 640x480
 //! frames to the demo's 96x96 tensor and to a 224x224 one (ViT-B/32's input); the demo bundle's image tower
-//! (int8 default and fp32 variant) and text tower; matching one embedding against 10, 100 and 1000
-//! prompts; a trigger bank update. Set-up (model load, decoding inputs) is outside the timed loops.
+//! (int8 default and fp32 variant) and text tower; the full-size ViT-B/32 image tower (fp32 and
+//! int8) when `models/tools/make_vitb32.py` has generated it; matching one embedding against 10,
+//! 100 and 1000 prompts; a trigger bank update. Set-up (model load, decoding inputs) is outside the timed loops.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -108,7 +109,15 @@ fn towers(c: &mut Criterion) {
     let bundle = Bundle::load(root().join("models/demo")).unwrap();
     let mut group = c.benchmark_group("demo_image_tower");
     group.measurement_time(Duration::from_secs(5));
-    for precision in bundle.image_precisions() {
+    // fp16 is the GPU's file: tract has no native half-float arithmetic on CPUs (5.2 s a frame
+    // here, `benches/compare_ort.py` reports it), and the CPU path never runs it.
+    let cpu_files = |b: &Bundle| {
+        b.image_precisions()
+            .into_iter()
+            .filter(|p| *p != Precision::Fp16)
+            .collect::<Vec<_>>()
+    };
+    for precision in cpu_files(&bundle) {
         let enc = ImageEncoder::load(&bundle, Some(precision)).unwrap();
         let input = vec![0.1f32; enc.input_len()];
         let mut out = vec![0f32; enc.dim()];
@@ -117,6 +126,30 @@ fn towers(c: &mut Criterion) {
         });
     }
     group.finish();
+    // The full-size ViT-B/32 image tower, when models/tools/make_vitb32.py has generated it
+    // (350 MB: never committed). About 0.1 s a run, so ten samples.
+    let vit = root().join("target/models/vit-b32");
+    if vit.join("bundle.toml").exists() {
+        let bundle = Bundle::load(&vit).unwrap();
+        let mut group = c.benchmark_group("vit_b32_image_tower");
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(10));
+        for precision in cpu_files(&bundle) {
+            let enc = ImageEncoder::load(&bundle, Some(precision)).unwrap();
+            let input = edgeclip::bench::test_pattern(enc.input_len());
+            let mut out = vec![0f32; enc.dim()];
+            group.bench_function(BenchmarkId::from_parameter(precision), |b| {
+                b.iter(|| enc.encode_into(black_box(&input), &mut out).unwrap())
+            });
+        }
+        group.finish();
+    } else {
+        eprintln!(
+            "vit_b32_image_tower: skipped, {} not generated",
+            vit.display()
+        );
+    }
     if bundle.manifest.text.is_some() {
         let text = TextEncoder::load(&bundle, None).unwrap();
         let ids =
@@ -125,7 +158,6 @@ fn towers(c: &mut Criterion) {
             b.iter(|| text.encode(black_box(&ids)).unwrap())
         });
     }
-    let _ = Precision::Fp32;
 }
 
 fn matching(c: &mut Criterion) {
