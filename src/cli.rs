@@ -265,7 +265,6 @@ fn runtime_error(e: crate::model::ModelError) -> anyhow::Error {
     }
 }
 
-/// A deterministic, image-like input: values in the normalised range, no two alike.
 fn run_daemon(path: &Path, lossless: bool) -> Result<()> {
     use crate::daemon::{Control, Daemon, Delivery};
     let config = Config::from_file(path)?;

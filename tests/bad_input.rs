@@ -75,6 +75,23 @@ fn image() -> String {
         .into_owned()
 }
 
+/// `classify --precision fp32` on the bundle `b` (so that `visual.onnx` is the file loaded,
+/// whatever the CPU) fails cleanly with `needles` in its error line.
+fn classify_fp32_fails_with(b: &Path, needles: &[&str]) {
+    let image = image();
+    let args = [
+        "classify",
+        "--model",
+        s(b),
+        "--precision",
+        "fp32",
+        "--prompt",
+        "a cat",
+        &image,
+    ];
+    fails_with(&args, needles);
+}
+
 #[test]
 fn missing_onnx_file() {
     let (_d, b) = bundle_copy();
@@ -93,19 +110,7 @@ fn corrupt_onnx_file() {
         b"this is not a protobuf at all \xff\xfe",
     )
     .unwrap();
-    fails_with(
-        &[
-            "classify",
-            "--model",
-            s(&b),
-            "--precision",
-            "fp32",
-            "--prompt",
-            "a cat",
-            &image(),
-        ],
-        &["visual.onnx", "parsing the ONNX file"],
-    );
+    classify_fp32_fails_with(&b, &["visual.onnx", "parsing the ONNX file"]);
 }
 
 #[test]
@@ -113,19 +118,7 @@ fn truncated_onnx_file() {
     let (_d, b) = bundle_copy();
     let bytes = std::fs::read(b.join("visual.onnx")).unwrap();
     std::fs::write(b.join("visual.onnx"), &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(
-        &[
-            "classify",
-            "--model",
-            s(&b),
-            "--precision",
-            "fp32",
-            "--prompt",
-            "a cat",
-            &image(),
-        ],
-        &["visual.onnx"],
-    );
+    classify_fp32_fails_with(&b, &["visual.onnx"]);
 }
 
 #[test]
@@ -152,19 +145,7 @@ fn manifest_with_missing_key() {
 fn manifest_whose_input_size_disagrees_with_the_graph() {
     let (_d, b) = bundle_copy();
     edit_manifest(&b, "height = 224", "height = 256");
-    fails_with(
-        &[
-            "classify",
-            "--model",
-            s(&b),
-            "--precision",
-            "fp32",
-            "--prompt",
-            "a cat",
-            &image(),
-        ],
-        &["visual.onnx", "pixel_values"],
-    );
+    classify_fp32_fails_with(&b, &["visual.onnx", "pixel_values"]);
 }
 
 #[test]

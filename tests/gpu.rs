@@ -111,11 +111,15 @@ fn the_cpu_runs_the_fp32_file_of_a_qdq_bundle() {
 
 /// The binary: `$EDGECLIP_BIN` when set (this test binary run on another machine, as
 /// `benches/gpu/run.sh` does), else the one cargo built with it.
-fn edgeclip(args: &[&str]) -> std::process::Output {
-    let bin = std::env::var_os("EDGECLIP_BIN")
+fn edgeclip_bin() -> PathBuf {
+    std::env::var_os("EDGECLIP_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgeclip")));
-    std::process::Command::new(bin)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgeclip")))
+}
+
+/// Runs [`edgeclip_bin`] with `args`, logging warnings only.
+fn edgeclip(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(edgeclip_bin())
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -195,10 +199,7 @@ fn the_kernel_cache_follows_the_command_line() {
         tmp.path().join("xdg"),
     );
     let kept_in = |args: &[&str]| {
-        let bin = std::env::var_os("EDGECLIP_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgeclip")));
-        let out = std::process::Command::new(bin)
+        let out = std::process::Command::new(edgeclip_bin())
             .args(args)
             .env("RUST_LOG", "edgeclip=debug")
             .env("XDG_CACHE_HOME", &elsewhere)

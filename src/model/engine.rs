@@ -550,6 +550,13 @@ fn run_err(path: &Path) -> impl FnOnce(anyhow::Error) -> ModelError + '_ {
     }
 }
 
+/// One node of an optimized plan as `op name: details` (a matrix product's details name the
+/// kernel tract picked).
+fn describe(node: &TypedNode) -> String {
+    let info = node.op.info().unwrap_or_default().join("; ");
+    format!("{}: {}", node.op.name(), info)
+}
+
 /// The image tower of a bundle, ready to run on one `[1, 3, H, W]` tensor at a time.
 #[derive(Debug, Clone)]
 pub struct ImageEncoder {
@@ -705,15 +712,7 @@ impl ImageEncoder {
     /// Empty for a plan on the GPU (tract-cuda's runnable does not expose its graph).
     pub fn plan_summary(&self) -> Vec<String> {
         match &self.plan {
-            Plan::Cpu(plan, _) => plan
-                .model()
-                .nodes()
-                .iter()
-                .map(|node| {
-                    let info = node.op.info().unwrap_or_default().join("; ");
-                    format!("{}: {}", node.op.name(), info)
-                })
-                .collect(),
+            Plan::Cpu(plan, _) => plan.model().nodes().iter().map(describe).collect(),
             #[cfg(feature = "gpu-runtime")]
             Plan::Cuda(_) => Vec::new(),
         }
@@ -756,11 +755,7 @@ impl ImageEncoder {
         }
         Ok(order
             .into_iter()
-            .map(|id| {
-                let op = &nodes[id].op;
-                let info = op.info().unwrap_or_default().join("; ");
-                (format!("{}: {}", op.name(), info), times[id])
-            })
+            .map(|id| (describe(&nodes[id]), times[id]))
             .collect())
     }
 
