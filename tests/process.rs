@@ -36,6 +36,19 @@ enum Line {
     Err(String),
 }
 
+/// Sends each line read from `stream` to `tx` as `kind(line)`, on a thread of its own.
+fn forward_lines(
+    stream: impl std::io::Read + Send + 'static,
+    tx: mpsc::Sender<Line>,
+    kind: fn(String) -> Line,
+) {
+    std::thread::spawn(move || {
+        for l in BufReader::new(stream).lines().map_while(Result::ok) {
+            let _ = tx.send(kind(l));
+        }
+    });
+}
+
 /// The daemon as a child process, its stdout and stderr read line by line on two threads.
 struct Daemon {
     child: Child,
@@ -57,19 +70,8 @@ impl Daemon {
             .spawn()
             .expect("starting edgeclip");
         let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(Line::Out(l));
-            }
-        });
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx2.send(Line::Err(l));
-            }
-        });
+        forward_lines(child.stdout.take().unwrap(), tx.clone(), Line::Out);
+        forward_lines(child.stderr.take().unwrap(), tx, Line::Err);
         Daemon {
             child,
             lines,
