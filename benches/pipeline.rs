@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use edgeclip::frame::{Frame, PixelFormat};
-use edgeclip::matcher::{Label, Matcher, Scores};
+use edgeclip::matcher::{Label, Matcher, Scores, Storage};
 use edgeclip::model::{Bundle, ImageEncoder, Precision, TextEncoder};
 use edgeclip::preprocess::{Preprocessor, Spec, decode_image};
 use edgeclip::prompts::ClipTokenizer;
@@ -182,9 +182,16 @@ fn matching(c: &mut Criterion) {
         let m = Matcher::new(entries, dim, 100.0).unwrap();
         let image: Vec<f32> = (0..dim).map(|j| (j % 13) as f32 - 6.0).collect();
         let mut scores = Scores::default();
-        group.bench_function(BenchmarkId::from_parameter(n), |b| {
-            b.iter(|| m.score(black_box(&image), &mut scores))
-        });
+        // The storage Matcher::new picks (int8 above 512 prompts), and f32 for comparison.
+        let mut variants = vec![(n.to_string(), m.clone())];
+        if m.storage() == Storage::Int8 {
+            variants.push((format!("{n}_f32"), m.with_storage(Storage::F32)));
+        }
+        for (id, m) in variants {
+            group.bench_function(BenchmarkId::from_parameter(id), |b| {
+                b.iter(|| m.score(black_box(&image), &mut scores))
+            });
+        }
     }
     group.finish();
 }

@@ -1,0 +1,139 @@
+//! Decluttered graphs kept as NNEF between starts.
+//!
+//! Turning an ONNX file into tract's decluttered graph (parse the protobuf, type every node,
+//! simplify) is most of a load: 87% of the fp32 ViT-B/32 tower's on the build machine
+//! (`benches/README.md`). tract writes that graph to NNEF (its own format, a tar of the graph text
+//! and raw tensors) and reads it back far faster, so the first start stores it in the cache
+//! folder and later starts load it from there; only the CPU-specific optimization runs at every
+//! start (tract cannot write an optimized graph).
+//!
+//! tract 0.23 has no NNEF form for its int8 quantization operators (`QuantizeLinearU8`,
+//! `DynamicQuantizeLinearU8`), so QDQ and dynamic int8 graphs are not cached: they load from the
+//! ONNX file every time, and a debug log line says why.
+//!
+//! One entry per model file, input shape and output: `graphs/<key>.nnef.tar`, with
+//! `graphs/<key>.stamp` holding the file's size and modification time and the edgeclip version
+//! (which pins tract's). An entry whose stamp differs is rebuilt in place. Like the fingerprint
+//! memo (`bundle.rs`) this trusts timestamps, as `make` does. `EDGECLIP_GRAPH_CACHE=off` turns
+//! the cache off.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+/// Set to `off` to neither read nor write cached graphs.
+pub const GRAPH_CACHE_ENV: &str = "EDGECLIP_GRAPH_CACHE";
+
+/// The cache entry of one model file loaded with one input shape and output.
+#[derive(Debug)]
+pub struct GraphCache {
+    tar: PathBuf,
+    stamp_file: PathBuf,
+    stamp: String,
+}
+
+impl GraphCache {
+    /// The entry for `path` in the default cache folder ([`crate::daemon::cache_dir`]), unless
+    /// [`GRAPH_CACHE_ENV`] is `off` or there is no cache folder.
+    pub fn for_file(path: &Path, input: &InferenceFact, output: &str) -> Option<GraphCache> {
+        if std::env::var_os(GRAPH_CACHE_ENV).is_some_and(|v| v == "off") {
+            return None;
+        }
+        GraphCache::in_folder(&crate::daemon::cache_dir()?, path, input, output)
+    }
+
+    /// The entry for `path` under `cache` (`None` when the file's metadata cannot be read).
+    pub fn in_folder(
+        cache: &Path,
+        path: &Path,
+        input: &InferenceFact,
+        output: &str,
+    ) -> Option<GraphCache> {
+        let meta = std::fs::metadata(path).ok()?;
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let full = std::fs::canonicalize(path).ok()?;
+        let mut key = Sha256::new();
+        key.update(full.as_os_str().as_encoded_bytes());
+        key.update(format!("\0{input:?}\0{output}").as_bytes());
+        let key: String = key
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let dir = cache.join("graphs");
+        Some(GraphCache {
+            tar: dir.join(format!("{key}.nnef.tar")),
+            stamp_file: dir.join(format!("{key}.stamp")),
+            stamp: format!(
+                "{} {} edgeclip {}\n",
+                meta.len(),
+                mtime.as_nanos(),
+                env!("CARGO_PKG_VERSION")
+            ),
+        })
+    }
+
+    /// The NNEF file of this entry.
+    pub fn path(&self) -> &Path {
+        &self.tar
+    }
+
+    /// The cached graph, when the entry exists and its stamp matches the model file. A damaged
+    /// entry is logged and ignored (the next [`GraphCache::store`] replaces it).
+    pub fn load(&self) -> Option<TypedModel> {
+        let stamp = std::fs::read_to_string(&self.stamp_file).ok()?;
+        if stamp != self.stamp {
+            return None;
+        }
+        match nnef().model_for_path(&self.tar) {
+            Ok(model) => Some(model),
+            Err(e) => {
+                log::warn!("ignoring the cached graph {}: {e:#}", self.tar.display());
+                None
+            }
+        }
+    }
+
+    /// Writes `model` to the entry, when tract can write all of its operators. Failures cost
+    /// only the next start's time: they are logged, never returned.
+    pub fn store(&self, model: &TypedModel, source: &Path) {
+        let Some(dir) = self.tar.parent() else { return };
+        let tmp = self
+            .tar
+            .with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::create_dir_all(dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| {
+                let file = std::fs::File::create(&tmp)?;
+                nnef().write_to_tar(model, std::io::BufWriter::new(file))?;
+                // The stamp goes last: a tar without its stamp is never read.
+                let _ = std::fs::remove_file(&self.stamp_file);
+                std::fs::rename(&tmp, &self.tar)?;
+                std::fs::write(&self.stamp_file, &self.stamp)?;
+                Ok(())
+            });
+        match written {
+            Ok(()) => log::info!(
+                "{}: decluttered graph cached in {} ({:.1} MB): later starts skip parsing it",
+                source.display(),
+                self.tar.display(),
+                std::fs::metadata(&self.tar).map_or(0.0, |m| m.len() as f64 / 1e6)
+            ),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                log::debug!("{}: graph not cached: {e:#}", source.display());
+            }
+        }
+    }
+}
+
+/// tract's NNEF reader and writer, with tract-core's operators and the ONNX extras.
+fn nnef() -> tract_nnef::framework::Nnef {
+    tract_nnef::nnef().with_onnx()
+}
