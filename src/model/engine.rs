@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
+use super::graph_cache::GraphCache;
 use super::{Bundle, Device, ModelError, Precision};
 
 /// A ready-to-run tower.
@@ -190,6 +191,48 @@ fn output_shape(path: &Path, typed: &TypedModel, output: &str) -> Result<Vec<usi
         })
 }
 
+/// The typed, decluttered graph of `path` with its input pinned to `input_fact` and only
+/// `output` kept: from `cache` when it holds this file ([`GraphCache`]), else parsed, typed and
+/// decluttered from the ONNX file, and then cached when tract can write it. `lap` times the
+/// stages for the debug log.
+fn decluttered_graph(
+    path: &Path,
+    input: &str,
+    input_fact: InferenceFact,
+    output: &str,
+    cache: Option<GraphCache>,
+    lap: &mut dyn FnMut() -> f64,
+) -> Result<TypedModel, ModelError> {
+    if let Some(typed) = cache.as_ref().and_then(GraphCache::load) {
+        log::debug!(
+            "{}: decluttered graph read from {} in {:.0} ms",
+            path.display(),
+            cache.as_ref().map_or(Path::new(""), |c| c.path()).display(),
+            lap()
+        );
+        return Ok(typed);
+    }
+    let model = load_graph(path, input, input_fact, output)?;
+    let parse_ms = lap();
+    let mut typed = model
+        .into_typed()
+        .map_err(graph_err(path, "typing the graph"))?;
+    let type_ms = lap();
+    typed
+        .declutter()
+        .map_err(graph_err(path, "simplifying the graph"))?;
+    let declutter_ms = lap();
+    if let Some(cache) = cache {
+        cache.store(&typed, path);
+    }
+    log::debug!(
+        "{}: parse {parse_ms:.0} ms, type {type_ms:.0}, declutter {declutter_ms:.0}, cache {:.0}",
+        path.display(),
+        lap()
+    );
+    Ok(typed)
+}
+
 /// Parses `path`, pins its single input to `input_fact` and its output to `output`, and builds
 /// the optimized CPU plan. Returns the plan and the output's shape.
 fn build_plan(
@@ -209,16 +252,8 @@ fn build_plan(
             ms
         }
     };
-    let model = load_graph(path, input, input_fact, output)?;
-    let parse_ms = lap();
-    let mut typed = model
-        .into_typed()
-        .map_err(graph_err(path, "typing the graph"))?;
-    let type_ms = lap();
-    typed
-        .declutter()
-        .map_err(graph_err(path, "simplifying the graph"))?;
-    let declutter_ms = lap();
+    let cache = GraphCache::for_file(path, &input_fact, output);
+    let mut typed = decluttered_graph(path, input, input_fact, output, cache, &mut lap)?;
     typed
         .optimize()
         .map_err(graph_err(path, "optimizing the graph"))?;
@@ -237,7 +272,7 @@ fn build_plan(
         .map_err(graph_err(path, "building the execution plan"))?;
     let rest_ms = lap();
     log::debug!(
-        "{}: loaded in {:.0} ms: parse {parse_ms:.0}, type {type_ms:.0}, declutter {declutter_ms:.0}, optimize {optimize_ms:.0}, fold + plan {rest_ms:.0}",
+        "{}: loaded in {:.0} ms: optimize {optimize_ms:.0}, fold + plan {rest_ms:.0}",
         path.display(),
         started.elapsed().as_secs_f64() * 1e3
     );
@@ -262,6 +297,7 @@ fn build_cuda_plan(
         wanted: "cuda",
         reason,
     };
+    // Not through the graph cache: tract-cuda was verified on graphs decluttered from ONNX.
     let model = load_graph(path, input, input_fact, output)?;
     let typed = model
         .into_typed()
@@ -897,6 +933,106 @@ impl TextEncoder {
 mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
+
+    fn demo(file: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/demo")
+            .join(file)
+    }
+
+    /// The demo image tower's output for a fixed image, from a decluttered graph optimized as
+    /// [`build_plan`] does.
+    fn run_graph(mut typed: TypedModel) -> Vec<f32> {
+        typed.optimize().unwrap();
+        let plan = typed.into_runnable().unwrap();
+        let pixels: Vec<f32> = (0..3 * 96 * 96)
+            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+            .collect();
+        let input = Tensor::from_shape(&[1, 3, 96, 96], &pixels).unwrap();
+        let out = plan.run(tvec!(input.into())).unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    fn demo_graph(file: &Path, cache: Option<GraphCache>) -> TypedModel {
+        let fact = f32::fact([1, 3, 96, 96]).into();
+        decluttered_graph(
+            file,
+            "pixel_values",
+            fact,
+            "image_embeds",
+            cache,
+            &mut || 0.0,
+        )
+        .unwrap()
+    }
+
+    fn entry(cache: &Path, file: &Path) -> GraphCache {
+        let fact = f32::fact([1, 3, 96, 96]).into();
+        GraphCache::in_folder(cache, file, &fact, "image_embeds").unwrap()
+    }
+
+    /// An fp32 graph is cached on its first load, read back on the next, and computes the same
+    /// values to the bit; a changed model file or a damaged entry sends the load back to ONNX.
+    #[test]
+    fn cached_graphs_compute_what_the_onnx_file_computes() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("visual.fp32.onnx");
+        std::fs::copy(demo("visual.fp32.onnx"), &model).unwrap();
+        let cache = dir.path().join("cache");
+        let uncached = run_graph(demo_graph(&model, None));
+
+        assert!(entry(&cache, &model).load().is_none());
+        let first = run_graph(demo_graph(&model, Some(entry(&cache, &model))));
+        let cached = entry(&cache, &model)
+            .load()
+            .expect("the first load cached the graph");
+        assert_eq!(run_graph(cached), uncached);
+        assert_eq!(first, uncached);
+
+        // A damaged entry is ignored, then rewritten by the next load.
+        let tar = entry(&cache, &model).path().to_path_buf();
+        let len = std::fs::metadata(&tar).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tar)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        assert!(entry(&cache, &model).load().is_none());
+        assert_eq!(
+            run_graph(demo_graph(&model, Some(entry(&cache, &model)))),
+            uncached
+        );
+        assert_eq!(run_graph(entry(&cache, &model).load().unwrap()), uncached);
+
+        // Another modification time: the entry no longer matches.
+        std::fs::File::options()
+            .write(true)
+            .open(&model)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
+        assert!(entry(&cache, &model).load().is_none());
+    }
+
+    /// tract 0.23 cannot write its int8 quantization operators to NNEF: the QDQ graph loads from
+    /// ONNX and leaves nothing in the cache folder.
+    #[test]
+    fn int8_graphs_are_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = demo("visual.onnx");
+        demo_graph(&model, Some(entry(dir.path(), &model)));
+        assert!(entry(dir.path(), &model).load().is_none());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("graphs"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+    }
 
     /// The one-pass weight sum gives what tract's own cast to i32 and `Reducer::Sum` give, for
     /// every axis and both int8 types, extremes included.

@@ -7,6 +7,7 @@
 mod bundle;
 pub mod device;
 mod engine;
+mod graph_cache;
 
 use std::path::PathBuf;
 
@@ -16,6 +17,7 @@ pub use bundle::{
 };
 pub use device::{Device, Selection};
 pub use engine::{ImageEncoder, TextEncoder, set_threads};
+pub use graph_cache::GRAPH_CACHE_ENV;
 
 /// Everything that can go wrong loading or running a bundle. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
