@@ -426,8 +426,33 @@ pub fn fingerprint_of(path: &Path) -> Result<String, ModelError> {
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(io_err)?;
-    let digest = hasher.finalize();
-    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    Ok(hex16(&hasher.finalize()))
+}
+
+/// The first 16 hex digits of a digest.
+pub(crate) fn hex16(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// "size mtime" of a file (nanoseconds since the epoch): what the start-up caches compare to
+/// tell whether a file changed. `None` when the metadata cannot be read.
+pub(crate) fn file_stamp(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!("{} {}", meta.len(), mtime.as_nanos()))
+}
+
+/// A cache file name for `path` (canonicalised) and `extra`: 16 hex digits of their SHA-256.
+pub(crate) fn cache_key(path: &Path, extra: &str) -> Option<String> {
+    let full = std::fs::canonicalize(path).ok()?;
+    let mut key = Sha256::new();
+    key.update(full.as_os_str().as_encoded_bytes());
+    key.update(extra.as_bytes());
+    Some(hex16(&key.finalize()))
 }
 
 /// [`fingerprint_of`], remembered between starts.
@@ -444,20 +469,10 @@ pub fn fingerprint_remembered(path: &Path) -> Result<String, ModelError> {
 
 /// [`fingerprint_remembered`] with the cache folder given.
 fn fingerprint_remembered_in(path: &Path, cache: Option<&Path>) -> Result<String, ModelError> {
-    let stamp = std::fs::metadata(path).ok().and_then(|m| {
-        let mtime = m
-            .modified()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?;
-        Some(format!("{} {}", m.len(), mtime.as_nanos()))
-    });
-    let memo = stamp.as_ref().and_then(|_| {
-        let full = std::fs::canonicalize(path).ok()?;
-        let key = Sha256::digest(full.as_os_str().as_encoded_bytes());
-        let name: String = key.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        Some(cache?.join("fingerprints").join(name))
-    });
+    let stamp = file_stamp(path);
+    let memo = stamp
+        .as_ref()
+        .and_then(|_| Some(cache?.join("fingerprints").join(cache_key(path, "")?)));
     if let (Some(stamp), Some(memo)) = (&stamp, &memo)
         && let Ok(text) = std::fs::read_to_string(memo)
         && let Some((seen, digest)) = text.trim_end().rsplit_once(' ')

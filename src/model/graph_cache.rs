@@ -21,7 +21,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 /// Set to `off` to neither read nor write cached graphs.
@@ -62,32 +61,13 @@ impl GraphCache {
         input: &InferenceFact,
         output: &str,
     ) -> Option<GraphCache> {
-        let meta = std::fs::metadata(path).ok()?;
-        let mtime = meta
-            .modified()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?;
-        let full = std::fs::canonicalize(path).ok()?;
-        let mut key = Sha256::new();
-        key.update(full.as_os_str().as_encoded_bytes());
-        key.update(format!("\0{input:?}\0{output}").as_bytes());
-        let key: String = key
-            .finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let stamp = super::bundle::file_stamp(path)?;
+        let key = super::bundle::cache_key(path, &format!("\0{input:?}\0{output}"))?;
         let dir = cache.join("graphs");
         Some(GraphCache {
             tar: dir.join(format!("{key}.nnef.tar")),
             stamp_file: dir.join(format!("{key}.stamp")),
-            stamp: format!(
-                "{} {} edgeclip {}\n",
-                meta.len(),
-                mtime.as_nanos(),
-                env!("CARGO_PKG_VERSION")
-            ),
+            stamp: format!("{stamp} edgeclip {}\n", env!("CARGO_PKG_VERSION")),
         })
     }
 
