@@ -607,6 +607,27 @@ mod tests {
         assert_eq!(Storage::for_size(10, 100_000), Storage::F32);
     }
 
+    /// All-extreme rows and queries of width 1024: the VNNI kernel's lanes wrap around 2^32
+    /// (its hi-byte lanes alone add up to about 6.4e9) and must still land on the exact sum,
+    /// which is just below 2^31; likewise with every sign flipped.
+    #[test]
+    fn int8_dot_rows_are_exact_where_the_lanes_wrap() {
+        let dim = 1024;
+        let q = query_max(dim) as i16;
+        for sign in [1i16, -1] {
+            let matrix = vec![127i8 * sign as i8; 2 * dim];
+            let v = vec![q * sign; dim];
+            let sums = vec![127 * sign as i32 * dim as i32; 2];
+            let exact = (127 * q as i64 * dim as i64) as f32;
+            assert!(exact < i32::MAX as f32 && exact > 2e9, "{exact}");
+            let mut out = vec![f32::NAN; 2];
+            dot_rows_i8(&matrix, &sums, &v, &mut out);
+            assert_eq!(out, vec![exact; 2]);
+            dot_rows_i8_lanes(&matrix, &v, &mut out);
+            assert_eq!(out, vec![exact; 2]);
+        }
+    }
+
     /// What int8 scoring costs in accuracy on CLIP-like embeddings: 1000 prompts of width 512.
     #[test]
     fn int8_cosines_stay_close_to_f32_and_rank_alike() {
