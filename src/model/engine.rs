@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-use super::graph_cache::GraphCache;
+use super::graph_cache::{Cached, GraphCache};
 use super::{Bundle, Device, ModelError, Precision};
 
 /// A ready-to-run tower.
@@ -193,7 +193,8 @@ fn output_shape(path: &Path, typed: &TypedModel, output: &str) -> Result<Vec<usi
 
 /// The typed, decluttered graph of `path` with its input pinned to `input_fact` and only
 /// `output` kept: from `cache` when it holds this file ([`GraphCache`]), else parsed, typed and
-/// decluttered from the ONNX file, and then cached when tract can write it. `lap` times the
+/// decluttered from the ONNX file, and then stored in `cache` unless an earlier start found that
+/// tract cannot write it. `lap` times the
 /// stages for the debug log.
 fn decluttered_graph(
     path: &Path,
@@ -203,15 +204,18 @@ fn decluttered_graph(
     cache: Option<GraphCache>,
     lap: &mut dyn FnMut() -> f64,
 ) -> Result<TypedModel, ModelError> {
-    if let Some(typed) = cache.as_ref().and_then(GraphCache::load) {
-        log::debug!(
-            "{}: decluttered graph read from {} in {:.0} ms",
-            path.display(),
-            cache.as_ref().map_or(Path::new(""), |c| c.path()).display(),
-            lap()
-        );
-        return Ok(typed);
-    }
+    let unwritable = match cache.as_ref().map_or(Cached::Missing, GraphCache::read) {
+        Cached::Graph(typed) => {
+            log::debug!(
+                "{}: decluttered graph read from the graph cache in {:.0} ms",
+                path.display(),
+                lap()
+            );
+            return Ok(typed);
+        }
+        Cached::Missing => false,
+        Cached::Unwritable => true,
+    };
     let model = load_graph(path, input, input_fact, output)?;
     let parse_ms = lap();
     let mut typed = model
@@ -222,7 +226,7 @@ fn decluttered_graph(
         .declutter()
         .map_err(graph_err(path, "simplifying the graph"))?;
     let declutter_ms = lap();
-    if let Some(cache) = cache {
+    if let Some(cache) = cache.filter(|_| !unwritable) {
         cache.store(&typed, path);
     }
     log::debug!(
@@ -986,11 +990,11 @@ mod tests {
         let cache = dir.path().join("cache");
         let uncached = run_graph(demo_graph(&model, None));
 
-        assert!(entry(&cache, &model).load().is_none());
+        assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
         let first = run_graph(demo_graph(&model, Some(entry(&cache, &model))));
-        let cached = entry(&cache, &model)
-            .load()
-            .expect("the first load cached the graph");
+        let Cached::Graph(cached) = entry(&cache, &model).read() else {
+            panic!("the first load did not cache the graph");
+        };
         assert_eq!(run_graph(cached), uncached);
         assert_eq!(first, uncached);
 
@@ -1003,12 +1007,15 @@ mod tests {
             .unwrap()
             .set_len(len / 2)
             .unwrap();
-        assert!(entry(&cache, &model).load().is_none());
+        assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
         assert_eq!(
             run_graph(demo_graph(&model, Some(entry(&cache, &model)))),
             uncached
         );
-        assert_eq!(run_graph(entry(&cache, &model).load().unwrap()), uncached);
+        let Cached::Graph(rewritten) = entry(&cache, &model).read() else {
+            panic!("the damaged entry was not rewritten");
+        };
+        assert_eq!(run_graph(rewritten), uncached);
 
         // Another modification time: the entry no longer matches.
         std::fs::File::options()
@@ -1017,21 +1024,49 @@ mod tests {
             .unwrap()
             .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
             .unwrap();
-        assert!(entry(&cache, &model).load().is_none());
+        assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
     }
 
     /// tract 0.23 cannot write its int8 quantization operators to NNEF: the QDQ graph loads from
-    /// ONNX and leaves nothing in the cache folder.
+    /// ONNX, leaves no graph in the cache folder, only a stamp marked unwritable, and the next
+    /// load does not try to write it again.
     #[test]
-    fn int8_graphs_are_not_cached() {
+    fn int8_graphs_are_not_cached_nor_retried() {
         let dir = tempfile::tempdir().unwrap();
         let model = demo("visual.onnx");
-        demo_graph(&model, Some(entry(dir.path(), &model)));
-        assert!(entry(dir.path(), &model).load().is_none());
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("graphs"))
-            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "{left:?}");
+        let uncached = run_graph(demo_graph(&model, None));
+        assert_eq!(
+            run_graph(demo_graph(&model, Some(entry(dir.path(), &model)))),
+            uncached
+        );
+        assert!(matches!(
+            entry(dir.path(), &model).read(),
+            Cached::Unwritable
+        ));
+        let left: Vec<PathBuf> = std::fs::read_dir(dir.path().join("graphs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(
+            left[0].extension().is_some_and(|x| x == "stamp"),
+            "{left:?}"
+        );
+
+        // A second load leaves the marker alone: no second attempt rewrites it.
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&left[0])
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(
+            run_graph(demo_graph(&model, Some(entry(dir.path(), &model)))),
+            uncached
+        );
+        let after = std::fs::metadata(&left[0]).unwrap().modified().unwrap();
+        assert_eq!(after, old);
     }
 
     /// The one-pass weight sum gives what tract's own cast to i32 and `Reducer::Sum` give, for

@@ -9,7 +9,8 @@
 //!
 //! tract 0.23 has no NNEF form for its int8 quantization operators (`QuantizeLinearU8`,
 //! `DynamicQuantizeLinearU8`), so QDQ and dynamic int8 graphs are not cached: they load from the
-//! ONNX file every time, and a debug log line says why.
+//! ONNX file every time. The first failed write logs why (debug level) and leaves a stamp marked
+//! `unwritable`, so that later starts do not try again until the file or edgeclip changes.
 //!
 //! Files under [`MIN_CACHED_BYTES`] are not cached: they parse faster than NNEF reads.
 //!
@@ -32,6 +33,19 @@ pub const GRAPH_CACHE_ENV: &str = "EDGECLIP_GRAPH_CACHE";
 /// the cache. Parsing costs about 1.5 ms per MB of ONNX (ViT-B/32 fp32), so the cache pays from a
 /// few MB on.
 pub const MIN_CACHED_BYTES: u64 = 8 << 20;
+
+/// What the cache holds for one model file.
+#[derive(Debug)]
+pub enum Cached {
+    /// The decluttered graph.
+    Graph(TypedModel),
+    /// Nothing usable (no entry, a stale one or a damaged one): parse the ONNX file, then
+    /// [`GraphCache::store`].
+    Missing,
+    /// An earlier start found that tract cannot write this graph: parse the ONNX file, and do
+    /// not try to store it again.
+    Unwritable,
+}
 
 /// The cache entry of one model file loaded with one input shape and output.
 #[derive(Debug)]
@@ -71,24 +85,28 @@ impl GraphCache {
         })
     }
 
-    /// The NNEF file of this entry.
+    /// The NNEF file of this entry (tests damage it).
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.tar
     }
 
-    /// The cached graph, when the entry exists and its stamp matches the model file. A damaged
-    /// entry is logged and ignored (the next [`GraphCache::store`] replaces it).
-    pub fn load(&self) -> Option<TypedModel> {
-        let stamp = std::fs::read_to_string(&self.stamp_file).ok()?;
-        if stamp != self.stamp {
-            return None;
-        }
-        match nnef().model_for_path(&self.tar) {
-            Ok(model) => Some(model),
-            Err(e) => {
-                log::warn!("ignoring the cached graph {}: {e:#}", self.tar.display());
-                None
-            }
+    /// What the entry holds for the model file as it is now. A damaged NNEF file is logged and
+    /// counts as [`Cached::Missing`] (the next [`GraphCache::store`] replaces it).
+    pub fn read(&self) -> Cached {
+        let Ok(stamp) = std::fs::read_to_string(&self.stamp_file) else {
+            return Cached::Missing;
+        };
+        match stamp.strip_prefix(&self.stamp) {
+            Some("") => match nnef().model_for_path(&self.tar) {
+                Ok(model) => Cached::Graph(model),
+                Err(e) => {
+                    log::warn!("ignoring the cached graph {}: {e:#}", self.tar.display());
+                    Cached::Missing
+                }
+            },
+            Some(UNWRITABLE) => Cached::Unwritable,
+            _ => Cached::Missing,
         }
     }
 
@@ -120,10 +138,15 @@ impl GraphCache {
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 log::debug!("{}: graph not cached: {e:#}", source.display());
+                // Remembered, so that the next starts skip the attempt.
+                let _ = std::fs::write(&self.stamp_file, format!("{}{UNWRITABLE}", self.stamp));
             }
         }
     }
 }
+
+/// The stamp's last line for a graph tract could not write.
+const UNWRITABLE: &str = "unwritable\n";
 
 /// tract's NNEF reader and writer, with tract-core's operators and the ONNX extras.
 fn nnef() -> tract_nnef::framework::Nnef {
