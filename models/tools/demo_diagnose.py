@@ -1,7 +1,7 @@
 """Where does the demo teacher go wrong: colour or shape, image side or text side?
 
     python3 models/tools/demo_diagnose.py --teacher target/demo-train/teacher.pt \
-        [--eval target/demo-eval] [--arch conv]
+        [--eval target/demo-eval] [--arch factored]
 
 On the evaluation set (``demo.py eval``, preprocessed like the runtime), prints for the
 teacher of ``demo.py``:
@@ -39,7 +39,7 @@ import scenes  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default=os.path.join(demo.WORK, "teacher.pt"))
-    p.add_argument("--arch", default="conv", choices=["conv", "vit"])
+    p.add_argument("--arch", default="factored", choices=["conv", "vit", "factored"])
     p.add_argument("--eval", default=demo.EVAL_DIR)
     a = p.parse_args()
     torch.set_num_threads(1)

@@ -1,11 +1,12 @@
 """Score a bundle on the evaluation set with the Rust runtime (``edgeclip classify --json``).
 
     python3 models/tools/score_rust.py --bin target/release/edgeclip --model models/demo \
-        [--precision fp32] [--eval target/demo-eval]
+        [--precision fp32] [--eval target/demo-eval] [--out target/demo-train/rust_eval.json]
 
 Top-1 among the 48 colour-shape prompts (``scenes.PROMPTS[:48]``, embedded by the bundle's
 text tower through the runtime), split into seen and held-out combinations with the eval set's
-``labels.json`` (written by ``demo.py eval``). Prints one JSON object.
+``labels.json`` (written by ``demo.py eval``). Prints one JSON object; with ``--out`` also
+stores it in that file under its precision (``demo.py card`` puts those into the model card).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     p.add_argument("--model", default="models/demo")
     p.add_argument("--precision", default=None, help="image tower variant (default: the bundle's)")
     p.add_argument("--eval", default="target/demo-eval")
+    p.add_argument("--out", default=None, help="JSON file that collects the results by precision")
     a = p.parse_args()
     rows = json.load(open(os.path.join(a.eval, "labels.json")))
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
@@ -54,11 +56,16 @@ def main() -> None:
             per.setdefault(r["label"].removeprefix("a photo of a "), [0, 0])
             per[r["label"].removeprefix("a photo of a ")][0] += ok
             per[r["label"].removeprefix("a photo of a ")][1] += 1
-    print(json.dumps({"model": a.model, "precision": a.precision or "default",
-                      "seen": res["seen"][0] / res["seen"][1],
-                      "held_out": res["held_out"][0] / res["held_out"][1],
-                      "n": [res["seen"][1], res["held_out"][1]],
-                      "per_held_out": {k: v[0] / v[1] for k, v in sorted(per.items())}}))
+    result = {"model": a.model, "precision": a.precision or "default",
+              "seen": res["seen"][0] / res["seen"][1],
+              "held_out": res["held_out"][0] / res["held_out"][1],
+              "n": [res["seen"][1], res["held_out"][1]],
+              "per_held_out": {k: v[0] / v[1] for k, v in sorted(per.items())}}
+    print(json.dumps(result))
+    if a.out:
+        stored = json.load(open(a.out)) if os.path.exists(a.out) else {}
+        stored[result["precision"]] = result
+        json.dump(stored, open(a.out, "w"), indent=1)
 
 
 if __name__ == "__main__":
