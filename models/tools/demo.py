@@ -260,6 +260,18 @@ def channel_chroma(rgb: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(r, g), b) - torch.minimum(torch.minimum(r, g), b)
 
 
+def hue_blind(x: torch.Tensor, invert: bool) -> torch.Tensor:
+    """The shape branches' input from a normalised RGB frame: luminance and chroma, rescaled
+    to about zero mean and unit spread. ``invert`` (training only) turns the luminance of a
+    random half of the frames upside down, so that black and white look alike."""
+    rgb = x * x.new_tensor(STD).view(1, 3, 1, 1) + x.new_tensor(MEAN).view(1, 3, 1, 1)
+    lum = (rgb * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if invert:
+        flip = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
+        lum = torch.where(flip, 1 - lum, lum)
+    return torch.cat([(lum - 0.5) / 0.25, (channel_chroma(rgb) - 0.15) / 0.2], 1)
+
+
 class TeacherFactoredVision(nn.Module):
     """A teacher tower whose embedding is a sum of a shape part and a colour part, each from a
     branch that cannot see the other attribute, so that a colour and a shape never seen together
@@ -294,19 +306,9 @@ class TeacherFactoredVision(nn.Module):
         self.head_c = nn.Linear(cwidth, EMBED, bias=False)
         self.shape_attr = nn.Linear(width, len(scenes.SHAPES))
         self.colour_attr = nn.Linear(cwidth, len(scenes.COLOURS))
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1),
-                             persistent=False)
 
     def shape_input(self, x: torch.Tensor) -> torch.Tensor:
-        rgb = x * self.std + self.mean
-        lum = (rgb * self.luma).sum(1, keepdim=True)
-        if self.training:
-            flip = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
-            lum = torch.where(flip, 1 - lum, lum)
-        chroma = channel_chroma(rgb)
-        return torch.cat([(lum - 0.5) / 0.25, (chroma - 0.15) / 0.2], 1)
+        return hue_blind(x, invert=self.training)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         t = self.stem(self.shape_input(x)).flatten(2).transpose(1, 2) + self.pos
@@ -425,16 +427,9 @@ class FactoredStudent(nn.Module):
                                         nn.Conv2d(c, c, 1))
         self.head = nn.Linear(self.PLAN[-1][1], EMBED)
         self.head_c = nn.Linear(c, EMBED, bias=False)
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1),
-                             persistent=False)
 
     def shape_input(self, x: torch.Tensor) -> torch.Tensor:
-        rgb = x * self.std + self.mean
-        lum = (rgb * self.luma).sum(1, keepdim=True)
-        chroma = channel_chroma(rgb)
-        return torch.cat([(lum - 0.5) / 0.25, (chroma - 0.15) / 0.2], 1)
+        return hue_blind(x, invert=False)
 
     def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.features(self.shape_input(x)).mean((2, 3))
