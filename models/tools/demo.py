@@ -1260,9 +1260,9 @@ the same text tower design:
   text tower composes well (prompts fitted as colour + shape on the 42 seen prompts have a
   cosine of 0.98 with the held-out ones), so the image side was the bottleneck. A plain RGB
   student, trained only on seen pairs, learns the same shortcut again from its own data.
-- **The factored towers** take the shortcut away by construction: the shape branch cannot
-  tell purple from green (it sees luminance, inverted at random in training, and chroma), and
-  the colour branch sees no shapes, so "purple" + "star" add up the way the text tower's
+- **The factored towers** take the shortcut away by construction: the shape branch has no
+  hue to tell purple from green by (it sees luminance, inverted at random in training, and
+  chroma; these only hint at a colour), and the colour branch sees no shapes, so "purple" + "star" add up the way the text tower's
   prompts do. The student has the same two branches and learns each part of the teacher's
   embedding separately. An earlier attempt at a factored teacher (previous session: a grey
   shape branch without the chroma channel) learned shapes too slowly: in this generator
@@ -1271,9 +1271,9 @@ the same text tower design:
   step.
 - **What it cost: empty frames.** The RGB bundle above named 63 of the clip's 73 empty frames
   "an empty scene"; this one names 13 (top-1 among the 49 prompts; edgeclip's `classify`: 23),
-  mostly "a black triangle". Its colour branch reads colour per 4x4 block with no idea what is
-  object and what is background, so the dark parts of the clip's background photograph count
-  as "black", and the shape branch finds edges there. The daemon still gives exactly the
+  mostly "a black triangle". The likely cause, not verified branch by branch: the colour
+  branch reads colour per 4x4 block with no idea what is object and what is background, so
+  the dark parts of the clip's background photograph can count as "black". The daemon still gives exactly the
   clip's ground-truth events (`tests/daemon.rs`: four prompts against "an empty scene" as the
   background, probability threshold 0.5), but a deployment with many prompts would see more
   false starts on empty scenes than with the RGB model. The next step: let the shape branch's
