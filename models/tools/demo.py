@@ -170,9 +170,9 @@ def cmd_data(a: argparse.Namespace) -> None:
 # ============================================================================== models
 
 
-def conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+def conv_bn(cin: int, cout: int, stride: int, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class Block(nn.Module):
@@ -367,6 +367,15 @@ class Teacher(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
+def conv_stack_macs(plan: list[tuple[int, int, int]]) -> int:
+    """Multiply-adds of a stack of padded 3x3 convs ``(in, out, stride)`` on one SIZE frame."""
+    macs, hw = 0, SIZE
+    for i, o, s in plan:
+        hw = (hw + 2 - 3) // s + 1
+        macs += hw * hw * o * i * 9
+    return macs
+
+
 class Student(nn.Module):
     """Plain 3x3 conv + BN (folded at export) + ReLU, strided downsampling, global average
     pool, linear projection. Chosen for tract's fast int8 / f32 conv paths (no attention,
@@ -396,12 +405,7 @@ class Student(nn.Module):
     @classmethod
     def flops(cls) -> int:
         """Multiply-adds x 2 of one 96x96 frame (convs + projection)."""
-        macs, hw = 0, SIZE
-        for i, o, s in cls.PLAN:
-            hw = (hw + 2 - 3) // s + 1
-            macs += hw * hw * o * i * 9
-        macs += cls.PLAN[-1][1] * EMBED
-        return 2 * macs
+        return 2 * (conv_stack_macs(cls.PLAN) + cls.PLAN[-1][1] * EMBED)
 
 
 class FactoredStudent(nn.Module):
@@ -423,7 +427,7 @@ class FactoredStudent(nn.Module):
         super().__init__()
         c = self.CWIDTH
         self.features = nn.Sequential(*[conv_bn(i, o, s) for i, o, s in self.PLAN])
-        self.colour_net = nn.Sequential(nn.AvgPool2d(4), conv1_bn(3, c), conv1_bn(c, c),
+        self.colour_net = nn.Sequential(nn.AvgPool2d(4), conv_bn(3, c, 1, 1), conv_bn(c, c, 1, 1),
                                         nn.Conv2d(c, c, 1))
         self.head = nn.Linear(self.PLAN[-1][1], EMBED)
         self.head_c = nn.Linear(c, EMBED, bias=False)
@@ -440,19 +444,9 @@ class FactoredStudent(nn.Module):
     @classmethod
     def flops(cls) -> int:
         """Multiply-adds x 2 of one 96x96 frame (both branches + projections)."""
-        macs, hw = 0, SIZE
-        for i, o, s in cls.PLAN:
-            hw = (hw + 2 - 3) // s + 1
-            macs += hw * hw * o * i * 9
         c, cells = cls.CWIDTH, (SIZE // 4) ** 2
-        macs += cells * (3 * c + 2 * c * c)
-        macs += (cls.PLAN[-1][1] + c) * EMBED
-        return 2 * macs
-
-
-def conv1_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+        colour = cells * (3 * c + 2 * c * c)
+        return 2 * (conv_stack_macs(cls.PLAN) + colour + (cls.PLAN[-1][1] + c) * EMBED)
 
 
 def new_student(arch: str) -> nn.Module:
