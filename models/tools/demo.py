@@ -4,7 +4,7 @@ Zero-shot CLIP on synthetic camera scenes of coloured shapes (``scenes.py``):
 
 1. ``data``    render the training sets (teacher: hard-negative groups; student: fresh scenes);
 2. ``teacher`` train a small CLIP: a factored image tower (a hue-blind shape branch of conv
-               stages + a transformer block, and a shape-blind colour branch, their
+               stages + two transformer blocks, and a shape-blind colour branch, their
                embeddings summed) + a transformer text tower over CLIP's BPE vocabulary,
                symmetric InfoNCE with a learnable temperature;
 3. ``student`` distill a plain-conv image tower of the same two branches (tract-friendly) to
@@ -417,8 +417,8 @@ class Student(nn.Module):
 class FactoredStudent(nn.Module):
     """The student counterpart of ``TeacherFactoredVision``, made of ops tract runs fast:
 
-    - shape branch: the plain conv stack of ``Student`` over the hue-blind luminance + chroma
-      input, global average pool, linear map (the shape part);
+    - shape branch: a plain conv stack like ``Student``'s (wider) over the hue-blind luminance +
+      chroma input, global average pool, linear map (the shape part);
     - colour branch: 4x4 average pool, three 1x1 convs, global max pool, linear map (the colour
       part).
 
@@ -665,7 +665,7 @@ def cmd_student(a: argparse.Namespace) -> None:
     teacher = training_layout(a, load_teacher(a))
     factored = hasattr(teacher.visual, "parts")
     imgs = np.load(f"{WORK}/student_imgs.npy")
-    objs = json.load(open(f"{WORK}/student_objs.json"))
+    empty = np.array([not o for o in json.load(open(f"{WORK}/student_objs.json"))])
     with torch.no_grad():
         pemb = F.normalize(teacher.text(prompt_ids()), dim=-1)
         seen_rows = [i for i, cs in enumerate(scenes.ALL_COMBOS) if cs not in scenes.HELD_OUT]
@@ -697,7 +697,7 @@ def cmd_student(a: argparse.Namespace) -> None:
         s, t_n = F.normalize(s_raw, dim=-1), F.normalize(t, dim=-1)
         # empty frames weigh more: 8% of the scenes, and "an empty scene" is a narrow margin
         # for the teacher itself (a student's small error there names a shape on a background)
-        w = torch.from_numpy(np.where([not objs[i] for i in idx], a.empty_weight, 1.0)).float()
+        w = torch.from_numpy(np.where(empty[idx], a.empty_weight, 1.0)).float()
         w = w / w.mean()
         cos = 1 - ((s * t_n).sum(-1) * w).mean()
         kd = F.kl_div((scale * s @ seen_p.t()).log_softmax(-1),
