@@ -8,8 +8,8 @@ Zero-shot CLIP on synthetic camera scenes of coloured shapes (``scenes.py``):
                embeddings summed) + a transformer text tower over CLIP's BPE vocabulary,
                symmetric InfoNCE with a learnable temperature;
 3. ``student`` distill a plain-conv image tower of the same two branches (tract-friendly) to
-               the teacher's image embeddings, part by part; the teacher's text tower stays
-               valid for it;
+               the teacher's image embeddings, part by part, and to each scene's own caption
+               (seen prompts only); the teacher's text tower stays valid for it;
 4. ``export``  ONNX (opset 17) fp32 + int8 (static QDQ image tower, dynamic text tower),
                ``prompts.safetensors``, ``bundle.toml`` (see ``models/BUNDLE.md``);
 5. ``clip``    the recorded test clip ``tests/data/clip/`` (+ ground truth);
