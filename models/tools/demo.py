@@ -80,13 +80,26 @@ def train_autocast(a: argparse.Namespace):
     """Training precision. ``bf16``: autocast to bfloat16 (weights, gradients and optimiser
     state stay f32), which runs the convs and matmuls on AMX / AVX-512 BF16 units where the CPU
     has them: a step of the earlier teacher (half the current one) took 0.17 s instead of 0.41 s
-    on the 2-core build machine.
-    On a CPU without bf16 units, pass ``--train-dtype fp32``."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.train_dtype == "bf16")
+    on the 2-core build machine. On a GPU, its tensor cores.
+    On a CPU without bf16 units, PyTorch emulates bf16 (over 3 s per teacher step on an
+    AVX2-only EPYC): pass ``--train-dtype fp32`` there (another model than the committed one)."""
+    return torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.train_dtype == "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bf16 arithmetic (x86 AVX512_BF16 or AMX; Arm BF16), from Linux's
+    /proc/cpuinfo flags; ``True`` where they cannot be read."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return True
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def training_layout(a: argparse.Namespace, x: torch.Tensor | nn.Module):
-    """channels_last (NHWC) for bf16 training: oneDNN's fast conv layout (another 1.2x)."""
+    """On the training device; channels_last (NHWC) for bf16 training: oneDNN's fast conv
+    layout (another 1.2x), and cuDNN's for tensor cores."""
+    x = x.to(a.device)
     return x.to(memory_format=torch.channels_last) if a.train_dtype == "bf16" else x
 
 
@@ -143,8 +156,8 @@ def teacher_jobs(seed: int, n_groups: int) -> list[tuple[int, list | None, float
     return jobs
 
 
-def render_many(jobs: list, procs: int = 2) -> tuple[np.ndarray, list]:
-    """Render jobs with a small process pool (the machine has 2 cores)."""
+def render_many(jobs: list, procs: int) -> tuple[np.ndarray, list]:
+    """Render jobs with a process pool (one process per core: the scenes do not depend on it)."""
     ctx = get_context("fork")
     with ctx.Pool(procs) as pool:
         out = pool.map(_render_train, jobs, chunksize=64)
@@ -154,13 +167,13 @@ def render_many(jobs: list, procs: int = 2) -> tuple[np.ndarray, list]:
 def cmd_data(a: argparse.Namespace) -> None:
     os.makedirs(WORK, exist_ok=True)
     t0 = t_all = time.time()
-    imgs, objs = render_many(teacher_jobs(a.seed, a.teacher_groups))
+    imgs, objs = render_many(teacher_jobs(a.seed, a.teacher_groups), a.procs)
     np.save(f"{WORK}/teacher_imgs.npy", imgs)
     json.dump(objs, open(f"{WORK}/teacher_objs.json", "w"))
     log(f"teacher set: {len(imgs)} scenes in {time.time() - t0:.0f}s")
     t0 = time.time()
     base = a.seed * SEED_STRIDE + OFF_STUDENT
-    imgs, objs = render_many([(base + i, None, 0) for i in range(a.student_scenes)])
+    imgs, objs = render_many([(base + i, None, 0) for i in range(a.student_scenes)], a.procs)
     np.save(f"{WORK}/student_imgs.npy", imgs)
     json.dump(objs, open(f"{WORK}/student_objs.json", "w"))
     log(f"student set: {len(imgs)} scenes in {time.time() - t0:.0f}s")
@@ -526,7 +539,7 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
     txt = F.normalize(txt, dim=-1)
     logits = scale.exp() * img @ txt.t()
     k = {key: i for i, key in enumerate(dict.fromkeys(keys))}
-    ids = torch.tensor([k[key] for key in keys])
+    ids = torch.tensor([k[key] for key in keys], device=img.device)
     pos = (ids[:, None] == ids[None, :]).float()
     target = pos / pos.sum(1, keepdim=True)
     li = -(target * logits.log_softmax(1)).sum(1).mean()
@@ -545,7 +558,7 @@ def prompt_accuracy(img_emb: torch.Tensor, labels: list[int], text_emb: torch.Te
                     held: list[bool]) -> tuple[float, float]:
     """Top-1 among the 48 colour-shape prompts, split (seen, held-out)."""
     pred = (F.normalize(img_emb, dim=-1) @ F.normalize(text_emb[:48], dim=-1).t()).argmax(1)
-    ok = (pred == torch.tensor(labels)).numpy()
+    ok = (pred.cpu() == torch.tensor(labels)).numpy()
     h = np.array(held)
     return float(ok[~h].mean()) if (~h).any() else float("nan"), \
         float(ok[h].mean()) if h.any() else float("nan")
@@ -580,7 +593,7 @@ def cmd_teacher(a: argparse.Namespace) -> None:
     model = Teacher(a.teacher_arch)
     prev_seconds = 0.0
     if phase:  # a warm restart (SGDR): continue from the saved weights, fresh optimiser
-        model.load_state_dict(torch.load(f"{WORK}/teacher{a.tag}.pt"))
+        model.load_state_dict(torch.load(f"{WORK}/teacher{a.tag}.pt", map_location="cpu"))
         prev_seconds = json.load(open(f"{WORK}/teacher{a.tag}_time.json"))["seconds"]
         log(f"teacher: warm restart {phase} from teacher{a.tag}.pt")
     model = training_layout(a, model)
@@ -589,7 +602,7 @@ def cmd_teacher(a: argparse.Namespace) -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": other, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.98))
     val_x, val_y, val_h = quick_val_set()
-    pids = prompt_ids()
+    val_x, pids = val_x.to(a.device), prompt_ids().to(a.device)
     tok_cache: dict[str, torch.Tensor] = {}
     gpb = a.batch // 4
     order = rng.permutation(n_groups)
@@ -614,7 +627,7 @@ def cmd_teacher(a: argparse.Namespace) -> None:
         if miss:
             for c, t in zip(miss, tokenize(miss)):
                 tok_cache[c] = t
-        ids = torch.stack([tok_cache[c] for c in caps])
+        ids = torch.stack([tok_cache[c] for c in caps]).to(a.device)
         keys = [content_key(objs[i]) for i in idx]
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, a.teacher_steps, 40, a.lr)
@@ -624,6 +637,7 @@ def cmd_teacher(a: argparse.Namespace) -> None:
         attr = torch.stack([attribute_targets(objs[i]) for i in idx])
         weight = torch.ones_like(attr)
         weight[~col, :len(scenes.COLOURS)] = 0  # no colour targets on grey frames
+        col, attr, weight = col.to(a.device), attr.to(a.device), weight.to(a.device)
         with train_autocast(a):
             feats = model.visual.features(x)
             img_emb, txt_emb = model.visual.head(feats[col]), model.text(ids[col])
@@ -645,16 +659,20 @@ def cmd_teacher(a: argparse.Namespace) -> None:
             log(f"teacher step {step}/{a.teacher_steps} loss {loss.item():.3f} "
                 f"scale {model.logit_scale.exp().item():.1f} val seen {seen:.3f} held {held:.3f} "
                 f"({time.time() - t0:.0f}s)")
-    torch.save(model.to(memory_format=torch.contiguous_format).state_dict(),
-               f"{WORK}/teacher{a.tag}.pt")
+    torch.save(cpu_state(model), f"{WORK}/teacher{a.tag}.pt")
     json.dump({"seconds": prev_seconds + time.time() - t0},
               open(f"{WORK}/teacher{a.tag}_time.json", "w"))
     log(f"teacher done in {time.time() - t0:.0f}s")
 
 
+def cpu_state(model: nn.Module) -> dict:
+    """The weights to save: contiguous, on the CPU (whatever the training layout and device)."""
+    return model.to(memory_format=torch.contiguous_format).cpu().state_dict()
+
+
 def load_teacher(a: argparse.Namespace) -> Teacher:
     t = Teacher(a.teacher_arch)
-    t.load_state_dict(torch.load(f"{WORK}/teacher{a.tag}.pt"))
+    t.load_state_dict(torch.load(f"{WORK}/teacher{a.tag}.pt", map_location="cpu"))
     return t.eval()
 
 
@@ -670,7 +688,7 @@ def cmd_student(a: argparse.Namespace) -> None:
     objs = json.load(open(f"{WORK}/student_objs.json"))
     empty = np.array([not o for o in objs])
     with torch.no_grad():
-        pemb = F.normalize(teacher.text(prompt_ids()), dim=-1)
+        pemb = F.normalize(teacher.text(prompt_ids().to(a.device)), dim=-1)
         seen_rows = [i for i, cs in enumerate(scenes.ALL_COMBOS) if cs not in scenes.HELD_OUT]
         seen_p = pemb[seen_rows + [48]]  # only seen prompts + empty: held-out captions stay out
         scale = teacher.logit_scale.exp().item()
@@ -678,6 +696,7 @@ def cmd_student(a: argparse.Namespace) -> None:
     model = training_layout(a, new_student(a.student_arch))
     opt = torch.optim.AdamW(model.parameters(), lr=a.student_lr, weight_decay=0.01)
     val_x, val_y, val_h = quick_val_set()
+    val_x = val_x.to(a.device)
     steps = a.student_steps
     t0 = time.time()
     order, cursor = rng.permutation(len(imgs)), 0
@@ -701,7 +720,7 @@ def cmd_student(a: argparse.Namespace) -> None:
         s, t_n = F.normalize(s_raw, dim=-1), F.normalize(t, dim=-1)
         # empty frames weigh more: 8% of the scenes, and "an empty scene" is a narrow margin
         # for the teacher itself (a student's small error there names a shape on a background)
-        w = torch.from_numpy(np.where(empty[idx], a.empty_weight, 1.0)).float()
+        w = torch.from_numpy(np.where(empty[idx], a.empty_weight, 1.0)).float().to(a.device)
         w = w / w.mean()
         cos = 1 - ((s * t_n).sum(-1) * w).mean()
         kd = F.kl_div((scale * s @ seen_p.t()).log_softmax(-1),
@@ -710,7 +729,7 @@ def cmd_student(a: argparse.Namespace) -> None:
         kd = (kd * w).mean()
         # the scene's own caption: where the teacher is wrong on a seen pair, the student
         # learns the truth instead of the teacher's mistake (seen prompts only, as in kd)
-        ce = -(labels[idx] * (scale * s @ seen_p.t()).log_softmax(-1)).sum(-1)
+        ce = -(labels[idx].to(a.device) * (scale * s @ seen_p.t()).log_softmax(-1)).sum(-1)
         ce = (ce * w).mean()
         loss = cos + 0.1 * kd + a.label_weight * ce
         if factored:  # each projection learns its part of the teacher's embedding
@@ -727,8 +746,7 @@ def cmd_student(a: argparse.Namespace) -> None:
                 seen, held = prompt_accuracy(model(val_x), val_y, pemb, val_h)
             log(f"student step {step}/{steps} cos-loss {cos.item():.4f} kd {kd.item():.3f} "
                 f"ce {ce.item():.3f} val seen {seen:.3f} held {held:.3f} ({time.time() - t0:.0f}s)")
-    torch.save(model.to(memory_format=torch.contiguous_format).state_dict(),
-               f"{WORK}/student{a.tag}.pt")
+    torch.save(cpu_state(model), f"{WORK}/student{a.tag}.pt")
     json.dump({"seconds": time.time() - t0}, open(f"{WORK}/student{a.tag}_time.json", "w"))
     log(f"student done in {time.time() - t0:.0f}s")
 
@@ -745,7 +763,7 @@ def label_targets(objs: list, seen_rows: list[int]) -> torch.Tensor:
 
 def load_student(a: argparse.Namespace) -> nn.Module:
     s = new_student(a.student_arch)
-    s.load_state_dict(torch.load(f"{WORK}/student{a.tag}.pt"))
+    s.load_state_dict(torch.load(f"{WORK}/student{a.tag}.pt", map_location="cpu"))
     return s.eval()
 
 
@@ -1460,10 +1478,30 @@ def main() -> None:
     p.add_argument("--calib", type=int, default=100)
     p.add_argument("--eval-n", type=int, default=600)
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--procs", type=int, default=len(os.sched_getaffinity(0)),
+                   help="data: rendering processes (default: one per usable core; the scenes do "
+                        "not depend on it)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where the teacher and the student train (cuda: not yet run on a GPU; "
+                        "the committed bundle was trained on the CPU); export and eval always "
+                        "run on the CPU")
     p.add_argument("--train-dtype", choices=["bf16", "fp32"], default="bf16",
-                   help="training precision (bf16 autocast: needs a CPU with bf16 units)")
+                   help="training precision (bf16 autocast: needs a CPU with bf16 units, or a GPU)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.device == "cpu" and a.train_dtype == "bf16" and a.command in ("teacher", "student", "all") \
+            and not cpu_has_bf16():
+        log("warning: this CPU has no bf16 units (AVX512_BF16 / AMX), so PyTorch emulates bf16 "
+            "(over 3 s per teacher step on an AVX2-only EPYC, 0.4 s with AMX); --train-dtype fp32 "
+            "avoids that but trains another model than the committed one (trained in bf16)")
+    if a.device == "cuda":
+        # deterministic cuDNN / cuBLAS kernels, so that a rerun can give the same weights
+        # (not yet checked on a GPU)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if a.command in ("teacher", "student", "all"):
+        log(f"training device: {a.device}, precision: {a.train_dtype}")
     globals()[f"cmd_{a.command}"](a)
 
 
