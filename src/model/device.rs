@@ -127,6 +127,25 @@ pub fn pick_cpu_precision(
     }
 }
 
+/// Why running `precision` on this CPU will be slow, when it will (for a warning at load time,
+/// where the file was asked for by `model.precision` / `--precision` or is the only one shipped):
+/// - **dynamic int8 without int8 dot products**: tract's integer kernels cost more than fp32.
+///   On an Arm core without `dotprod` (the Pi 4's A72) 1.15-1.5x fp32's instructions; on an
+///   x86-64 without VNNI far more: `avx2_mmm_i32_8x8` reads each 8 bytes of weights with a
+///   legacy-SSE `movq` between AVX instructions, which cost about 120 ns a step on the AMD EPYC
+///   (Zen 3, virtualised) the project builds on, so the demo student took 178 ms per frame
+///   instead of fp32's 2-4 ms (`benches/INT8.md` part D).
+/// - **fp16**: tract's CPU kernels have no native fp16 arithmetic (5.4 s per frame for the demo).
+pub fn slow_on_cpu(precision: Precision, int8_dot: bool) -> Option<&'static str> {
+    match precision {
+        Precision::Int8Dynamic if !int8_dot => Some(
+            "this CPU has no int8 dot-product instructions, so tract's int8 kernels are slower than fp32 here (many times slower on x86-64 without VNNI)",
+        ),
+        Precision::Fp16 => Some("tract's CPU kernels have no native fp16 arithmetic"),
+        _ => None,
+    }
+}
+
 /// Whether this CPU has int8 dot-product instructions that tract's int8 matrix kernels use:
 /// `dotprod` on 64-bit Arm (Cortex-A55/A76 and later: Raspberry Pi 5, Jetson Orin; not the
 /// Pi 4's A72), VNNI on x86-64 (AVX-512 VNNI or AVX-VNNI). `EDGECLIP_INT8_DOT=0|1` overrides
@@ -359,6 +378,22 @@ mod tests {
         // fp16 as the default: fp32 when shipped.
         assert_eq!(cpu(&[Fp16, Fp32], false), Some(Fp32));
         assert_eq!(cpu(&[Fp16, Int8Dynamic], true), Some(Int8Dynamic));
+    }
+
+    #[test]
+    fn slow_forms_are_named_only_where_they_are_slow() {
+        use Precision::*;
+        assert!(
+            slow_on_cpu(Int8Dynamic, false)
+                .unwrap()
+                .contains("dot-product")
+        );
+        assert_eq!(slow_on_cpu(Int8Dynamic, true), None);
+        for dot in [false, true] {
+            assert!(slow_on_cpu(Fp16, dot).unwrap().contains("fp16"));
+            assert_eq!(slow_on_cpu(Fp32, dot), None);
+            assert_eq!(slow_on_cpu(Int8Qdq, dot), None);
+        }
     }
 
     /// What [`cpu_has_int8_dot`] finds on the core `cross/test-arm.sh` emulates, which names the

@@ -633,6 +633,15 @@ impl ImageEncoder {
             pick
         });
         let (path, precision) = bundle.image_onnx(precision)?;
+        if device == Device::Cpu
+            && let Some(why) =
+                super::device::slow_on_cpu(precision, super::device::cpu_has_int8_dot())
+        {
+            log::warn!(
+                "image tower {} ({precision}) will be slow on this CPU: {why}",
+                path.display()
+            );
+        }
         let tower = &bundle.manifest.image;
         let shape = [1, 3, tower.height as usize, tower.width as usize];
         let fact = f32::fact(shape).into();
