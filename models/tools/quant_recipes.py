@@ -14,8 +14,10 @@ onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activati
 calibration scenes of ``demo.py export``); the table gives, per recipe, the share of frames whose
 top prompt (among the 48 colour-shape prompts) is the fp32 tower's, the cosine between the int8
 and fp32 embeddings (onnxruntime), and top-1 accuracy. The first row is the recipe
-``demo.py export`` uses. Results: ``benches/INT8.md``, part C. (Entropy calibration is not
-listed: onnxruntime 1.32 wrote byte-identical files for it and for MinMax here.)
+``demo.py export`` uses; the last, for comparison, is not static: dynamic int8 (onnxruntime's
+``quantize_dynamic``, no calibration). Results: ``benches/INT8.md``, parts C and D. (Entropy
+calibration is not listed: onnxruntime 1.32 wrote byte-identical files for it and for MinMax
+here.)
 """
 
 from __future__ import annotations
@@ -24,17 +26,19 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import demo  # noqa: E402
 import scenes  # noqa: E402
+from bundle_tools import make_int8_dynamic  # noqa: E402
+from score_rust import top_prompts  # noqa: E402
 
 VAL_OFFSET = 1_000_000  # within the calibration seed space, far past any --calib count
 PCT = {"calib": 400, "method": "Percentile", "extra": {"CalibPercentile": 99.99}}
@@ -57,14 +61,15 @@ RECIPES = {
         "/features/features.12/Conv", "/ReduceMean"]},
     "percentile-99.99-400, projections in float": {**PCT, "exclude": [
         "/head/Gemm", "/head_c/MatMul/MatMulAddFusion"]},
+    # not static: onnxruntime quantize_dynamic (bundle_tools.make_int8_dynamic), activations
+    # quantized per frame at run time (benches/INT8.md part D)
+    "dynamic (no calibration)": {"dynamic": True},
 }
 
 
 def _val_frame(args: tuple[str, int]) -> dict:
     out, i = args
-    ho = sorted(scenes.HELD_OUT)
-    combo = ho[(i // 2) % len(ho)] if i % 2 else \
-        scenes.SEEN_COMBOS[(i // 2) % len(scenes.SEEN_COMBOS)]
+    combo = demo.eval_combo(i)
     img, _ = scenes.render_scene(demo.OFF_CALIB + VAL_OFFSET + i, 640, 480, combos=[combo],
                                  allow_held_out=True)
     name = f"val_{i:04d}.jpg"
@@ -81,21 +86,6 @@ def validation_set(out: str, n: int) -> list[dict]:
         rows = pool.map(_val_frame, [(out, i) for i in range(n)])
     json.dump(rows, open(labels, "w"), indent=1)
     return rows
-
-
-def tract_top1(bin_: str, bundle: str, precision: str, val: str, rows: list[dict]) -> list[str]:
-    """edgeclip classify's top prompt per frame."""
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-        f.write("\n".join(scenes.PROMPTS[:48]) + "\n")
-    cmd = [bin_, "classify", "--model", bundle, "--prompts-file", f.name, "--json",
-           "--precision", precision] + [os.path.join(val, r["file"]) for r in rows]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    os.unlink(f.name)
-    top = {}
-    for line in out.splitlines():
-        o = json.loads(line)
-        top[os.path.basename(o["image"])] = max(o["scores"], key=lambda s: s["score"])["prompt"]
-    return [top[r["file"]] for r in rows]
 
 
 def main() -> None:
@@ -133,7 +123,11 @@ def main() -> None:
 
     e32 = embed(os.path.join(a.bundle, "visual.fp32.onnx"))
     p32 = (e32 @ prompts.T).argmax(1)
-    t32 = np.array(tract_top1(a.bin, a.bundle, "fp32", val, rows))
+    def tract_top1(bundle: str, precision: str) -> np.ndarray:
+        top = top_prompts(a.bin, bundle, precision, val, rows)
+        return np.array([top[r["file"]] for r in rows])
+
+    t32 = tract_top1(a.bundle, "fp32")
     truth = np.array([r["label"] for r in rows])
     print(f"{len(rows)} validation frames ({(~held).sum()} seen, {held.sum()} held-out), "
           f"{a.bundle}", flush=True)
@@ -158,7 +152,10 @@ def main() -> None:
             kw["nodes_to_exclude"] = r["exclude"]
         if "extra" in r:
             kw["extra_options"] = r["extra"]
-        quantize_static(prep, out, demo._Calib(0, r.get("calib", 100)), **kw)
+        if r.get("dynamic"):
+            make_int8_dynamic(Path(os.path.join(a.bundle, "visual.fp32.onnx")), Path(out))
+        else:
+            quantize_static(prep, out, demo._Calib(0, r.get("calib", 100)), **kw)
         e8 = embed(out)
         cos = (e8 * e32).sum(1)
         agree_ort = ((e8 @ prompts.T).argmax(1) == p32).mean()
@@ -170,7 +167,13 @@ def main() -> None:
             if f != "visual.onnx":
                 os.symlink(os.path.abspath(os.path.join(a.bundle, f)), os.path.join(b, f))
         shutil.copy(out, os.path.join(b, "visual.onnx"))
-        t8 = np.array(tract_top1(a.bin, b, "int8-qdq", val, rows))
+        precision = "int8-dynamic" if r.get("dynamic") else "int8-qdq"
+        with open(os.path.join(a.bundle, "bundle.toml")) as f:  # the default file's precision
+            manifest = f.read().replace('precision = "int8-qdq"', f'precision = "{precision}"', 1)
+        os.unlink(os.path.join(b, "bundle.toml"))
+        with open(os.path.join(b, "bundle.toml"), "w") as f:
+            f.write(manifest)
+        t8 = tract_top1(b, precision)
         print(f"| {name} | {100 * agree_ort:.2f}% | {cos.mean():.5f} / {cos.min():.4f} | "
               f"{100 * (t8 == t32).mean():.2f}% | {acc(t8 == truth)} |", flush=True)
         print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)

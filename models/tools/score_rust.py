@@ -22,6 +22,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scenes  # noqa: E402
 
 
+def top_prompts(bin_: str, model: str, precision: str | None, image_dir: str,
+                rows: list[dict]) -> dict[str, str]:
+    """``edgeclip classify --json``'s top prompt among the 48 colour-shape prompts, by file name,
+    for the ``rows`` (``{"file": ...}``) of ``image_dir``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(scenes.PROMPTS[:48]) + "\n")
+        prompts = f.name
+    cmd = [bin_, "classify", "--model", model, "--prompts-file", prompts, "--json"]
+    if precision:
+        cmd += ["--precision", precision]
+    cmd += [os.path.join(image_dir, r["file"]) for r in rows]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    os.unlink(prompts)
+    top = {}
+    for line in out.splitlines():
+        o = json.loads(line)
+        top[os.path.basename(o["image"])] = max(o["scores"], key=lambda s: s["score"])["prompt"]
+    return top
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin", default="target/release/edgeclip")
@@ -31,20 +51,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="JSON file that collects the results by precision")
     a = p.parse_args()
     rows = json.load(open(os.path.join(a.eval, "labels.json")))
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-        f.write("\n".join(scenes.PROMPTS[:48]) + "\n")
-        prompts = f.name
-    cmd = [a.bin, "classify", "--model", a.model, "--prompts-file", prompts, "--json"]
-    if a.precision:
-        cmd += ["--precision", a.precision]
-    cmd += [os.path.join(a.eval, r["file"]) for r in rows]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    os.unlink(prompts)
-    top = {}
-    for line in out.splitlines():
-        o = json.loads(line)
-        best = max(o["scores"], key=lambda s: s["score"])
-        top[os.path.basename(o["image"])] = best["prompt"]
+    top = top_prompts(a.bin, a.model, a.precision, a.eval, rows)
     res = {"seen": [0, 0], "held_out": [0, 0]}
     per: dict[str, list[int]] = {}
     for r in rows:
