@@ -11,9 +11,12 @@
 # the first run + 4); the difference of the last two over 5 is the cost of one inference.
 # Default models: the demo student (int8, fp32) and, when generated (models/tools/make_vitb32.py),
 # the full-size ViT-B/32 (fp32, dynamic int8, QDQ int8). ARM_INSN_CPUS picks the emulated cores
-# (default "cortex-a76 cortex-a72"). Prints one table row per model and CPU.
+# (default "cortex-a76 cortex-a72"). Prints one table row per model and CPU. Each count sees the
+# cache geometry of the emulated core's Raspberry Pi (benches/board-cache.sh), not the host's:
+# tract's blocking depends on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/board-cache.sh
 bin=${1:-target/aarch64-unknown-linux-gnu/release/edgeclip}
 shift || true
 count=${ARM_INSN_COUNT:-../shared/tools/arm-insn-count}
@@ -26,7 +29,7 @@ if ((${#models[@]} == 0)); then
 fi
 cpus=${ARM_INSN_CPUS:-cortex-a76 cortex-a72}
 insns() { # CPU MODEL PRECISION ITERS CACHE
-  XDG_CACHE_HOME=$5 "$count" --cpu "$1" -- "$bin" bench --model "$2" --precision "$3" --threads 1 --iters "$4" 2>&1 |
+  XDG_CACHE_HOME=$5 board_cache_run "$1" "$count" --cpu "$1" -- "$bin" bench --model "$2" --precision "$3" --threads 1 --iters "$4" 2>&1 |
     sed -n 's/^arm-insn-count: .*insns=\([0-9]*\).*/\1/p'
 }
 echo "| model | precision | cpu | load, cold (M insns) | load, warm (M insns) | per inference (M insns) |"
@@ -40,7 +43,7 @@ for cpu in $cpus; do
     runs=$(insns "$cpu" "$dir" "$precision" 4 "$cache")
     rm -rf "$cache"
     [[ -n $cold && -n $warm && -n $runs ]] || { echo "arm-insn-count failed on $m ($cpu)" >&2; exit 1; }
-    awk -v m="$dir" -v p="$precision" -v c="$cpu" -v l="$cold" -v w="$warm" -v r="$runs" \
+    awk -v m="$dir" -v p="$precision" -v c="$(board_cache_label "$cpu")" -v l="$cold" -v w="$warm" -v r="$runs" \
       'BEGIN { printf "| %s | %s | %s | %.0f | %.0f | %.1f |\n", m, p, c, l / 1e6, w / 1e6, (r - w) / 5 / 1e6 }'
   done
 done

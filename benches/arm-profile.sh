@@ -13,7 +13,8 @@
 # "insn" plugin). Block PCs are mapped to the binary's symbols (or to libc & co.) through the
 # guest mappings the plugin records at exit, checked against qemu's own symbol lookup; the
 # difference of the two runs (both cold starts, each with an empty cache folder) over 5 is one
-# inference, load excluded (as in arm-insn.sh).
+# inference, load excluded (as in arm-insn.sh), with the board's cache geometry
+# (benches/board-cache.sh).
 # Prints markdown: the top N functions (M insns per inference, % of total), a grouped summary,
 # and the split inside tract's assembly kernels by their local labels (inner loop vs fused
 # epilogue ops). Unless --no-check, the same qemu runs also load arm-insn-count's insn plugin,
@@ -22,6 +23,7 @@
 # re-analyses them without rerunning qemu. A ViT-B/32 run takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/board-cache.sh  # the emulated board's cache geometry (tract's blocking reads it)
 cpu=cortex-a76 bin=target/aarch64-unknown-linux-gnu/release/edgeclip raw= reuse=0 top=25 check=1
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -66,7 +68,7 @@ for iters in 0 4; do
   echo "arm-profile: $cpu $model $precision --iters $iters ..." >&2
   # Each run starts cold, with an empty cache folder, so that both load the same way.
   cold=$(mktemp -d)
-  XDG_CACHE_HOME=$cold qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "${plugins[@]}" \
+  XDG_CACHE_HOME=$cold board_cache_run "$cpu" qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "${plugins[@]}" \
     "$bin" bench --model "$model" --precision "$precision" --threads 1 --iters "$iters" \
     >"$raw/iters$iters.out" 2>&1 || { cat "$raw/iters$iters.out" >&2; exit 1; }
   rm -rf "$cold"

@@ -107,12 +107,51 @@ def _preprocessed(src: Path, tmp: Path) -> Path:
         return src
 
 
-def make_int8_dynamic(src: Path, dst: Path, op_types=None):
+def make_int8_dynamic(src: Path, dst: Path, op_types=None, exclude=None):
     """Dynamic quantization: int8 weights (QInt8), activations quantized at run time
-    (DynamicQuantizeLinear + MatMulInteger / ConvInteger, int8 Gather tables + DequantizeLinear)."""
+    (DynamicQuantizeLinear + MatMulInteger / ConvInteger, int8 Gather tables + DequantizeLinear).
+    `exclude`: names of nodes (after onnxruntime's pre-processing) left in float."""
     with tempfile.TemporaryDirectory() as tmp:
         pre = _preprocessed(src, Path(tmp))
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=op_types)
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+                         nodes_to_exclude=exclude)
+
+
+def make_int8_static_integer(dynamic_src: Path, dst: Path, input_name: str, calib: np.ndarray) -> dict:
+    """A dynamic-int8 file (`make_int8_dynamic`) made static: each DynamicQuantizeLinear becomes a
+    QuantizeLinear whose uint8 scale and zero point come from the min / max of its input over
+    `calib` (with 0 in the range, as DynamicQuantizeLinear's own), so the graph keeps its integer
+    products (ConvInteger / MatMulInteger, which tract runs on its int8 kernels) without the
+    per-frame range reductions. Not a bundle precision of its own (benches/INT8.md part E).
+    Returns {tensor: (scale, zero point)}."""
+    model = onnx.load(str(dynamic_src))
+    dyn = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
+    probe = onnx.load(str(dynamic_src))
+    for n in dyn:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(n.input[0], onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [n.input[0] for n in dyn]
+    lo, hi = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+    for i in range(len(calib)):
+        for name, v in zip(names, sess.run(names, {input_name: calib[i:i + 1]})):
+            lo[name], hi[name] = min(lo[name], float(v.min())), max(hi[name], float(v.max()))
+    ranges, nodes = {}, []
+    for n in model.graph.node:
+        if n.op_type != "DynamicQuantizeLinear":
+            nodes.append(n)
+            continue
+        x, (y, scale_name, zp_name) = n.input[0], n.output
+        scale = (hi[x] - lo[x]) / 255.0 or 1.0
+        zp = int(np.clip(round(-lo[x] / scale), 0, 255))
+        ranges[x] = (scale, zp)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(scale, np.float32), scale_name))
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(zp, np.uint8), zp_name))
+        nodes.append(onnx.helper.make_node("QuantizeLinear", [x, scale_name, zp_name], [y], name=n.name + "_static"))
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return ranges
 
 
 class ArrayReader(CalibrationDataReader):

@@ -15,7 +15,8 @@ Zero-shot CLIP on synthetic camera scenes of coloured shapes (``scenes.py``):
 5. ``clip``    the recorded test clip ``tests/data/clip/`` (+ ground truth);
 6. ``eval``    render the held-out evaluation set to ``target/demo-eval/`` (640x480 JPEGs,
                preprocessed like the runtime) and score teacher / fp32 / int8 students with
-               onnxruntime; writes ``MODEL_CARD.md``.
+               onnxruntime; writes ``MODEL_CARD.md``. ``evalset`` renders the set alone
+               (no checkpoints needed), for scoring bundles with ``score_rust.py``.
 
 ``python3 models/tools/demo.py all --seed 0`` runs everything in order. Checkpoints and
 intermediate data live in ``target/demo-train/`` (ignored by git). The machine this was
@@ -923,6 +924,11 @@ def write_eval_set(n: int) -> list[dict]:
     return rows
 
 
+def cmd_evalset(a: argparse.Namespace) -> None:
+    rows = write_eval_set(a.eval_n)
+    log(f"eval set: {len(rows)} frames -> {EVAL_DIR}")
+
+
 def cmd_eval(a: argparse.Namespace) -> None:
     import onnxruntime as ort
     from safetensors import safe_open
@@ -1446,7 +1452,7 @@ def cmd_all(a: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["data", "teacher", "student", "export", "clip", "eval", "card", "all"])
+    p.add_argument("command", choices=["data", "teacher", "student", "export", "clip", "eval", "evalset", "card", "all"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher-groups", type=int, default=8000, help="4 scenes per group")
     p.add_argument("--student-scenes", type=int, default=30000)

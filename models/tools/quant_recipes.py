@@ -4,7 +4,7 @@ to the fp32 one, under onnxruntime and under edgeclip (tract), on a validation s
 neither training data nor the evaluation set.
 
     python3 models/tools/quant_recipes.py [--bundle models/demo] [--n 1200] \
-        [--bin target/release/edgeclip] [--only NAME,NAME]
+        [--bin target/release/edgeclip] [--only 'NAME;NAME']
 
 The validation frames are single-object 640x480 scenes like the evaluation set's (half seen, half
 held-out combinations, JPEG quality 95), from the calibration seed space at an offset no
@@ -14,8 +14,10 @@ onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activati
 calibration scenes of ``demo.py export``); the table gives, per recipe, the share of frames whose
 top prompt (among the 48 colour-shape prompts) is the fp32 tower's, the cosine between the int8
 and fp32 embeddings (onnxruntime), and top-1 accuracy. The first row is the recipe
-``demo.py export`` uses; the last, for comparison, is not static: dynamic int8 (onnxruntime's
-``quantize_dynamic``, no calibration). Results: ``benches/INT8.md``, parts C and D. (Entropy
+``demo.py export`` uses. For comparison, the last ones are not QDQ: dynamic int8 (onnxruntime's
+``quantize_dynamic``, no calibration), and the same file with calibrated activation ranges
+("static integer": ConvInteger / MatMulInteger fed by calibrated QuantizeLinear nodes), whole or
+with one part in float. Results: ``benches/INT8.md``, parts C, D and E. (Entropy
 calibration is not listed: onnxruntime 1.32 wrote byte-identical files for it and for MinMax
 here.)
 """
@@ -37,7 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import demo  # noqa: E402
 import scenes  # noqa: E402
-from bundle_tools import make_int8_dynamic  # noqa: E402
+from bundle_tools import make_int8_dynamic, make_int8_static_integer  # noqa: E402
 from score_rust import top_prompts  # noqa: E402
 
 VAL_OFFSET = 1_000_000  # within the calibration seed space, far past any --calib count
@@ -64,6 +66,14 @@ RECIPES = {
     # not static: onnxruntime quantize_dynamic (bundle_tools.make_int8_dynamic), activations
     # quantized per frame at run time (benches/INT8.md part D)
     "dynamic (no calibration)": {"dynamic": True},
+    # the dynamic file with its activation ranges calibrated (min / max over the same 100 scenes
+    # as minmax-100): integer kernels, no per-frame range reductions (benches/INT8.md part E)
+    "static integer": {"dynamic": True, "static": True},
+    "static integer, first conv in float": {"dynamic": True, "static": True,
+                                            "exclude": ["/features/features.0/Conv"]},
+    # (quantize_dynamic splits each Gemm into MatMul + Add before it quantizes)
+    "static integer, projections in float": {"dynamic": True, "static": True, "exclude": [
+        "/head/Gemm_MatMul", "/head_c/MatMul/MatMulAddFusion_MatMul"]},
 }
 
 
@@ -99,7 +109,7 @@ def main() -> None:
     p.add_argument("--bundle", default=demo.BUNDLE)
     p.add_argument("--n", type=int, default=1200, help="validation frames")
     p.add_argument("--bin", default=os.path.join(demo.ROOT, "target", "release", "edgeclip"))
-    p.add_argument("--only", default=None, help="comma-separated recipe names (default: all)")
+    p.add_argument("--only", default=None, help="recipe names, separated by ';' (names hold commas; default: all)")
     a = p.parse_args()
     val = os.path.join(demo.ROOT, "target", "demo-quant-val")
     rows = validation_set(val, a.n)
@@ -138,7 +148,7 @@ def main() -> None:
     work = tempfile.mkdtemp()
     prep = os.path.join(work, "prep.onnx")
     quant_pre_process(os.path.join(a.bundle, "visual.fp32.onnx"), prep, skip_symbolic_shape=True)
-    names = a.only.split(",") if a.only else list(RECIPES)
+    names = a.only.split(";") if a.only else list(RECIPES)
     for name in names:
         r = RECIPES[name]
         t0 = time.time()
@@ -153,7 +163,13 @@ def main() -> None:
         if "extra" in r:
             kw["extra_options"] = r["extra"]
         if r.get("dynamic"):
-            make_int8_dynamic(Path(os.path.join(a.bundle, "visual.fp32.onnx")), Path(out))
+            make_int8_dynamic(Path(os.path.join(a.bundle, "visual.fp32.onnx")), Path(out),
+                              exclude=r.get("exclude"))
+            if r.get("static"):
+                dyn = os.path.join(work, "visual.dynamic.onnx")
+                os.replace(out, dyn)
+                x_cal = np.concatenate([f["pixel_values"] for f in iter(demo._Calib(0, 100).get_next, None)])
+                make_int8_static_integer(Path(dyn), Path(out), "pixel_values", x_cal)
         else:
             quantize_static(prep, out, demo._Calib(0, r.get("calib", 100)), **kw)
         e8 = embed(out)
