@@ -22,7 +22,7 @@ shift || true
 count=${ARM_INSN_COUNT:-../shared/tools/arm-insn-count}
 models=("$@")
 if ((${#models[@]} == 0)); then
-  models=(models/demo:int8-qdq models/demo:fp32)
+  models=(models/demo:int8-static models/demo:fp32)
   if [[ -d target/models/vit-b32 ]]; then
     models+=(target/models/vit-b32:fp32 target/models/vit-b32:int8-dynamic target/models/vit-b32:int8-qdq)
   fi

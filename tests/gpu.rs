@@ -97,16 +97,24 @@ fn cuda_is_a_clear_error_when_unavailable() {
     assert!(e.to_string().contains("\"cuda\" is not available"), "{e}");
 }
 
-/// The demo ships QDQ int8 (its default), fp32 and fp16. tract runs QDQ in float with a rounding
-/// pass on top, so the CPU takes the fp32 file, whatever its int8 instructions
-/// (`device::pick_cpu_precision`); asked for, the default file is there.
+/// The demo ships static int8 on integer kernels (its default), fp32 and fp16. Unasked, the CPU
+/// takes the int8 file where it has int8 dot products and the fp32 file elsewhere
+/// (`device::pick_cpu_precision`, unit-tested for every combination); asked for, each file is
+/// there.
 #[test]
-fn the_cpu_runs_the_fp32_file_of_a_qdq_bundle() {
+fn the_cpu_runs_the_demo_int8_file_only_with_int8_dot_products() {
     let encoder = ImageEncoder::load_for(&demo(), None, Runtime::Cpu).unwrap();
     assert_eq!(encoder.device(), Device::Cpu);
-    assert_eq!(encoder.precision(), Precision::Fp32);
-    let encoder = ImageEncoder::load_for(&demo(), Some(Precision::Int8Qdq), Runtime::Cpu).unwrap();
-    assert_eq!(encoder.precision(), Precision::Int8Qdq);
+    let expected = if device::cpu_has_int8_dot() {
+        Precision::Int8Static
+    } else {
+        Precision::Fp32
+    };
+    assert_eq!(encoder.precision(), expected);
+    for p in [Precision::Int8Static, Precision::Fp32] {
+        let encoder = ImageEncoder::load_for(&demo(), Some(p), Runtime::Cpu).unwrap();
+        assert_eq!(encoder.precision(), p);
+    }
 }
 
 /// The binary: `$EDGECLIP_BIN` when set (this test binary run on another machine, as
@@ -175,8 +183,14 @@ fn the_command_line_names_the_runtime() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["device"], "cpu");
-    // The demo ships QDQ int8 (default), fp32 and fp16: the CPU runs fp32 (pick_cpu_precision).
-    assert_eq!(report["precision"], "fp32");
+    // The demo ships static int8 on integer kernels (default), fp32 and fp16: the CPU runs the
+    // int8 file where it has int8 dot products, else fp32 (pick_cpu_precision).
+    let expected = if device::cpu_has_int8_dot() {
+        "int8-static"
+    } else {
+        "fp32"
+    };
+    assert_eq!(report["precision"], expected);
     assert_eq!(report["iters"], 3);
 }
 
@@ -252,8 +266,9 @@ fn the_fp16_variant_matches_fp32() {
 /// Float files (fp16, fp32: what the GPU path picks) against fp32 on the CPU: every cosine
 /// >= 0.999 (the bound).
 ///
-/// An int8 file (QDQ: float operators between quantize / dequantize pairs) runs on the GPU only
-/// when asked for. Its float sums come out of cuDNN in another order than on the CPU, so a value
+/// An int8 file runs on the GPU only when asked for (its integer operators, ConvInteger /
+/// MatMulInteger, have no CUDA kernels and stay on the CPU; a QDQ file's float operators run on
+/// the GPU). Its float sums come out of cuDNN in another order than on the CPU, so a value
 /// that lands near a rounding boundary of the next QuantizeLinear can move by one step, and that
 /// step travels through the following layers: measured on an H100, 0.9963 at worst against the
 /// CPU's run of the same file. It is held to the bounds `tests/runtime.rs` uses for tract's QDQ

@@ -380,7 +380,7 @@ BUNDLE_KEYS = {
     "variants": {"onnx", "precision"},
     "prompts": {"file"},
 }
-PRECISIONS = {"fp32", "fp16", "int8-qdq", "int8-dynamic"}
+PRECISIONS = {"fp32", "fp16", "int8-qdq", "int8-dynamic", "int8-static"}
 
 
 def validate_bundle(folder: Path):

@@ -10,8 +10,10 @@ Zero-shot CLIP on synthetic camera scenes of coloured shapes (``scenes.py``):
 3. ``student`` distill a plain-conv image tower of the same two branches (tract-friendly) to
                the teacher's image embeddings, part by part, and to each scene's own caption
                (seen prompts only); the teacher's text tower stays valid for it;
-4. ``export``  ONNX (opset 17) fp32 + int8 (static QDQ image tower, dynamic text tower),
-               ``prompts.safetensors``, ``bundle.toml`` (see ``models/BUNDLE.md``);
+4. ``export``  ONNX (opset 17) fp32 + int8 (static image tower on integer kernels, calibrated;
+               dynamic text tower), ``prompts.safetensors``, ``bundle.toml`` (see
+               ``models/BUNDLE.md``); ``quantize`` redoes the image tower's int8 file alone
+               from the bundle's ``visual.fp32.onnx``;
 5. ``clip``    the recorded test clip ``tests/data/clip/`` (+ ground truth);
 6. ``eval``    render the held-out evaluation set to ``target/demo-eval/`` (640x480 JPEGs,
                preprocessed like the runtime) and score teacher / fp32 / int8 students with
@@ -32,8 +34,10 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -803,11 +807,55 @@ def sha16(path: str) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]
 
 
+# Left in float in the int8 image tower: the first convolution (2 input channels, 1.5% of the
+# multiply-adds).
+# Chosen on quant_recipes.py's validation frames (top-1 same as fp32 under edgeclip: 99.42%,
+# against 99.08% with it quantized and 98.58% for the QDQ file shipped before; benches/INT8.md
+# part E).
+VISUAL_FLOAT_NODES = ["/features/features.0/Conv"]
+
+
+def quantize_visual(vis32: str, vis8: str, seed: int, calib: int) -> None:
+    """The shipped int8 image tower, precision ``int8-static``: onnxruntime's dynamic quantization
+    (QInt8 weights, ConvInteger / MatMulInteger) with each DynamicQuantizeLinear then replaced by a
+    QuantizeLinear calibrated (min / max) on ``calib`` generated scenes. tract runs it on its
+    integer kernels without per-frame range reductions (a QDQ file runs in float in tract)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bundle_tools import make_int8_dynamic, make_int8_static_integer
+    x = np.concatenate([f["pixel_values"] for f in iter(_Calib(seed, calib).get_next, None)])
+    with tempfile.TemporaryDirectory() as tmp:
+        dyn = os.path.join(tmp, "visual.dynamic.onnx")
+        make_int8_dynamic(Path(vis32), Path(dyn), exclude=VISUAL_FLOAT_NODES)
+        make_int8_static_integer(Path(dyn), Path(vis8), "pixel_values", x)
+    strip_unused_opsets(vis8)
+
+
+def quantize_visual_qdq(vis32: str, vis8: str, seed: int, calib: int) -> None:
+    """The int8 image tower shipped before ``quantize_visual`` (until 2026-11-29): static QDQ,
+    per-channel int8 weights, uint8 activations calibrated with min / max on ``calib`` scenes.
+    tract runs it in float with a rounding pass per quantized tensor. Kept for comparison
+    (``demo_int8_integer.sh``, ``quant_recipes.py``'s first row)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    with tempfile.TemporaryDirectory() as tmp:
+        prep = os.path.join(tmp, "visual.prep.onnx")
+        quant_pre_process(vis32, prep, skip_symbolic_shape=True)
+        quantize_static(prep, vis8, _Calib(seed, calib), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    strip_unused_opsets(vis8)
+
+
+def cmd_quantize(a: argparse.Namespace) -> None:
+    """``export``'s image-tower quantization alone, from the bundle's ``visual.fp32.onnx``."""
+    quantize_visual(f"{BUNDLE}/visual.fp32.onnx", f"{BUNDLE}/visual.onnx", a.seed, a.calib)
+    log(f"visual.onnx: {os.path.getsize(f'{BUNDLE}/visual.onnx') / 1e6:.2f} MB")
+
+
 def cmd_export(a: argparse.Namespace) -> None:
     import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
     from safetensors.numpy import save_file
     os.makedirs(BUNDLE, exist_ok=True)
     teacher = load_teacher(a)
@@ -829,16 +877,10 @@ def cmd_export(a: argparse.Namespace) -> None:
                           dynamic_axes={"input_ids": {0: "N"}, "text_embeds": {0: "N"}})
     for p in (vis32, txt32):
         onnx.checker.check_model(onnx.load(p))
-    prep = f"{WORK}/visual.prep.onnx"
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    quant_pre_process(vis32, prep, skip_symbolic_shape=True)
-    quantize_static(prep, vis8, _Calib(a.seed, a.calib), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    quantize_visual(vis32, vis8, a.seed, a.calib)
     quantize_dynamic(txt32, txt8, weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul", "Gather"])
-    for p in (vis8, txt8):
-        strip_unused_opsets(p)
+    strip_unused_opsets(txt8)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bundle_tools import make_fp16
     make_fp16(vis32, f"{BUNDLE}/visual.fp16.onnx")  # the GPU variant (gpu_variant.py does the same)
@@ -857,7 +899,7 @@ fingerprint = "{fp}"
 
 [image]
 onnx = "visual.onnx"
-precision = "int8-qdq"
+precision = "int8-static"
 input = "pixel_values"
 output = "image_embeds"
 height = {SIZE}
@@ -1042,12 +1084,12 @@ def speed_table() -> str:
     x86 = [json.loads(line) for line in open(x86_p) if line.strip()]
     arm = [[c.strip() for c in line.strip().strip("|").split("|")] for line in open(arm_p)
            if line.startswith("| ") and "cortex" in line]
-    names = ["student int8 (`visual.onnx`, QDQ)", "student fp32 (`visual.fp32.onnx`)",
+    names = ["student int8 (`visual.onnx`, int8-static)", "student fp32 (`visual.fp32.onnx`)",
              "teacher fp32 (not shipped)"]
     rows = [f"| {n} | {x['p50_ms']:.2f} ms | {float(r[5]):.1f} M |"
             for n, x, r in zip(names, x86, arm)]
-    return ("| image tower | x86 (tract, 1 thread, median of 500) | Cortex-A76 (emulated), "
-            "instructions per frame |\n|---|---|---|\n" + "\n".join(rows))
+    return ("| image tower | x86 (tract, 1 thread, median of 500) | Cortex-A76 (emulated, Pi 5 "
+            "caches), instructions per frame |\n|---|---|---|\n" + "\n".join(rows))
 
 
 STUDENTS = {"plain": Student, "factored": FactoredStudent}
@@ -1097,13 +1139,13 @@ def write_model_card(ev: dict, tag: str = "", arch: str = "conv",
              f"right shape in {100 * cs['seen']['shape']:.0f}% / "
              f"{100 * cs['held_out']['shape']:.0f}%.") if cs else ""
     rust = rd("rust_eval.json")
-    names = {"fp32": "student fp32 (`--precision fp32`, what a CPU runs by default)",
-             "int8-qdq": "student int8 (`--precision int8-qdq`, `visual.onnx`)"}
+    names = {"fp32": "student fp32 (`--precision fp32`: a CPU without int8 dot products)",
+             "int8-static": "student int8 (`--precision int8-static`, `visual.onnx`: a CPU with them)"}
     rust_txt = ("| model | seen | held-out |\n|---|---|---|\n" + "\n".join(
         f"| {names.get(k, k)} | {100 * v['seen']:.1f}% | {100 * v['held_out']:.1f}% |"
         for k, v in sorted(rust.items(), key=lambda kv: kv[0] != "fp32"))) if rust else (
         "Not measured yet: run `models/tools/score_rust.py --out target/demo-train/rust_eval.json`"
-        " (once with `--precision fp32`, once with `--precision int8-qdq`), then `demo.py card`.")
+        " (once with `--precision fp32`, once with `--precision int8-static`), then `demo.py card`.")
     card = TEMPLATE_CARD.format(status=status, clip=clip, parts=parts, rust=rust_txt,
         speed=speed_table(), teacher_desc=TEACHER_DESC[arch], history=CARD_HISTORY,
         limits=CARD_LIMITS,
@@ -1182,12 +1224,16 @@ Bundle format: [`models/BUNDLE.md`](../BUNDLE.md). Reproduce: [`models/README.md
 |---|---|
 {files}
 
-Total {total:.2f} MB. `visual.onnx` (default) is int8 QDQ (static, per-channel weights, uint8
-activations calibrated with min/max on 100 generated scenes); `visual.fp32.onnx` the same tower in
+Total {total:.2f} MB. `visual.onnx` (default) is int8 on integer kernels, precision `int8-static`:
+ConvInteger / MatMulInteger with int8 weights (onnxruntime `quantize_dynamic`, QInt8, one scale
+per tensor), fed by QuantizeLinear nodes whose uint8 scale and zero point were calibrated (min /
+max) on 100 generated scenes; the first convolution (2 input channels) stays in float
+(`demo.py`, `quantize_visual`; `benches/INT8.md` part E). `visual.fp32.onnx` is the same tower in
 fp32; `visual.fp16.onnx` the same in fp16 (f32 in and out; the final Gemm kept in f32), the
 variant edgeclip's CUDA path picks (`models/tools/gpu_variant.py`). On a CPU edgeclip runs
-`visual.fp32.onnx` unless told otherwise: tract executes the QDQ file in float with a rounding
-pass per quantized tensor, so it is slower there (Speed, below). `textual.onnx` (default) is int8
+`visual.onnx` where the CPU has int8 dot-product instructions (Pi 5, Jetson Orin, x86 with VNNI)
+and `visual.fp32.onnx` elsewhere (Pi 4, x86 without VNNI), where tract's integer kernels cost
+more than fp32 (Speed, below). `textual.onnx` (default) is int8
 dynamic (onnxruntime `quantize_dynamic`, QInt8 weights for MatMul and the token table Gather);
 `textual.fp32.onnx` in fp32. `prompts.safetensors` holds the 49 prompts ("a photo of a
 {{colour}} {{shape}}" x 48, then "an empty scene") embedded with the default `textual.onnx` via
@@ -1275,16 +1321,17 @@ roughly 3,000 M instructions a second):
 {speed}
 
 The targets: at most 10 ms per frame on one x86 core and at most 100 M instructions per frame on
-the A76 for the int8 student (both met), and fewer instructions for int8 than for fp32 (**not
-met**): tract 0.23.9 runs a QDQ convolution in float, with a quantize / dequantize pass per
-tensor on top, and its integer convolution paths do not pay on convolutions this small
-(`benches/INT8.md` part B). The dynamic int8 form of this tower (not shipped, part D) has the
-fp32 file's accuracy on seen pairs under edgeclip (95.0%; held-out 89.0% against 89.3%) and
-takes 34.0 M instructions on the A76 against fp32's 34.6 M (same release build), but 1.5x fp32
-on an A72 and 178 ms on an x86 without VNNI, where a legacy-SSE instruction in tract's AVX2 int8
-kernel stalls every step; with it the bundle would pass 15 MB. So on a CPU edgeclip picks
-`visual.fp32.onnx` (`device::pick_cpu_precision`). onnxruntime, for comparison (1 thread,
-batch 1): int8 {lat8:.2f} ms, fp32 {lat32:.2f} ms.
+the A76 for the int8 student, and fewer instructions for int8 than for fp32 on the A76: all
+three met. The A76 counts run with the Pi 5's cache geometry (`benches/board-cache.sh`: tract
+sizes its matrix blocking from the caches, and under qemu-user it would read the build host's).
+The int8 file runs tract's integer kernels (SDOT on the A76) with calibrated activation ranges;
+on a Pi 4's A72 (no dot-product instructions) it costs 1.5x fp32, and on an x86 without VNNI
+tract's AVX2 int8 kernel stalls on a legacy-SSE instruction (147 ms per frame), so edgeclip runs
+`visual.fp32.onnx` on those CPUs (`device::pick_cpu_precision`). On this x86 (VNNI, AMX) it takes
+the int8 file, which is 1.3x fp32's time for a tower this small. The other int8 forms, measured
+the same way, are in `benches/INT8.md` part E (`models/tools/demo_int8_integer.sh`): the QDQ
+file shipped before (tract runs it in float: 39.2 M on the A76), dynamic int8 (34.0 M).
+onnxruntime, for comparison (1 thread, batch 1; it has no fast path for this int8 form): int8 {lat8:.2f} ms, fp32 {lat32:.2f} ms.
 
 {history}
 
@@ -1320,7 +1367,8 @@ the same text tower design:
 | the same teacher (bundle c, `a94000965ae4f603`) | the same, shape input inverted at random in training | 94.0% / 86.3% | 92.0% / 83.0% | 63 / 73 |
 | the same teacher | the same + cross-entropy against the scene's own caption, weight 0.1 | 94.0% / 86.3% | 93.0% / 84.3% | 63 / 73 |
 | the same teacher | the same, weight 0.5 | 94.0% / 86.3% | 93.3% / 86.7% | 63 / 73 |
-| the same teacher (**this bundle**) | the same, **172 MFLOPs** (channels 32-192 instead of 24-160) | 94.0% / 86.3% | 94.3% / 89.0% | 63 / 73 |
+| the same teacher | the same, **172 MFLOPs** (channels 32-192 instead of 24-160), int8 image tower as QDQ | 94.0% / 86.3% | 94.3% / 89.0% | 63 / 73 |
+| the same teacher (**this bundle**) | the same student, int8 image tower as `int8-static` with the first conv in float (`benches/INT8.md` part E) | 94.0% / 86.3% | 94.3% / 89.3% | 63 / 73 |
 
 - **More steps fixed the seen pairs, not the held-out ones.** bf16 training (2-4x faster
   steps on this CPU's AMX units), the 8 rotations / mirror images of each frame and a heavier
@@ -1405,7 +1453,9 @@ CARD_LIMITS = """- Synthetic domain only: real photographs of coloured objects a
   time.
 - Colours are told apart by a per-block classifier with no view of the object: a large
   coloured region of the background can add its colour to the embedding.
-- int8 is not faster than fp32 under tract for this model (Speed), so the CPU runs fp32.
+- int8 pays only on CPUs with int8 dot products (Pi 5: 0.89x fp32's instructions); a Pi 4 or
+  an x86 without VNNI runs fp32, and on an x86 with VNNI the int8 file is 1.3x fp32's time
+  (Speed).
 - The text tower only saw this vocabulary: other words map to untrained token embeddings."""
 
 
@@ -1452,7 +1502,7 @@ def cmd_all(a: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["data", "teacher", "student", "export", "clip", "eval", "evalset", "card", "all"])
+    p.add_argument("command", choices=["data", "teacher", "student", "export", "clip", "eval", "evalset", "quantize", "card", "all"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher-groups", type=int, default=8000, help="4 scenes per group")
     p.add_argument("--student-scenes", type=int, default=30000)

@@ -1,70 +1,67 @@
 #!/usr/bin/env bash
-# The demo student's image tower in the int8 forms that run on tract's integer kernels,
-# measured the way the model card measures the shipped static (QDQ) int8: accuracy with edgeclip
-# on the evaluation set, speed with edgeclip's `bench` on this x86 and instructions on emulated
-# Cortex cores (benches/INT8.md parts D and E).
+# The demo student's image tower in each int8 form, measured the way the model card measures the
+# shipped one: accuracy with edgeclip on the evaluation set, speed with edgeclip's `bench` on this
+# x86 and instructions on emulated Cortex cores (benches/INT8.md parts D and E).
 #
 #   bash models/tools/demo_int8_integer.sh [X86_EDGECLIP] [AARCH64_EDGECLIP]
 #
-# Writes three scratch copies of models/demo, each with one more image variant:
-# - target/demo-int8-dynamic/: visual.int8-dynamic.onnx, onnxruntime quantize_dynamic of the
-#   shipped visual.fp32.onnx (bundle_tools.make_int8_dynamic, QInt8 weights, ConvInteger /
-#   MatMulInteger; no calibration);
-# - target/demo-int8-static/: visual.int8-static.onnx, the same file with each
-#   DynamicQuantizeLinear replaced by a QuantizeLinear calibrated (min / max) on the 100 scenes
-#   demo.py's export calibrates the QDQ file on (bundle_tools.make_int8_static_integer);
-# - target/demo-int8-static-fc/: the same with the first convolution left in float (the best
-#   of quant_recipes.py's static-integer rows on its validation frames).
-#   The runtime knows no precision name for this form, and a precision is only the label by
-#   which it picks a file (how a file runs does not depend on it), so this copy lists it under
-#   "int8-dynamic", the label of the integer-kernel form: `--precision int8-dynamic` selects it.
-# The shipped bundle is not touched: with either variant it would weigh 15.7 MB, over the 15 MB
-# budget. Needs the evaluation set (`python3 models/tools/demo.py evalset` writes target/demo-eval/),
-# an x86 release build and an aarch64 release build (cross/build.sh aarch64).
+# Forms, all from the shipped visual.fp32.onnx and calibrated (where they are) on the 100 scenes
+# demo.py export calibrates on:
+# - int8-static, first convolution in float: the shipped visual.onnx (demo.quantize_visual);
+# - int8-static, every convolution quantized: target/demo-int8-static-whole/ (a copy of the
+#   bundle with that file as its visual.onnx);
+# - int8-dynamic (bundle_tools.make_int8_dynamic: QInt8 weights, ConvInteger / MatMulInteger, no
+#   calibration) and int8-qdq (demo.quantize_visual_qdq: the QDQ file shipped until part E):
+#   target/demo-int8-forms/, a copy of the bundle with both as extra variants;
+# - fp32 (visual.fp32.onnx), for reference.
+# The shipped bundle is not touched. Needs the evaluation set (`python3 models/tools/demo.py
+# evalset` writes target/demo-eval/), an x86 release build and an aarch64 release build
+# (cross/build.sh aarch64).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 x86=${1:-target/release/edgeclip}
 arm=${2:-target/aarch64-unknown-linux-gnu/release/edgeclip}
-dyn=target/demo-int8-dynamic
-static=target/demo-int8-static
-fc=target/demo-int8-static-fc
-rm -rf "$dyn" "$static" "$fc"
-for d in "$dyn" "$static" "$fc"; do cp -r models/demo "$d"; done
-python3 - "$dyn" "$static" "$fc" <<'PY'
+forms=target/demo-int8-forms
+whole=target/demo-int8-static-whole
+rm -rf "$forms" "$whole"
+cp -r models/demo "$forms"
+cp -r models/demo "$whole"
+python3 - "$forms" "$whole" <<'PY'
 import sys
+import tempfile
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, "models/tools")
 import bundle_tools as bt
 import demo
-dyn, static, fc = (Path(p) for p in sys.argv[1:4])
-cal = demo._Calib(0, 100)  # demo.py export's calibration scenes (seed 0, 100 scenes)
-x = np.concatenate([f["pixel_values"] for f in iter(cal.get_next, None)])
-bt.make_int8_dynamic(dyn / "visual.fp32.onnx", dyn / "visual.int8-dynamic.onnx")
-bt.make_int8_dynamic(fc / "visual.fp32.onnx", fc / "visual.int8-dynamic-fc.onnx",
-                     exclude=["/features/features.0/Conv"])
-for src, dst in ((dyn / "visual.int8-dynamic.onnx", static / "visual.int8-static.onnx"),
-                 (fc / "visual.int8-dynamic-fc.onnx", fc / "visual.int8-static.onnx")):
-    print(dst)
-    for name, (scale, zp) in bt.make_int8_static_integer(src, dst, "pixel_values", x).items():
+forms, whole = Path(sys.argv[1]), Path(sys.argv[2])
+fp32 = str(forms / "visual.fp32.onnx")
+bt.make_int8_dynamic(Path(fp32), forms / "visual.int8-dynamic.onnx")
+demo.quantize_visual_qdq(fp32, str(forms / "visual.int8-qdq.onnx"), 0, 100)
+x = np.concatenate([f["pixel_values"] for f in iter(demo._Calib(0, 100).get_next, None)])
+with tempfile.TemporaryDirectory() as tmp:
+    dyn = Path(tmp) / "visual.dynamic.onnx"
+    bt.make_int8_dynamic(Path(fp32), dyn)
+    for name, (scale, zp) in bt.make_int8_static_integer(dyn, whole / "visual.onnx", "pixel_values", x).items():
         print(f"  {name}: scale {scale:.5f}, zero point {zp}")
-(fc / "visual.int8-dynamic-fc.onnx").unlink()
 PY
-printf '\n[[image.variants]]\nonnx = "visual.int8-dynamic.onnx"\nprecision = "int8-dynamic"\n' >> "$dyn/bundle.toml"
-for d in "$static" "$fc"; do
-  printf '\n[[image.variants]]\nonnx = "visual.int8-static.onnx"\nprecision = "int8-dynamic"\n' >> "$d/bundle.toml"
-done
+printf '\n[[image.variants]]\nonnx = "visual.int8-dynamic.onnx"\nprecision = "int8-dynamic"\n' >> "$forms/bundle.toml"
+printf '\n[[image.variants]]\nonnx = "visual.int8-qdq.onnx"\nprecision = "int8-qdq"\n' >> "$forms/bundle.toml"
+towers=(models/demo:int8-static "$whole:int8-static" "$forms:int8-dynamic" "$forms:int8-qdq" models/demo:fp32)
 echo "## accuracy (edgeclip classify, 48 colour-shape prompts)"
-for m in "$dyn:int8-dynamic" "$static:int8-dynamic" "$fc:int8-dynamic" "$dyn:int8-qdq" "$dyn:fp32"; do
+for m in "${towers[@]}"; do
   python3 models/tools/score_rust.py --bin "$x86" --model "${m%:*}" --precision "${m##*:}"
 done
-echo "## x86: edgeclip bench, 1 thread, 500 runs (the int8 files also with TRACT_CPU_ISA=-avx2)"
-for m in "$dyn:int8-dynamic" "$static:int8-dynamic" "$fc:int8-dynamic" "$dyn:int8-qdq" "$dyn:fp32"; do
-  "$x86" bench --model "${m%:*}" --precision "${m##*:}" --threads 1 --iters 500 --json
+# On an x86 with AVX-512 / VNNI / AMX, tract's instruction-set knob also gives what an
+# AVX2 + FMA x86 (no VNNI: AMD Zen 3, Intel before Ice Lake) dispatches, and, with -avx2 on top,
+# the AVX kernels tract falls back to without AVX2.
+no_vnni=-avx512f,-avx512vnni,-avx512fp16,-avxvnni,-amx-int8,-amx-bf16
+echo "## x86: edgeclip bench, 1 thread, 500 runs: this CPU; TRACT_CPU_ISA=$no_vnni; and ,-avx2"
+for isa in "" "$no_vnni" "$no_vnni,-avx2"; do
+  for m in "${towers[@]}"; do
+    echo "TRACT_CPU_ISA=$isa ${m%:*} ${m##*:}"
+    TRACT_CPU_ISA=$isa "$x86" bench --model "${m%:*}" --precision "${m##*:}" --threads 1 --iters 500 --json
+  done
 done
-for m in "$dyn:int8-dynamic" "$static:int8-dynamic" "$fc:int8-dynamic"; do
-  TRACT_CPU_ISA=-avx2 "$x86" bench --model "${m%:*}" --precision "${m##*:}" --threads 1 --iters 500 --json
-done
-echo "## emulated Arm cores: instructions per inference"
-ARM_INSN_CPUS="cortex-a76 cortex-a72" bash benches/arm-insn.sh "$arm" \
-  "$dyn:fp32" "$dyn:int8-dynamic" "$static:int8-dynamic" "$fc:int8-dynamic" "$dyn:int8-qdq"
+echo "## emulated Arm cores (the boards' cache geometry): instructions per inference"
+ARM_INSN_CPUS="cortex-a76 cortex-a72" bash benches/arm-insn.sh "$arm" "${towers[@]}"

@@ -19,7 +19,7 @@ teacher=$work/teacher-bundle
 rm -rf "$teacher"
 cp -r models/demo "$teacher"
 cp "$work/teacher_visual.onnx" "$teacher/visual.fp32.onnx"
-towers=(models/demo:int8-qdq models/demo:fp32 "$teacher:fp32")
+towers=(models/demo:int8-static models/demo:fp32 "$teacher:fp32")
 for t in "${towers[@]}"; do
   "$x86" bench --model "${t%:*}" --precision "${t##*:}" --threads 1 --iters 500 --json
 done > "$work/speed_x86.jsonl"

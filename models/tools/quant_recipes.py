@@ -13,8 +13,8 @@ calibration run reaches (``demo.OFF_CALIB + 1,000,000``); they are written to
 onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, the
 calibration scenes of ``demo.py export``); the table gives, per recipe, the share of frames whose
 top prompt (among the 48 colour-shape prompts) is the fp32 tower's, the cosine between the int8
-and fp32 embeddings (onnxruntime), and top-1 accuracy. The first row is the recipe
-``demo.py export`` uses. For comparison, the last ones are not QDQ: dynamic int8 (onnxruntime's
+and fp32 embeddings (onnxruntime), and top-1 accuracy. The first row is the QDQ recipe the demo
+shipped until part E (``demo.quantize_visual_qdq``). The last ones are not QDQ: dynamic int8 (onnxruntime's
 ``quantize_dynamic``, no calibration), and the same file with calibrated activation ranges
 ("static integer": ConvInteger / MatMulInteger fed by calibrated QuantizeLinear nodes), whole or
 with one part in float. Results: ``benches/INT8.md``, parts C, D and E. (Entropy
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -45,7 +46,7 @@ from score_rust import top_prompts  # noqa: E402
 VAL_OFFSET = 1_000_000  # within the calibration seed space, far past any --calib count
 PCT = {"calib": 400, "method": "Percentile", "extra": {"CalibPercentile": 99.99}}
 RECIPES = {
-    "minmax-100 (demo.py export)": {"calib": 100},
+    "minmax-100 (QDQ, shipped until part E)": {"calib": 100},
     "minmax-400": {"calib": 400},
     "percentile-99.99-400": PCT,
     "percentile-99.999-400": {**PCT, "extra": {"CalibPercentile": 99.999}},
@@ -69,7 +70,7 @@ RECIPES = {
     # the dynamic file with its activation ranges calibrated (min / max over the same 100 scenes
     # as minmax-100): integer kernels, no per-frame range reductions (benches/INT8.md part E)
     "static integer": {"dynamic": True, "static": True},
-    "static integer, first conv in float": {"dynamic": True, "static": True,
+    "static integer, first conv in float (demo.py export)": {"dynamic": True, "static": True,
                                             "exclude": ["/features/features.0/Conv"]},
     # (quantize_dynamic splits each Gemm into MatMul + Add before it quantizes)
     "static integer, projections in float": {"dynamic": True, "static": True, "exclude": [
@@ -183,9 +184,9 @@ def main() -> None:
             if f != "visual.onnx":
                 os.symlink(os.path.abspath(os.path.join(a.bundle, f)), os.path.join(b, f))
         shutil.copy(out, os.path.join(b, "visual.onnx"))
-        precision = "int8-dynamic" if r.get("dynamic") else "int8-qdq"
+        precision = ("int8-static" if r.get("static") else "int8-dynamic") if r.get("dynamic") else "int8-qdq"
         with open(os.path.join(a.bundle, "bundle.toml")) as f:  # the default file's precision
-            manifest = f.read().replace('precision = "int8-qdq"', f'precision = "{precision}"', 1)
+            manifest = re.sub(r'precision = "[^"]*"', f'precision = "{precision}"', f.read(), count=1)
         os.unlink(os.path.join(b, "bundle.toml"))
         with open(os.path.join(b, "bundle.toml"), "w") as f:
             f.write(manifest)

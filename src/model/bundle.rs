@@ -27,6 +27,11 @@ pub enum Precision {
     /// onnxruntime's dynamic int8: DynamicQuantizeLinear + MatMulInteger/ConvInteger.
     #[serde(rename = "int8-dynamic")]
     Int8Dynamic,
+    /// Static int8 on integer kernels: QuantizeLinear with calibrated scales and zero points
+    /// feeding MatMulInteger/ConvInteger (the dynamic form with its activation ranges fixed at
+    /// quantization time; `models/tools/bundle_tools.py`, `make_int8_static_integer`).
+    #[serde(rename = "int8-static")]
+    Int8Static,
 }
 
 impl Precision {
@@ -37,12 +42,22 @@ impl Precision {
             Precision::Fp16 => "fp16",
             Precision::Int8Qdq => "int8-qdq",
             Precision::Int8Dynamic => "int8-dynamic",
+            Precision::Int8Static => "int8-static",
         }
     }
 
     /// Whether the graph computes in int8.
     pub fn is_int8(self) -> bool {
-        matches!(self, Precision::Int8Qdq | Precision::Int8Dynamic)
+        matches!(
+            self,
+            Precision::Int8Qdq | Precision::Int8Dynamic | Precision::Int8Static
+        )
+    }
+
+    /// Whether tract runs the graph's matrix products on its integer kernels (int8 x int8 ->
+    /// int32: SDOT / SMLAL on Arm, VNNI / AMX / AVX2 on x86), rather than in float as it runs QDQ.
+    pub fn on_integer_kernels(self) -> bool {
+        matches!(self, Precision::Int8Dynamic | Precision::Int8Static)
     }
 }
 
@@ -60,8 +75,9 @@ impl std::str::FromStr for Precision {
             "fp16" => Ok(Precision::Fp16),
             "int8-qdq" => Ok(Precision::Int8Qdq),
             "int8-dynamic" => Ok(Precision::Int8Dynamic),
+            "int8-static" => Ok(Precision::Int8Static),
             other => Err(format!(
-                "unknown precision {other:?} (expected fp32, fp16, int8-qdq or int8-dynamic)"
+                "unknown precision {other:?} (expected fp32, fp16, int8-qdq, int8-dynamic or int8-static)"
             )),
         }
     }

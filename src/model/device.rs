@@ -87,14 +87,17 @@ impl Device {
 ///   only where the CPU has int8 dot-product instructions (`int8_dot`: Arm's `dotprod`, x86's
 ///   VNNI): ViT-B/32 takes 0.40x fp32's instructions on a Cortex-A76 but 1.15x on an A72, and
 ///   0.70x fp32's time on this x86 (AMX). So dynamic int8 where `int8_dot`, else fp32 when the
-///   bundle ships it.
+///   bundle ships it. **Static int8 on integer kernels** (`int8-static`: the same products fed
+///   by calibrated QuantizeLinear nodes) follows the same rule, and is taken before a dynamic
+///   file when both are shipped (no per-frame range reductions: the demo student, 0.89x fp32's
+///   A76 instructions, against 0.98x for its dynamic form, part E of `benches/INT8.md`).
 /// - **QDQ int8** runs in float in tract (the weights are dequantized at load, and every
 ///   QuantizeLinear/DequantizeLinear pair on the activations is a rounding pass on top: 27% of
 ///   the demo student's time), so it is never faster than the fp32 file: dynamic int8 where
 ///   `int8_dot` and shipped, else fp32 when shipped.
 /// - **fp16** has no native arithmetic in tract's CPU kernels (5.4 s per frame for the demo):
 ///   fp32, else int8, when shipped.
-/// - **fp32**: dynamic int8 where `int8_dot` and shipped.
+/// - **fp32**: integer-kernel int8 where `int8_dot` and shipped.
 pub fn pick_cpu_precision(
     available: &[Precision],
     int8_dot: bool,
@@ -104,16 +107,20 @@ pub fn pick_cpu_precision(
     let Some(&default) = available.first() else {
         return (None, "the bundle's default file");
     };
-    let dynamic = int8_dot && has(Int8Dynamic);
+    let integer = [Int8Static, Int8Dynamic]
+        .into_iter()
+        .find(|&p| int8_dot && has(p));
     match default {
-        Int8Dynamic if int8_dot => (None, "the CPU has int8 dot-product instructions"),
-        Int8Dynamic if has(Fp32) => (
+        d if d.on_integer_kernels() && int8_dot => {
+            (None, "the CPU has int8 dot-product instructions")
+        }
+        d if d.on_integer_kernels() && has(Fp32) => (
             Some(Fp32),
             "the CPU has no int8 dot-product instructions, so tract's int8 kernels are slower than fp32",
         ),
-        _ if dynamic => (
-            Some(Int8Dynamic),
-            "the CPU has int8 dot-product instructions for the dynamic int8 file",
+        _ if integer.is_some() => (
+            integer,
+            "the CPU has int8 dot-product instructions for the integer-kernel int8 file",
         ),
         Int8Qdq if has(Fp32) => (
             Some(Fp32),
@@ -129,7 +136,8 @@ pub fn pick_cpu_precision(
 
 /// Why running `precision` on this CPU will be slow, when it will (for a warning at load time,
 /// where the file was asked for by `model.precision` / `--precision` or is the only one shipped):
-/// - **dynamic int8 without int8 dot products**: tract's integer kernels cost more than fp32.
+/// - **int8 on integer kernels (dynamic or static) without int8 dot products**: tract's integer
+///   kernels cost more than fp32.
 ///   On an Arm core without `dotprod` (the Pi 4's A72) 1.15-1.5x fp32's instructions; on an
 ///   x86-64 without VNNI far more: `avx2_mmm_i32_8x8` reads each 8 bytes of weights with a
 ///   legacy-SSE `movq` between AVX instructions, which cost about 120 ns a step on the AMD EPYC
@@ -138,7 +146,7 @@ pub fn pick_cpu_precision(
 /// - **fp16**: tract's CPU kernels have no native fp16 arithmetic (5.4 s per frame for the demo).
 pub fn slow_on_cpu(precision: Precision, int8_dot: bool) -> Option<&'static str> {
     match precision {
-        Precision::Int8Dynamic if !int8_dot => Some(
+        p if p.on_integer_kernels() && !int8_dot => Some(
             "this CPU has no int8 dot-product instructions, so tract's int8 kernels are slower than fp32 here (many times slower on x86-64 without VNNI)",
         ),
         Precision::Fp16 => Some("tract's CPU kernels have no native fp16 arithmetic"),
@@ -378,6 +386,17 @@ mod tests {
         // fp16 as the default: fp32 when shipped.
         assert_eq!(cpu(&[Fp16, Fp32], false), Some(Fp32));
         assert_eq!(cpu(&[Fp16, Int8Dynamic], true), Some(Int8Dynamic));
+        // Static int8 on integer kernels: the same rule, and before a dynamic file.
+        assert_eq!(cpu(&[Int8Static, Fp32, Fp16], true), None);
+        assert_eq!(cpu(&[Int8Static, Fp32, Fp16], false), Some(Fp32));
+        assert_eq!(cpu(&[Int8Static], false), None);
+        assert_eq!(
+            cpu(&[Fp32, Int8Dynamic, Int8Static], true),
+            Some(Int8Static)
+        );
+        assert_eq!(cpu(&[Fp32, Int8Dynamic, Int8Static], false), None);
+        assert_eq!(cpu(&[Int8Qdq, Int8Static, Fp32], true), Some(Int8Static));
+        assert_eq!(cpu(&[Int8Qdq, Int8Static, Fp32], false), Some(Fp32));
     }
 
     #[test]
@@ -389,6 +408,12 @@ mod tests {
                 .contains("dot-product")
         );
         assert_eq!(slow_on_cpu(Int8Dynamic, true), None);
+        assert!(
+            slow_on_cpu(Int8Static, false)
+                .unwrap()
+                .contains("dot-product")
+        );
+        assert_eq!(slow_on_cpu(Int8Static, true), None);
         for dot in [false, true] {
             assert!(slow_on_cpu(Fp16, dot).unwrap().contains("fp16"));
             assert_eq!(slow_on_cpu(Fp32, dot), None);
