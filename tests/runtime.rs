@@ -147,6 +147,50 @@ fn dynamic_int8_is_within_0_99_of_fp32() {
     }
 }
 
+/// The demo bundle's shipped image files (`int8-static`: ConvInteger / MatMulInteger fed by
+/// calibrated QuantizeLinear nodes; and fp32) on four frames of the recorded clip, against
+/// onnxruntime's run of the same files (`tests/data/models/demo-reference.safetensors`, written
+/// by `demo.py reference`). The integer products are exact in both runtimes, so tract must stay
+/// within cosine 0.999 of onnxruntime on the int8 file (0.9999 on fp32), and as close to the fp32
+/// output as onnxruntime's int8 run is, less 0.01.
+#[test]
+fn demo_int8_static_matches_onnxruntime_and_fp32() {
+    let bundle = Bundle::load(common::root().join("models/demo")).unwrap();
+    let reference = Reference::open(&data("models/demo-reference.safetensors"));
+    let (shape, pixels) = reference.f32("pixel_values");
+    let (_, ort_int8) = reference.f32("image_embeds.int8-static");
+    let (_, ort_fp32) = reference.f32("image_embeds.fp32");
+    let dim = bundle.embed_dim();
+    let per_image = shape[1..].iter().product::<usize>();
+    let int8 = ImageEncoder::load(&bundle, Some(Precision::Int8Static)).unwrap();
+    let fp32 = ImageEncoder::load(&bundle, Some(Precision::Fp32)).unwrap();
+    assert_eq!(shape[0], 4);
+    for (n, image) in pixels.chunks_exact(per_image).enumerate() {
+        let row = n * dim..(n + 1) * dim;
+        let (got8, got32) = (int8.encode(image).unwrap(), fp32.encode(image).unwrap());
+        let vs_ort = cosine(&got8, &ort_int8[row.clone()]);
+        let fp32_vs_ort = cosine(&got32, &ort_fp32[row.clone()]);
+        let vs_fp32 = cosine(&got8, &ort_fp32[row.clone()]);
+        let ort_vs_fp32 = cosine(&ort_int8[row.clone()], &ort_fp32[row]);
+        eprintln!(
+            "demo frame {n}: int8-static tract vs ort {vs_ort:.6}, fp32 tract vs ort {fp32_vs_ort:.6}, \
+             int8 vs fp32: tract {vs_fp32:.4}, ort {ort_vs_fp32:.4}"
+        );
+        assert!(
+            vs_ort >= 0.999,
+            "frame {n}: tract's int8-static output vs onnxruntime's: {vs_ort}"
+        );
+        assert!(
+            fp32_vs_ort >= 0.9999,
+            "frame {n}: tract's fp32 output vs onnxruntime's: {fp32_vs_ort}"
+        );
+        assert!(
+            vs_fp32 >= ort_vs_fp32.min(0.99) - 0.01,
+            "frame {n}: tract's int8-static output is {vs_fp32} from fp32 (onnxruntime's: {ort_vs_fp32})"
+        );
+    }
+}
+
 /// The minimal repro (tests/data/models/softmax-qdq.onnx, six nodes): QuantizeLinear ->
 /// DequantizeLinear -> Softmax -> QuantizeLinear -> DequantizeLinear. Unpatched tract 0.23.9
 /// returns 1.0 for every probability; each row of 4 must be a softmax of the quantized input.

@@ -122,7 +122,7 @@ def make_int8_static_integer(dynamic_src: Path, dst: Path, input_name: str, cali
     QuantizeLinear whose uint8 scale and zero point come from the min / max of its input over
     `calib` (with 0 in the range, as DynamicQuantizeLinear's own), so the graph keeps its integer
     products (ConvInteger / MatMulInteger, which tract runs on its int8 kernels) without the
-    per-frame range reductions. Not a bundle precision of its own (benches/INT8.md part E).
+    per-frame range reductions: bundle precision `int8-static` (benches/INT8.md part E).
     Returns {tensor: (scale, zero point)}."""
     model = onnx.load(str(dynamic_src))
     dyn = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]

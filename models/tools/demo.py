@@ -13,7 +13,8 @@ Zero-shot CLIP on synthetic camera scenes of coloured shapes (``scenes.py``):
 4. ``export``  ONNX (opset 17) fp32 + int8 (static image tower on integer kernels, calibrated;
                dynamic text tower), ``prompts.safetensors``, ``bundle.toml`` (see
                ``models/BUNDLE.md``); ``quantize`` redoes the image tower's int8 file alone
-               from the bundle's ``visual.fp32.onnx``;
+               from the bundle's ``visual.fp32.onnx``, ``reference`` onnxruntime's outputs
+               of both image files on four clip frames, for tests/runtime.rs;
 5. ``clip``    the recorded test clip ``tests/data/clip/`` (+ ground truth);
 6. ``eval``    render the held-out evaluation set to ``target/demo-eval/`` (640x480 JPEGs,
                preprocessed like the runtime) and score teacher / fp32 / int8 students with
@@ -852,6 +853,37 @@ def cmd_quantize(a: argparse.Namespace) -> None:
     log(f"visual.onnx: {os.path.getsize(f'{BUNDLE}/visual.onnx') / 1e6:.2f} MB")
 
 
+REFERENCE = os.path.join(ROOT, "tests", "data", "models", "demo-reference.safetensors")
+
+
+def cmd_reference(a: argparse.Namespace) -> None:
+    """onnxruntime's embeddings of a few frames of the recorded clip by the shipped image tower
+    (int8 and fp32), with the frames' input tensors, so that tests/runtime.rs checks tract's run
+    of the same files against them: ``tests/data/models/demo-reference.safetensors``."""
+    import onnxruntime as ort
+    from safetensors.numpy import save_file
+    truth = json.load(open(os.path.join(ROOT, "tests", "data", "clip", "ground_truth.json")))
+    picked, seen = [], set()
+    for f in truth["frames"]:  # the first frame of each set of visible labels: empty, then objects
+        key = tuple(f["labels"])
+        if key not in seen and len(picked) < 4:
+            seen.add(key)
+            picked.append(f["file"])
+    x = to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(Image.open(
+        os.path.join(ROOT, "tests", "data", "clip", name)).convert("RGB"), SIZE)) for name in picked]))
+    x = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    out = {"pixel_values": x}
+    for precision, name in (("int8-static", "visual.onnx"), ("fp32", "visual.fp32.onnx")):
+        sess = ort.InferenceSession(f"{BUNDLE}/{name}", so, providers=["CPUExecutionProvider"])
+        out[f"image_embeds.{precision}"] = sess.run(["image_embeds"], {"pixel_values": x})[0]
+    save_file(out, REFERENCE, metadata={"frames": json.dumps(picked),
+                                        "visual.onnx sha256": sha16(f"{BUNDLE}/visual.onnx"),
+                                        "onnxruntime": ort.__version__})
+    log(f"{REFERENCE}: frames {picked}")
+
+
 def cmd_export(a: argparse.Namespace) -> None:
     import onnx
     import onnxruntime as ort
@@ -1493,6 +1525,7 @@ def cmd_all(a: argparse.Namespace) -> None:
     cmd_student(a)
     cmd_export(a)
     cmd_clip(a)
+    cmd_reference(a)
     json.dump({"seconds": time.time() - t0}, open(f"{WORK}/all_time.json", "w"))
     cmd_eval(a)
     json.dump({"seconds": time.time() - t0}, open(f"{WORK}/all_time.json", "w"))
@@ -1502,7 +1535,7 @@ def cmd_all(a: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["data", "teacher", "student", "export", "clip", "eval", "evalset", "quantize", "card", "all"])
+    p.add_argument("command", choices=["data", "teacher", "student", "export", "clip", "eval", "evalset", "quantize", "reference", "card", "all"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher-groups", type=int, default=8000, help="4 scenes per group")
     p.add_argument("--student-scenes", type=int, default=30000)
