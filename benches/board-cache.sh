@@ -13,6 +13,8 @@
 #   cortex-a76: Raspberry Pi 5 (BCM2712): 64K L1d, 512K L2 per core, 2M L3 shared by the 4 cores
 #   cortex-a72: Raspberry Pi 4 (BCM2711): 32K L1d, 1M L2 shared by the 4 cores, no L3
 #   cortex-a53: Raspberry Pi 3 / Zero 2 (BCM2837): 16K L1d, 512K L2 shared by the 4 cores
+#   (the A76 and A72 figures are the boards' published ones; the A53's L1d size was not checked
+#   against a board, and no A53 count is reported anywhere yet)
 # Another core, or no way to make a mount namespace: the host's geometry, with a warning, and
 # board_cache_label says "host caches" so that the table shows it.
 

@@ -126,7 +126,8 @@ def make_int8_static_integer(dynamic_src: Path, dst: Path, input_name: str, cali
     Returns {tensor: (scale, zero point)}."""
     model = onnx.load(str(dynamic_src))
     dyn = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
-    probe = onnx.load(str(dynamic_src))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
     for n in dyn:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(n.input[0], onnx.TensorProto.FLOAT, None))
     sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])

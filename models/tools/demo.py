@@ -816,19 +816,26 @@ def sha16(path: str) -> str:
 VISUAL_FLOAT_NODES = ["/features/features.0/Conv"]
 
 
-def quantize_visual(vis32: str, vis8: str, seed: int, calib: int) -> None:
+def calibration_inputs(seed: int, n: int) -> np.ndarray:
+    """The ``n`` calibration scenes of ``_Calib`` as one [n,3,H,W] array."""
+    return np.concatenate([f["pixel_values"] for f in iter(_Calib(seed, n).get_next, None)])
+
+
+def quantize_visual(vis32: str, vis8: str, calib: np.ndarray,
+                    float_nodes: list[str] | None = VISUAL_FLOAT_NODES) -> dict:
     """The shipped int8 image tower, precision ``int8-static``: onnxruntime's dynamic quantization
-    (QInt8 weights, ConvInteger / MatMulInteger) with each DynamicQuantizeLinear then replaced by a
-    QuantizeLinear calibrated (min / max) on ``calib`` generated scenes. tract runs it on its
-    integer kernels without per-frame range reductions (a QDQ file runs in float in tract)."""
+    (QInt8 weights, ConvInteger / MatMulInteger; ``float_nodes`` left in float) with each
+    DynamicQuantizeLinear then replaced by a QuantizeLinear calibrated (min / max) on ``calib``
+    (``calibration_inputs``). tract runs it on its integer kernels without per-frame range
+    reductions (a QDQ file runs in float in tract). Returns the activation ranges."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bundle_tools import make_int8_dynamic, make_int8_static_integer
-    x = np.concatenate([f["pixel_values"] for f in iter(_Calib(seed, calib).get_next, None)])
     with tempfile.TemporaryDirectory() as tmp:
         dyn = os.path.join(tmp, "visual.dynamic.onnx")
-        make_int8_dynamic(Path(vis32), Path(dyn), exclude=VISUAL_FLOAT_NODES)
-        make_int8_static_integer(Path(dyn), Path(vis8), "pixel_values", x)
+        make_int8_dynamic(Path(vis32), Path(dyn), exclude=float_nodes)
+        ranges = make_int8_static_integer(Path(dyn), Path(vis8), "pixel_values", calib)
     strip_unused_opsets(vis8)
+    return ranges
 
 
 def quantize_visual_qdq(vis32: str, vis8: str, seed: int, calib: int) -> None:
@@ -849,7 +856,8 @@ def quantize_visual_qdq(vis32: str, vis8: str, seed: int, calib: int) -> None:
 
 def cmd_quantize(a: argparse.Namespace) -> None:
     """``export``'s image-tower quantization alone, from the bundle's ``visual.fp32.onnx``."""
-    quantize_visual(f"{BUNDLE}/visual.fp32.onnx", f"{BUNDLE}/visual.onnx", a.seed, a.calib)
+    quantize_visual(f"{BUNDLE}/visual.fp32.onnx", f"{BUNDLE}/visual.onnx",
+                    calibration_inputs(a.seed, a.calib))
     log(f"visual.onnx: {os.path.getsize(f'{BUNDLE}/visual.onnx') / 1e6:.2f} MB")
 
 
@@ -909,7 +917,7 @@ def cmd_export(a: argparse.Namespace) -> None:
                           dynamic_axes={"input_ids": {0: "N"}, "text_embeds": {0: "N"}})
     for p in (vis32, txt32):
         onnx.checker.check_model(onnx.load(p))
-    quantize_visual(vis32, vis8, a.seed, a.calib)
+    quantize_visual(vis32, vis8, calibration_inputs(a.seed, a.calib))
     quantize_dynamic(txt32, txt8, weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul", "Gather"])
     strip_unused_opsets(txt8)

@@ -28,9 +28,7 @@ cp -r models/demo "$forms"
 cp -r models/demo "$whole"
 python3 - "$forms" "$whole" <<'PY'
 import sys
-import tempfile
 from pathlib import Path
-import numpy as np
 sys.path.insert(0, "models/tools")
 import bundle_tools as bt
 import demo
@@ -38,12 +36,10 @@ forms, whole = Path(sys.argv[1]), Path(sys.argv[2])
 fp32 = str(forms / "visual.fp32.onnx")
 bt.make_int8_dynamic(Path(fp32), forms / "visual.int8-dynamic.onnx")
 demo.quantize_visual_qdq(fp32, str(forms / "visual.int8-qdq.onnx"), 0, 100)
-x = np.concatenate([f["pixel_values"] for f in iter(demo._Calib(0, 100).get_next, None)])
-with tempfile.TemporaryDirectory() as tmp:
-    dyn = Path(tmp) / "visual.dynamic.onnx"
-    bt.make_int8_dynamic(Path(fp32), dyn)
-    for name, (scale, zp) in bt.make_int8_static_integer(dyn, whole / "visual.onnx", "pixel_values", x).items():
-        print(f"  {name}: scale {scale:.5f}, zero point {zp}")
+ranges = demo.quantize_visual(fp32, str(whole / "visual.onnx"), demo.calibration_inputs(0, 100),
+                              float_nodes=None)
+for name, (scale, zp) in ranges.items():
+    print(f"  {name}: scale {scale:.5f}, zero point {zp}")
 PY
 printf '\n[[image.variants]]\nonnx = "visual.int8-dynamic.onnx"\nprecision = "int8-dynamic"\n' >> "$forms/bundle.toml"
 printf '\n[[image.variants]]\nonnx = "visual.int8-qdq.onnx"\nprecision = "int8-qdq"\n' >> "$forms/bundle.toml"

@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import demo  # noqa: E402
 import scenes  # noqa: E402
-from bundle_tools import make_int8_dynamic, make_int8_static_integer  # noqa: E402
+from bundle_tools import make_int8_dynamic  # noqa: E402
 from score_rust import top_prompts  # noqa: E402
 
 VAL_OFFSET = 1_000_000  # within the calibration seed space, far past any --calib count
@@ -150,6 +150,7 @@ def main() -> None:
     prep = os.path.join(work, "prep.onnx")
     quant_pre_process(os.path.join(a.bundle, "visual.fp32.onnx"), prep, skip_symbolic_shape=True)
     names = a.only.split(";") if a.only else list(RECIPES)
+    x_cal = None
     for name in names:
         r = RECIPES[name]
         t0 = time.time()
@@ -164,13 +165,13 @@ def main() -> None:
         if "extra" in r:
             kw["extra_options"] = r["extra"]
         if r.get("dynamic"):
-            make_int8_dynamic(Path(os.path.join(a.bundle, "visual.fp32.onnx")), Path(out),
-                              exclude=r.get("exclude"))
+            fp32 = os.path.join(a.bundle, "visual.fp32.onnx")
             if r.get("static"):
-                dyn = os.path.join(work, "visual.dynamic.onnx")
-                os.replace(out, dyn)
-                x_cal = np.concatenate([f["pixel_values"] for f in iter(demo._Calib(0, 100).get_next, None)])
-                make_int8_static_integer(Path(dyn), Path(out), "pixel_values", x_cal)
+                if x_cal is None:  # the 100 scenes of minmax-100, rendered once
+                    x_cal = demo.calibration_inputs(0, 100)
+                demo.quantize_visual(fp32, out, x_cal, float_nodes=r.get("exclude"))
+            else:
+                make_int8_dynamic(Path(fp32), Path(out), exclude=r.get("exclude"))
         else:
             quantize_static(prep, out, demo._Calib(0, r.get("calib", 100)), **kw)
         e8 = embed(out)
