@@ -79,6 +79,12 @@ impl Device {
     }
 }
 
+/// Why integer-kernel int8 is not run on a CPU without int8 dot products
+/// ([`pick_cpu_precision`], [`slow_on_cpu`]).
+const SLOW_INT8: &str = "the CPU has no int8 dot-product instructions, so tract's int8 kernels are slower than fp32 here (many times slower on x86-64 without VNNI)";
+/// Why an fp16 file is not run on the CPU.
+const SLOW_FP16: &str = "tract's CPU kernels have no native fp16 arithmetic";
+
 /// What the CPU runs when `model.precision` is not set, among the files a bundle ships (the
 /// default first), and why. `None`: the bundle's default file.
 ///
@@ -114,10 +120,7 @@ pub fn pick_cpu_precision(
         d if d.on_integer_kernels() && int8_dot => {
             (None, "the CPU has int8 dot-product instructions")
         }
-        d if d.on_integer_kernels() && has(Fp32) => (
-            Some(Fp32),
-            "the CPU has no int8 dot-product instructions, so tract's int8 kernels are slower than fp32",
-        ),
+        d if d.on_integer_kernels() && has(Fp32) => (Some(Fp32), SLOW_INT8),
         _ if integer.is_some() => (
             integer,
             "the CPU has int8 dot-product instructions for the integer-kernel int8 file",
@@ -126,10 +129,7 @@ pub fn pick_cpu_precision(
             Some(Fp32),
             "tract runs QDQ int8 graphs in float, with a rounding pass per quantized tensor: fp32 is faster",
         ),
-        Fp16 if has(Fp32) => (
-            Some(Fp32),
-            "tract's CPU kernels have no native fp16 arithmetic",
-        ),
+        Fp16 if has(Fp32) => (Some(Fp32), SLOW_FP16),
         _ => (None, "the bundle's default file"),
     }
 }
@@ -146,10 +146,8 @@ pub fn pick_cpu_precision(
 /// - **fp16**: tract's CPU kernels have no native fp16 arithmetic (5.4 s per frame for the demo).
 pub fn slow_on_cpu(precision: Precision, int8_dot: bool) -> Option<&'static str> {
     match precision {
-        p if p.on_integer_kernels() && !int8_dot => Some(
-            "this CPU has no int8 dot-product instructions, so tract's int8 kernels are slower than fp32 here (many times slower on x86-64 without VNNI)",
-        ),
-        Precision::Fp16 => Some("tract's CPU kernels have no native fp16 arithmetic"),
+        p if p.on_integer_kernels() && !int8_dot => Some(SLOW_INT8),
+        Precision::Fp16 => Some(SLOW_FP16),
         _ => None,
     }
 }
