@@ -206,22 +206,31 @@ def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_t
 # - QOperator (QLinearConv / QLinearMatMul) runs integer kernels in tract but pays separate
 #   element-wise requantization passes after every product (1.4x fp32 on A76 for ViT-B/32), and
 #   Gemm would become com.microsoft QGemm, which tract does not parse. Not a bundle precision.
-# - Small conv nets (the demo student): every int8 form costs more than fp32 under tract 0.23.9
-#   (explicit int8 im2col and requantization passes outweigh the products): ship fp32 as default.
+# - int8-static (make_int8_static_integer: the int8-dynamic file with each DynamicQuantizeLinear
+#   replaced by a QuantizeLinear calibrated on `calib`) runs the same integer kernels without the
+#   per-frame range reductions: the demo student's shipped form, 0.89x fp32's A76 instructions
+#   where int8-dynamic costs 0.98x (benches/INT8.md part E). Its per-tensor ranges come from the
+#   calibration images, so it is only as good as they are representative; quantize checks it.
 RECOMMENDED_INT8 = "int8-dynamic"
 
 
 def quantize_image_tower(src: Path, dst: Path, precision: str = RECOMMENDED_INT8,
                          input_name: str = "pixel_values", calib: np.ndarray | None = None):
     """Write an int8 variant of an fp32 image tower with the project's recipe for `precision`:
-    "int8-dynamic" (the default and the recommended form for tract) or "int8-qdq" (needs `calib`,
-    preprocessed images [n,3,H,W]). See RECOMMENDED_INT8 above for why."""
+    "int8-dynamic" (the default and the recommended form for tract), "int8-static" or "int8-qdq"
+    (both need `calib`, preprocessed images [n,3,H,W]). See RECOMMENDED_INT8 above for why."""
     if precision == "int8-dynamic":
         make_int8_dynamic(src, dst)
-    elif precision == "int8-qdq":
+    elif precision in ("int8-qdq", "int8-static"):
         if calib is None:
-            raise ValueError("int8-qdq needs calibration images")
-        make_int8_qdq(src, dst, input_name, calib)
+            raise ValueError(f"{precision} needs calibration images")
+        if precision == "int8-qdq":
+            make_int8_qdq(src, dst, input_name, calib)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                dynamic = Path(tmp) / "dynamic.onnx"
+                make_int8_dynamic(src, dynamic)
+                make_int8_static_integer(dynamic, dst, input_name, calib)
     else:
         raise ValueError(f"not an int8 precision: {precision}")
 
@@ -421,7 +430,7 @@ def build_variants(fp32_path: Path, input_name: str, output_name: str, variants,
     """From an exported fp32 file, write the requested quantized (or fp16) variants next to it, check every
     file with onnx.checker and onnxruntime, and return {precision: filename} of those that run.
 
-    variants: precisions besides "fp32" ("int8-dynamic", "int8-qdq", "fp16").
+    variants: precisions besides "fp32" ("int8-dynamic", "int8-static", "int8-qdq", "fp16").
     Files are named `<stem>.<precision>.onnx`, e.g. visual.int8-qdq.onnx."""
     made = {"fp32": fp32_path.name}
     for precision in variants:

@@ -11,7 +11,8 @@ models/BUNDLE.md) that `edgeclip info` accepts and `edgeclip classify` runs.
               edgeclip_tools.py export --timm fastvit_mci0.apple_mclip --out DIR   # image tower only
             --random-init builds the same architecture with random weights (offline; the
             embeddings then mean nothing), --prompts FILE adds prompts.safetensors.
-  quantize  adds int8 image variants (static QDQ, dynamic) and a dynamic int8 text tower, keeps
+  quantize  adds int8 image variants (static QDQ, dynamic; --image-int8 int8-static for the
+            calibrated integer form) and a dynamic int8 text tower, keeps
             fp32 as a variant, re-embeds the prompts:
               edgeclip_tools.py quantize --bundle DIR [--calib IMAGE_DIR] --out DIR
   distill   trains a small student image tower on any image folder to the teacher bundle's
@@ -606,7 +607,7 @@ def cmd_quantize(a):
             log(f"image {p}: DROPPED: {why}")
     if choice == "auto":
         scores = rust_cos if binary is not None else ort_cos
-        for p in ("int8-qdq", "int8-dynamic", "fp32"):
+        for p in ("int8-static", "int8-qdq", "int8-dynamic", "fp32"):
             if p in image_files and p in scores and (p == "fp32" or scores[p].min() >= a.min_cos):
                 choice = p
                 break
@@ -651,7 +652,8 @@ def cmd_quantize(a):
         "", "## Quantization", "", f"`{command_line()}` on {datetime.date.today().isoformat()}, "
         f"onnxruntime {ort.__version__} (`models/tools/bundle_tools.py`: int8-qdq = static QDQ of "
         f"{', '.join(bt.QDQ_OP_TYPES)}, per-channel int8 weights, uint8 MinMax activations; int8-dynamic = "
-        "`quantize_dynamic`, int8 weights).", "",
+        "`quantize_dynamic`, int8 weights; int8-static = int8-dynamic with each DynamicQuantizeLinear "
+        "replaced by a QuantizeLinear calibrated with MinMax).", "",
         f"- calibration: {calib_what}; evaluation on {len(eval_files)} other images",
         f"- default image tower: `{image_files[choice]}` ({choice}); default text tower: "
         + (f"{text_default}" if text_default else "none") + f"; fingerprint `{fp}`", "",
@@ -1076,10 +1078,14 @@ def main():
     p.add_argument("--n-calib", type=int, default=32)
     p.add_argument("--n-eval", type=int, default=16, help="held-out images (from --calib) for the report")
     p.add_argument("--image-int8", nargs="+", default=["int8-qdq", "int8-dynamic"],
-                   choices=["int8-qdq", "int8-dynamic"])
-    p.add_argument("--image-default", default="auto", choices=["auto", "int8-qdq", "int8-dynamic", "fp32"],
-                   help="auto: the first of int8-qdq, int8-dynamic whose runtime output (or onnxruntime's, "
-                        "without the binary) stays within --min-cos of fp32 on every evaluation image")
+                   choices=["int8-qdq", "int8-dynamic", "int8-static"],
+                   help="int8 image files to make (int8-static: int8-dynamic with calibrated activation "
+                        "ranges, models/BUNDLE.md)")
+    p.add_argument("--image-default", default="auto",
+                   choices=["auto", "int8-static", "int8-qdq", "int8-dynamic", "fp32"],
+                   help="auto: the first of int8-static, int8-qdq, int8-dynamic whose runtime output (or "
+                        "onnxruntime's, without the binary) stays within --min-cos of fp32 on every "
+                        "evaluation image")
     p.add_argument("--min-cos", type=float, default=0.99)
     p.add_argument("--text-default", default="int8-dynamic", choices=["int8-dynamic", "fp32"])
     p.add_argument("--name")
