@@ -448,7 +448,9 @@ class FactoredStudent(nn.Module):
 
     # 172 MFLOPs, still far inside the speed budget: the 50 M student trailed its teacher by
     # 2.7 points on seen pairs, and the 103 M one (24-160 channels) fitted only 94% of its own
-    # training scenes even when taught their captions
+    # training scenes even when taught their captions. A 256 M one (32-80-160-224, colour
+    # branch 48 wide) fitted 95.1% of them, this one with caption weight 1.0 94.9%: not shipped
+    # (MODEL_CARD.md, "Tried, not shipped: a wider student, a heavier caption weight")
     PLAN = [(2, 32, 2), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 192, 2),
             (192, 192, 1)]
     CWIDTH = 32
@@ -706,6 +708,7 @@ def cmd_student(a: argparse.Namespace) -> None:
     steps = a.student_steps
     t0 = time.time()
     order, cursor = rng.permutation(len(imgs)), 0
+    fit = [0, 0]  # top-1 right / one-object training views since the last log line
     for step in range(steps):
         if cursor + a.batch > len(imgs):
             order, cursor = rng.permutation(len(imgs)), 0
@@ -735,9 +738,14 @@ def cmd_student(a: argparse.Namespace) -> None:
         kd = (kd * w).mean()
         # the scene's own caption: where the teacher is wrong on a seen pair, the student
         # learns the truth instead of the teacher's mistake (seen prompts only, as in kd)
-        ce = -(labels[idx].to(a.device) * (scale * s @ seen_p.t()).log_softmax(-1)).sum(-1)
+        lab = labels[idx].to(a.device)
+        ce = -(lab * (scale * s @ seen_p.t()).log_softmax(-1)).sum(-1)
         ce = (ce * w).mean()
         loss = cos + 0.1 * kd + a.label_weight * ce
+        with torch.no_grad():  # how well it fits its own training views (one-object scenes)
+            one = (lab > 0.99).any(-1)
+            fit[0] += int(((s @ seen_p.t()).argmax(-1) == lab.argmax(-1))[one].sum())
+            fit[1] += int(one.sum())
         if factored:  # each projection learns its part of the teacher's embedding
             norm2 = t.pow(2).sum(-1).clamp_min(1e-6)
             part = sum(((sp.float() - tp.float()).pow(2).sum(-1) / norm2 * w).mean()
@@ -751,7 +759,9 @@ def cmd_student(a: argparse.Namespace) -> None:
             with torch.no_grad():
                 seen, held = prompt_accuracy(model(val_x), val_y, pemb, val_h)
             log(f"student step {step}/{steps} cos-loss {cos.item():.4f} kd {kd.item():.3f} "
-                f"ce {ce.item():.3f} val seen {seen:.3f} held {held:.3f} ({time.time() - t0:.0f}s)")
+                f"ce {ce.item():.3f} train fit {fit[0] / max(fit[1], 1):.3f} val seen {seen:.3f} "
+                f"held {held:.3f} ({time.time() - t0:.0f}s)")
+            fit = [0, 0]
     torch.save(cpu_state(model), f"{WORK}/student{a.tag}.pt")
     json.dump({"seconds": time.time() - t0}, open(f"{WORK}/student{a.tag}_time.json", "w"))
     log(f"student done in {time.time() - t0:.0f}s")
@@ -869,7 +879,8 @@ def cmd_reference(a: argparse.Namespace) -> None:
     (int8 and fp32), with the frames' input tensors, so that tests/runtime.rs checks tract's run
     of the same files against them: ``tests/data/models/demo-reference.safetensors``."""
     import onnxruntime as ort
-    from safetensors.numpy import save_file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bundle_tools import save_safetensors
     truth = json.load(open(os.path.join(ROOT, "tests", "data", "clip", "ground_truth.json")))
     picked, seen = [], set()
     for f in truth["frames"]:  # the first frame of each set of visible labels: empty, then objects
@@ -886,9 +897,9 @@ def cmd_reference(a: argparse.Namespace) -> None:
     for precision, name in (("int8-static", "visual.onnx"), ("fp32", "visual.fp32.onnx")):
         sess = ort.InferenceSession(f"{BUNDLE}/{name}", so, providers=["CPUExecutionProvider"])
         out[f"image_embeds.{precision}"] = sess.run(["image_embeds"], {"pixel_values": x})[0]
-    save_file(out, REFERENCE, metadata={"frames": json.dumps(picked),
-                                        "visual.onnx sha256": sha16(f"{BUNDLE}/visual.onnx"),
-                                        "onnxruntime": ort.__version__})
+    save_safetensors(Path(REFERENCE), out, metadata={"frames": json.dumps(picked),
+                                                     "visual.onnx sha256": sha16(f"{BUNDLE}/visual.onnx"),
+                                                     "onnxruntime": ort.__version__})
     log(f"{REFERENCE}: frames {picked}")
 
 
@@ -896,7 +907,6 @@ def cmd_export(a: argparse.Namespace) -> None:
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from safetensors.numpy import save_file
     os.makedirs(BUNDLE, exist_ok=True)
     teacher = load_teacher(a)
     student = folded_student(load_student(a))
@@ -922,15 +932,17 @@ def cmd_export(a: argparse.Namespace) -> None:
                      op_types_to_quantize=["MatMul", "Gather"])
     strip_unused_opsets(txt8)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bundle_tools import make_fp16
+    from bundle_tools import make_fp16, save_safetensors
     make_fp16(vis32, f"{BUNDLE}/visual.fp16.onnx")  # the GPU variant (gpu_variant.py does the same)
     fp = sha16(txt8)
     sess = ort.InferenceSession(txt8, providers=["CPUExecutionProvider"])
     emb = sess.run(["text_embeds"], {"input_ids": prompt_ids().numpy()})[0]
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    save_file({"embeddings": emb.astype(np.float32)}, f"{BUNDLE}/prompts.safetensors",
-              metadata={"fingerprint": fp, "prompts": json.dumps(scenes.PROMPTS),
-                        "dim": str(EMBED)})
+    # bundle_tools' writer: the safetensors package orders the header from a hash map, so two
+    # runs of the same export would write different bytes
+    save_safetensors(Path(f"{BUNDLE}/prompts.safetensors"), {"embeddings": emb.astype(np.float32)},
+                     metadata={"fingerprint": fp, "prompts": json.dumps(scenes.PROMPTS),
+                               "dim": str(EMBED)})
     scale = float(teacher.logit_scale.detach().exp())
     toml = f'''name = "demo-student"
 embed_dim = {EMBED}
@@ -1409,6 +1421,8 @@ the same text tower design:
 | the same teacher | the same, weight 0.5 | 94.0% / 86.3% | 93.3% / 86.7% | 63 / 73 |
 | the same teacher | the same, **172 MFLOPs** (channels 32-192 instead of 24-160), int8 image tower as QDQ | 94.0% / 86.3% | 94.3% / 89.0% | 63 / 73 |
 | the same teacher (**this bundle**) | the same student, int8 image tower as `int8-static` with the first conv in float (`benches/INT8.md` part E) | 94.0% / 86.3% | 94.3% / 89.3% | 63 / 73 |
+| the same teacher (retrained 2026-11-29, bit-identical) | tried, not shipped: **256 MFLOPs** (channels 32-80-160-224, colour branch 48 wide) | 94.0% / 86.3% | 94.3% / 88.3% | 63 / 73 |
+| the same teacher | tried, not shipped: the shipped student's size, caption weight **1.0** | 94.0% / 86.3% | 94.3% / 87.3% | 63 / 73 |
 
 - **More steps fixed the seen pairs, not the held-out ones.** bf16 training (2-4x faster
   steps on this CPU's AMX units), the 8 rotations / mirror images of each frame and a heavier
@@ -1474,10 +1488,32 @@ the same text tower design:
 - **Seen pairs are still below 95% for the int8 student**: 94.3% with onnxruntime and with
   edgeclip, two frames of 300 short (edgeclip's fp32 student, what a CPU runs, reaches
   95.0%). The teacher itself is at 94.0%, its errors spread over all object sizes (90-97%
-  right in each band) and occluded objects (88%). A larger input (at least 128 px,
-  re-rendering the training data), a wider student still and a teacher trained longer are the
-  next levers; the build machine's two cores fit about one teacher + student cycle (an hour)
-  per working session.
+  right in each band) and occluded objects (88%).
+- **Tried, not shipped: a wider student, a heavier caption weight** (2026-11-29). `demo.py
+  data` and `teacher` were re-run first (2.9 + 31.3 min on a 2-core AMX machine): the
+  teacher came out bit-identical (the same text tower file, fingerprint `a94000965ae4f603`).
+  Then two students, each changing one thing, judged on `quant_recipes.py`'s 1,200 validation
+  frames (not the evaluation set), top-1 under edgeclip, seen / held-out:
+
+  | student | fits its own training scenes | validation fp32 | validation int8 | evaluation set int8 (edgeclip) | bundle |
+  |---|---|---|---|---|---|
+  | shipped (172 MFLOPs, caption weight 0.5) | | 94.0% / 89.0% | 94.0% / 89.0% | 94.3% / 89.0% | 14.81 MB |
+  | 256 MFLOPs (32-80-160-224, colour branch 48 wide), 26.0 min | 95.1% | 95.0% / 89.3% | 95.0% / 89.2% | 94.3% / 87.7% | 17.47 MB |
+  | caption weight 1.0, 21.3 min | 94.9% | 95.0% / 89.2% | 95.0% / 89.0% | 94.7% / 87.0% | 14.81 MB |
+
+  Each got 12 seen validation frames right that the shipped student misses and missed 6 it
+  gets (both in fp32 and in int8): a net 6 of 600, within chance (two-sided sign test, p =
+  0.24). Neither reached 95% on the evaluation set (the wider one also breaks the 15 MB budget), so
+  the shipped student stays. Neither fits its own training scenes much beyond 95% (the 103
+  MFLOPs student: 94.0%): half again as many channels or twice the weight on the captions
+  move that by about a point, so the limit looks like what the 96 px input and the teacher's
+  targets hold more than the student's size. The evaluation frames the wider student still
+  misses are small or occluded objects and, more telling, colours taken from the background (a white ring on a
+  red photograph named "red ring", an orange triangle on blue pebbles "black triangle"): the
+  colour branch pools the whole frame with no view of the object. The next levers are a
+  larger input (at least 128 px, re-rendering the student's scenes) and a colour branch that
+  reads the colour where the shape branch finds the object; the build machine's two cores fit
+  about one teacher + student cycle (an hour) per working session.
 """
 
 CARD_LIMITS = """- Synthetic domain only: real photographs of coloured objects are out of distribution, and the
