@@ -450,7 +450,8 @@ class FactoredStudent(nn.Module):
     # 2.7 points on seen pairs, and the 103 M one (24-160 channels) fitted only 94% of its own
     # training scenes even when taught their captions. A 256 M one (32-80-160-224, colour
     # branch 48 wide) fitted 95.1% of them, this one with caption weight 1.0 94.9%: not shipped
-    # (MODEL_CARD.md, "Tried, not shipped: a wider student, a heavier caption weight")
+    # (MODEL_CARD.md, "Tried, not shipped: a wider student, a heavier caption weight");
+    # GatedFactoredStudent (the default) adds a colour mask instead
     PLAN = [(2, 32, 2), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 192, 2),
             (192, 192, 1)]
     CWIDTH = 32
@@ -483,8 +484,39 @@ class FactoredStudent(nn.Module):
         return 2 * (conv_stack_macs(cls.PLAN) + colour + (cls.PLAN[-1][1] + c) * EMBED)
 
 
+class GatedFactoredStudent(FactoredStudent):
+    """``FactoredStudent`` whose colour branch reads colour where the shape branch sees an
+    object: a 1x1 conv over the shape branch's 24x24 features (after its third layer) gives a
+    sigmoid mask that scales the colour features (ReLU'd, so that a low mask means "no colour
+    here") before their global max pool. The mask comes from the hue-blind input, so the colour
+    part still cannot learn which hues go with which shapes; it learns to ignore the background."""
+
+    GATE_AT = 3  # the mask is taken after this many conv layers (24x24 at a 96 px input)
+
+    def __init__(self):
+        super().__init__()
+        self.colour_net.append(nn.ReLU(inplace=True))
+        self.gate = nn.Conv2d(self.PLAN[self.GATE_AT - 1][1], 1, 1)
+        nn.init.constant_(self.gate.bias, 2.0)  # starts open (0.88): the ungated student
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, n, h = self.shape_input(x), 0, None
+        for blk in self.features:  # conv_bn blocks, or conv + ReLU pairs once folded
+            f = blk(f)
+            if isinstance(blk, (nn.Sequential, nn.ReLU)):
+                n += 1
+                if n == self.GATE_AT:
+                    h = f
+        mask = torch.sigmoid(self.gate(h))
+        return self.head(f.mean((2, 3))), self.head_c((self.colour_net(x) * mask).amax((2, 3)))
+
+    @classmethod
+    def flops(cls) -> int:
+        return super().flops() + 2 * (SIZE // 4) ** 2 * (cls.PLAN[cls.GATE_AT - 1][1] + cls.CWIDTH)
+
+
 def new_student(arch: str) -> nn.Module:
-    return FactoredStudent() if arch == "factored" else Student()
+    return {"factored": FactoredStudent, "gated": GatedFactoredStudent}.get(arch, Student)()
 
 
 def folded_student(m: nn.Module) -> nn.Module:
@@ -1144,7 +1176,7 @@ def speed_table() -> str:
             "caches), instructions per frame |\n|---|---|---|\n" + "\n".join(rows))
 
 
-STUDENTS = {"plain": Student, "factored": FactoredStudent}
+STUDENTS = {"plain": Student, "factored": FactoredStudent, "gated": GatedFactoredStudent}
 
 
 def write_model_card(ev: dict, tag: str = "", arch: str = "conv",
@@ -1164,19 +1196,27 @@ def write_model_card(ev: dict, tag: str = "", arch: str = "conv",
     acc_d = ev["accuracy"]
     keys = list(acc_d)
     t_, f_, i_ = acc_d[keys[0]], acc_d[keys[1]], acc_d[keys[3]]
+    rust = rd("rust_eval.json")
+    # the issue's targets are measured by the Rust runtime: its figures when scored
+    if "fp32" in rust and "int8-static" in rust:
+        f_, i_ = rust["fp32"], rust["int8-static"]
+    by = "edgeclip" if "fp32" in rust and "int8-static" in rust else "onnxruntime (edgeclip not scored)"
 
     def mark(ok: bool) -> str:
         return "met" if ok else "**not met**"
+
+    def pts(a: float, b: float) -> float:  # a - b in points, as printed (no float residue)
+        return round(100 * (a - b), 1)
     status = "\n".join([
-        f"| int8 student, seen >= 95% | {100 * i_['seen']:.1f}% | {mark(i_['seen'] >= 0.95)} |",
+        f"| int8 student, seen >= 95% | {100 * i_['seen']:.1f}% | {mark(round(100 * i_['seen'], 1) >= 95)} |",
         f"| int8 student, held-out >= 75% | {100 * i_['held_out']:.1f}% | "
-        f"{mark(i_['held_out'] >= 0.75)} |",
+        f"{mark(round(100 * i_['held_out'], 1) >= 75)} |",
         f"| int8 within 2 points of fp32 (seen / held-out) | "
-        f"{100 * (i_['seen'] - f_['seen']):+.1f} / {100 * (i_['held_out'] - f_['held_out']):+.1f} | "
-        f"{mark(abs(i_['seen'] - f_['seen']) <= 0.02 and abs(i_['held_out'] - f_['held_out']) <= 0.02)} |",
+        f"{pts(i_['seen'], f_['seen']):+.1f} / {pts(i_['held_out'], f_['held_out']):+.1f} | "
+        f"{mark(abs(pts(i_['seen'], f_['seen'])) <= 2 and abs(pts(i_['held_out'], f_['held_out'])) <= 2)} |",
         f"| fp32 student within 3 points of the teacher (seen / held-out) | "
-        f"{100 * (f_['seen'] - t_['seen']):+.1f} / {100 * (f_['held_out'] - t_['held_out']):+.1f} | "
-        f"{mark(abs(f_['seen'] - t_['seen']) <= 0.03 and abs(f_['held_out'] - t_['held_out']) <= 0.03)} |",
+        f"{pts(f_['seen'], t_['seen']):+.1f} / {pts(f_['held_out'], t_['held_out']):+.1f} | "
+        f"{mark(abs(pts(f_['seen'], t_['seen'])) <= 3 and abs(pts(f_['held_out'], t_['held_out'])) <= 3)} |",
     ])
     c = ev.get("clip", {})
     clip = (f"{c['right']}/{c['frames']} frames right: one object {c['one_object'][0]}/"
@@ -1190,7 +1230,6 @@ def write_model_card(ev: dict, tag: str = "", arch: str = "conv",
              f"(seen) / {100 * cs['held_out']['colour']:.0f}% (held-out) of the frames and the "
              f"right shape in {100 * cs['seen']['shape']:.0f}% / "
              f"{100 * cs['held_out']['shape']:.0f}%.") if cs else ""
-    rust = rd("rust_eval.json")
     names = {"fp32": "student fp32 (`--precision fp32`: a CPU without int8 dot products)",
              "int8-static": "student int8 (`--precision int8-static`, `visual.onnx`: a CPU with them)"}
     rust_txt = ("| model | seen | held-out |\n|---|---|---|\n" + "\n".join(
@@ -1198,7 +1237,7 @@ def write_model_card(ev: dict, tag: str = "", arch: str = "conv",
         for k, v in sorted(rust.items(), key=lambda kv: kv[0] != "fp32"))) if rust else (
         "Not measured yet: run `models/tools/score_rust.py --out target/demo-train/rust_eval.json`"
         " (once with `--precision fp32`, once with `--precision int8-static`), then `demo.py card`.")
-    card = TEMPLATE_CARD.format(status=status, clip=clip, parts=parts, rust=rust_txt,
+    card = TEMPLATE_CARD.format(status=status, by=by, clip=clip, parts=parts, rust=rust_txt,
         speed=speed_table(), teacher_desc=TEACHER_DESC[arch], history=CARD_HISTORY,
         limits=CARD_LIMITS,
         student_desc=STUDENT_DESC[student_arch].format(
@@ -1360,6 +1399,8 @@ same 600 files; tract 0.23.9, x86-64):
 
 ### Against the targets
 
+Student figures by {by} (the teacher: PyTorch).
+
 | target | measured | |
 |---|---|---|
 {status}
@@ -1377,12 +1418,14 @@ the A76 for the int8 student, and fewer instructions for int8 than for fp32 on t
 three met. The A76 counts run with the Pi 5's cache geometry (`benches/board-cache.sh`: tract
 sizes its matrix blocking from the caches, and under qemu-user it would read the build host's).
 The int8 file runs tract's integer kernels (SDOT on the A76) with calibrated activation ranges;
-on a Pi 4's A72 (no dot-product instructions) it costs 1.5x fp32, and on an x86 without VNNI
+on a Pi 4's A72 (no dot-product instructions) it costs 1.6x fp32 (51.3 M against 32.8 M), and on an x86 without VNNI
 tract's AVX2 int8 kernel stalls on a legacy-SSE instruction (147 ms per frame), so edgeclip runs
 `visual.fp32.onnx` on those CPUs (`device::pick_cpu_precision`). On this x86 (VNNI, AMX) it takes
-the int8 file, which is 1.3x fp32's time for a tower this small. The other int8 forms, measured
-the same way, are in `benches/INT8.md` part E (`models/tools/demo_int8_integer.sh`): the QDQ
-file shipped before (tract runs it in float: 39.2 M on the A76), dynamic int8 (34.0 M).
+the int8 file, which is 1.4x fp32's time for a tower this small. The other int8 forms of the
+previous student (without the colour mask), measured the same way, are in `benches/INT8.md` part
+E (`models/tools/demo_int8_integer.sh`): int8-static 30.8 M on the A76 against its fp32's 34.6 M,
+the QDQ file shipped before (tract runs it in float: 39.2 M), dynamic int8 (34.0 M). The mask's
+sigmoid and product run in float between the integer convolutions, which narrows int8's gain.
 onnxruntime, for comparison (1 thread, batch 1; it has no fast path for this int8 form): int8 {lat8:.2f} ms, fp32 {lat32:.2f} ms.
 
 {history}
@@ -1403,6 +1446,14 @@ STUDENT_DESC = {
   {plan} (s2 = stride 2), over the hue-blind luminance + chroma input (its luminance inverted
   at random in training, as the teacher's is), global average pool and a linear map; and a colour branch (4x4 average pool, three 1x1 convs of {cwidth} channels,
   global max pool, linear map). The embedding is the sum of the two maps (D={dim}).""",
+    "gated": """Two branches, like its teacher's (`GatedFactoredStudent`): a shape branch of
+  seven plain 3x3 conv layers (BatchNorm folded into the convs at export) with ReLU, channels
+  {plan} (s2 = stride 2), over the hue-blind luminance + chroma input (its luminance inverted
+  at random in training, as the teacher's is), global average pool and a linear map; and a
+  colour branch (4x4 average pool, three 1x1 convs of {cwidth} channels and a ReLU) whose
+  features are scaled by a mask from the shape branch (a 1x1 conv and a sigmoid over its 24x24
+  features after the third layer: where it sees an object) before the global max pool and a
+  linear map. The embedding is the sum of the two maps (D={dim}).""",
 }
 
 CARD_HISTORY = """## How this model came to be
@@ -1420,9 +1471,10 @@ the same text tower design:
 | the same teacher | the same + cross-entropy against the scene's own caption, weight 0.1 | 94.0% / 86.3% | 93.0% / 84.3% | 63 / 73 |
 | the same teacher | the same, weight 0.5 | 94.0% / 86.3% | 93.3% / 86.7% | 63 / 73 |
 | the same teacher | the same, **172 MFLOPs** (channels 32-192 instead of 24-160), int8 image tower as QDQ | 94.0% / 86.3% | 94.3% / 89.0% | 63 / 73 |
-| the same teacher (**this bundle**) | the same student, int8 image tower as `int8-static` with the first conv in float (`benches/INT8.md` part E) | 94.0% / 86.3% | 94.3% / 89.3% | 63 / 73 |
+| the same teacher | the same student, int8 image tower as `int8-static` with the first conv in float (`benches/INT8.md` part E) | 94.0% / 86.3% | 94.3% / 89.3% | 63 / 73 |
 | the same teacher (retrained 2026-11-29, bit-identical) | tried, not shipped: **256 MFLOPs** (channels 32-80-160-224, colour branch 48 wide) | 94.0% / 86.3% | 94.3% / 88.3% | 63 / 73 |
 | the same teacher | tried, not shipped: the shipped student's size, caption weight **1.0** | 94.0% / 86.3% | 94.3% / 87.3% | 63 / 73 |
+| the same teacher (**this bundle**) | the 172 MFLOPs student with a **colour mask** from the shape branch (`GatedFactoredStudent`) | 94.0% / 86.3% | 95.0% / 90.0% | 63 / 73 |
 
 - **More steps fixed the seen pairs, not the held-out ones.** bf16 training (2-4x faster
   steps on this CPU's AMX units), the 8 rotations / mirror images of each frame and a heavier
@@ -1485,10 +1537,10 @@ the same text tower design:
   instead of 24-160 (172 MFLOPs; 0.31 s per training step instead of 0.28) took the int8
   student from 93.3% / 86.7% to 94.3% / 89.0%, above its teacher on both; it costs 2.80 ms
   and 35.9 M instructions per int8 frame instead of 2.07 ms and 24.0 M.
-- **Seen pairs are still below 95% for the int8 student**: 94.3% with onnxruntime and with
-  edgeclip, two frames of 300 short (edgeclip's fp32 student, what a CPU runs, reaches
-  95.0%). The teacher itself is at 94.0%, its errors spread over all object sizes (90-97%
-  right in each band) and occluded objects (88%).
+- **Seen pairs were still below 95% for the int8 student** of the row before the last three:
+  94.3% with onnxruntime and with edgeclip, two frames of 300 short (edgeclip's fp32 student
+  reached 95.0%). The teacher itself is at 94.0%, its errors spread over all object sizes
+  (90-97% right in each band) and occluded objects (88%).
 - **Tried, not shipped: a wider student, a heavier caption weight** (2026-11-29). `demo.py
   data` and `teacher` were re-run first (2.9 + 31.3 min on a 2-core AMX machine): the
   teacher came out bit-identical (the same text tower file, fingerprint `a94000965ae4f603`).
@@ -1504,16 +1556,28 @@ the same text tower design:
   Each got 12 seen validation frames right that the shipped student misses and missed 6 it
   gets (both in fp32 and in int8): a net 6 of 600, within chance (two-sided sign test, p =
   0.24). Neither reached 95% on the evaluation set (the wider one also breaks the 15 MB budget), so
-  the shipped student stays. Neither fits its own training scenes much beyond 95% (the 103
+  neither was shipped. Neither fits its own training scenes much beyond 95% (the 103
   MFLOPs student: 94.0%): half again as many channels or twice the weight on the captions
   move that by about a point, so the limit looks like what the 96 px input and the teacher's
   targets hold more than the student's size. The evaluation frames the wider student still
   misses are small or occluded objects and, more telling, colours taken from the background (a white ring on a
   red photograph named "red ring", an orange triangle on blue pebbles "black triangle"): the
-  colour branch pools the whole frame with no view of the object. The next levers are a
-  larger input (at least 128 px, re-rendering the student's scenes) and a colour branch that
-  reads the colour where the shape branch finds the object; the build machine's two cores fit
-  about one teacher + student cycle (an hour) per working session.
+  colour branch pools the whole frame with no view of the object.
+- **A colour branch that looks where the object is** (this bundle). The student's colour
+  features (now ReLU'd) are multiplied by a mask before their global max pool: a sigmoid of a
+  1x1 conv over the shape branch's 24x24 features after its third layer, which learns where
+  an object is from the hue-blind input (so the colour part still cannot tie hues to shapes).
+  The teacher's colour part has no mask; the student learns to ignore the background from its
+  captions. Same teacher, data, recipe and size otherwise (172.5 MFLOPs, 25.1 min of training;
+  it fits 95.4% of its own training scenes). On the 1,200 validation frames under edgeclip:
+  fp32 94.8% / 91.8%, int8 95.0% / 91.8% (the row before the last three: 94.0% / 89.0%);
+  held-out colour errors fell from 23 to 10-12 of 600 frames. On the evaluation set: int8
+  95.0% / 90.0% with onnxruntime, 94.7% / 88.7% with edgeclip (one frame short of 95% on seen
+  pairs: tract and onnxruntime round a few activations of the static int8 file differently),
+  fp32 94.7% / 89.3% under both. The clip is unchanged (162/172, 63 of 73 empty frames).
+  The next levers are a larger input (at least 128 px, re-rendering the student's scenes) and
+  a teacher whose colour part has the same mask; the build machine's two cores fit about one
+  teacher + student cycle (an hour) per working session.
 """
 
 CARD_LIMITS = """- Synthetic domain only: real photographs of coloured objects are out of distribution, and the
@@ -1527,10 +1591,11 @@ CARD_LIMITS = """- Synthetic domain only: real photographs of coloured objects a
   frame, not which colour belongs to which shape ("a red circle and a blue square" and "a blue
   circle and a red square" look the same to it). The recorded clip shows one object at a
   time.
-- Colours are told apart by a per-block classifier with no view of the object: a large
-  coloured region of the background can add its colour to the embedding.
-- int8 pays only on CPUs with int8 dot products (Pi 5: 0.89x fp32's instructions); a Pi 4 or
-  an x86 without VNNI runs fp32, and on an x86 with VNNI the int8 file is 1.3x fp32's time
+- Colours are told apart by a per-block classifier, masked by where the shape branch sees an
+  object: a large coloured region of the background that looks like an object can still add
+  its colour to the embedding.
+- int8 pays only on CPUs with int8 dot products (Pi 5: 0.94x fp32's instructions); a Pi 4 or
+  an x86 without VNNI runs fp32, and on an x86 with VNNI the int8 file is 1.4x fp32's time
   (Speed).
 - The text tower only saw this vocabulary: other words map to untrained token embeddings."""
 
@@ -1588,7 +1653,7 @@ def main() -> None:
                         "transformer blocks) + a colour branch, embeddings summed; conv: conv "
                         "stages + one block over RGB; vit: hybrid ViT (learned too slowly on 2 "
                         "CPU cores)")
-    p.add_argument("--student-arch", choices=["plain", "factored"], default="factored",
+    p.add_argument("--student-arch", choices=["plain", "factored", "gated"], default="gated",
                    help="plain: one conv stack over RGB; factored: a hue-blind shape branch + "
                         "a colour branch, like the factored teacher")
     p.add_argument("--tag", default="", help="suffix of the checkpoint names (experiments)")
