@@ -7,7 +7,8 @@ Zero-shot CLIP on synthetic camera scenes of coloured shapes (``scenes.py``):
                stages + two transformer blocks, and a shape-blind colour branch, their
                embeddings summed) + a transformer text tower over CLIP's BPE vocabulary,
                symmetric InfoNCE with a learnable temperature;
-3. ``student`` distill a plain-conv image tower of the same two branches (tract-friendly) to
+3. ``student`` distill a plain-conv image tower of the same two branches (tract-friendly; the
+               colour one masked by where the shape one sees an object) to
                the teacher's image embeddings, part by part, and to each scene's own caption
                (seen prompts only); the teacher's text tower stays valid for it;
 4. ``export``  ONNX (opset 17) fp32 + int8 (static image tower on integer kernels, calibrated;
@@ -1655,7 +1656,8 @@ def main() -> None:
                         "CPU cores)")
     p.add_argument("--student-arch", choices=["plain", "factored", "gated"], default="gated",
                    help="plain: one conv stack over RGB; factored: a hue-blind shape branch + "
-                        "a colour branch, like the factored teacher")
+                        "a colour branch, like the factored teacher; gated (default): factored, "
+                        "the colour branch masked by where the shape branch sees an object")
     p.add_argument("--tag", default="", help="suffix of the checkpoint names (experiments)")
     p.add_argument("--resume", type=int, default=0,
                    help="teacher: warm restart number N (>0: continue from the checkpoint)")
