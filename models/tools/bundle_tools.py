@@ -155,6 +155,15 @@ def make_int8_static_integer(dynamic_src: Path, dst: Path, input_name: str, cali
     return ranges
 
 
+def make_int8_static(src: Path, dst: Path, input_name: str, calib: np.ndarray, exclude=None) -> dict:
+    """Bundle precision `int8-static` from an fp32 file: `make_int8_dynamic` (`exclude`: nodes left
+    in float), then `make_int8_static_integer` with the ranges of `calib`. Returns those ranges."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dynamic = Path(tmp) / "dynamic.onnx"
+        make_int8_dynamic(src, dynamic, exclude=exclude)
+        return make_int8_static_integer(dynamic, dst, input_name, calib)
+
+
 class ArrayReader(CalibrationDataReader):
     """Feeds calibration samples one at a time, as `{input_name: [1,3,H,W]}`."""
 
@@ -227,10 +236,7 @@ def quantize_image_tower(src: Path, dst: Path, precision: str = RECOMMENDED_INT8
         if precision == "int8-qdq":
             make_int8_qdq(src, dst, input_name, calib)
         else:
-            with tempfile.TemporaryDirectory() as tmp:
-                dynamic = Path(tmp) / "dynamic.onnx"
-                make_int8_dynamic(src, dynamic)
-                make_int8_static_integer(dynamic, dst, input_name, calib)
+            make_int8_static(src, dst, input_name, calib)
     else:
         raise ValueError(f"not an int8 precision: {precision}")
 
