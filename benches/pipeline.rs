@@ -1,7 +1,7 @@
 //! Criterion benches of each pipeline stage on one core.
 //!
 //! Measured: decoding a 640x480 JPEG frame from the bundled clip; MJPEG, RGB and YUYV 640x480
-//! frames to the demo's 96x96 tensor and to a 224x224 one (ViT-B/32's input); the demo bundle's image tower
+//! frames to the demo's input tensor (its bundle's size) and to a 224x224 one (ViT-B/32's input); the demo bundle's image tower
 //! (int8 default and fp32 variant) and text tower; the full-size ViT-B/32 image tower (fp32 and
 //! int8) when `models/tools/make_vitb32.py` has generated it; matching one embedding against 10,
 //! 100 and 1000 prompts; a trigger bank update. Set-up (model load, decoding inputs) is outside the timed loops.

@@ -61,7 +61,7 @@ rm -rf /tmp/smk && mkdir -p /tmp/smk && cp -r models /tmp/smk/
 stamp "smoke ok"
 
 $D data --seed 0 $DATA >> "$L" 2>&1 || { stamp "data failed"; tail -20 "$L"; exit 4; }
-( cd "$W" && sha256sum teacher_imgs.npy student_imgs.npy teacher_objs.json student_objs.json ) >> "$L"
+( cd "$W" && sha256sum teacher_imgs.npy student_imgs_*.npy teacher_objs.json student_objs_*.json ) >> "$L"
 stamp "data done"
 
 if [ -f target/gpu-kit/edgeclip.xz ]; then

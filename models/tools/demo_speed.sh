@@ -15,10 +15,12 @@ x86=${1:-target/release/edgeclip}
 arm=${2:-target/aarch64-unknown-linux-gnu/release/edgeclip}
 work=target/demo-train
 teacher=$work/teacher-bundle
-# the teacher's image tower in a copy of the demo bundle, in the fp32 slot
+# the teacher's image tower in a copy of the demo bundle, in the fp32 slot, at the teacher's input
+# size (demo.py's SIZE; the student's may be larger)
 rm -rf "$teacher"
 cp -r models/demo "$teacher"
 cp "$work/teacher_visual.onnx" "$teacher/visual.fp32.onnx"
+sed -i 's/^height = .*/height = 96/; s/^width = .*/width = 96/' "$teacher/bundle.toml"
 towers=(models/demo:int8-static models/demo:fp32 "$teacher:fp32")
 for t in "${towers[@]}"; do
   "$x86" bench --model "${t%:*}" --precision "${t##*:}" --threads 1 --iters 500 --json

@@ -114,8 +114,9 @@ def main() -> None:
     a = p.parse_args()
     val = os.path.join(demo.ROOT, "target", "demo-quant-val")
     rows = validation_set(val, a.n)
+    size = demo.bundle_input_size(a.bundle)
     x = demo.to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(
-        Image.open(os.path.join(val, r["file"])).convert("RGB"), demo.SIZE)) for r in rows])).numpy()
+        Image.open(os.path.join(val, r["file"])).convert("RGB"), size)) for r in rows])).numpy()
     labels = np.array([scenes.PROMPTS.index(r["label"]) for r in rows])
     held = np.array([r["held_out"] for r in rows])
     with safe_open(os.path.join(a.bundle, "prompts.safetensors"), "np") as f:
@@ -168,12 +169,12 @@ def main() -> None:
             fp32 = os.path.join(a.bundle, "visual.fp32.onnx")
             if r.get("static"):
                 if x_cal is None:  # the 100 scenes of minmax-100, rendered once
-                    x_cal = demo.calibration_inputs(0, 100)
+                    x_cal = demo.calibration_inputs(0, 100, size)
                 demo.quantize_visual(fp32, out, x_cal, float_nodes=r.get("exclude"))
             else:
                 make_int8_dynamic(Path(fp32), Path(out), exclude=r.get("exclude"))
         else:
-            quantize_static(prep, out, demo._Calib(0, r.get("calib", 100)), **kw)
+            quantize_static(prep, out, demo._Calib(0, r.get("calib", 100), size), **kw)
         e8 = embed(out)
         cos = (e8 * e32).sum(1)
         agree_ort = ((e8 @ prompts.T).argmax(1) == p32).mean()

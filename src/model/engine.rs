@@ -953,15 +953,21 @@ mod tests {
             .join(file)
     }
 
+    /// The demo image tower's input side in pixels, as its bundle declares it.
+    fn demo_side() -> usize {
+        Bundle::load(demo("")).unwrap().manifest.image.height as usize
+    }
+
     /// The demo image tower's output for a fixed image, from a decluttered graph optimized as
     /// [`build_plan`] does.
     fn run_graph(mut typed: TypedModel) -> Vec<f32> {
         typed.optimize().unwrap();
         let plan = typed.into_runnable().unwrap();
-        let pixels: Vec<f32> = (0..3 * 96 * 96)
+        let side = demo_side();
+        let pixels: Vec<f32> = (0..3 * side * side)
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();
-        let input = Tensor::from_shape(&[1, 3, 96, 96], &pixels).unwrap();
+        let input = Tensor::from_shape(&[1, 3, side, side], &pixels).unwrap();
         let out = plan.run(tvec!(input.into())).unwrap();
         out[0]
             .to_plain_array_view::<f32>()
@@ -972,7 +978,7 @@ mod tests {
     }
 
     fn demo_graph(file: &Path, cache: Option<GraphCache>) -> TypedModel {
-        let fact = f32::fact([1, 3, 96, 96]).into();
+        let fact = f32::fact([1, 3, demo_side(), demo_side()]).into();
         decluttered_graph(
             file,
             "pixel_values",
@@ -985,7 +991,7 @@ mod tests {
     }
 
     fn entry(cache: &Path, file: &Path) -> GraphCache {
-        let fact = f32::fact([1, 3, 96, 96]).into();
+        let fact = f32::fact([1, 3, demo_side(), demo_side()]).into();
         GraphCache::in_folder(cache, file, &fact, "image_embeds").unwrap()
     }
 
