@@ -148,7 +148,7 @@ def _render_train(args: tuple[int, list | None, int]) -> tuple[np.ndarray, list]
     return np.asarray(img, dtype=np.uint8), objs
 
 
-def teacher_jobs(seed: int, n_groups: int) -> list[tuple[int, list | None, float]]:
+def teacher_jobs(seed: int, n_groups: int) -> list[tuple[int, list | None, int]]:
     """Hard-negative groups of 4 scenes: an anchor (colour, shape), the same shape in
     another colour, the same colour in another shape, and one random scene (0-3 objects)."""
     jobs = []
@@ -507,9 +507,8 @@ class FactoredStudent(nn.Module):
 class GatedFactoredStudent(FactoredStudent):
     """``FactoredStudent`` whose colour branch reads colour where the shape branch sees an
     object: a 1x1 conv over the shape branch's features after its third layer (a quarter of the
-    input's side: 32x32 at 128 px) gives a
-    sigmoid mask that scales the colour features (ReLU'd, so that a low mask means "no colour
-    here") before their global max pool. The mask comes from the hue-blind input, so the colour
+    input's side: 32x32 at 128 px) gives a sigmoid mask that scales the colour features (ReLU'd,
+    so that a low mask means "no colour here") before their global max pool. The mask comes from the hue-blind input, so the colour
     part still cannot learn which hues go with which shapes; it learns to ignore the background."""
 
     GATE_AT = 3  # the mask is taken after this many conv layers (32x32 at a 128 px input)
@@ -922,7 +921,7 @@ def quantize_visual_qdq(vis32: str, vis8: str, seed: int, calib: int,
 def cmd_quantize(a: argparse.Namespace) -> None:
     """``export``'s image-tower quantization alone, from the bundle's ``visual.fp32.onnx``."""
     quantize_visual(f"{BUNDLE}/visual.fp32.onnx", f"{BUNDLE}/visual.onnx",
-                    calibration_inputs(a.seed, a.calib, a.student_size))
+                    calibration_inputs(a.seed, a.calib, bundle_input_size(BUNDLE)))
     log(f"visual.onnx: {os.path.getsize(f'{BUNDLE}/visual.onnx') / 1e6:.2f} MB")
 
 
@@ -1706,8 +1705,8 @@ def main() -> None:
     p.add_argument("--student-scenes", type=int, default=30000)
     p.add_argument("--student-size", type=int, default=STUDENT_SIZE,
                    help="data, student, export: the student's input in px (the teacher's is %d; "
-                        "it sees the student's training frames shrunk to it); eval, reference and "
-                        "card read it from the bundle" % SIZE)
+                        "it sees the student's training frames shrunk to it); quantize, eval, "
+                        "reference and card read it from the bundle" % SIZE)
     p.add_argument("--data-sets", choices=["all", "student"], default="all",
                    help="data: render both training sets, or only the student's (at "
                         "--student-size; for a student of another input size)")
