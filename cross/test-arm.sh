@@ -10,23 +10,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(--target aarch64-unknown-linux-gnu --target armv7-unknown-linux-gnueabihf)
-TESTS=(--lib --test runtime --test preprocess --test tokenizer)
-
-# Prints "triple name path" per test executable of the build below (already built: cargo only
-# reports the artifacts).
-test_executables() {
-  cargo test "${TARGETS[@]}" --no-run "${TESTS[@]}" --message-format=json 2>/dev/null |
+# Builds `cargo test --no-run` for a target and prints "name path" per test executable.
+build_tests() {
+  local target=$1
+  rustup target add "$target" >/dev/null
+  cargo test --target "$target" --no-run --lib --test runtime --test preprocess --test tokenizer \
+    --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         kind = m["target"]["kind"][0]
-        exe = m["executable"]  # .../<target folder>/<triple>/debug/deps/<name>-<hash>
-        triple = next(t for t in ("aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf")
-                      if f"/{t}/" in exe)
-        print(triple, ("lib" if kind == "lib" else m["target"]["name"]), exe)
+        print(("lib" if kind == "lib" else m["target"]["name"]), m["executable"])
 '
 }
 
@@ -51,15 +47,11 @@ int8_dot_under() {
 
 rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
 declare -A a64 a32
-# Both targets in one cargo run: the build is bound by a few large crates (tract-core alone takes
-# minutes), and one run keeps both cores busy where a run per target leaves one idle at its end.
-cargo test "${TARGETS[@]}" --no-run "${TESTS[@]}"
-while read -r triple name exe; do
-  case $triple in
-    aarch64-unknown-linux-gnu) a64[$name]=$exe ;;
-    armv7-unknown-linux-gnueabihf) a32[$name]=$exe ;;
-  esac
-done < <(test_executables)
+# Surface compile errors (the JSON pass above hides them).
+cargo test --target aarch64-unknown-linux-gnu --no-run --lib --test runtime --test preprocess --test tokenizer
+while read -r name exe; do a64[$name]=$exe; done < <(build_tests aarch64-unknown-linux-gnu)
+cargo test --target armv7-unknown-linux-gnueabihf --no-run --lib --test runtime --test preprocess --test tokenizer
+while read -r name exe; do a32[$name]=$exe; done < <(build_tests armv7-unknown-linux-gnueabihf)
 
 q64=qemu-aarch64-static; q32=qemu-arm-static
 s64=/usr/aarch64-linux-gnu; s32=/usr/arm-linux-gnueabihf
