@@ -34,9 +34,10 @@ import bundle_tools as bt
 import demo
 forms, whole = Path(sys.argv[1]), Path(sys.argv[2])
 fp32 = str(forms / "visual.fp32.onnx")
+size = demo.bundle_input_size(str(forms))
 bt.make_int8_dynamic(Path(fp32), forms / "visual.int8-dynamic.onnx")
-demo.quantize_visual_qdq(fp32, str(forms / "visual.int8-qdq.onnx"), 0, 100)
-ranges = demo.quantize_visual(fp32, str(whole / "visual.onnx"), demo.calibration_inputs(0, 100),
+demo.quantize_visual_qdq(fp32, str(forms / "visual.int8-qdq.onnx"), 0, 100, size)
+ranges = demo.quantize_visual(fp32, str(whole / "visual.onnx"), demo.calibration_inputs(0, 100, size),
                               float_nodes=None)
 for name, (scale, zp) in ranges.items():
     print(f"  {name}: scale {scale:.5f}, zero point {zp}")
