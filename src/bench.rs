@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::Runtime;
-use crate::model::{Bundle, ImageEncoder, ModelError, Precision};
+use crate::model::{Bundle, ImageEncoder, ModelError, Precision, Runtime};
 
 /// What `edgeclip bench` measured.
 #[derive(Debug, Clone, Serialize)]

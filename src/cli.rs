@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Runtime};
+use crate::config::Config;
 use crate::matcher::{Label, Matcher, Scores};
-use crate::model::{Bundle, Device, ImageEncoder, Precision, set_threads};
+use crate::model::{Bundle, Device, ImageEncoder, Precision, Runtime, set_threads};
 use crate::preprocess::{Preprocessor, Spec, load_image};
 use crate::prompts::{PromptEmbedder, PromptEmbeddings};
 

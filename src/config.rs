@@ -21,8 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::Precision;
-use crate::trigger::{Metric, TriggerParams};
+use crate::model::options::{Precision, Runtime};
 
 /// One problem found in a config, with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,53 +232,8 @@ pub struct ModelConfig {
     pub precision: Option<Precision>,
     /// `kernel_cache`: where compiled GPU kernels are kept between runs, resolved against the
     /// config file's folder. `None` (the default): the daemon's cache folder
-    /// ([`crate::daemon::cache_dir`], `/var/cache/edgeclip` under systemd).
+    /// ([`crate::paths::cache_dir`], `/var/cache/edgeclip` under systemd).
     pub kernel_cache: Option<PathBuf>,
-}
-
-/// `model.runtime`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// CUDA when the driver and CUDA's libraries load, else the CPU (the choice and its reason
-    /// are logged).
-    #[default]
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// CUDA (Jetson, x86-64 GPUs); an error at start-up when unavailable.
-    Cuda,
-}
-
-impl Runtime {
-    /// The name used in the config file and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Runtime::Auto => "auto",
-            Runtime::Cpu => "cpu",
-            Runtime::Cuda => "cuda",
-        }
-    }
-}
-
-impl fmt::Display for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Runtime {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Runtime::Auto),
-            "cpu" => Ok(Runtime::Cpu),
-            "cuda" => Ok(Runtime::Cuda),
-            other => Err(format!(
-                "unknown runtime {other:?} (expected auto, cpu or cuda)"
-            )),
-        }
-    }
 }
 
 /// One `[[prompts]]` entry: a label and the text(s) that describe it.
@@ -338,14 +292,6 @@ impl ScoreKind {
         match self {
             ScoreKind::Prob => (0.0, 1.0),
             ScoreKind::Cosine => (-1.0, 1.0),
-        }
-    }
-
-    /// The trigger metric this score kind thresholds.
-    pub fn metric(self) -> Metric {
-        match self {
-            ScoreKind::Prob => Metric::Prob,
-            ScoreKind::Cosine => Metric::Score,
         }
     }
 }
@@ -551,19 +497,6 @@ impl Config {
                 problems,
             })
         }
-    }
-
-    /// The trigger parameters of prompt `index` (its overrides over `[trigger]` and
-    /// `matcher.threshold`). `None` for an index out of range.
-    pub fn trigger_params(&self, index: usize) -> Option<TriggerParams> {
-        let p = self.prompts.get(index)?;
-        let cooldown_s = p.cooldown_s.unwrap_or(self.trigger.cooldown_s);
-        Some(TriggerParams {
-            threshold: p.threshold.unwrap_or(self.matcher.threshold),
-            enter_frames: p.enter_frames.unwrap_or(self.trigger.enter_frames),
-            exit_frames: p.exit_frames.unwrap_or(self.trigger.exit_frames),
-            cooldown: Duration::try_from_secs_f32(cooldown_s).unwrap_or(Duration::ZERO),
-        })
     }
 
     /// The index of a prompt label.
@@ -1362,6 +1295,25 @@ pub fn bcm_from_name(name: &str) -> Option<u8> {
     (n <= 53).then_some(n)
 }
 
+impl MqttConfig {
+    /// Checks the `[mqtt]` table alone (every value rumqttc would assert on among them): what
+    /// [`Config::validate`] reports for it, for a sink given a table built in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut c = Checker {
+            problems: Vec::new(),
+        };
+        check_mqtt(&mut c, self);
+        if c.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                file: PathBuf::from("<memory>"),
+                problems: c.problems,
+            })
+        }
+    }
+}
+
 fn check_mqtt(c: &mut Checker, m: &MqttConfig) {
     if m.host.trim().is_empty() {
         c.push("mqtt.host", "must not be empty");
@@ -1840,14 +1792,11 @@ text = "a photo of a person"
         .unwrap();
         assert_eq!(c.prompts[1].texts, vec!["a dog", "a puppy"]);
         assert_eq!(c.prompts[1].display_text(), "a dog");
-        let p = c.trigger_params(1).unwrap();
-        assert_eq!(p.threshold, 0.7);
-        assert_eq!(p.enter_frames, 1);
-        assert_eq!(p.exit_frames, 9);
-        assert_eq!(p.cooldown, Duration::from_millis(2500));
-        let p0 = c.trigger_params(0).unwrap();
-        assert_eq!((p0.threshold, p0.enter_frames), (0.5, 3));
-        assert!(c.trigger_params(2).is_none());
+        assert_eq!(c.prompts[1].threshold, Some(0.7));
+        assert_eq!(c.prompts[1].enter_frames, Some(1));
+        assert_eq!(c.prompts[1].exit_frames, None);
+        assert_eq!(c.prompts[1].cooldown_s, Some(2.5));
+        assert_eq!(c.trigger.exit_frames, 9);
         assert_eq!(c.prompt_index("dog"), Some(1));
     }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ScoreKind};
 use crate::event::{Event, Stats};
 use crate::frame::Frame;
 use crate::matcher::{Label, Matcher, MatcherError, Scores};
@@ -28,7 +28,7 @@ use crate::preprocess::{Preprocessor, Spec};
 use crate::prompts::{PromptEmbedder, PromptEmbeddings, PromptError};
 use crate::sink::EventSink;
 use crate::source::FrameSource;
-use crate::trigger::{FrameStamp, LabelScore, LabelSpec, TriggerBank};
+use crate::trigger::{FrameStamp, LabelScore, LabelSpec, Metric, TriggerBank, TriggerParams};
 
 /// Errors that stop the daemon at start-up (runtime faults are logged, not returned).
 #[derive(Debug, thiserror::Error)]
@@ -248,23 +248,9 @@ fn capture_loop(
     mailbox.changed.notify_all();
 }
 
-/// Where prompt embeddings computed with the text tower are cached between runs, and (unless
-/// `model.kernel_cache` says otherwise) the GPU kernels tract-cuda compiles, under `tract/`.
-///
-/// `$CACHE_DIRECTORY` (set by systemd's `CacheDirectory=`), else `$XDG_CACHE_HOME/edgeclip`, else
-/// `~/.cache/edgeclip`.
-pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("CACHE_DIRECTORY") {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(d).join("edgeclip"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/edgeclip"))
-}
-
 fn cache_file(bundle: &Bundle) -> Option<PathBuf> {
-    cache_dir().map(|d| d.join(format!("prompts-{}.safetensors", bundle.fingerprint())))
+    crate::paths::cache_dir()
+        .map(|d| d.join(format!("prompts-{}.safetensors", bundle.fingerprint())))
 }
 
 /// Embeds every label's texts and the background texts, using (and refreshing) the disk cache.
@@ -338,6 +324,27 @@ fn matcher(entries: Vec<(Label, Vec<Vec<f32>>)>, bundle: &Bundle) -> Result<Matc
     )?)
 }
 
+/// The trigger parameters of prompt `index`: its overrides over `[trigger]` and
+/// `matcher.threshold`.
+fn trigger_params(config: &Config, index: usize) -> TriggerParams {
+    let p = &config.prompts[index];
+    let cooldown_s = p.cooldown_s.unwrap_or(config.trigger.cooldown_s);
+    TriggerParams {
+        threshold: p.threshold.unwrap_or(config.matcher.threshold),
+        enter_frames: p.enter_frames.unwrap_or(config.trigger.enter_frames),
+        exit_frames: p.exit_frames.unwrap_or(config.trigger.exit_frames),
+        cooldown: Duration::try_from_secs_f32(cooldown_s).unwrap_or(Duration::ZERO),
+    }
+}
+
+/// The trigger metric `matcher.score` thresholds.
+fn metric(score: ScoreKind) -> Metric {
+    match score {
+        ScoreKind::Prob => Metric::Prob,
+        ScoreKind::Cosine => Metric::Score,
+    }
+}
+
 fn build_bank(config: &Config) -> TriggerBank {
     let labels = config
         .prompts
@@ -346,12 +353,12 @@ fn build_bank(config: &Config) -> TriggerBank {
         .map(|(i, p)| LabelSpec {
             label: p.label.clone(),
             prompt: p.display_text().to_string(),
-            params: config.trigger_params(i).expect("index in range"),
+            params: trigger_params(config, i),
         })
         .collect();
     TriggerBank::new(
         config.camera.name.clone(),
-        config.matcher.score.metric(),
+        metric(config.matcher.score),
         labels,
     )
 }
@@ -662,6 +669,28 @@ impl StatsWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompt_overrides_win_over_the_defaults() {
+        let text = "[camera]\nsource = \"v4l2:/dev/video0\"\n[model]\nbundle = \"m\"\n\
+                    [[prompts]]\nlabel = \"person\"\ntext = \"a person\"\n\
+                    [[prompts]]\nlabel = \"dog\"\ntext = [\"a dog\", \"a puppy\"]\n\
+                    threshold = 0.7\nenter_frames = 1\ncooldown_s = 2.5\n\
+                    [trigger]\nexit_frames = 9\n[matcher]\nscore = \"cosine\"";
+        let c = Config::from_toml_str(text, None).unwrap();
+        let p = trigger_params(&c, 1);
+        assert_eq!(p.threshold, 0.7);
+        assert_eq!(p.enter_frames, 1);
+        assert_eq!(p.exit_frames, 9);
+        assert_eq!(p.cooldown, Duration::from_millis(2500));
+        let p0 = trigger_params(&c, 0);
+        assert_eq!(
+            (p0.threshold, p0.enter_frames, p0.cooldown),
+            (0.5, 3, Duration::ZERO)
+        );
+        assert_eq!(metric(c.matcher.score), Metric::Score);
+        assert_eq!(metric(ScoreKind::Prob), Metric::Prob);
+    }
 
     #[test]
     fn histogram_percentiles_within_two_percent() {

@@ -17,6 +17,7 @@ pub mod event;
 pub mod frame;
 pub mod matcher;
 pub mod model;
+pub mod paths;
 pub mod preprocess;
 pub mod prompts;
 pub mod sink;

@@ -14,9 +14,9 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::{ImageDecoder, codecs::jpeg::JpegDecoder, metadata::Orientation};
+use serde::Deserialize;
 
 use crate::frame::{Frame, PixelFormat};
-use crate::model::{ChannelOrder, ImageTower, Interpolation, ResizeMode};
 
 /// What can go wrong turning a frame or a file into a tensor.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,8 @@ pub enum PreprocessError {
     },
 }
 
-/// The preprocessing parameters, taken from a bundle's `[image]` table.
+/// The preprocessing parameters. A bundle's `[image]` table gives them (the model side converts
+/// it); this module knows nothing of bundles.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     /// Output height.
@@ -84,18 +85,42 @@ pub struct Spec {
     pub channel_order: ChannelOrder,
 }
 
-impl From<&ImageTower> for Spec {
-    fn from(t: &ImageTower) -> Spec {
-        Spec {
-            height: t.height,
-            width: t.width,
-            resize: t.resize,
-            interpolation: t.interpolation,
-            mean: t.mean,
-            std: t.std,
-            channel_order: t.channel_order,
-        }
-    }
+/// How the frame is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Scale so the image covers the input (the shortest side fits), then crop: CLIP's transform.
+    Shortest,
+    /// Scale each axis to the input size, ignoring the aspect ratio.
+    Stretch,
+}
+
+/// Where the crop is taken after a `shortest` resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropMode {
+    /// The middle of the image, as torchvision's `CenterCrop`.
+    Center,
+}
+
+/// Resampling filter, both computed as Pillow computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// Pillow's BICUBIC (a = -0.5), antialiased when downscaling.
+    Bicubic,
+    /// Pillow's BILINEAR (triangle filter), antialiased when downscaling.
+    Bilinear,
+}
+
+/// Channel order the image tower expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Red, green, blue (every CLIP).
+    Rgb,
+    /// Blue, green, red.
+    Bgr,
 }
 
 /// The largest side accepted, as a guard against absurd allocations from corrupt headers.

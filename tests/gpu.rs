@@ -12,9 +12,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use edgeclip::config::{Config, Runtime};
+use edgeclip::config::Config;
 use edgeclip::daemon::Daemon;
-use edgeclip::model::{Bundle, Device, ImageEncoder, Precision, device};
+use edgeclip::model::{Bundle, Device, ImageEncoder, Precision, Runtime, device};
 use edgeclip::preprocess::{Preprocessor, Spec, load_image};
 
 fn demo() -> Bundle {

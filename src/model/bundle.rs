@@ -4,122 +4,14 @@
 //! [`super::engine`]'s job. Everything that can be wrong with a bundle is reported here, with the
 //! file it is wrong in, before any graph is built.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::ModelError;
-
-/// Numeric precision of a tower's ONNX graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum Precision {
-    /// 32-bit float weights and activations.
-    #[serde(rename = "fp32")]
-    Fp32,
-    /// 16-bit float (for GPU runtimes).
-    #[serde(rename = "fp16")]
-    Fp16,
-    /// Static int8: QuantizeLinear/DequantizeLinear pairs around float ops.
-    #[serde(rename = "int8-qdq")]
-    Int8Qdq,
-    /// onnxruntime's dynamic int8: DynamicQuantizeLinear + MatMulInteger/ConvInteger.
-    #[serde(rename = "int8-dynamic")]
-    Int8Dynamic,
-    /// Static int8 on integer kernels: QuantizeLinear with calibrated scales and zero points
-    /// feeding MatMulInteger/ConvInteger (the dynamic form with its activation ranges fixed at
-    /// quantization time; `models/tools/bundle_tools.py`, `make_int8_static_integer`).
-    #[serde(rename = "int8-static")]
-    Int8Static,
-}
-
-impl Precision {
-    /// The name used in `bundle.toml` and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Fp16 => "fp16",
-            Precision::Int8Qdq => "int8-qdq",
-            Precision::Int8Dynamic => "int8-dynamic",
-            Precision::Int8Static => "int8-static",
-        }
-    }
-
-    /// Whether the graph computes in int8.
-    pub fn is_int8(self) -> bool {
-        matches!(
-            self,
-            Precision::Int8Qdq | Precision::Int8Dynamic | Precision::Int8Static
-        )
-    }
-
-    /// Whether tract runs the graph's matrix products on its integer kernels (int8 x int8 ->
-    /// int32: SDOT / SMLAL on Arm, VNNI / AMX / AVX2 on x86), rather than in float as it runs QDQ.
-    pub fn on_integer_kernels(self) -> bool {
-        matches!(self, Precision::Int8Dynamic | Precision::Int8Static)
-    }
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fp32" => Ok(Precision::Fp32),
-            "fp16" => Ok(Precision::Fp16),
-            "int8-qdq" => Ok(Precision::Int8Qdq),
-            "int8-dynamic" => Ok(Precision::Int8Dynamic),
-            "int8-static" => Ok(Precision::Int8Static),
-            other => Err(format!(
-                "unknown precision {other:?} (expected fp32, fp16, int8-qdq, int8-dynamic or int8-static)"
-            )),
-        }
-    }
-}
-
-/// How the frame is brought to the model's input size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResizeMode {
-    /// Scale so the image covers the input (the shortest side fits), then crop: CLIP's transform.
-    Shortest,
-    /// Scale each axis to the input size, ignoring the aspect ratio.
-    Stretch,
-}
-
-/// Where the crop is taken after a `shortest` resize.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CropMode {
-    /// The middle of the image, as torchvision's `CenterCrop`.
-    Center,
-}
-
-/// Resampling filter, both computed as Pillow computes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Interpolation {
-    /// Pillow's BICUBIC (a = -0.5), antialiased when downscaling.
-    Bicubic,
-    /// Pillow's BILINEAR (triangle filter), antialiased when downscaling.
-    Bilinear,
-}
-
-/// Channel order the image tower expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelOrder {
-    /// Red, green, blue (every CLIP).
-    Rgb,
-    /// Blue, green, red.
-    Bgr,
-}
+use super::options::Precision;
+use crate::preprocess::{ChannelOrder, CropMode, Interpolation, ResizeMode, Spec};
 
 /// The tokenizer a text tower was trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -170,6 +62,20 @@ pub struct ImageTower {
     /// Other precisions of this tower.
     #[serde(default)]
     pub variants: Vec<Variant>,
+}
+
+impl From<&ImageTower> for Spec {
+    fn from(t: &ImageTower) -> Spec {
+        Spec {
+            height: t.height,
+            width: t.width,
+            resize: t.resize,
+            interpolation: t.interpolation,
+            mean: t.mean,
+            std: t.std,
+            channel_order: t.channel_order,
+        }
+    }
 }
 
 /// `[text]`: the text tower.
@@ -475,12 +381,12 @@ pub(crate) fn cache_key(path: &Path, extra: &str) -> Option<String> {
 ///
 /// Hashing is most of what opening a bundle costs: 351 MB for a ViT-B/32 image tower without a
 /// text tower, hundreds of MB for a real CLIP's text tower, seconds on a Raspberry Pi. The digest
-/// is kept in the cache folder ([`crate::daemon::cache_dir`], `fingerprints/`) with the file's
+/// is kept in the cache folder ([`crate::paths::cache_dir`], `fingerprints/`) with the file's
 /// size and modification time, and reused while both are unchanged (as `make` trusts
 /// timestamps); replacing or editing the file hashes it again. Without a usable cache folder the
 /// file is hashed every time.
 pub fn fingerprint_remembered(path: &Path) -> Result<String, ModelError> {
-    fingerprint_remembered_in(path, crate::daemon::cache_dir().as_deref())
+    fingerprint_remembered_in(path, crate::paths::cache_dir().as_deref())
 }
 
 /// [`fingerprint_remembered`] with the cache folder given.

@@ -17,9 +17,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Runtime;
-
-use super::{ModelError, Precision};
+use super::ModelError;
+use super::options::{Precision, Runtime};
 
 /// The environment variable tract-cuda derives its kernel folder from.
 pub const KERNEL_CACHE_ENV: &str = "XDG_CACHE_HOME";
@@ -260,12 +259,12 @@ fn cuda_probe() -> Result<String, String> {
 
 /// The folder whose `tract/...` subfolder holds the compiled GPU kernels: `configured`
 /// (`model.kernel_cache`, `--kernel-cache`), else the daemon's cache folder
-/// ([`crate::daemon::cache_dir`]). Made absolute: tract-cuda ignores a relative
+/// ([`crate::paths::cache_dir`]). Made absolute: tract-cuda ignores a relative
 /// `XDG_CACHE_HOME`. `None` when neither is known (no `$HOME`, no `$CACHE_DIRECTORY`).
 pub fn kernel_cache_base(configured: Option<&Path>) -> Option<PathBuf> {
     let dir = configured
         .map(Path::to_path_buf)
-        .or_else(crate::daemon::cache_dir)?;
+        .or_else(crate::paths::cache_dir)?;
     if dir.is_absolute() {
         Some(dir)
     } else {

@@ -678,7 +678,7 @@ impl ImageEncoder {
     pub fn load_for(
         bundle: &Bundle,
         precision: Option<Precision>,
-        runtime: crate::config::Runtime,
+        runtime: super::Runtime,
     ) -> Result<ImageEncoder, ModelError> {
         let selection = super::device::select(runtime)?;
         log::info!(
@@ -690,9 +690,7 @@ impl ImageEncoder {
             selection.reason
         );
         match ImageEncoder::load_on(bundle, precision, selection.device) {
-            Err(e)
-                if runtime == crate::config::Runtime::Auto && selection.device != Device::Cpu =>
-            {
+            Err(e) if runtime == super::Runtime::Auto && selection.device != Device::Cpu => {
                 log::warn!("the GPU cannot run the image tower, using the CPU instead: {e}");
                 ImageEncoder::load_on(bundle, precision, Device::Cpu)
             }

@@ -56,7 +56,7 @@ pub struct GraphCache {
 }
 
 impl GraphCache {
-    /// The entry for `path` in the default cache folder ([`crate::daemon::cache_dir`]), unless
+    /// The entry for `path` in the default cache folder ([`crate::paths::cache_dir`]), unless
     /// [`GRAPH_CACHE_ENV`] is `off`, there is no cache folder or the file is smaller than
     /// [`MIN_CACHED_BYTES`].
     pub fn for_file(path: &Path, input: &InferenceFact, output: &str) -> Option<GraphCache> {
@@ -65,7 +65,7 @@ impl GraphCache {
         {
             return None;
         }
-        GraphCache::in_folder(&crate::daemon::cache_dir()?, path, input, output)
+        GraphCache::in_folder(&crate::paths::cache_dir()?, path, input, output)
     }
 
     /// The entry for `path` under `cache` (`None` when the file's metadata cannot be read).

@@ -8,16 +8,21 @@ mod bundle;
 pub mod device;
 mod engine;
 mod graph_cache;
+pub mod options;
 
 use std::path::PathBuf;
 
 pub use bundle::{
-    Bundle, ChannelOrder, CropMode, ImageTower, Interpolation, MANIFEST, Manifest, Precision,
-    PromptsRef, ResizeMode, TextTower, TokenizerKind, Variant, fingerprint_of,
+    Bundle, ImageTower, MANIFEST, Manifest, PromptsRef, TextTower, TokenizerKind, Variant,
+    fingerprint_of,
 };
+// The `[image]` table's preprocessing types belong to preprocessing; re-exported for readers of
+// the manifest.
+pub use crate::preprocess::{ChannelOrder, CropMode, Interpolation, ResizeMode};
 pub use device::{Device, Selection};
 pub use engine::{ImageEncoder, TextEncoder, set_threads};
 pub use graph_cache::GRAPH_CACHE_ENV;
+pub use options::{Precision, Runtime};
 
 /// Everything that can go wrong loading or running a bundle. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
