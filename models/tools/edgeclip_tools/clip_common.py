@@ -1,8 +1,4 @@
-"""Helpers shared by the fixture scripts in models/tools/ (imported, not run).
-
-The scripts are run as `python3 models/tools/<script>.py`, so this folder is on `sys.path` and
-`import clip_common` works without installing anything.
-"""
+"""Helpers shared by the model tools of the edgeclip_tools package (imported, not run)."""
 
 import hashlib
 from pathlib import Path
@@ -10,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-# The repository root (models/tools/ is two levels below it).
-REPO = Path(__file__).resolve().parents[2]
+# The repository root (this package, models/tools/edgeclip_tools/, is three levels below it).
+REPO = Path(__file__).resolve().parents[3]
 
 # OpenAI CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

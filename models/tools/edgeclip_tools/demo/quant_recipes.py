@@ -3,7 +3,7 @@
 to the fp32 one, under onnxruntime and under edgeclip (tract), on a validation set that is
 neither training data nor the evaluation set.
 
-    python3 models/tools/quant_recipes.py [--bundle models/demo] [--n 1200] \
+    python3 -m edgeclip_tools.demo.quant_recipes [--bundle models/demo] [--n 1200] \
         [--bin target/release/edgeclip] [--only 'NAME;NAME']
 
 The validation frames are single-object 640x480 scenes like the evaluation set's (half seen, half
@@ -11,7 +11,7 @@ held-out combinations, JPEG quality 95), from the calibration seed space at an o
 calibration run reaches (``demo.OFF_CALIB + 1,000,000``); they are written to
 ``target/demo-quant-val/``. Each recipe quantizes the bundle's ``visual.fp32.onnx`` with
 onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, the
-calibration scenes of ``demo.py export``); the table gives, per recipe, the share of frames whose
+calibration scenes of ``edgeclip_tools.demo export``); the table gives, per recipe, the share of frames whose
 top prompt (among the 48 colour-shape prompts) is the fp32 tower's, the cosine between the int8
 and fp32 embeddings (onnxruntime), and top-1 accuracy. The first row is the QDQ recipe the demo
 shipped until part E (``demo.quantize_visual_qdq``). The last ones are not QDQ: dynamic int8 (onnxruntime's
@@ -37,11 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import demo  # noqa: E402
-import scenes  # noqa: E402
-from bundle_tools import make_int8_dynamic  # noqa: E402
-from score_rust import top_prompts  # noqa: E402
+from . import core as demo
+from . import scenes
+from ..bundle_tools import make_int8_dynamic
+from .score_rust import top_prompts
 
 VAL_OFFSET = 1_000_000  # within the calibration seed space, far past any --calib count
 PCT = {"calib": 400, "method": "Percentile", "extra": {"CalibPercentile": 99.99}}
@@ -70,7 +69,7 @@ RECIPES = {
     # the dynamic file with its activation ranges calibrated (min / max over the same 100 scenes
     # as minmax-100): integer kernels, no per-frame range reductions (benches/INT8.md part E)
     "static integer": {"dynamic": True, "static": True},
-    "static integer, first conv in float (demo.py export)": {"dynamic": True, "static": True,
+    "static integer, first conv in float (edgeclip_tools.demo export)": {"dynamic": True, "static": True,
                                             "exclude": ["/features/features.0/Conv"]},
     # (quantize_dynamic splits each Gemm into MatMul + Add before it quantizes)
     "static integer, projections in float": {"dynamic": True, "static": True, "exclude": [

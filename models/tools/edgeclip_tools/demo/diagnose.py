@@ -1,10 +1,10 @@
 """Where does the demo teacher go wrong: colour or shape, image side or text side?
 
-    python3 models/tools/demo_diagnose.py --teacher target/demo-train/teacher.pt \
+    python3 -m edgeclip_tools.demo.diagnose --teacher target/demo-train/teacher.pt \
         [--eval target/demo-eval] [--arch factored]
 
-On the evaluation set (``demo.py eval``, preprocessed like the runtime), prints for the
-teacher of ``demo.py``:
+On the evaluation set (``edgeclip_tools.demo eval``, preprocessed like the runtime), prints for the
+teacher of ``edgeclip_tools.demo``:
 
 * its top-1 among the 48 colour-shape prompts, and how often the top prompt has the right
   colour and the right shape (seen / held-out combinations);
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections import Counter
 
 import numpy as np
@@ -31,9 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import demo  # noqa: E402
-import scenes  # noqa: E402
+from . import core as demo
+from . import scenes
 
 
 def main() -> None:

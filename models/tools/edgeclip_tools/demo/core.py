@@ -1,6 +1,6 @@
 """Build edgeclip's default model bundle (``models/demo/``) from scratch.
 
-Zero-shot CLIP on synthetic camera scenes of coloured shapes (``scenes.py``):
+Zero-shot CLIP on synthetic camera scenes of coloured shapes (``edgeclip_tools.demo.scenes``):
 
 1. ``data``    render the training sets (teacher: hard-negative groups; student: fresh scenes);
 2. ``teacher`` train a small CLIP: a factored image tower (a hue-blind shape branch of conv
@@ -20,9 +20,9 @@ Zero-shot CLIP on synthetic camera scenes of coloured shapes (``scenes.py``):
 6. ``eval``    render the held-out evaluation set to ``target/demo-eval/`` (640x480 JPEGs,
                preprocessed like the runtime) and score teacher / fp32 / int8 students with
                onnxruntime; writes ``MODEL_CARD.md``. ``evalset`` renders the set alone
-               (no checkpoints needed), for scoring bundles with ``score_rust.py``.
+               (no checkpoints needed), for scoring bundles with ``edgeclip_tools.demo.score_rust``.
 
-``python3 models/tools/demo.py all --seed 0`` runs everything in order. Checkpoints and
+``python3 -m edgeclip_tools.demo all --seed 0`` runs everything in order. Checkpoints and
 intermediate data live in ``target/demo-train/`` (ignored by git). The machine this was
 written on had 2 CPU cores (with AMX, which bf16 training uses): the budgets (scene counts,
 steps) are sized for that.
@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from multiprocessing import get_context
@@ -47,10 +46,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import scenes  # noqa: E402
+from ..clip_common import REPO
+from . import scenes
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+ROOT = str(REPO)
 WORK = os.path.join(ROOT, "target", "demo-train")
 EVAL_DIR = os.path.join(ROOT, "target", "demo-eval")
 BUNDLE = os.path.join(ROOT, "models", "demo")
@@ -877,7 +876,7 @@ def sha16(path: str) -> str:
 
 # Left in float in the int8 image tower: the first convolution (2 input channels, 1.5% of the
 # multiply-adds).
-# Chosen on quant_recipes.py's validation frames (top-1 same as fp32 under edgeclip: 99.42%,
+# Chosen on edgeclip_tools.demo.quant_recipes's validation frames (top-1 same as fp32 under edgeclip: 99.42%,
 # against 99.08% with it quantized and 98.58% for the QDQ file shipped before; benches/INT8.md
 # part E).
 VISUAL_FLOAT_NODES = ["/features/features.0/Conv"]
@@ -895,8 +894,7 @@ def quantize_visual(vis32: str, vis8: str, calib: np.ndarray,
     DynamicQuantizeLinear then replaced by a QuantizeLinear calibrated (min / max) on ``calib``
     (``calibration_inputs``). tract runs it on its integer kernels without per-frame range
     reductions (a QDQ file runs in float in tract). Returns the activation ranges."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bundle_tools import make_int8_static
+    from ..bundle_tools import make_int8_static
     ranges = make_int8_static(Path(vis32), Path(vis8), "pixel_values", calib, exclude=float_nodes)
     strip_unused_opsets(vis8)
     return ranges
@@ -906,7 +904,7 @@ def quantize_visual_qdq(vis32: str, vis8: str, seed: int, calib: int, size: int)
     """The int8 image tower shipped before ``quantize_visual`` (until 2026-11-29): static QDQ,
     per-channel int8 weights, uint8 activations calibrated with min / max on ``calib`` scenes.
     tract runs it in float with a rounding pass per quantized tensor. Kept for comparison
-    (``demo_int8_integer.sh``, ``quant_recipes.py``'s first row)."""
+    (``demo_int8_integer.sh``, ``edgeclip_tools.demo.quant_recipes``'s first row)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     with tempfile.TemporaryDirectory() as tmp:
@@ -933,8 +931,7 @@ def cmd_reference(a: argparse.Namespace) -> None:
     (int8 and fp32), with the frames' input tensors, so that tests/runtime.rs checks tract's run
     of the same files against them: ``tests/data/models/demo-reference.safetensors``."""
     import onnxruntime as ort
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bundle_tools import save_safetensors
+    from ..bundle_tools import save_safetensors
     truth = json.load(open(os.path.join(ROOT, "tests", "data", "clip", "ground_truth.json")))
     picked, seen = [], set()
     for f in truth["frames"]:  # the first frame of each set of visible labels: empty, then objects
@@ -987,9 +984,8 @@ def cmd_export(a: argparse.Namespace) -> None:
     quantize_dynamic(txt32, txt8, weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul", "Gather"])
     strip_unused_opsets(txt8)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bundle_tools import make_fp16, save_safetensors
-    make_fp16(vis32, f"{BUNDLE}/visual.fp16.onnx")  # the GPU variant (gpu_variant.py does the same)
+    from ..bundle_tools import make_fp16, save_safetensors
+    make_fp16(vis32, f"{BUNDLE}/visual.fp16.onnx")  # the GPU variant (edgeclip_tools.gpu_variant does the same)
     fp = sha16(txt8)
     sess = ort.InferenceSession(txt8, providers=["CPUExecutionProvider"])
     emb = sess.run(["text_embeds"], {"input_ids": prompt_ids().numpy()})[0]
@@ -1193,7 +1189,7 @@ def speed_table() -> str:
     lines, emulated Cortex-A76 instruction counts), or how to measure it."""
     x86_p, arm_p = f"{WORK}/speed_x86.jsonl", f"{WORK}/speed_arm.md"
     if not (os.path.exists(x86_p) and os.path.exists(arm_p)):
-        return "Not measured yet: run `bash models/tools/demo_speed.sh`, then `demo.py card`."
+        return "Not measured yet: run `bash models/tools/demo_speed.sh`, then `edgeclip_tools.demo card`."
     x86 = [json.loads(line) for line in open(x86_p) if line.strip()]
     arm = [[c.strip() for c in line.strip().strip("|").split("|")] for line in open(arm_p)
            if line.startswith("| ") and "cortex" in line]
@@ -1268,8 +1264,8 @@ def write_model_card(ev: dict, tag: str = "", arch: str = "conv",
     rust_txt = ("| model | seen | held-out |\n|---|---|---|\n" + "\n".join(
         f"| {names.get(k, k)} | {100 * v['seen']:.1f}% | {100 * v['held_out']:.1f}% |"
         for k, v in sorted(rust.items(), key=lambda kv: kv[0] != "fp32"))) if rust else (
-        "Not measured yet: run `models/tools/score_rust.py --out target/demo-train/rust_eval.json`"
-        " (once with `--precision fp32`, once with `--precision int8-static`), then `demo.py card`.")
+        "Not measured yet: run `models/tools/edgeclip_tools/demo/score_rust.py --out target/demo-train/rust_eval.json`"
+        " (once with `--precision fp32`, once with `--precision int8-static`), then `edgeclip_tools.demo card`.")
     card = TEMPLATE_CARD.format(status=status, by=by, clip=clip, parts=parts, rust=rust_txt,
         speed=speed_table(), teacher_desc=TEACHER_DESC[arch], history=CARD_HISTORY,
         limits=CARD_LIMITS,
@@ -1284,7 +1280,7 @@ def write_model_card(ev: dict, tag: str = "", arch: str = "conv",
         lat8=ev["latency_ms_1thread_ort"]["int8"], lat32=ev["latency_ms_1thread_ort"]["fp32"],
         t_data=times["data"] / 60, t_teacher=times["teacher"] / 60,
         t_student=times["student"] / 60,
-        t_all_txt=(f"whole `demo.py all` {times['all'] / 60:.1f} min" if times["all"] == times["all"]
+        t_all_txt=(f"whole `edgeclip_tools.demo all` {times['all'] / 60:.1f} min" if times["all"] == times["all"]
                    else "the steps were run one at a time (same code and flags as `all`), "
                         f"{(times['data'] + times['teacher'] + times['student']) / 60:.1f} min "
                         "for data + teacher + student, plus a few minutes of export / clip / eval"),
@@ -1302,7 +1298,7 @@ def write_model_card(ev: dict, tag: str = "", arch: str = "conv",
     log(f"wrote {BUNDLE}/MODEL_CARD.md")
 
 
-# Training facts quoted by the model card (the defaults of `demo.py all`).
+# Training facts quoted by the model card (the defaults of `edgeclip_tools.demo all`).
 CARD_FACTS = {
     "teacher_sched": {
         "conv": "one cosine cycle of 6,000 steps at peak lr 1e-3, then a warm restart of 3,000 "
@@ -1347,7 +1343,7 @@ scenes. It exists so that edgeclip runs, tests and demos end to end without down
 it knows 6 shapes (circle, square, triangle, star, cross, ring) in 8 colours (red, green, blue,
 yellow, orange, purple, white, black), and "an empty scene". It knows nothing else.
 Bundle format: [`models/BUNDLE.md`](../BUNDLE.md). Reproduce: [`models/README.md`](../README.md)
-(`python3 models/tools/demo.py all --seed 0`).
+(`python3 -m edgeclip_tools.demo all --seed 0`).
 
 ## Files
 
@@ -1359,9 +1355,9 @@ Total {total:.2f} MB. `visual.onnx` (default) is int8 on integer kernels, precis
 ConvInteger / MatMulInteger with int8 weights (onnxruntime `quantize_dynamic`, QInt8, one scale
 per tensor), fed by QuantizeLinear nodes whose uint8 scale and zero point were calibrated (min /
 max) on 100 generated scenes; the first convolution (2 input channels) stays in float
-(`demo.py`, `quantize_visual`; `benches/INT8.md` part E). `visual.fp32.onnx` is the same tower in
+(`edgeclip_tools.demo`, `quantize_visual`; `benches/INT8.md` part E). `visual.fp32.onnx` is the same tower in
 fp32; `visual.fp16.onnx` the same in fp16 (f32 in and out; the final Gemm kept in f32), the
-variant edgeclip's CUDA path picks (`models/tools/gpu_variant.py`). On a CPU edgeclip runs
+variant edgeclip's CUDA path picks (`models/tools/edgeclip_tools/gpu_variant.py`). On a CPU edgeclip runs
 `visual.onnx` where the CPU has int8 dot-product instructions (Pi 5, Jetson Orin, x86 with VNNI)
 and `visual.fp32.onnx` elsewhere (Pi 4, x86 without VNNI), where tract's integer kernels cost
 more than fp32 (Speed, below). `textual.onnx` (default) is int8
@@ -1385,7 +1381,7 @@ ONNX opset 17.
 
 ## Training
 
-- **Data**: synthetic scenes (`models/tools/scenes.py`): natural photographs from scikit-image
+- **Data**: synthetic scenes (`models/tools/edgeclip_tools/demo/scenes.py`): natural photographs from scikit-image
   (random crops, flips, colour jitter), tinted textures and plain walls as backgrounds; 0-3
   objects of random size (10-60% of the view), position, rotation, aspect, shading, drop shadows,
   occluding bars, crops at the border; lighting gradients, exposure / white-balance jitter, blur,
@@ -1417,7 +1413,7 @@ ONNX opset 17.
 
 ## Accuracy
 
-Measured **by onnxruntime in Python** (`demo.py eval`; the teacher with PyTorch) on {n}
+Measured **by onnxruntime in Python** (`edgeclip_tools.demo eval`; the teacher with PyTorch) on {n}
 single-object 640x480 frames rendered with a seed no training run uses ({n_seen} seen, {n_held}
 held-out combinations), saved as JPEG to `target/demo-eval/` and preprocessed exactly like the
 runtime. Top-1 among the 48 colour-shape prompts.
@@ -1431,7 +1427,7 @@ Held-out combinations, int8 student: {per}. {parts}
 Recorded clip (`tests/data/clip/`, int8 student, top-1 among the 49 prompts): {clip}.
 
 Measured **by the Rust runtime** (`edgeclip classify --json --prompts-file` with the 48
-colour-shape prompts and the shipped text tower, through `models/tools/score_rust.py`, on the
+colour-shape prompts and the shipped text tower, through `models/tools/edgeclip_tools/demo/score_rust.py`, on the
 same 600 files; tract 0.23.9, x86-64):
 
 {rust}
@@ -1521,7 +1517,7 @@ the same text tower design:
   steps on this CPU's AMX units), the 8 rotations / mirror images of each frame and a heavier
   presence loss took the RGB teacher from 79% to 94% on seen pairs, but held-out pairs only
   from 47% to 68%, and its plain student lost most of that (44%).
-- **Why**: bundle a's diagnosis (`demo_diagnose.py`) found the colour right in 97-98% of
+- **Why**: bundle a's diagnosis (`edgeclip_tools.demo.diagnose`) found the colour right in 97-98% of
   frames and the shape the weak part: the shape read by a linear probe of the RGB teacher's
   features fell from 79% on seen to 25% on held-out pairs, naming a shape seen with that colour
   (56% of purple stars read "cross", 76% of white crosses "star"). A tower that sees colour
@@ -1582,10 +1578,10 @@ the same text tower design:
   94.3% with onnxruntime and with edgeclip, two frames of 300 short (edgeclip's fp32 student
   reached 95.0%). The teacher itself is at 94.0%, its errors spread over all object sizes
   (90-97% right in each band) and occluded objects (88%).
-- **Tried, not shipped: a wider student, a heavier caption weight** (2026-11-29). `demo.py
+- **Tried, not shipped: a wider student, a heavier caption weight** (2026-11-29). `edgeclip_tools.demo
   data` and `teacher` were re-run first (2.9 + 31.3 min on a 2-core AMX machine): the
   teacher came out bit-identical (the same text tower file, fingerprint `a94000965ae4f603`).
-  Then two students, each changing one thing, judged on `quant_recipes.py`'s 1,200 validation
+  Then two students, each changing one thing, judged on `edgeclip_tools.demo.quant_recipes`'s 1,200 validation
   frames (not the evaluation set), top-1 under edgeclip, seen / held-out:
 
   | student | fits its own training scenes | validation fp32 | validation int8 | evaluation set int8 (edgeclip) | bundle |
@@ -1660,7 +1656,7 @@ CARD_LIMITS = """- Synthetic domain only: real photographs of coloured objects a
 
 def cmd_clip(a: argparse.Namespace) -> None:
     """The recorded demo / test clip (tests/data/clip): see its README for the story."""
-    import clipgen
+    from . import clipgen
     clipgen.make_clip(CLIP_DIR, CLIP_SEED)
 
 
@@ -1698,7 +1694,8 @@ def cmd_all(a: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python3 -m edgeclip_tools.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["data", "teacher", "student", "export", "clip", "eval", "evalset", "quantize", "reference", "card", "all"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher-groups", type=int, default=8000, help="4 scenes per group")

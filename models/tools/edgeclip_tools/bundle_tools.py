@@ -1,5 +1,5 @@
-"""ONNX export, quantization, checking and bundle writing, shared by export_fixtures.py and
-make_vitb32.py (imported, not run).
+"""ONNX export, quantization, checking and bundle writing, shared by edgeclip_tools.export_fixtures and
+edgeclip_tools.make_vitb32 (imported, not run).
 
 A bundle (see models/BUNDLE.md) is a folder with `bundle.toml`, the tower ONNX files and, for the
 fixtures, `reference.safetensors` with inputs and the outputs onnxruntime gives for them.
@@ -21,7 +21,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
-from clip_common import CLIP_MEAN, CLIP_STD, clip_transform
+from .clip_common import CLIP_MEAN, CLIP_STD, clip_transform
 
 OPSET = 17
 
@@ -176,7 +176,7 @@ class ArrayReader(CalibrationDataReader):
 
 # The ops the static QDQ variant quantizes: the ones that carry the compute. Residual Adds,
 # LayerNorm, Softmax, GELU etc. stay in float. Quantizing every op onnxruntime can (its default)
-# wrecks a transformer: on the random-weight ViT-B/32 of make_vitb32.py the cosine to fp32 drops
+# wrecks a transformer: on the random-weight ViT-B/32 of edgeclip_tools.make_vitb32 the cosine to fp32 drops
 # to 0.88-0.90, against 0.9998 with this list (and 0.994-0.996 vs 0.9995 on hf-clip-tiny).
 QDQ_OP_TYPES = ("MatMul", "Conv", "Gemm")
 
@@ -507,7 +507,7 @@ def set_threads():
 
 
 # ---------------------------------------------------------------------------------------------
-# Real CLIPs (edgeclip_tools.py): tower wrappers, a bundle's own preprocessing, prompts, and the
+# Real CLIPs (python3 -m edgeclip_tools): tower wrappers, a bundle's own preprocessing, prompts, and the
 # Rust runtime as a second oracle
 # ---------------------------------------------------------------------------------------------
 
@@ -609,7 +609,7 @@ def image_transform(image: dict):
 
 def bundle_pixel_values(paths, image: dict) -> np.ndarray:
     """f32 [N,3,H,W] for image files through load_rgb and a bundle's preprocessing."""
-    from clip_common import load_rgb
+    from .clip_common import load_rgb
 
     tf = image_transform(image)
     return torch.stack([tf(load_rgb(p)) for p in paths]).numpy().astype(np.float32)
@@ -717,7 +717,7 @@ def find_edgeclip(explicit: Path | None = None) -> Path | None:
     target/release/edgeclip in this repository, or `edgeclip` on PATH."""
     import shutil
 
-    from clip_common import REPO
+    from .clip_common import REPO
 
     candidates = [explicit, os.environ.get("EDGECLIP")]
     if os.environ.get("CARGO_TARGET_DIR"):
