@@ -7,11 +7,11 @@
 #
 # Forms, all from the shipped visual.fp32.onnx and calibrated (where they are) on the 100 scenes
 # edgeclip_tools.demo export calibrates on:
-# - int8-static, first convolution in float: the shipped visual.onnx (demo.quantize_visual);
+# - int8-static, first convolution in float: the shipped visual.onnx (edgeclip_tools.demo.export.quantize_visual);
 # - int8-static, every convolution quantized: target/demo-int8-static-whole/ (a copy of the
 #   bundle with that file as its visual.onnx);
 # - int8-dynamic (bundle_tools.make_int8_dynamic: QInt8 weights, ConvInteger / MatMulInteger, no
-#   calibration) and int8-qdq (demo.quantize_visual_qdq: the QDQ file shipped until part E):
+#   calibration) and int8-qdq (export.quantize_visual_qdq: the QDQ file shipped until part E):
 #   target/demo-int8-forms/, a copy of the bundle with both as extra variants;
 # - fp32 (visual.fp32.onnx), for reference.
 # The shipped bundle is not touched. Needs the evaluation set (`python3 -m edgeclip_tools.demo
@@ -31,14 +31,15 @@ python3 - "$forms" "$whole" <<'PY'
 import sys
 from pathlib import Path
 from edgeclip_tools import bundle_tools as bt
-from edgeclip_tools.demo import core as demo
+from edgeclip_tools.demo.common import bundle_input_size
+from edgeclip_tools.demo.export import calibration_inputs, quantize_visual, quantize_visual_qdq
 forms, whole = Path(sys.argv[1]), Path(sys.argv[2])
 fp32 = str(forms / "visual.fp32.onnx")
-size = demo.bundle_input_size(str(forms))
+size = bundle_input_size(str(forms))
 bt.make_int8_dynamic(Path(fp32), forms / "visual.int8-dynamic.onnx")
-demo.quantize_visual_qdq(fp32, str(forms / "visual.int8-qdq.onnx"), 0, 100, size)
-ranges = demo.quantize_visual(fp32, str(whole / "visual.onnx"), demo.calibration_inputs(0, 100, size),
-                              float_nodes=None)
+quantize_visual_qdq(fp32, str(forms / "visual.int8-qdq.onnx"), 0, 100, size)
+ranges = quantize_visual(fp32, str(whole / "visual.onnx"), calibration_inputs(0, 100, size),
+                         float_nodes=None)
 for name, (scale, zp) in ranges.items():
     print(f"  {name}: scale {scale:.5f}, zero point {zp}")
 PY

@@ -9,6 +9,8 @@ Run as modules from ``models/tools`` (or anywhere with ``PYTHONPATH=models/tools
     python3 -m edgeclip_tools.gpu_variant BUNDLE                   # add the fp16 GPU variant
 
 Shared helpers: ``clip_common`` (CLIP constants, preprocessing, fingerprint), ``bundle_tools``
-(ONNX export, quantization, bundle.toml / safetensors writing, onnxruntime and edgeclip runs).
-``demo`` builds the demo bundle on top of them.
+(ONNX export, quantization, bundle.toml / safetensors writing, onnxruntime and edgeclip runs),
+``nets`` (the conv block, the plain conv stack and the learning-rate schedule that the demo and
+``distill`` share). ``demo`` builds the demo bundle on top of them; nothing outside ``demo``
+imports from it.
 """

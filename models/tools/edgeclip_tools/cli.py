@@ -41,17 +41,15 @@ import onnxruntime as ort
 import torch
 
 from . import bundle_tools as bt
-from .clip_common import CLIP_MEAN, CLIP_STD, LOGIT_SCALE, REPO, cosine_rows, fingerprint, load_rgb
+from .clip_common import (CLIP_MEAN, CLIP_STD, LOGIT_SCALE, REPO, cosine_rows, fingerprint, load_rgb, log,
+                          to_tensor)
+from .nets import CONV_PLAN, conv_bn, cosine_lr
 
 # Photos the checks embed (tests/data/preprocess/, made by edgeclip_tools.make_preprocess_refs): a PNG, so
 # decoding is exact on both sides, and a JPEG, so the check sees the runtime's own decoder too.
 CHECK_PHOTOS = [REPO / "tests/data/preprocess" / p for p in ("landscape_coffee.png", "portrait_rocket.jpg")]
 CHECK_TEXTS = ["a photo of a person", "an empty scene", "a red car parked in front of a house at night"]
 SEED = 20241128
-
-
-def log(msg: str):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def fail(msg: str):
@@ -709,23 +707,21 @@ def _write_manifest(out: Path, m: dict, image_files: dict, image_default_file: s
 # =============================================================================================
 
 class ConvStudent(torch.nn.Module):
-    """edgeclip_tools.demo's student image tower (plain 3x3 conv + BatchNorm + ReLU stages, strided
+    """The demo's first student image tower (plain 3x3 conv + BatchNorm + ReLU stages, strided
     downsampling, global average pool, linear projection: tract's fast int8 / f32 conv paths, no
     attention, no depthwise convs), with the teacher's embedding width and `mult` x the channels."""
 
     def __init__(self, embed_dim: int, mult: int = 1):
         super().__init__()
-        from .demo import core as demo
-
-        plan = [(i if i == 3 else i * mult, o * mult, s) for i, o, s in demo.Student.PLAN]
-        self.features = torch.nn.Sequential(*[demo.conv_bn(i, o, s) for i, o, s in plan])
+        plan = [(i if i == 3 else i * mult, o * mult, s) for i, o, s in CONV_PLAN]
+        self.features = torch.nn.Sequential(*[conv_bn(i, o, s) for i, o, s in plan])
         self.head = torch.nn.Linear(plan[-1][1], embed_dim)
 
     def forward(self, x):
         return self.head(self.features(x).mean((2, 3)))
 
 
-STUDENT_ARCHS = {"demo-conv": "edgeclip_tools.demo's student: 7 plain conv stages, 16-128 channels",
+STUDENT_ARCHS = {"demo-conv": "the demo's first student (nets.CONV_PLAN): 7 plain conv stages, 16-128 channels",
                  "demo-conv-x2": "the same with twice the channels",
                  "timm:NAME": "any timm image model (num_classes = the embedding width), e.g. "
                               "timm:mobilenetv3_small_100, timm:fastvit_t8, timm:resnet18"}
@@ -785,15 +781,9 @@ def distill_data(files, views: int, teacher: Path, t_file: str, t_img: dict, s_i
     return np.stack(xs), bt.l2n(np.concatenate(ts))
 
 
-def to_input(x_uint8: np.ndarray, mean, std) -> torch.Tensor:
-    x = torch.from_numpy(x_uint8).permute(0, 3, 1, 2).float().div_(255)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
 def cmd_distill(a):
     import torch.nn.functional as F
 
-    from .demo.core import cosine_lr
 
     torch.set_num_threads(a.threads)
     teacher, out = a.teacher.resolve(), a.out.resolve()
@@ -838,7 +828,7 @@ def cmd_distill(a):
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     mean, std = s_img["mean"], s_img["std"]
     yt, yv = torch.from_numpy(y_tr), torch.from_numpy(y_va)
-    xv = to_input(x_va, mean, std)
+    xv = to_tensor(x_va, mean, std)
 
     def val_cos():
         model.eval()
@@ -858,7 +848,7 @@ def cmd_distill(a):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, a.steps, min(100, a.steps // 10), a.lr)
         model.train()
-        s = F.normalize(model(to_input(x_tr[idx], mean, std)), dim=-1)
+        s = F.normalize(model(to_tensor(x_tr[idx], mean, std)), dim=-1)
         tgt = yt[idx]
         cos = (s * tgt).sum(-1).mean()
         loss = 1 - cos

@@ -1,6 +1,7 @@
 """Helpers shared by the model tools of the edgeclip_tools package (imported, not run)."""
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,16 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.astype(np.float64)
     b = b.astype(np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def log(msg: str) -> None:
+    """A progress line, stamped with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def to_tensor(x_uint8: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD):
+    """uint8 [N,H,W,3] -> normalised f32 torch [N,3,H,W] (CLIP mean / std unless given)."""
+    import torch
+
+    x = torch.from_numpy(x_uint8).permute(0, 3, 1, 2).float().div_(255)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

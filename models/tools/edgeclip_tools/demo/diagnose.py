@@ -30,30 +30,32 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import core as demo
+from ..clip_common import to_tensor
 from . import scenes
+from .arch import Teacher
+from .common import EVAL_DIR, SIZE, WORK, prompt_ids
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default=os.path.join(demo.WORK, "teacher.pt"))
+    p.add_argument("--teacher", default=os.path.join(WORK, "teacher.pt"))
     p.add_argument("--arch", default="factored", choices=["conv", "vit", "factored"])
-    p.add_argument("--eval", default=demo.EVAL_DIR)
+    p.add_argument("--eval", default=EVAL_DIR)
     a = p.parse_args()
     torch.set_num_threads(1)
     rows = json.load(open(os.path.join(a.eval, "labels.json")))
-    x = demo.to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(
-        Image.open(os.path.join(a.eval, r["file"])).convert("RGB"), demo.SIZE)) for r in rows]))
+    x = to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(
+        Image.open(os.path.join(a.eval, r["file"])).convert("RGB"), SIZE)) for r in rows]))
     lab = np.array([scenes.PROMPTS.index(r["label"]) for r in rows])
     held = np.array([r["held_out"] for r in rows])
-    t = demo.Teacher(a.arch)
+    t = Teacher(a.arch)
     t.load_state_dict(torch.load(a.teacher))
     t.eval()
     with torch.no_grad():
         f = t.visual.features(x)
         img = F.normalize(t.visual.head(f), dim=-1)
         att = t.visual.attr(f).numpy()
-        txt = F.normalize(t.text(demo.prompt_ids()), dim=-1)[:48].numpy()
+        txt = F.normalize(t.text(prompt_ids()), dim=-1)[:48].numpy()
     img = img.numpy()
     nc = len(scenes.COLOURS)
     lc, ls = lab // len(scenes.SHAPES), lab % len(scenes.SHAPES)
