@@ -22,6 +22,10 @@ Zero-shot CLIP on synthetic camera scenes of coloured shapes (``edgeclip_tools.d
                onnxruntime; writes ``MODEL_CARD.md``. ``evalset`` renders the set alone
                (no checkpoints needed), for scoring bundles with ``edgeclip_tools.demo.score_rust``.
 
+7. ``card``    ``MODEL_CARD.md`` again from the recorded figures (``card_template.md``).
+
+The steps live in ``train`` (1-3), ``export`` (4), ``evaluate`` (5, 6) and ``card`` (7); ``arch``
+holds the networks, ``common`` the paths, sizes and seed spaces.
 ``python3 -m edgeclip_tools.demo all --seed 0`` runs everything in order. Checkpoints and
 intermediate data live in ``target/demo-train/`` (ignored by git). The machine this was
 written on had 2 CPU cores (with AMX, which bf16 training uses): the budgets (scene counts,
