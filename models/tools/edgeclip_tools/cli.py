@@ -479,7 +479,7 @@ def cmd_export(a):
         log(f"prompts.safetensors: {len(texts)} prompts")
 
     name = a.name or (src.name + (" (random weights)" if src.random_init else ""))
-    comment = f"Written by models/tools/edgeclip_tools/cli.py export: {src.provenance['weights']}."
+    comment = f"Written by python3 -m edgeclip_tools export: {src.provenance['weights']}."
     if src.random_init:
         comment += "\nRANDOM WEIGHTS: the embeddings mean nothing (a check of the export path only)."
     bt.write_bundle_toml(out, name=name, embed_dim=embed_dim, logit_scale=src.logit_scale, fingerprint=fp,
@@ -697,7 +697,7 @@ def _write_manifest(out: Path, m: dict, image_files: dict, image_default_file: s
     bt.write_bundle_toml(out, name=name or default_name, embed_dim=m["embed_dim"], logit_scale=m["logit_scale"],
                          fingerprint=fp, image=image, image_variants=image_variants, text=text,
                          text_variants=text_variants,
-                         comment="Quantized by models/tools/edgeclip_tools/cli.py quantize (see MODEL_CARD.md).",
+                         comment="Quantized by python3 -m edgeclip_tools quantize (see MODEL_CARD.md).",
                          prompts_file=m["prompts"]["file"] if prompts and "prompts" in m else None)
     return fp
 
@@ -721,7 +721,7 @@ class ConvStudent(torch.nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
-STUDENT_ARCHS = {"demo-conv": "the demo's first student (nets.CONV_PLAN): 7 plain conv stages, 16-128 channels",
+STUDENT_ARCHS = {"demo-conv": "the demo's first student, nets.CONV_PLAN: 7 plain conv stages, 16-128 channels",
                  "demo-conv-x2": "the same with twice the channels",
                  "timm:NAME": "any timm image model (num_classes = the embedding width), e.g. "
                               "timm:mobilenetv3_small_100, timm:fastvit_t8, timm:resnet18"}
@@ -900,7 +900,7 @@ def cmd_distill(a):
     name = a.name or f"{a.arch} student of {t['name']}"
     bt.write_bundle_toml(out, name=name, embed_dim=d, logit_scale=t["logit_scale"], fingerprint=t["fingerprint"],
                          image=s_img, text=text, text_variants=text_variants,
-                         comment=f"Distilled by models/tools/edgeclip_tools/cli.py distill from {t['name']} (see MODEL_CARD.md).",
+                         comment=f"Distilled by python3 -m edgeclip_tools distill from {t['name']} (see MODEL_CARD.md).",
                          prompts_file=t["prompts"]["file"] if "prompts" in t else None)
     m = bt.validate_bundle(out)
     bt.validate_prompts(out, m)
