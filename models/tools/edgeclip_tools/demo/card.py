@@ -38,13 +38,18 @@ def template_parts() -> tuple[str, dict[str, str]]:
     return chunks[0].rstrip("\n") + "\n", {k: v.strip("\n") for k, v in zip(chunks[1::2], chunks[2::2])}
 
 
+def recorded(path: str, key: str):
+    """A figure file's own ``key`` (``"date"``, ``"machine"``), when it is a JSON object with one."""
+    try:
+        return json.load(open(path)).get(key)
+    except (ValueError, AttributeError):
+        return None
+
+
 def recorded_on(path: str) -> str:
     """When a figure file was written: its ``"date"`` key, else its modification date (UTC)."""
-    try:
-        d = json.load(open(path)).get("date")
-    except (ValueError, AttributeError):
-        d = None
-    return d or datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc).date().isoformat()
+    return recorded(path, "date") or datetime.datetime.fromtimestamp(
+        os.path.getmtime(path), datetime.timezone.utc).date().isoformat()
 
 
 def speed_figures(work: str) -> tuple[list[dict], list[list[str]], str, str] | None:
@@ -118,11 +123,15 @@ def write_model_card(ev: dict, tag: str = "", arch: str = "conv", student_arch: 
     t_, f_, i_ = acc_d[keys[0]], acc_d[keys[1]], acc_d[keys[3]]
     rust = rd("rust_eval.json")
     # the issue's targets are measured by the Rust runtime: its figures when scored
-    by, date = "onnxruntime (edgeclip not scored)", recorded_on(os.path.join(work, "eval.json"))
-    machine, cmd8, cmd32 = parts["machine.onnxruntime"], COMMANDS["onnxruntime"], COMMANDS["onnxruntime"]
+    # the machine: the figure file's "machine" key, else the template's (the machine the
+    # committed figures were measured on)
+    ev_path, rust_path = os.path.join(work, "eval.json"), os.path.join(work, "rust_eval.json")
+    by, date = "onnxruntime (edgeclip not scored)", recorded_on(ev_path)
+    machine = ev.get("machine") or parts["machine.onnxruntime"]
+    cmd8 = cmd32 = COMMANDS["onnxruntime"]
     if "fp32" in rust and "int8-static" in rust:
         f_, i_, by = rust["fp32"], rust["int8-static"], "edgeclip"
-        date, machine = recorded_on(os.path.join(work, "rust_eval.json")), parts["machine.x86"]
+        date, machine = recorded_on(rust_path), rust.get("machine") or parts["machine.x86"]
         cmd8, cmd32 = (COMMANDS["edgeclip"].format(p=p) for p in ("int8-static", "fp32"))
 
     def pts(a: float, b: float) -> float:  # a - b in points, as printed (no float residue)
