@@ -9,7 +9,7 @@
 # hashes the weights, parses the ONNX file and fills the cache, then a warm one, which reads the
 # fingerprint memo and the cached graph where tract can write one), and `--iters 4` (warm load,
 # the first run + 4); the difference of the last two over 5 is the cost of one inference.
-# Default models: the demo student (int8, fp32) and, when generated (models/tools/make_vitb32.py),
+# Default models: the demo student (int8, fp32) and, when generated (models/tools/edgeclip_tools/make_vitb32.py),
 # the full-size ViT-B/32 (fp32, dynamic int8, QDQ int8). ARM_INSN_CPUS picks the emulated cores
 # (default "cortex-a76 cortex-a72"). Prints one table row per model and CPU. Each count sees the
 # cache geometry of the emulated core's Raspberry Pi (benches/board-cache.sh), not the host's:

@@ -3,8 +3,8 @@
 //! Measured: decoding a 640x480 JPEG frame from the bundled clip; MJPEG, RGB and YUYV 640x480
 //! frames to the demo's input tensor (its bundle's size) and to a 224x224 one (ViT-B/32's input); the demo bundle's image tower
 //! (int8 default and fp32 variant) and text tower; the full-size ViT-B/32 image tower (fp32 and
-//! int8) when `models/tools/make_vitb32.py` has generated it; matching one embedding against 10,
-//! 100 and 1000 prompts; a trigger bank update. Set-up (model load, decoding inputs) is outside the timed loops.
+//! int8) when `models/tools/edgeclip_tools/make_vitb32.py` has generated it; matching one
+//! embedding against 10, 100 and 1000 prompts; a trigger bank update. Set-up (model load, decoding inputs) is outside the timed loops.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -126,8 +126,8 @@ fn towers(c: &mut Criterion) {
         });
     }
     group.finish();
-    // The full-size ViT-B/32 image tower, when models/tools/make_vitb32.py has generated it
-    // (350 MB: never committed). About 0.1 s a run, so ten samples.
+    // The full-size ViT-B/32 image tower, when models/tools/edgeclip_tools/make_vitb32.py has
+    // generated it (350 MB: never committed). About 0.1 s a run, so ten samples.
     let vit = root().join("target/models/vit-b32");
     if vit.join("bundle.toml").exists() {
         let bundle = Bundle::load(&vit).unwrap();

@@ -246,8 +246,8 @@ fn the_kernel_cache_follows_the_command_line() {
     );
 }
 
-/// The fp16 variant `models/tools/gpu_variant.py` wrote loads in tract and agrees with fp32 (run
-/// on the CPU here: the graph is the same one the GPU gets).
+/// The fp16 variant `models/tools/edgeclip_tools/gpu_variant.py` wrote loads in tract and agrees
+/// with fp32 (run on the CPU here: the graph is the same one the GPU gets).
 #[test]
 fn the_fp16_variant_matches_fp32() {
     let bundle = demo();

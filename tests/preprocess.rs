@@ -1,7 +1,7 @@
 //! Our preprocessing against PIL + torchvision's CLIP transform on real photographs.
 //!
 //! References (`tests/data/preprocess/*.refNNN.png`, made by
-//! `models/tools/make_preprocess_refs.py`) are the 8-bit images PIL produces after
+//! `models/tools/edgeclip_tools/make_preprocess_refs.py`) are the 8-bit images PIL produces after
 //! `exif_transpose`, `convert("RGB")`, `Resize(size, BICUBIC)` and `CenterCrop(size)`;
 //! normalisation after that is exact arithmetic, so comparing the 8-bit images is the strictest
 //! check. Bound (the issue's): mean absolute difference <= 0.01 in normalised units, and the

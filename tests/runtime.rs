@@ -1,9 +1,9 @@
 //! tract against onnxruntime on genuine CLIP architectures with random weights.
 //!
-//! The fixtures (`tests/data/models/*`, made by `models/tools/export_fixtures.py`) hold each
-//! tower as fp32, onnxruntime-dynamic int8 and static QDQ int8, and onnxruntime's outputs for fixed
-//! inputs. Thresholds: cosine >= 0.9999 for fp32 and >= 0.999 for dynamic int8 (the issue's); for
-//! QDQ, tract is compared with onnxruntime running the same QDQ file.
+//! The fixtures (`tests/data/models/*`, made by `models/tools/edgeclip_tools/export_fixtures.py`)
+//! hold each tower as fp32, onnxruntime-dynamic int8 and static QDQ int8, and onnxruntime's outputs
+//! for fixed inputs. Thresholds: cosine >= 0.9999 for fp32 and >= 0.999 for dynamic int8 (the
+//! issue's); for QDQ, tract is compared with onnxruntime running the same QDQ file.
 
 mod common;
 
@@ -149,10 +149,10 @@ fn dynamic_int8_is_within_0_99_of_fp32() {
 
 /// The demo bundle's shipped image files (`int8-static`: ConvInteger / MatMulInteger fed by
 /// calibrated QuantizeLinear nodes; and fp32) on four frames of the recorded clip, against
-/// onnxruntime's run of the same files (`tests/data/models/demo-reference.safetensors`, written
-/// by `demo.py reference`). The integer products are exact in both runtimes, so tract must stay
-/// within cosine 0.999 of onnxruntime on the int8 file (0.9999 on fp32), and as close to the fp32
-/// output as onnxruntime's int8 run is, less 0.01.
+/// onnxruntime's run of the same files (`tests/data/models/demo-reference.safetensors`, written by
+/// `python3 -m edgeclip_tools.demo reference`). The integer products are exact in both runtimes, so
+/// tract must stay within cosine 0.999 of onnxruntime on the int8 file (0.9999 on fp32), and as
+/// close to the fp32 output as onnxruntime's int8 run is, less 0.01.
 #[test]
 fn demo_int8_static_matches_onnxruntime_and_fp32() {
     let bundle = Bundle::load(common::root().join("models/demo")).unwrap();

@@ -1,6 +1,6 @@
 //! Our CLIP tokenizer against open_clip's on 400+ strings (`tests/data/tokenizer/`, made by
-//! `models/tools/make_tokenizer_refs.py`): unicode, accents, emoji, punctuation, digits, runs of
-//! whitespace, HTML entities, strings longer than the context.
+//! `models/tools/edgeclip_tools/make_tokenizer_refs.py`): unicode, accents, emoji, punctuation,
+//! digits, runs of whitespace, HTML entities, strings longer than the context.
 
 mod common;
 

@@ -13,7 +13,7 @@
 #   0. CUDA's libraries: pip's nvidia-* packages' lib folders (and the toolkit's, the driver's)
 #      on LD_LIBRARY_PATH; CUDA_HOME for the headers NVRTC needs to compile tract's kernels.
 #   1. in the background: the full-size random-weight ViT-B/32 bundle (fp32 + fp16), made with
-#      PyTorch + transformers (models/tools/make_vitb32.py; skipped when they are missing).
+#      PyTorch + transformers (models/tools/edgeclip_tools/make_vitb32.py; skipped when they are missing).
 #   2. `edgeclip warmup` on an empty kernel cache: the first compile, timed.
 #   3. the second start: `classify` of one image on the GPU, timed from process start (<= 5 s).
 #   4. `classify --json` on clip frames, CPU against GPU.
@@ -23,6 +23,7 @@
 #   7. latency: `edgeclip bench` and PyTorch (benches/gpu/torch_anchor.py), fp32 and fp16.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD/models/tools${PYTHONPATH:+:$PYTHONPATH}"  # the model tools (python3 -m edgeclip_tools...)
 ROOT=$PWD
 KIT=${EDGECLIP_GPU_KIT:-$ROOT/target/gpu-kit}
 OUT=${OUT:-$ROOT/target/gpu-out}
@@ -104,7 +105,7 @@ record step torch status "$torch_v"
 if want 1; then
 if [ "$HAVE_TORCH" = 1 ]; then
   log "1. building the ViT-B/32 bundle in the background"
-  (timeout 300 python3 models/tools/make_vitb32.py --out "$VIT" --no-int8 --fp16 > "$LOGS/vit-bundle.log" 2>&1;
+  (timeout 300 python3 -m edgeclip_tools.make_vitb32 --out "$VIT" --no-int8 --fp16 > "$LOGS/vit-bundle.log" 2>&1;
    echo $? > "$WORK/vit.rc") &
   VIT_PID=$!
 fi

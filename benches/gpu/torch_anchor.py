@@ -2,13 +2,14 @@
 """PyTorch on the same GPU as edgeclip's CUDA path: the anchor for the GPU table in
 benches/README.md. Run by benches/gpu/run.sh; prints one JSON object per line.
 
-    python3 benches/gpu/torch_anchor.py [--iters 200]
+    PYTHONPATH=models/tools python3 benches/gpu/torch_anchor.py [--iters 200]
 
 Times batch-1 forward passes, host to host like `edgeclip bench` (the input is copied to the GPU
 and the embedding back in every timed run), after warm-up, of
 - the demo student's image tower, rebuilt in PyTorch from models/demo/visual.fp32.onnx (seven
   Conv + ReLU, a global mean, a Gemm) and checked against onnxruntime on the CPU;
-- the full-size random-weight CLIP ViT-B/32 image tower of models/tools/make_vitb32.py (same seed),
+- the full-size random-weight CLIP ViT-B/32 image tower of
+  models/tools/edgeclip_tools/make_vitb32.py (same seed),
 in fp32 and in fp16 (weights and input `.half()`), eager mode, cuDNN benchmark mode on.
 """
 
@@ -24,7 +25,6 @@ import torch
 from onnx import numpy_helper
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "models/tools"))
 
 
 class Mean(torch.nn.Module):
@@ -116,7 +116,7 @@ def main():
     check_student(student, demo, 96)
     models = [("demo-student", student, 96)]
     if not args.skip_vit:
-        from make_vitb32 import SEED, build_vitb32
+        from edgeclip_tools.make_vitb32 import SEED, build_vitb32
         models.append(("vit-b32", build_vitb32(SEED), 224))
     for name, module, size in models:
         for label, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):

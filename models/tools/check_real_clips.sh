@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
-# The offline proof of models/tools/edgeclip_tools.py on real CLIP architectures, with random
+# The offline proof of models/tools/edgeclip_tools/cli.py on real CLIP architectures, with random
 # weights (nothing is downloaded): export (OpenCLIP ViT-B/32, MobileCLIP2-S0, TinyCLIP through
 # transformers, OpenAI CLIP through transformers, timm's MobileCLIP-S0 image tower), quantize,
 # distill (from the demo bundle and from a random TinyCLIP), and the refusals. Every bundle ends
-# with `edgeclip_tools.py check` (the edgeclip binary against onnxruntime); the script stops at the
+# with `python3 -m edgeclip_tools check` (the edgeclip binary against onnxruntime); the script stops at the
 # first failure. A developer check, not part of `cargo test`.
 #
 #   cargo build --release                      # the binary the checks run
-#   python3 models/tools/demo.py eval          # the image folder (target/demo-eval), if missing
+#   python3 -m edgeclip_tools.demo eval          # the image folder (target/demo-eval), if missing
 #   models/tools/check_real_clips.sh           # about 20 min on 2 cores; ~3 GB in target/bundles/
 #
 # EDGECLIP=path/to/edgeclip and EVAL=image-folder override the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD/models/tools${PYTHONPATH:+:$PYTHONPATH}"  # python3 -m edgeclip_tools
 
 export HF_HUB_OFFLINE=1 # use the built-in Hugging Face configs, the same on every machine
 export EDGECLIP="${EDGECLIP:-${CARGO_TARGET_DIR:-target}/release/edgeclip}"
 EVAL="${EVAL:-target/demo-eval}"
 O=target/bundles
 P=models/tools/camera-prompts.txt
-T="nice -n 10 python3 models/tools/edgeclip_tools.py"
+T="nice -n 10 python3 -m edgeclip_tools"
 
 [ -x "$EDGECLIP" ] || { echo "no edgeclip binary at $EDGECLIP: cargo build --release (or set EDGECLIP)"; exit 1; }
-[ -d "$EVAL" ] || { echo "no image folder $EVAL: python3 models/tools/demo.py eval (or set EVAL)"; exit 1; }
+[ -d "$EVAL" ] || { echo "no image folder $EVAL: python3 -m edgeclip_tools.demo eval (or set EVAL)"; exit 1; }
 mkdir -p "$O"
 step() { echo; echo "=== $*"; }
 

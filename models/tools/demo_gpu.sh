@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The demo model's teacher and student candidates trained on a GPU, in one device call of under
-# 10 minutes (data on the machine's cores, teacher and students with demo.py --device cuda).
+# 10 minutes (data on the machine's cores, teacher and students with edgeclip_tools.demo --device cuda).
 # Status: prepared and dry-run on a CPU with tiny counts; NOT yet run on a GPU (session 8 was
 # refused a machine). What it brings back under $OUT (8 files at most):
 #   explore.log    every step's log (versions, data hashes, the students' quick-val accuracy)
-#   teacher.pt     the teacher (seed 0, demo.py defaults)
+#   teacher.pt     the teacher (seed 0, edgeclip_tools.demo defaults)
 #   students1.tar  students a (10,000 steps), b (10,000 steps, caption weight 1.0), c (5,000
 #                  steps: the committed recipe) + their time files
 #   student_d.pt   15,000 steps, if it finishes in time
 #   meta.tar       data / teacher / student time files
 # Student a is trained twice (a, a2) to check that a GPU run is repeatable (weights compared).
 # The shipped bundle stays CPU-trained; these are candidates for the next recipe: export and
-# score one here with `demo.py export --tag _a` / `eval --tag _a` after copying it into
+# score one here with `edgeclip_tools.demo export --tag _a` / `eval --tag _a` after copying it into
 # target/demo-train/ (rename to student_a.pt, teacher.pt -> teacher_a.pt).
 #
 # Before the call, on this machine (the GPU machine has no open_clip and no network):
@@ -33,8 +33,8 @@ L=$OUT/explore.log
 T0=$(date +%s)
 el() { echo $(( $(date +%s) - T0 )); }
 stamp() { echo "[$(el)s] $*" | tee -a "$L"; }
-D="python3 $ROOT/models/tools/demo.py"
-# TINY=1: tiny counts (a dry run); DEVICE=cpu; EXTRA: more demo.py flags for training
+D="python3 -m edgeclip_tools.demo"
+# TINY=1: tiny counts (a dry run); DEVICE=cpu; EXTRA: more edgeclip_tools.demo flags for training
 EXTRA="--device ${DEVICE:-cuda} ${EXTRA:-}"
 if [ -n "${TINY:-}" ]; then
   DATA="--teacher-groups 16 --student-scenes 64"; TSTEPS="--teacher-steps 3"; K=1000
@@ -44,7 +44,7 @@ fi
 W=$ROOT/target/demo-train
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site || { stamp "wheels failed"; exit 2; }
+  && export PYTHONPATH=/tmp/site:$ROOT/models/tools || { stamp "wheels failed"; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$L"
 python3 -c 'import torch, numpy, PIL, skimage, scipy, onnx, onnxruntime, open_clip
 print("versions: torch", torch.__version__, "numpy", numpy.__version__, "pillow", PIL.__version__,
@@ -54,7 +54,7 @@ nproc >> "$L"
 
 stamp "smoke (tiny counts, a copy of models/ in /tmp/smk)"
 rm -rf /tmp/smk && mkdir -p /tmp/smk && cp -r models /tmp/smk/
-( cd /tmp/smk && S="python3 models/tools/demo.py" &&
+( cd /tmp/smk && export PYTHONPATH=/tmp/site:/tmp/smk/models/tools && S="python3 -m edgeclip_tools.demo" &&
   $S data --seed 0 --teacher-groups 16 --student-scenes 64 &&
   $S teacher --seed 0 --teacher-steps 3 $EXTRA && $S student --seed 0 --student-steps 3 $EXTRA ) >> "$L" 2>&1 \
   || { stamp "SMOKE FAILED"; tail -30 "$L"; exit 3; }

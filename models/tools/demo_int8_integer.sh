@@ -6,19 +6,20 @@
 #   bash models/tools/demo_int8_integer.sh [X86_EDGECLIP] [AARCH64_EDGECLIP]
 #
 # Forms, all from the shipped visual.fp32.onnx and calibrated (where they are) on the 100 scenes
-# demo.py export calibrates on:
-# - int8-static, first convolution in float: the shipped visual.onnx (demo.quantize_visual);
+# edgeclip_tools.demo export calibrates on:
+# - int8-static, first convolution in float: the shipped visual.onnx (edgeclip_tools.demo.export.quantize_visual);
 # - int8-static, every convolution quantized: target/demo-int8-static-whole/ (a copy of the
 #   bundle with that file as its visual.onnx);
 # - int8-dynamic (bundle_tools.make_int8_dynamic: QInt8 weights, ConvInteger / MatMulInteger, no
-#   calibration) and int8-qdq (demo.quantize_visual_qdq: the QDQ file shipped until part E):
+#   calibration) and int8-qdq (export.quantize_visual_qdq: the QDQ file shipped until part E):
 #   target/demo-int8-forms/, a copy of the bundle with both as extra variants;
 # - fp32 (visual.fp32.onnx), for reference.
-# The shipped bundle is not touched. Needs the evaluation set (`python3 models/tools/demo.py
+# The shipped bundle is not touched. Needs the evaluation set (`python3 -m edgeclip_tools.demo
 # evalset` writes target/demo-eval/), an x86 release build and an aarch64 release build
 # (cross/build.sh aarch64).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD/models/tools${PYTHONPATH:+:$PYTHONPATH}"  # python3 -m edgeclip_tools
 x86=${1:-target/release/edgeclip}
 arm=${2:-target/aarch64-unknown-linux-gnu/release/edgeclip}
 forms=target/demo-int8-forms
@@ -29,16 +30,16 @@ cp -r models/demo "$whole"
 python3 - "$forms" "$whole" <<'PY'
 import sys
 from pathlib import Path
-sys.path.insert(0, "models/tools")
-import bundle_tools as bt
-import demo
+from edgeclip_tools import bundle_tools as bt
+from edgeclip_tools.demo.common import bundle_input_size
+from edgeclip_tools.demo.export import calibration_inputs, quantize_visual, quantize_visual_qdq
 forms, whole = Path(sys.argv[1]), Path(sys.argv[2])
 fp32 = str(forms / "visual.fp32.onnx")
-size = demo.bundle_input_size(str(forms))
+size = bundle_input_size(str(forms))
 bt.make_int8_dynamic(Path(fp32), forms / "visual.int8-dynamic.onnx")
-demo.quantize_visual_qdq(fp32, str(forms / "visual.int8-qdq.onnx"), 0, 100, size)
-ranges = demo.quantize_visual(fp32, str(whole / "visual.onnx"), demo.calibration_inputs(0, 100, size),
-                              float_nodes=None)
+quantize_visual_qdq(fp32, str(forms / "visual.int8-qdq.onnx"), 0, 100, size)
+ranges = quantize_visual(fp32, str(whole / "visual.onnx"), calibration_inputs(0, 100, size),
+                         float_nodes=None)
 for name, (scale, zp) in ranges.items():
     print(f"  {name}: scale {scale:.5f}, zero point {zp}")
 PY
@@ -47,7 +48,7 @@ printf '\n[[image.variants]]\nonnx = "visual.int8-qdq.onnx"\nprecision = "int8-q
 towers=(models/demo:int8-static "$whole:int8-static" "$forms:int8-dynamic" "$forms:int8-qdq" models/demo:fp32)
 echo "## accuracy (edgeclip classify, 48 colour-shape prompts)"
 for m in "${towers[@]}"; do
-  python3 models/tools/score_rust.py --bin "$x86" --model "${m%:*}" --precision "${m##*:}"
+  python3 -m edgeclip_tools.demo.score_rust --bin "$x86" --model "${m%:*}" --precision "${m##*:}"
 done
 # On an x86 with AVX-512 / VNNI / AMX, tract's instruction-set knob also gives what an
 # AVX2 + FMA x86 (no VNNI: AMD Zen 3, Intel before Ice Lake) dispatches, and, with -avx2 on top,

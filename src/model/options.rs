@@ -25,7 +25,8 @@ pub enum Precision {
     Int8Dynamic,
     /// Static int8 on integer kernels: QuantizeLinear with calibrated scales and zero points
     /// feeding MatMulInteger/ConvInteger (the dynamic form with its activation ranges fixed at
-    /// quantization time; `models/tools/bundle_tools.py`, `make_int8_static_integer`).
+    /// quantization time; `models/tools/edgeclip_tools/bundle_tools.py`,
+    /// `make_int8_static_integer`).
     #[serde(rename = "int8-static")]
     Int8Static,
 }

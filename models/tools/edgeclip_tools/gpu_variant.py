@@ -2,8 +2,8 @@
 """Add the GPU variant of a bundle's image tower: an fp16 copy of its fp32 file, listed in
 bundle.toml as `[[image.variants]] precision = "fp16"`.
 
-    python3 models/tools/gpu_variant.py models/demo
-    python3 models/tools/gpu_variant.py target/models/vit-b32
+    python3 -m edgeclip_tools.gpu_variant models/demo
+    python3 -m edgeclip_tools.gpu_variant target/models/vit-b32
 
 Why: edgeclip's CUDA path (tract-cuda) runs float graphs on the GPU, and picks a bundle's fp16
 variant, else its fp32 one, over the int8 default: tract-cuda has no kernels for ONNX's int8
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-import bundle_tools as bt
+from . import bundle_tools as bt
 
 MIN_COSINE = 0.999
 

@@ -4,23 +4,23 @@ models/BUNDLE.md) that `edgeclip info` accepts and `edgeclip classify` runs.
 
   export    an OpenCLIP model (name + pretrained tag), a Hugging Face CLIP id (OpenAI CLIP,
             TinyCLIP), a MobileCLIP (open_clip names) or a timm MobileCLIP image tower, in fp32:
-              edgeclip_tools.py export --openclip ViT-B-32 --pretrained laion2b_s34b_b79k --out DIR
-              edgeclip_tools.py export --mobileclip S2 --out DIR          # or 2-S0, B, ...
-              edgeclip_tools.py export --hf openai/clip-vit-base-patch32 --out DIR
-              edgeclip_tools.py export --tinyclip ViT-8M-16-Text-3M-YFCC15M --out DIR
-              edgeclip_tools.py export --timm fastvit_mci0.apple_mclip --out DIR   # image tower only
+              python3 -m edgeclip_tools export --openclip ViT-B-32 --pretrained laion2b_s34b_b79k --out DIR
+              python3 -m edgeclip_tools export --mobileclip S2 --out DIR          # or 2-S0, B, ...
+              python3 -m edgeclip_tools export --hf openai/clip-vit-base-patch32 --out DIR
+              python3 -m edgeclip_tools export --tinyclip ViT-8M-16-Text-3M-YFCC15M --out DIR
+              python3 -m edgeclip_tools export --timm fastvit_mci0.apple_mclip --out DIR   # image tower only
             --random-init builds the same architecture with random weights (offline; the
             embeddings then mean nothing), --prompts FILE adds prompts.safetensors.
   quantize  adds int8 image variants (static QDQ, dynamic; --image-int8 int8-static for the
             calibrated integer form) and a dynamic int8 text tower, keeps
             fp32 as a variant, re-embeds the prompts:
-              edgeclip_tools.py quantize --bundle DIR [--calib IMAGE_DIR] --out DIR
+              python3 -m edgeclip_tools quantize --bundle DIR [--calib IMAGE_DIR] --out DIR
   distill   trains a small student image tower on any image folder to the teacher bundle's
             normalised image embeddings; the teacher's text tower, prompts and fingerprint stay:
-              edgeclip_tools.py distill --teacher DIR --images IMAGE_DIR --arch demo-conv --out DIR
+              python3 -m edgeclip_tools distill --teacher DIR --images IMAGE_DIR --arch demo-conv --out DIR
   check     the Rust runtime against onnxruntime on a bundle (every image precision, the text
             tower, the prompts file); exit status 1 if they disagree:
-              edgeclip_tools.py check --bundle DIR
+              python3 -m edgeclip_tools check --bundle DIR
 
 The Rust side is the `edgeclip` binary (--edgeclip, $EDGECLIP, $CARGO_TARGET_DIR/release or
 target/release): export, quantize and distill finish with `check` when they find it.
@@ -40,18 +40,16 @@ import onnx
 import onnxruntime as ort
 import torch
 
-import bundle_tools as bt
-from clip_common import CLIP_MEAN, CLIP_STD, LOGIT_SCALE, REPO, cosine_rows, fingerprint, load_rgb
+from . import bundle_tools as bt
+from .clip_common import (CLIP_MEAN, CLIP_STD, LOGIT_SCALE, REPO, cosine_rows, fingerprint, load_rgb, log,
+                          to_tensor)
+from .nets import CONV_PLAN, conv_bn, cosine_lr
 
-# Photos the checks embed (tests/data/preprocess/, made by make_preprocess_refs.py): a PNG, so
+# Photos the checks embed (tests/data/preprocess/, made by edgeclip_tools.make_preprocess_refs): a PNG, so
 # decoding is exact on both sides, and a JPEG, so the check sees the runtime's own decoder too.
 CHECK_PHOTOS = [REPO / "tests/data/preprocess" / p for p in ("landscape_coffee.png", "portrait_rocket.jpg")]
 CHECK_TEXTS = ["a photo of a person", "an empty scene", "a red car parked in front of a house at night"]
 SEED = 20241128
-
-
-def log(msg: str):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def fail(msg: str):
@@ -285,7 +283,7 @@ def source_hf(model_id: str, random_init: bool, seed: int) -> Source:
             spec = HF_OFFLINE[model_id]
             config = CLIPConfig(projection_dim=spec["projection_dim"], vision_config=spec["vision"],
                                 text_config=dict(spec["text"], bos_token_id=49406, eos_token_id=49407))
-            offline_note = "config from edgeclip_tools.py's built-in table (no network)"
+            offline_note = "config from edgeclip_tools' built-in table (no network)"
             log(f"using the built-in config for {model_id}")
         refuse_type(config.model_type)
         for c in (config, config.vision_config, config.text_config):
@@ -419,7 +417,7 @@ def versions() -> str:
 
 
 def command_line() -> str:
-    return "python3 models/tools/edgeclip_tools.py " + " ".join(sys.argv[1:])
+    return "python3 -m edgeclip_tools " + " ".join(sys.argv[1:])
 
 
 def cmd_export(a):
@@ -481,7 +479,7 @@ def cmd_export(a):
         log(f"prompts.safetensors: {len(texts)} prompts")
 
     name = a.name or (src.name + (" (random weights)" if src.random_init else ""))
-    comment = f"Written by models/tools/edgeclip_tools.py export: {src.provenance['weights']}."
+    comment = f"Written by python3 -m edgeclip_tools export: {src.provenance['weights']}."
     if src.random_init:
         comment += "\nRANDOM WEIGHTS: the embeddings mean nothing (a check of the export path only)."
     bt.write_bundle_toml(out, name=name, embed_dim=embed_dim, logit_scale=src.logit_scale, fingerprint=fp,
@@ -585,7 +583,7 @@ def cmd_quantize(a):
     choice = a.image_default
     if binary is None:
         log("edgeclip binary not found: the int8 image towers are not checked with the runtime "
-            "(build it, then run `edgeclip_tools.py check`)")
+            "(build it, then run `python3 -m edgeclip_tools check`)")
     else:
         # A temporary bundle.toml naming every file, so the runtime can load each precision.
         _write_manifest(out, m, image_files, img_fp32, _text_files_after(m, made_txt), "fp32",
@@ -650,7 +648,7 @@ def cmd_quantize(a):
     card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").exists() else f"# {m['name']}\n"
     card += "\n".join([
         "", "## Quantization", "", f"`{command_line()}` on {datetime.date.today().isoformat()}, "
-        f"onnxruntime {ort.__version__} (`models/tools/bundle_tools.py`: int8-qdq = static QDQ of "
+        f"onnxruntime {ort.__version__} (`models/tools/edgeclip_tools/bundle_tools.py`: int8-qdq = static QDQ of "
         f"{', '.join(bt.QDQ_OP_TYPES)}, per-channel int8 weights, uint8 MinMax activations; int8-dynamic = "
         "`quantize_dynamic`, int8 weights; int8-static = int8-dynamic with each DynamicQuantizeLinear "
         "replaced by a QuantizeLinear calibrated with MinMax).", "",
@@ -699,7 +697,7 @@ def _write_manifest(out: Path, m: dict, image_files: dict, image_default_file: s
     bt.write_bundle_toml(out, name=name or default_name, embed_dim=m["embed_dim"], logit_scale=m["logit_scale"],
                          fingerprint=fp, image=image, image_variants=image_variants, text=text,
                          text_variants=text_variants,
-                         comment="Quantized by models/tools/edgeclip_tools.py quantize (see MODEL_CARD.md).",
+                         comment="Quantized by python3 -m edgeclip_tools quantize (see MODEL_CARD.md).",
                          prompts_file=m["prompts"]["file"] if prompts and "prompts" in m else None)
     return fp
 
@@ -709,23 +707,21 @@ def _write_manifest(out: Path, m: dict, image_files: dict, image_default_file: s
 # =============================================================================================
 
 class ConvStudent(torch.nn.Module):
-    """demo.py's student image tower (plain 3x3 conv + BatchNorm + ReLU stages, strided
+    """The demo's first student image tower (plain 3x3 conv + BatchNorm + ReLU stages, strided
     downsampling, global average pool, linear projection: tract's fast int8 / f32 conv paths, no
     attention, no depthwise convs), with the teacher's embedding width and `mult` x the channels."""
 
     def __init__(self, embed_dim: int, mult: int = 1):
         super().__init__()
-        import demo
-
-        plan = [(i if i == 3 else i * mult, o * mult, s) for i, o, s in demo.Student.PLAN]
-        self.features = torch.nn.Sequential(*[demo.conv_bn(i, o, s) for i, o, s in plan])
+        plan = [(i if i == 3 else i * mult, o * mult, s) for i, o, s in CONV_PLAN]
+        self.features = torch.nn.Sequential(*[conv_bn(i, o, s) for i, o, s in plan])
         self.head = torch.nn.Linear(plan[-1][1], embed_dim)
 
     def forward(self, x):
         return self.head(self.features(x).mean((2, 3)))
 
 
-STUDENT_ARCHS = {"demo-conv": "demo.py's student: 7 plain conv stages, 16-128 channels",
+STUDENT_ARCHS = {"demo-conv": "the demo's first student, nets.CONV_PLAN: 7 plain conv stages, 16-128 channels",
                  "demo-conv-x2": "the same with twice the channels",
                  "timm:NAME": "any timm image model (num_classes = the embedding width), e.g. "
                               "timm:mobilenetv3_small_100, timm:fastvit_t8, timm:resnet18"}
@@ -761,7 +757,7 @@ def _random_view(img, rng):
 def distill_data(files, views: int, teacher: Path, t_file: str, t_img: dict, s_img: dict, rng, chunk: int = 32):
     """Student inputs (uint8 [N,H,W,3] at the student's size) and the teacher's normalised
     embeddings [N,D] of the same views (the full frame first, then `views - 1` random crops)."""
-    from clip_common import resize_crop
+    from .clip_common import resize_crop
 
     t_tf = bt.image_transform(t_img)
     s_rc = resize_crop(s_img["height"], s_img["interpolation"], s_img["resize"])
@@ -785,15 +781,9 @@ def distill_data(files, views: int, teacher: Path, t_file: str, t_img: dict, s_i
     return np.stack(xs), bt.l2n(np.concatenate(ts))
 
 
-def to_input(x_uint8: np.ndarray, mean, std) -> torch.Tensor:
-    x = torch.from_numpy(x_uint8).permute(0, 3, 1, 2).float().div_(255)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
 def cmd_distill(a):
     import torch.nn.functional as F
 
-    from demo import cosine_lr
 
     torch.set_num_threads(a.threads)
     teacher, out = a.teacher.resolve(), a.out.resolve()
@@ -838,7 +828,7 @@ def cmd_distill(a):
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     mean, std = s_img["mean"], s_img["std"]
     yt, yv = torch.from_numpy(y_tr), torch.from_numpy(y_va)
-    xv = to_input(x_va, mean, std)
+    xv = to_tensor(x_va, mean, std)
 
     def val_cos():
         model.eval()
@@ -858,7 +848,7 @@ def cmd_distill(a):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, a.steps, min(100, a.steps // 10), a.lr)
         model.train()
-        s = F.normalize(model(to_input(x_tr[idx], mean, std)), dim=-1)
+        s = F.normalize(model(to_tensor(x_tr[idx], mean, std)), dim=-1)
         tgt = yt[idx]
         cos = (s * tgt).sum(-1).mean()
         loss = 1 - cos
@@ -910,7 +900,7 @@ def cmd_distill(a):
     name = a.name or f"{a.arch} student of {t['name']}"
     bt.write_bundle_toml(out, name=name, embed_dim=d, logit_scale=t["logit_scale"], fingerprint=t["fingerprint"],
                          image=s_img, text=text, text_variants=text_variants,
-                         comment=f"Distilled by models/tools/edgeclip_tools.py distill from {t['name']} (see MODEL_CARD.md).",
+                         comment=f"Distilled by python3 -m edgeclip_tools distill from {t['name']} (see MODEL_CARD.md).",
                          prompts_file=t["prompts"]["file"] if "prompts" in t else None)
     m = bt.validate_bundle(out)
     bt.validate_prompts(out, m)
@@ -1014,7 +1004,7 @@ def finish_with_check(a, out: Path):
     ok, lines = run_check(out, binary, CHECK_PHOTOS, CHECK_TEXTS, a.min_fp32, a.min_int8)
     card = out / "MODEL_CARD.md"
     card.write_text(card.read_text() + "\n".join(
-        ["", "## Runtime check", "", "`edgeclip_tools.py check`: the edgeclip binary (tract) against "
+        ["", "## Runtime check", "", "`python3 -m edgeclip_tools check`: the edgeclip binary (tract) against "
          "onnxruntime on the same files, cosines per input:", "", "```"] + lines + ["```"]) + "\n")
     if not ok:
         fail(f"{out}: the runtime disagrees with onnxruntime (see above)")
@@ -1035,7 +1025,8 @@ def cmd_check(a):
 # =============================================================================================
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python3 -m edgeclip_tools", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p):

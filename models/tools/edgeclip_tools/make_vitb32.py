@@ -2,10 +2,10 @@
 """Write a FULL-SIZE random-weight CLIP ViT-B/32 image tower bundle, for benchmarks and for
 checking the runtime on a real-sized graph. Not committed: it goes under target/ (ignored).
 
-    python3 models/tools/make_preprocess_refs.py   # once, for the reference photos
-    python3 models/tools/make_vitb32.py            # writes target/models/vit-b32/
-    python3 models/tools/make_vitb32.py --out DIR --no-qdq
-    python3 models/tools/make_vitb32.py --out DIR --no-int8 --fp16   # the GPU check's bundle
+    python3 -m edgeclip_tools.make_preprocess_refs   # once, for the reference photos
+    python3 -m edgeclip_tools.make_vitb32            # writes target/models/vit-b32/
+    python3 -m edgeclip_tools.make_vitb32 --out DIR --no-qdq
+    python3 -m edgeclip_tools.make_vitb32 --out DIR --no-int8 --fp16   # the GPU check's bundle
 
 The tower is transformers' CLIPVisionModelWithProjection built from CLIPVisionConfig's defaults,
 which are openai/clip-vit-base-patch32's vision config (hidden 768, 12 layers, 12 heads, MLP 3072,
@@ -13,7 +13,7 @@ patch 32, image 224, quick-GELU) plus projection_dim 512 (CLIPConfig's default, 
 with random weights (fixed seed; nothing is downloaded). ~88 M parameters: visual.onnx is about
 350 MB, the int8 variants about 90 MB each.
 
-Same layout as the fixtures from export_fixtures.py: bundle.toml (image tower only, so the
+Same layout as the fixtures from edgeclip_tools.export_fixtures: bundle.toml (image tower only, so the
 fingerprint is sha256(visual.onnx)[:16]), visual.onnx (fp32, default), visual.int8-dynamic.onnx,
 visual.int8-qdq.onnx, and reference.safetensors with `pixel_values` [2,3,224,224],
 `image_embeds.torch`, `image_embeds.<precision>` and `image_embeds.int8-qdq.ort-noopt`.
@@ -28,9 +28,9 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-import bundle_tools as bt
-from clip_common import LOGIT_SCALE, REPO, cosine_rows, fingerprint, pixel_values
-from export_fixtures import N_CALIB, PHOTOS, EmbedsOnly, run_variants
+from . import bundle_tools as bt
+from .clip_common import LOGIT_SCALE, REPO, cosine_rows, fingerprint, pixel_values
+from .export_fixtures import N_CALIB, PHOTOS, EmbedsOnly, run_variants
 
 SEED = 20241127
 
@@ -57,7 +57,7 @@ def main():
     bt.set_threads()
     photos = [args.photos / p for p in PHOTOS]
     if not all(p.exists() for p in photos):
-        sys.exit("missing reference photos: run models/tools/make_preprocess_refs.py first")
+        sys.exit("missing reference photos: run models/tools/edgeclip_tools/make_preprocess_refs.py first")
     folder = args.out
     folder.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -94,7 +94,7 @@ def main():
         fingerprint=fp, image=bt.image_section("visual.onnx", "fp32", 224),
         # fp16 is listed even where onnxruntime's CPU provider cannot run it: it is for GPUs.
         image_variants=[(files[p], p) for p in variants if p in outs or (p == "fp16" and p in files)],
-        comment="Written by models/tools/make_vitb32.py: Hugging Face CLIP ViT-B/32 image tower, full\n"
+        comment="Written by models/tools/edgeclip_tools/make_vitb32.py: Hugging Face CLIP ViT-B/32 image tower, full\n"
                 "size, random weights (seed %d). For benchmarks; its embeddings mean nothing." % SEED)
     bt.save_safetensors(folder / "reference.safetensors", tensors,
                         {"photos": json.dumps([p.name for p in photos]), "seed": str(SEED),

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Write the small, committed model-bundle fixtures the Rust tests check the runtime against.
 
-    python3 models/tools/make_preprocess_refs.py   # first: makes the photos fed to the models
-    python3 models/tools/export_fixtures.py        # writes tests/data/models/{hf-clip-tiny,fastvit-tiny}
-    python3 models/tools/export_fixtures.py --out DIR --only fastvit-tiny
+    python3 -m edgeclip_tools.make_preprocess_refs   # first: makes the photos fed to the models
+    python3 -m edgeclip_tools.export_fixtures        # writes tests/data/models/{hf-clip-tiny,fastvit-tiny}
+    python3 -m edgeclip_tools.export_fixtures --out DIR --only fastvit-tiny
 
 Everything uses random weights with fixed seeds (no download is possible or needed); the result
 is deterministic for a given set of library versions (models/tools/requirements.txt).
@@ -50,9 +50,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-import bundle_tools as bt
-from bundle_tools import EmbedsOnly  # noqa: F401 - also imported from here by make_vitb32.py
-from clip_common import LOGIT_SCALE, REPO, cosine_rows, fingerprint, pixel_values
+from . import bundle_tools as bt
+from .bundle_tools import EmbedsOnly  # noqa: F401 - also imported from here by edgeclip_tools.make_vitb32
+from .clip_common import LOGIT_SCALE, REPO, cosine_rows, fingerprint, pixel_values
 
 SEED = 20241126
 PHOTOS = ("landscape_coffee.png", "portrait_rocket.jpg")  # in tests/data/preprocess/
@@ -211,7 +211,7 @@ def export_hf_clip_tiny(out: Path, photos, calib224, report: dict):
         fingerprint=fp,
         image=bt.image_section("visual.onnx", "fp32", 224), image_variants=image_variants,
         text=bt.text_section("textual.onnx", "fp32"), text_variants=text_variants,
-        comment="Written by models/tools/export_fixtures.py: a reduced Hugging Face CLIP with random\n"
+        comment="Written by models/tools/edgeclip_tools/export_fixtures.py: a reduced Hugging Face CLIP with random\n"
                 "weights (seed %d). Test fixture only: its embeddings mean nothing." % SEED)
     meta = {"photos": json.dumps([Path(p).name for p in photos]), "texts": json.dumps(TEXTS),
             "seed": str(SEED), "fingerprint": fp, "onnxruntime": ort.__version__, "torch": torch.__version__}
@@ -252,7 +252,7 @@ def export_fastvit_tiny(out: Path, photos, calib256, report: dict):
         folder, name="fastvit-tiny (random-weight test fixture)", embed_dim=FASTVIT_TINY["num_classes"],
         logit_scale=LOGIT_SCALE, fingerprint=fp,
         image=bt.image_section("visual.onnx", "fp32", FASTVIT_SIZE), image_variants=image_variants,
-        comment="Written by models/tools/export_fixtures.py: timm FastViT with fastvit_mci0's block types\n"
+        comment="Written by models/tools/edgeclip_tools/export_fixtures.py: timm FastViT with fastvit_mci0's block types\n"
                 "(MobileCLIP-S0's image tower), shrunk, random weights (seed %d), re-parameterized.\n"
                 "Test fixture only: its embeddings mean nothing. No text tower." % SEED)
     meta = {"photos": json.dumps([Path(p).name for p in photos]), "seed": str(SEED), "fingerprint": fp,
@@ -313,8 +313,8 @@ def write_readme(out: Path, report: dict):
     import transformers
 
     lines = ["# Model bundle fixtures", "",
-             "Written by `python3 models/tools/export_fixtures.py` (after "
-             "`python3 models/tools/make_preprocess_refs.py`, whose photos it feeds the models). "
+             "Written by `python3 -m edgeclip_tools.export_fixtures` (after "
+             "`python3 -m edgeclip_tools.make_preprocess_refs`, whose photos it feeds the models). "
              "Random weights with fixed seeds: **the embeddings mean nothing**; the fixtures pin down "
              "what onnxruntime computes for these graphs, so the Rust runtime (tract) can be checked "
              "against it, variant by variant.", "",
@@ -355,7 +355,7 @@ def write_readme(out: Path, report: dict):
              f"calibrated on {N_CALIB} random crops of scikit-image sample photos through the same "
              "transform (not the reference photos). Only MatMul / Conv / Gemm are quantized; residual "
              "Adds, LayerNorm, Softmax and GELU stay float: quantizing every op onnxruntime can (its "
-             "default) drops the random full-size ViT-B/32 of `make_vitb32.py` to cosine 0.88-0.90 "
+             "default) drops the random full-size ViT-B/32 of `edgeclip_tools.make_vitb32` to cosine 0.88-0.90 "
              "against fp32, versus 0.9998 this way.", "",
              "## reference.safetensors", "",
              "| tensor | what |", "|---|---|",
@@ -401,7 +401,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "tests/data/models")
     ap.add_argument("--photos", type=Path, default=REPO / "tests/data/preprocess",
-                    help="folder holding the reference photos (made by make_preprocess_refs.py)")
+                    help="folder holding the reference photos (made by edgeclip_tools.make_preprocess_refs)")
     ap.add_argument("--only", choices=["hf-clip-tiny", "fastvit-tiny", "softmax-qdq"], action="append",
                     help="export only these bundles (repeatable); the README is written only for a full run")
     args = ap.parse_args()
@@ -409,7 +409,7 @@ def main():
     photos = [args.photos / p for p in PHOTOS]
     missing = [p for p in photos if not p.exists()]
     if missing:
-        sys.exit(f"missing {missing}: run models/tools/make_preprocess_refs.py first")
+        sys.exit(f"missing {missing}: run models/tools/edgeclip_tools/make_preprocess_refs.py first")
     args.out.mkdir(parents=True, exist_ok=True)
     only = args.only or ["hf-clip-tiny", "fastvit-tiny", "softmax-qdq"]
 

@@ -8,7 +8,7 @@ cores, scores a two-object scene for its dominant object only: see models/demo/M
 sensor noise. ``ground_truth.json`` gives, per frame, the prompts of the objects whose
 centre is inside the runtime's view (the centred 480x480 square) by a margin.
 
-Run through ``demo.py clip`` (or ``python3 models/tools/clipgen.py --out DIR``).
+Run through ``edgeclip_tools.demo clip`` (or ``python3 -m edgeclip_tools.demo.clipgen --out DIR``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import os
 import numpy as np
 from PIL import Image, ImageFilter
 
-import scenes
+from ..clip_common import REPO
+from . import scenes
 
 W, H, FPS = 640, 480, 15
 VIEW_X0, VIEW_X1 = (W - H) // 2, (W + H) // 2  # the centred square the runtime keeps
@@ -119,8 +120,7 @@ def make_clip(out: str, seed: int, quality: int = 80) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "..",
-                                                 "tests", "data", "clip"))
+    p.add_argument("--out", default=str(REPO / "tests" / "data" / "clip"))
     p.add_argument("--seed", type=int, default=123_456_789_000)
     p.add_argument("--quality", type=int, default=80)
     a = p.parse_args()

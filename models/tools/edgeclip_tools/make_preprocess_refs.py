@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Write the image preprocessing fixtures: input images plus the uint8 reference each must give.
 
-    python3 models/tools/make_preprocess_refs.py              # writes tests/data/preprocess/
-    python3 models/tools/make_preprocess_refs.py --refs-only  # keep the images, redo the refs
-    python3 models/tools/make_preprocess_refs.py --out DIR
+    python3 -m edgeclip_tools.make_preprocess_refs              # writes tests/data/preprocess/
+    python3 -m edgeclip_tools.make_preprocess_refs --refs-only  # keep the images, redo the refs
+    python3 -m edgeclip_tools.make_preprocess_refs --out DIR
 
 Inputs are made from scikit-image's bundled sample photographs (`skimage.data`, no download),
 saved as JPEG (quality 90) or PNG, chosen to cover landscape / portrait / square, upscaling
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-from clip_common import REPO, load_rgb, resize_crop
+from .clip_common import REPO, load_rgb, resize_crop
 
 JPEG_QUALITY = 90
 EXIF_ORIENTATION = 0x0112

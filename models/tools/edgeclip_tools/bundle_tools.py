@@ -1,5 +1,5 @@
-"""ONNX export, quantization, checking and bundle writing, shared by export_fixtures.py and
-make_vitb32.py (imported, not run).
+"""ONNX export, quantization, checking and bundle writing, shared by edgeclip_tools.export_fixtures and
+edgeclip_tools.make_vitb32 (imported, not run).
 
 A bundle (see models/BUNDLE.md) is a folder with `bundle.toml`, the tower ONNX files and, for the
 fixtures, `reference.safetensors` with inputs and the outputs onnxruntime gives for them.
@@ -21,7 +21,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
-from clip_common import CLIP_MEAN, CLIP_STD, clip_transform
+from .clip_common import CLIP_MEAN, CLIP_STD, clip_transform
 
 OPSET = 17
 
@@ -95,24 +95,25 @@ def op_histogram(path: Path) -> dict:
 # Quantization
 # ---------------------------------------------------------------------------------------------
 
-def _preprocessed(src: Path, tmp: Path) -> Path:
+def _preprocessed(src: Path, tmp: Path, skip_symbolic_shape: bool = False) -> Path:
     """onnxruntime's recommended pre-processing before quantization (shape inference and basic
     graph clean-up). Falls back to the raw model if it fails."""
     dst = tmp / (src.stem + ".pre.onnx")
     try:
-        quant_pre_process(str(src), str(dst))
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic_shape)
         return dst
     except Exception as e:  # noqa: BLE001 - report and go on with the raw model
         print(f"  quant_pre_process failed on {src.name} ({type(e).__name__}: {e}); quantizing it as is")
         return src
 
 
-def make_int8_dynamic(src: Path, dst: Path, op_types=None, exclude=None):
+def make_int8_dynamic(src: Path, dst: Path, op_types=None, exclude=None, preprocess: bool = True):
     """Dynamic quantization: int8 weights (QInt8), activations quantized at run time
     (DynamicQuantizeLinear + MatMulInteger / ConvInteger, int8 Gather tables + DequantizeLinear).
-    `exclude`: names of nodes (after onnxruntime's pre-processing) left in float."""
+    `exclude`: names of nodes (after onnxruntime's pre-processing) left in float. `preprocess`:
+    run that pre-processing first (the demo's text tower was quantized without it)."""
     with tempfile.TemporaryDirectory() as tmp:
-        pre = _preprocessed(src, Path(tmp))
+        pre = _preprocessed(src, Path(tmp)) if preprocess else src
         quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
                          nodes_to_exclude=exclude)
 
@@ -174,23 +175,36 @@ class ArrayReader(CalibrationDataReader):
         return next(self.items, None)
 
 
+def strip_unused_opsets(path) -> None:
+    """Drop the opset imports of domains no node uses (the quantizer declares a dozen)."""
+    m = onnx.load(str(path))
+    used = {n.domain for n in m.graph.node} | {""}
+    keep = [o for o in m.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del m.opset_import[:]
+    m.opset_import.extend(keep)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
 # The ops the static QDQ variant quantizes: the ones that carry the compute. Residual Adds,
 # LayerNorm, Softmax, GELU etc. stay in float. Quantizing every op onnxruntime can (its default)
-# wrecks a transformer: on the random-weight ViT-B/32 of make_vitb32.py the cosine to fp32 drops
+# wrecks a transformer: on the random-weight ViT-B/32 of edgeclip_tools.make_vitb32 the cosine to fp32 drops
 # to 0.88-0.90, against 0.9998 with this list (and 0.994-0.996 vs 0.9995 on hf-clip-tiny).
 QDQ_OP_TYPES = ("MatMul", "Conv", "Gemm")
 
 
-def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_types=QDQ_OP_TYPES):
+def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_types=QDQ_OP_TYPES,
+                  skip_symbolic_shape: bool = False):
     """Static quantization in QDQ format: QuantizeLinear/DequantizeLinear pairs around the
-    quantized ops (`op_types`), uint8 (asymmetric) activations with MinMax ranges from `calib`,
-    int8 per-channel weights. This is onnxruntime's recommended CPU setting.
+    quantized ops (`op_types`; None: every op onnxruntime can quantize), uint8 (asymmetric)
+    activations with MinMax ranges from `calib`, int8 per-channel weights. This is onnxruntime's
+    recommended CPU setting. `skip_symbolic_shape` is passed to the pre-processing.
 
     onnxruntime logs "Axis 1 is out-of-range for weight '...norm.weight' with rank 1" for the
     LayerNormalization / BatchNormalization scales: those 1-D weights cannot be quantized per
     channel along axis 1, and it quantizes them per tensor instead. Harmless."""
     with tempfile.TemporaryDirectory() as tmp:
-        pre = _preprocessed(src, Path(tmp))
+        pre = _preprocessed(src, Path(tmp), skip_symbolic_shape)
         quantize_static(
             str(pre), str(dst), ArrayReader(input_name, calib),
             quant_format=QuantFormat.QDQ,
@@ -198,7 +212,7 @@ def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_t
             weight_type=QuantType.QInt8,
             per_channel=True,
             calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=list(op_types),
+            op_types_to_quantize=list(op_types) if op_types is not None else None,
         )
 
 
@@ -507,7 +521,7 @@ def set_threads():
 
 
 # ---------------------------------------------------------------------------------------------
-# Real CLIPs (edgeclip_tools.py): tower wrappers, a bundle's own preprocessing, prompts, and the
+# Real CLIPs (python3 -m edgeclip_tools): tower wrappers, a bundle's own preprocessing, prompts, and the
 # Rust runtime as a second oracle
 # ---------------------------------------------------------------------------------------------
 
@@ -609,7 +623,7 @@ def image_transform(image: dict):
 
 def bundle_pixel_values(paths, image: dict) -> np.ndarray:
     """f32 [N,3,H,W] for image files through load_rgb and a bundle's preprocessing."""
-    from clip_common import load_rgb
+    from .clip_common import load_rgb
 
     tf = image_transform(image)
     return torch.stack([tf(load_rgb(p)) for p in paths]).numpy().astype(np.float32)
@@ -717,7 +731,7 @@ def find_edgeclip(explicit: Path | None = None) -> Path | None:
     target/release/edgeclip in this repository, or `edgeclip` on PATH."""
     import shutil
 
-    from clip_common import REPO
+    from .clip_common import REPO
 
     candidates = [explicit, os.environ.get("EDGECLIP")]
     if os.environ.get("CARGO_TARGET_DIR"):

@@ -1,12 +1,12 @@
 """Score a bundle on the evaluation set with the Rust runtime (``edgeclip classify --json``).
 
-    python3 models/tools/score_rust.py --bin target/release/edgeclip --model models/demo \
+    python3 -m edgeclip_tools.demo.score_rust --bin target/release/edgeclip --model models/demo \
         [--precision fp32] [--eval target/demo-eval] [--out target/demo-train/rust_eval.json]
 
 Top-1 among the 48 colour-shape prompts (``scenes.PROMPTS[:48]``, embedded by the bundle's
 text tower through the runtime), split into seen and held-out combinations with the eval set's
-``labels.json`` (written by ``demo.py eval``). Prints one JSON object; with ``--out`` also
-stores it in that file under its precision (``demo.py card`` puts those into the model card).
+``labels.json`` (written by ``edgeclip_tools.demo eval``). Prints one JSON object; with ``--out`` also
+stores it in that file under its precision (``edgeclip_tools.demo card`` puts those into the model card).
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import scenes  # noqa: E402
+from . import scenes
 
 
 def top_prompts(bin_: str, model: str, precision: str | None, image_dir: str,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write the tokenizer reference file the Rust CLIP BPE tokenizer is tested against.
 
-    python3 models/tools/make_tokenizer_refs.py            # writes tests/data/tokenizer/
-    python3 models/tools/make_tokenizer_refs.py --out DIR  # somewhere else
+    python3 -m edgeclip_tools.make_tokenizer_refs            # writes tests/data/tokenizer/
+    python3 -m edgeclip_tools.make_tokenizer_refs --out DIR  # somewhere else
 
 Outputs (all deterministic: hand-written cases plus cases generated with a fixed seed):
 
@@ -37,7 +37,8 @@ import ftfy
 import open_clip
 from open_clip import tokenizer as oc_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+from .clip_common import REPO
+
 CONTEXT_LENGTH = 77
 SOT, EOT = 49406, 49407
 

@@ -2,7 +2,7 @@
 """An executable spec of the preprocessing the runtime must reproduce, in plain numpy, checked
 against Pillow/torchvision on every fixture in tests/data/preprocess/.
 
-    python3 models/tools/pil_resize_spec.py
+    python3 -m edgeclip_tools.pil_resize_spec
 
 It is the reference pipeline (`PIL.Image.resize(BICUBIC)` as torchvision's Resize calls it, then
 CenterCrop) written out without Pillow, so that a Rust port has something short to follow:
@@ -17,7 +17,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from clip_common import REPO, load_rgb
+from .clip_common import REPO, load_rgb
 
 PRECISION_BITS = 32 - 8 - 2  # Pillow: 8 bits of result, 2 bits of headroom, in an int32
 

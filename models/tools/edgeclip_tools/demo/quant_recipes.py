@@ -3,18 +3,18 @@
 to the fp32 one, under onnxruntime and under edgeclip (tract), on a validation set that is
 neither training data nor the evaluation set.
 
-    python3 models/tools/quant_recipes.py [--bundle models/demo] [--n 1200] \
+    python3 -m edgeclip_tools.demo.quant_recipes [--bundle models/demo] [--n 1200] \
         [--bin target/release/edgeclip] [--only 'NAME;NAME']
 
 The validation frames are single-object 640x480 scenes like the evaluation set's (half seen, half
 held-out combinations, JPEG quality 95), from the calibration seed space at an offset no
-calibration run reaches (``demo.OFF_CALIB + 1,000,000``); they are written to
+calibration run reaches (``common.OFF_CALIB + 1,000,000``); they are written to
 ``target/demo-quant-val/``. Each recipe quantizes the bundle's ``visual.fp32.onnx`` with
 onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, the
-calibration scenes of ``demo.py export``); the table gives, per recipe, the share of frames whose
+calibration scenes of ``edgeclip_tools.demo export``); the table gives, per recipe, the share of frames whose
 top prompt (among the 48 colour-shape prompts) is the fp32 tower's, the cosine between the int8
 and fp32 embeddings (onnxruntime), and top-1 accuracy. The first row is the QDQ recipe the demo
-shipped until part E (``demo.quantize_visual_qdq``). The last ones are not QDQ: dynamic int8 (onnxruntime's
+shipped until part E (``export.quantize_visual_qdq``). The last ones are not QDQ: dynamic int8 (onnxruntime's
 ``quantize_dynamic``, no calibration), and the same file with calibrated activation ranges
 ("static integer": ConvInteger / MatMulInteger fed by calibrated QuantizeLinear nodes), whole or
 with one part in float. Results: ``benches/INT8.md``, parts C, D and E. (Entropy
@@ -37,11 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import demo  # noqa: E402
-import scenes  # noqa: E402
-from bundle_tools import make_int8_dynamic  # noqa: E402
-from score_rust import top_prompts  # noqa: E402
+from ..bundle_tools import ArrayReader, make_int8_dynamic
+from ..clip_common import to_tensor
+from . import scenes
+from .common import BUNDLE, OFF_CALIB, ROOT, bundle_input_size
+from .evaluate import eval_combo
+from .export import calibration_inputs, quantize_visual
+from .score_rust import top_prompts
 
 VAL_OFFSET = 1_000_000  # within the calibration seed space, far past any --calib count
 PCT = {"calib": 400, "method": "Percentile", "extra": {"CalibPercentile": 99.99}}
@@ -70,7 +72,7 @@ RECIPES = {
     # the dynamic file with its activation ranges calibrated (min / max over the same 100 scenes
     # as minmax-100): integer kernels, no per-frame range reductions (benches/INT8.md part E)
     "static integer": {"dynamic": True, "static": True},
-    "static integer, first conv in float (demo.py export)": {"dynamic": True, "static": True,
+    "static integer, first conv in float (edgeclip_tools.demo export)": {"dynamic": True, "static": True,
                                             "exclude": ["/features/features.0/Conv"]},
     # (quantize_dynamic splits each Gemm into MatMul + Add before it quantizes)
     "static integer, projections in float": {"dynamic": True, "static": True, "exclude": [
@@ -80,8 +82,8 @@ RECIPES = {
 
 def _val_frame(args: tuple[str, int]) -> dict:
     out, i = args
-    combo = demo.eval_combo(i)
-    img, _ = scenes.render_scene(demo.OFF_CALIB + VAL_OFFSET + i, 640, 480, combos=[combo],
+    combo = eval_combo(i)
+    img, _ = scenes.render_scene(OFF_CALIB + VAL_OFFSET + i, 640, 480, combos=[combo],
                                  allow_held_out=True)
     name = f"val_{i:04d}.jpg"
     img.save(os.path.join(out, name), quality=95)
@@ -107,17 +109,16 @@ def main() -> None:
     from safetensors import safe_open
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", default=demo.BUNDLE)
+    p.add_argument("--bundle", default=BUNDLE)
     p.add_argument("--n", type=int, default=1200, help="validation frames")
-    p.add_argument("--bin", default=os.path.join(demo.ROOT, "target", "release", "edgeclip"))
+    p.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "edgeclip"))
     p.add_argument("--only", default=None, help="recipe names, separated by ';' (names hold commas; default: all)")
     a = p.parse_args()
-    val = os.path.join(demo.ROOT, "target", "demo-quant-val")
+    val = os.path.join(ROOT, "target", "demo-quant-val")
     rows = validation_set(val, a.n)
-    size = demo.bundle_input_size(a.bundle)
-    x = demo.to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(
+    size = bundle_input_size(a.bundle)
+    x = to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(
         Image.open(os.path.join(val, r["file"])).convert("RGB"), size)) for r in rows])).numpy()
-    labels = np.array([scenes.PROMPTS.index(r["label"]) for r in rows])
     held = np.array([r["held_out"] for r in rows])
     with safe_open(os.path.join(a.bundle, "prompts.safetensors"), "np") as f:
         prompts = f.get_tensor("embeddings")[:48]
@@ -169,12 +170,12 @@ def main() -> None:
             fp32 = os.path.join(a.bundle, "visual.fp32.onnx")
             if r.get("static"):
                 if x_cal is None:  # the 100 scenes of minmax-100, rendered once
-                    x_cal = demo.calibration_inputs(0, 100, size)
-                demo.quantize_visual(fp32, out, x_cal, float_nodes=r.get("exclude"))
+                    x_cal = calibration_inputs(0, 100, size)
+                quantize_visual(fp32, out, x_cal, float_nodes=r.get("exclude"))
             else:
                 make_int8_dynamic(Path(fp32), Path(out), exclude=r.get("exclude"))
         else:
-            quantize_static(prep, out, demo._Calib(0, r.get("calib", 100), size), **kw)
+            quantize_static(prep, out, ArrayReader("pixel_values", calibration_inputs(0, r.get("calib", 100), size)), **kw)
         e8 = embed(out)
         cos = (e8 * e32).sum(1)
         agree_ort = ((e8 @ prompts.T).argmax(1) == p32).mean()

@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
 COLOURS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]

@@ -1,17 +1,14 @@
-"""Helpers shared by the fixture scripts in models/tools/ (imported, not run).
-
-The scripts are run as `python3 models/tools/<script>.py`, so this folder is on `sys.path` and
-`import clip_common` works without installing anything.
-"""
+"""Helpers shared by the model tools of the edgeclip_tools package (imported, not run)."""
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-# The repository root (models/tools/ is two levels below it).
-REPO = Path(__file__).resolve().parents[2]
+# The repository root (this package, models/tools/edgeclip_tools/, is three levels below it).
+REPO = Path(__file__).resolve().parents[3]
 
 # OpenAI CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -81,3 +78,16 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.astype(np.float64)
     b = b.astype(np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def log(msg: str) -> None:
+    """A progress line, stamped with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def to_tensor(x_uint8: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD):
+    """uint8 [N,H,W,3] -> normalised f32 torch [N,3,H,W] (CLIP mean / std unless given)."""
+    import torch
+
+    x = torch.from_numpy(x_uint8).permute(0, 3, 1, 2).float().div_(255)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

@@ -1,10 +1,10 @@
 """Where does the demo teacher go wrong: colour or shape, image side or text side?
 
-    python3 models/tools/demo_diagnose.py --teacher target/demo-train/teacher.pt \
+    python3 -m edgeclip_tools.demo.diagnose --teacher target/demo-train/teacher.pt \
         [--eval target/demo-eval] [--arch factored]
 
-On the evaluation set (``demo.py eval``, preprocessed like the runtime), prints for the
-teacher of ``demo.py``:
+On the evaluation set (``edgeclip_tools.demo eval``, preprocessed like the runtime), prints for the
+teacher of ``edgeclip_tools.demo``:
 
 * its top-1 among the 48 colour-shape prompts, and how often the top prompt has the right
   colour and the right shape (seen / held-out combinations);
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections import Counter
 
 import numpy as np
@@ -31,31 +30,32 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import demo  # noqa: E402
-import scenes  # noqa: E402
+from ..clip_common import to_tensor
+from . import scenes
+from .arch import Teacher
+from .common import EVAL_DIR, SIZE, WORK, prompt_ids
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default=os.path.join(demo.WORK, "teacher.pt"))
+    p.add_argument("--teacher", default=os.path.join(WORK, "teacher.pt"))
     p.add_argument("--arch", default="factored", choices=["conv", "vit", "factored"])
-    p.add_argument("--eval", default=demo.EVAL_DIR)
+    p.add_argument("--eval", default=EVAL_DIR)
     a = p.parse_args()
     torch.set_num_threads(1)
     rows = json.load(open(os.path.join(a.eval, "labels.json")))
-    x = demo.to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(
-        Image.open(os.path.join(a.eval, r["file"])).convert("RGB"), demo.SIZE)) for r in rows]))
+    x = to_tensor(np.stack([np.asarray(scenes.runtime_preprocess(
+        Image.open(os.path.join(a.eval, r["file"])).convert("RGB"), SIZE)) for r in rows]))
     lab = np.array([scenes.PROMPTS.index(r["label"]) for r in rows])
     held = np.array([r["held_out"] for r in rows])
-    t = demo.Teacher(a.arch)
+    t = Teacher(a.arch)
     t.load_state_dict(torch.load(a.teacher))
     t.eval()
     with torch.no_grad():
         f = t.visual.features(x)
         img = F.normalize(t.visual.head(f), dim=-1)
         att = t.visual.attr(f).numpy()
-        txt = F.normalize(t.text(demo.prompt_ids()), dim=-1)[:48].numpy()
+        txt = F.normalize(t.text(prompt_ids()), dim=-1)[:48].numpy()
     img = img.numpy()
     nc = len(scenes.COLOURS)
     lc, ls = lab // len(scenes.SHAPES), lab % len(scenes.SHAPES)
