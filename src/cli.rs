@@ -132,6 +132,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print every config key with its type, default and meaning: an annotated config that is
+    /// itself valid, or (`--markdown`) the table in `docs/CONFIG.md`.
+    ConfigReference {
+        /// Markdown instead of an annotated config.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Validate a config file without touching any device; report every problem.
     CheckConfig {
         /// The config file.
@@ -200,6 +207,17 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { config, lossless } => run_daemon(&config, lossless),
         Command::CheckConfig { config, probe } => check_config(&config, probe),
+        Command::ConfigReference { markdown } => {
+            let text = if markdown {
+                crate::config::reference::markdown()
+            } else {
+                crate::config::reference::annotated_toml()
+            };
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing the reference")?;
+            Ok(())
+        }
     }
 }
 
@@ -225,7 +243,10 @@ pub fn kernel_cache_for(cli: &Cli) -> Option<PathBuf> {
             kernel_cache,
             ..
         } => (*runtime, kernel_cache.clone()),
-        Command::Info { .. } | Command::Embed { .. } | Command::CheckConfig { .. } => return None,
+        Command::Info { .. }
+        | Command::Embed { .. }
+        | Command::CheckConfig { .. }
+        | Command::ConfigReference { .. } => return None,
     };
     if runtime == Runtime::Cpu || !crate::model::device::CUDA_BUILT {
         return None;
@@ -290,20 +311,9 @@ fn run_daemon(path: &Path, lossless: bool) -> Result<()> {
 fn check_config(path: &Path, probe: bool) -> Result<()> {
     let config = Config::from_file(path)?;
     // The model is part of the config: check the bundle and that every prompt can be embedded.
-    let bundle = Bundle::load(&config.model.bundle)?;
-    let mut embedder = PromptEmbedder::new(&bundle, &[])?;
-    let texts = config
-        .prompts
-        .iter()
-        .flat_map(|p| p.texts.iter())
-        .chain(&config.matcher.background);
-    for t in texts {
-        embedder
-            .embed(t)
-            .with_context(|| format!("{}: prompt {t:?}", path.display()))?;
-    }
+    crate::doctor::check_model(&config)?;
     if probe {
-        for line in crate::config::probe(&config, std::time::Duration::from_secs(5))? {
+        for line in crate::doctor::probe(&config, std::time::Duration::from_secs(5))? {
             println!("{line}");
         }
     }

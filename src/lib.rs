@@ -13,6 +13,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod event;
 pub mod frame;
 pub mod matcher;

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::event::{Event, EventKind};
 
-/// The knobs of one label's trigger.
+/// The knobs of one label's trigger. No defaults here: the config's reader owns them
+/// (`[trigger]`, `matcher.threshold`), and the daemon fills these from it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TriggerParams {
     /// A frame is active when its value (probability or score, see [`Metric`]) is `>=` this.
@@ -27,17 +28,6 @@ pub struct TriggerParams {
     pub exit_frames: u32,
     /// No new start until this long after an end.
     pub cooldown: Duration,
-}
-
-impl Default for TriggerParams {
-    fn default() -> Self {
-        TriggerParams {
-            threshold: 0.5,
-            enter_frames: 3,
-            exit_frames: 5,
-            cooldown: Duration::ZERO,
-        }
-    }
 }
 
 /// A state change of one trigger.

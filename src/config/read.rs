@@ -1,0 +1,672 @@
+//! The first pass over a config file: every table and key the schema of [`super`] has, read
+//! with the [`Reader`] (its type, default and meaning written once, here), and TOML syntax
+//! errors located by line and column.
+
+use std::path::{Path, PathBuf};
+
+use super::reader::{Presence, Reader, Section, key};
+use super::{
+    CameraConfig, CaptureFormat, Config, EventsConfig, GpioBackend, GpioConfig, GpioLineConfig,
+    LineMode, LineRef, MatcherConfig, ModelConfig, MqttConfig, Problem, PromptConfig, ScoreKind,
+    SourceSpec, StatsConfig, TriggerConfig,
+};
+use crate::model::options::Runtime;
+
+/// `p` against the config file's folder, unless it is absolute (or empty).
+fn resolve(base: Option<&Path>, p: PathBuf) -> PathBuf {
+    match base {
+        Some(base) if p.is_relative() && !p.as_os_str().is_empty() => base.join(p),
+        _ => p,
+    }
+}
+
+/// Reads a whole config (its `file` is left unset). `base` is the config file's folder.
+pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>) -> Config {
+    let mut root = Section::root(map);
+    let mut s = r.required_table(
+        &mut root,
+        key("camera", "Where frames come from."),
+        "add a [camera] table with a source",
+    );
+    let camera = read_camera(r, &mut s, base);
+    r.finish(s);
+    let mut s = r.required_table(
+        &mut root,
+        key("model", "The model bundle and where it runs."),
+        "add a [model] table with a bundle",
+    );
+    let model = read_model(r, &mut s, base);
+    r.finish(s);
+    let prompts = r
+        .tables(
+            &mut root,
+            key(
+                "prompts",
+                "What to detect: one entry per label (at least one). The label index used \
+                 everywhere is the position here.",
+            ),
+            Presence::Required,
+        )
+        .into_iter()
+        .map(|mut s| {
+            let p = read_prompt(r, &mut s);
+            r.finish(s);
+            p
+        })
+        .collect();
+    let mut s = r.defaults_table(
+        &mut root,
+        key("matcher", "How frames are scored against the prompts."),
+    );
+    let matcher = read_matcher(r, &mut s);
+    r.finish(s);
+    let mut s = r.defaults_table(
+        &mut root,
+        key(
+            "trigger",
+            "When a label starts and ends: the defaults for every prompt.",
+        ),
+    );
+    let trigger = read_trigger(r, &mut s);
+    r.finish(s);
+    let mqtt = r
+        .table(
+            &mut root,
+            key(
+                "mqtt",
+                "Events to an MQTT broker. Leave the table out for no MQTT.",
+            ),
+        )
+        .map(|mut s| {
+            let m = read_mqtt(r, &mut s, base);
+            r.finish(s);
+            m
+        });
+    let gpio = r
+        .table(
+            &mut root,
+            key(
+                "gpio",
+                "GPIO lines driven by labels. Leave the table out for no GPIO.",
+            ),
+        )
+        .map(|mut s| {
+            let g = read_gpio(r, &mut s);
+            r.finish(s);
+            g
+        });
+    let mut s = r.defaults_table(
+        &mut root,
+        key("events", "Where events go besides MQTT and GPIO."),
+    );
+    let events = EventsConfig {
+        stdout: r.or(
+            &mut s,
+            key("stdout", "Write events as JSON lines to stdout."),
+            true,
+        ),
+    };
+    r.finish(s);
+    let mut s = r.defaults_table(&mut root, key("stats", "The periodic statistics line."));
+    let stats = StatsConfig {
+        interval_s: r.or(
+            &mut s,
+            key(
+                "interval_s",
+                "Seconds between statistics lines (log, MQTT `stats` topic); 0 turns them off.",
+            ),
+            10.0,
+        ),
+    };
+    r.finish(s);
+    r.finish(root);
+    Config {
+        camera,
+        model,
+        prompts,
+        matcher,
+        trigger,
+        mqtt,
+        gpio,
+        events,
+        stats,
+        file: None,
+    }
+}
+
+fn read_camera(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> CameraConfig {
+    let name = r.or(
+        s,
+        key(
+            "name",
+            "Camera name used in events and MQTT topics: 1 to 64 of A-Z, a-z, 0-9, `_`, `-`.",
+        ),
+        "cam0".to_owned(),
+    );
+    let source = r
+        .req::<String>(
+            s,
+            key(
+                "source",
+                "Where frames come from: `v4l2:/dev/videoN` (a V4L2 camera), `pipe:COMMAND` (a \
+                 command writing MJPEG or raw frames to stdout, run with `sh -c`: rpicam-vid, \
+                 gst-launch-1.0, ffmpeg) or `files:GLOB` (image files replayed in sorted \
+                 order; relative to the config file's folder).",
+            )
+            .example("\"v4l2:/dev/video0\""),
+        )
+        .and_then(|text| match SourceSpec::parse(&text, base) {
+            Ok(spec) => Some(spec),
+            Err(msg) => {
+                r.problem(s, "source", msg);
+                None
+            }
+        });
+    CameraConfig {
+        name,
+        // A missing or unreadable source was reported; this placeholder is not reported again.
+        source: source.unwrap_or(SourceSpec::Files {
+            pattern: String::new(),
+        }),
+        width: r.or(
+            s,
+            key(
+                "width",
+                "Frame width: requested from V4L2, or the actual width of raw frames on a pipe.",
+            ),
+            640,
+        ),
+        height: r.or(
+            s,
+            key(
+                "height",
+                "Frame height: requested from V4L2, or the actual height of raw frames on a pipe.",
+            ),
+            480,
+        ),
+        fps: r.or(
+            s,
+            key(
+                "fps",
+                "Frames per second: requested from V4L2, the replay rate of `files:`.",
+            ),
+            15.0,
+        ),
+        format: r.or(
+            s,
+            key(
+                "format",
+                "Pixel format. V4L2: the format to request (`auto` prefers MJPEG, else YUYV). \
+                 `pipe:`: the format of the command's stdout (`auto` means MJPEG). `files:`: \
+                 only `auto` (each file's own format).",
+            ),
+            CaptureFormat::Auto,
+        ),
+        looping: r.or(
+            s,
+            key(
+                "loop",
+                "Replay `files:` forever. When false the daemon finishes when they run out.",
+            ),
+            false,
+        ),
+        timeout_s: r.or(
+            s,
+            key(
+                "timeout_s",
+                "A source that delivers no frame for this many seconds reports an error \
+                 (and is reopened) instead of hanging.",
+            ),
+            5.0,
+        ),
+    }
+}
+
+fn read_model(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> ModelConfig {
+    ModelConfig {
+        bundle: r
+            .req::<PathBuf>(
+                s,
+                key(
+                    "bundle",
+                    "The model bundle folder (`bundle.toml` and the ONNX files it names).",
+                )
+                .example("\"/usr/share/edgeclip/models/demo\""),
+            )
+            .map(|p| resolve(base, p))
+            .unwrap_or_default(),
+        runtime: r.or(
+            s,
+            key(
+                "runtime",
+                "Where the image tower runs: `auto` takes the GPU when CUDA's driver and \
+                 libraries load, else the CPU (the choice and its reason are logged); `cpu`; \
+                 `cuda` (an error at start-up when unavailable).",
+            ),
+            Runtime::Auto,
+        ),
+        threads: r.opt(
+            s,
+            key(
+                "threads",
+                "Threads for the image tower's matrix products. Not set: one.",
+            )
+            .example("1"),
+        ),
+        precision: r.opt(
+            s,
+            key(
+                "precision",
+                "Which of the image tower's files to run. Not set: chosen for the device among \
+                 the bundle's files (the CPU runs int8 where it has int8 dot-product \
+                 instructions, else fp32; a GPU runs fp16, else fp32); the log says which and \
+                 why.",
+            )
+            .example("\"int8-static\""),
+        ),
+        kernel_cache: r
+            .opt::<PathBuf>(
+                s,
+                key(
+                    "kernel_cache",
+                    "Where compiled GPU kernels are kept between runs. Not set: the daemon's \
+                     cache folder (`/var/cache/edgeclip` under systemd, else \
+                     `$XDG_CACHE_HOME/edgeclip` or `~/.cache/edgeclip`).",
+                )
+                .example("\"/var/cache/edgeclip\""),
+            )
+            .map(|p| resolve(base, p)),
+    }
+}
+
+fn read_prompt(r: &mut Reader, s: &mut Section) -> PromptConfig {
+    let label = r
+        .req(
+            s,
+            key(
+                "label",
+                "The label used in events, MQTT topics and GPIO lines: 1 to 64 of A-Z, a-z, \
+                 0-9, `_`, `-`; unique.",
+            )
+            .example("\"person\""),
+        )
+        .unwrap_or_default();
+    let texts = match r.raw(
+        s,
+        key(
+            "text",
+            "The text that describes the label, or several (an ensemble whose embeddings are \
+             combined). Events show the first.",
+        )
+        .example("\"a photo of a person\""),
+        "string or array of strings",
+        Presence::Required,
+    ) {
+        Some(v) => read_texts(r, s, "text", v, false),
+        None => {
+            r.problem(s, "text", "missing (required)");
+            Vec::new()
+        }
+    };
+    PromptConfig {
+        label,
+        texts,
+        threshold: r.opt(
+            s,
+            key(
+                "threshold",
+                "This label's threshold. Not set: `matcher.threshold`.",
+            )
+            .example("0.6"),
+        ),
+        enter_frames: r.opt(
+            s,
+            key(
+                "enter_frames",
+                "This label's frames above its threshold before a start. Not set: \
+                 `trigger.enter_frames`.",
+            )
+            .example("3"),
+        ),
+        exit_frames: r.opt(
+            s,
+            key(
+                "exit_frames",
+                "This label's frames below its threshold before an end. Not set: \
+                 `trigger.exit_frames`.",
+            )
+            .example("5"),
+        ),
+        cooldown_s: r.opt(
+            s,
+            key(
+                "cooldown_s",
+                "This label's seconds without a new start after an end. Not set: \
+                 `trigger.cooldown_s`.",
+            )
+            .example("0.0"),
+        ),
+    }
+}
+
+fn read_matcher(r: &mut Reader, s: &mut Section) -> MatcherConfig {
+    let default_background = || vec!["an empty scene".to_owned()];
+    let background = match r.raw(
+        s,
+        key(
+            "background",
+            "Background texts: they compete with the labels in the softmax but never fire.",
+        ),
+        "array of strings",
+        Presence::Default(toml::Value::from(default_background()).to_string()),
+    ) {
+        Some(v) => read_texts(r, s, "background", v, true),
+        None => default_background(),
+    };
+    MatcherConfig {
+        background,
+        threshold: r.or(
+            s,
+            key(
+                "threshold",
+                "The threshold of every label without its own: in [0, 1] for `prob`, in \
+                 [-1, 1] for `cosine`.",
+            ),
+            0.5,
+        ),
+        score: r.or(
+            s,
+            key(
+                "score",
+                "What thresholds apply to: `prob`, the softmax over labels and background; \
+                 `cosine`, the raw cosine similarity.",
+            ),
+            ScoreKind::Prob,
+        ),
+    }
+}
+
+fn read_trigger(r: &mut Reader, s: &mut Section) -> TriggerConfig {
+    TriggerConfig {
+        enter_frames: r.or(
+            s,
+            key(
+                "enter_frames",
+                "Consecutive frames at or above the threshold before a `start` event.",
+            ),
+            3,
+        ),
+        exit_frames: r.or(
+            s,
+            key(
+                "exit_frames",
+                "Consecutive frames below the threshold before an `end` event.",
+            ),
+            5,
+        ),
+        cooldown_s: r.or(
+            s,
+            key(
+                "cooldown_s",
+                "Seconds after an `end` during which no new `start` fires.",
+            ),
+            0.0,
+        ),
+    }
+}
+
+fn read_mqtt(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> MqttConfig {
+    MqttConfig {
+        host: r
+            .req(
+                s,
+                key("host", "The broker's host name or address (not a URL).")
+                    .example("\"localhost\""),
+            )
+            .unwrap_or_default(),
+        port: r.or(s, key("port", "The broker's port."), 1883),
+        prefix: r.or(
+            s,
+            key(
+                "prefix",
+                "Topic prefix: events go to `PREFIX/CAMERA/events`, states to \
+                 `PREFIX/CAMERA/LABEL/state`.",
+            ),
+            "edgeclip".to_owned(),
+        ),
+        client_id: r.opt(
+            s,
+            key(
+                "client_id",
+                "The MQTT client id. Not set: `edgeclip-HOSTNAME-CAMERA`.",
+            )
+            .example("\"edgeclip-door\""),
+        ),
+        username: r.opt(
+            s,
+            key("username", "User name. Not set: no authentication.").example("\"edgeclip\""),
+        ),
+        password: r.opt(
+            s,
+            key("password", "Password (needs `username`).").example("\"secret\""),
+        ),
+        tls_ca: r
+            .opt::<PathBuf>(
+                s,
+                key(
+                    "tls_ca",
+                    "A CA certificate (PEM) to connect with TLS. Not set: plain TCP.",
+                )
+                .example("\"/etc/edgeclip/ca.pem\""),
+            )
+            .map(|p| resolve(base, p)),
+        qos: r.or(
+            s,
+            key("qos", "QoS of events and state messages: 0, 1 or 2."),
+            1,
+        ),
+        keep_alive_s: r.or(
+            s,
+            key(
+                "keep_alive_s",
+                "Keep-alive interval in seconds, at least 5.",
+            ),
+            30,
+        ),
+        homeassistant_discovery: r.or(
+            s,
+            key(
+                "homeassistant_discovery",
+                "Publish Home Assistant discovery configs (a binary sensor per label).",
+            ),
+            false,
+        ),
+        discovery_prefix: r.or(
+            s,
+            key("discovery_prefix", "Home Assistant's discovery prefix."),
+            "homeassistant".to_owned(),
+        ),
+        queue: r.or(
+            s,
+            key(
+                "queue",
+                "Most events held while the broker is away; beyond it new events are refused \
+                 and counted.",
+            ),
+            256,
+        ),
+    }
+}
+
+fn read_gpio(r: &mut Reader, s: &mut Section) -> GpioConfig {
+    let chip = r.opt(
+        s,
+        key(
+            "chip",
+            "The GPIO chip: a path (`/dev/gpiochip0`) or a name (`gpiochip0`). Needed for lines \
+             given by offset; lines given by name are searched on it, or on every chip when \
+             not set.",
+        )
+        .example("\"gpiochip0\""),
+    );
+    let backend = r.or(
+        s,
+        key(
+            "backend",
+            "The driver: `cdev`, the GPIO character device (any Linux board); `rppal`, the \
+             Raspberry Pi driver (lines by BCM number or `GPIO<n>` name).",
+        ),
+        GpioBackend::Cdev,
+    );
+    let lines = r
+        .tables(
+            s,
+            key(
+                "lines",
+                "One entry per GPIO line a label drives (at least one).",
+            ),
+            Presence::Required,
+        )
+        .into_iter()
+        .map(|mut l| {
+            let g = read_gpio_line(r, &mut l);
+            r.finish(l);
+            g
+        })
+        .collect();
+    GpioConfig {
+        chip,
+        backend,
+        lines,
+    }
+}
+
+fn read_gpio_line(r: &mut Reader, s: &mut Section) -> GpioLineConfig {
+    let label = r
+        .req(
+            s,
+            key("label", "The prompt label that drives this line.").example("\"person\""),
+        )
+        .unwrap_or_default();
+    let line = match r.raw(
+        s,
+        key(
+            "line",
+            "The line: its name from the device tree (`\"GPIO17\"`) or its offset on the chip.",
+        )
+        .example("\"GPIO17\""),
+        "string or integer",
+        Presence::Required,
+    ) {
+        Some(v) => read_line_ref(r, s, v),
+        None => {
+            r.problem(s, "line", "missing (required)");
+            LineRef::Offset(0)
+        }
+    };
+    GpioLineConfig {
+        label,
+        line,
+        mode: r.or(
+            s,
+            key(
+                "mode",
+                "`level`: active while the label is active; `pulse`: active for `pulse_ms` \
+                 after each start.",
+            ),
+            LineMode::Level,
+        ),
+        pulse_ms: r.or(
+            s,
+            key("pulse_ms", "Pulse length in milliseconds (pulse mode)."),
+            200,
+        ),
+        active_low: r.or(
+            s,
+            key("active_low", "Drive the line low when active."),
+            false,
+        ),
+    }
+}
+
+/// A string or an array of strings (`list_only`: the array only).
+fn read_texts(
+    r: &mut Reader,
+    s: &Section,
+    name: &str,
+    v: toml::Value,
+    list_only: bool,
+) -> Vec<String> {
+    match v {
+        toml::Value::String(text) if !list_only => vec![text],
+        toml::Value::Array(items) => {
+            let mut out = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    toml::Value::String(text) => out.push(text),
+                    other => r.problem(
+                        s,
+                        &format!("{name}[{i}]"),
+                        format!("expected a string, got {}", other.type_str()),
+                    ),
+                }
+            }
+            out
+        }
+        other => {
+            let expected = if list_only {
+                "an array of strings"
+            } else {
+                "a string or an array of strings"
+            };
+            r.problem(
+                s,
+                name,
+                format!("expected {expected}, got {}", other.type_str()),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn read_line_ref(r: &mut Reader, s: &Section, v: toml::Value) -> LineRef {
+    match v {
+        toml::Value::String(name) => LineRef::Name(name),
+        toml::Value::Integer(i) => match u32::try_from(i) {
+            Ok(o) => LineRef::Offset(o),
+            Err(_) => {
+                r.problem(s, "line", format!("a line offset must be >= 0, got {i}"));
+                LineRef::Offset(0)
+            }
+        },
+        other => {
+            r.problem(
+                s,
+                "line",
+                format!(
+                    "expected a line name (string) or offset (integer), got {}",
+                    other.type_str()
+                ),
+            );
+            LineRef::Offset(0)
+        }
+    }
+}
+
+/// The `TOML syntax error (line L, column C): ...` problem of unparsable text.
+pub(super) fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let location = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(" (line {line}, column {column})")
+    });
+    Problem {
+        key: String::new(),
+        message: format!(
+            "TOML syntax error{}: {}",
+            location.unwrap_or_default(),
+            e.message()
+        ),
+    }
+}
