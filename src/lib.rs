@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod frame;
+pub mod mailbox;
 pub mod matcher;
 pub mod model;
 pub mod paths;
