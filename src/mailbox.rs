@@ -217,10 +217,7 @@ impl<T, S> Mailbox<T, S> {
             s = match (left, poll) {
                 (Some(l), Some(p)) => self.wait(s, l.min(p)),
                 (Some(d), None) | (None, Some(d)) => self.wait(s, d),
-                (None, None) => self
-                    .changed
-                    .wait(s)
-                    .unwrap_or_else(|p| p.into_inner()),
+                (None, None) => self.changed.wait(s).unwrap_or_else(|p| p.into_inner()),
             };
         }
     }

@@ -166,7 +166,12 @@ impl Daemon {
                     let st = stats.take(&self.config.camera.name, now, SystemTime::now(), &summary);
                     info!(
                         "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}",
-                        st.capture_fps, st.inference_fps, st.p50_ms, st.p95_ms, st.dropped, st.frames
+                        st.capture_fps,
+                        st.inference_fps,
+                        st.p50_ms,
+                        st.p95_ms,
+                        st.dropped,
+                        st.frames
                     );
                     for s in sinks.iter_mut() {
                         if let Err(e) = s.publish_stats(&st) {

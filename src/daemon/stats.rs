@@ -121,7 +121,10 @@ impl StatsWindow {
         wall: SystemTime,
         totals: &Summary,
     ) -> Stats {
-        let secs = now.saturating_duration_since(self.since).as_secs_f32().max(1e-3);
+        let secs = now
+            .saturating_duration_since(self.since)
+            .as_secs_f32()
+            .max(1e-3);
         let ms = |q| {
             totals
                 .latency

@@ -112,7 +112,9 @@ fn post_error(mailbox: &PipeMailbox, e: SourceError) {
 /// Sleeps up to `d`, waking early when told to stop; returns whether to stop.
 fn sleep(mailbox: &PipeMailbox, d: Duration) -> bool {
     mailbox
-        .wait_for(Some(Instant::now() + d), None, |m| m.extra.stop.then_some(()))
+        .wait_for(Some(Instant::now() + d), None, |m| {
+            m.extra.stop.then_some(())
+        })
         .is_ok()
 }
 
