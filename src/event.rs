@@ -158,8 +158,8 @@ pub struct Stats {
     pub p50_ms: f32,
     /// 95th percentile capture-to-decision latency over the interval, in milliseconds.
     pub p95_ms: f32,
-    /// Frames dropped since start (stale frames skipped because inference was busy, and frames
-    /// that failed to decode).
+    /// Frames dropped since start (stale frames skipped because inference was busy, in the
+    /// daemon's mailbox or inside the source, and frames that failed to decode).
     pub dropped: u64,
     /// Frames run through the encoder since start.
     pub frames: u64,

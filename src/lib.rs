@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod event;
 pub mod frame;
+pub mod mailbox;
 pub mod matcher;
 pub mod model;
 pub mod paths;

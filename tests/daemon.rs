@@ -5,12 +5,15 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use edgeclip::config::Config;
 use edgeclip::daemon::{Control, Daemon, Delivery};
 use edgeclip::event::{Event, EventKind};
+use edgeclip::frame::Frame;
 use edgeclip::sink::{EventSink, SinkError};
+use edgeclip::source::{FrameSource, SourceError};
 
 /// Frames an object needs to be unambiguous while it slides in or out.
 const SLACK: i64 = 4;
@@ -208,5 +211,71 @@ fn reload_takes_the_prompts_from_the_rewritten_config() {
     assert!(
         !control.reload.load(std::sync::atomic::Ordering::Relaxed),
         "the flag is cleared"
+    );
+}
+
+/// A source that sets the shutdown flag at its first capture timeout: a pipe that wrote its
+/// frames and then stays silent ends the run once everything it wrote was delivered.
+struct StopWhenSilent {
+    inner: Box<dyn FrameSource>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl FrameSource for StopWhenSilent {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        let next = self.inner.next_frame();
+        if matches!(next, Err(SourceError::Timeout { .. })) {
+            self.shutdown.store(true, Ordering::Relaxed);
+        }
+        next
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn dropped(&self) -> u64 {
+        self.inner.dropped()
+    }
+}
+
+/// A burst of MJPEG frames through a pipe into the slower daemon: frames the pipe source's own
+/// mailbox replaced are counted in the summary's `dropped`, next to the daemon's. Delivery is
+/// lossless, so the daemon's mailbox drops nothing and every dropped frame is the source's.
+#[test]
+fn frames_dropped_inside_the_pipe_source_are_counted() {
+    const N: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stream = Vec::new();
+    for i in 0..N {
+        let img = image::RgbImage::from_pixel(16, 16, image::Rgb([(i * 6) as u8, 0, 128]));
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        stream.extend(jpeg.into_inner());
+    }
+    let burst = dir.path().join("burst.mjpeg");
+    std::fs::write(&burst, stream).unwrap();
+    let text = format!(
+        "[camera]\nsource = \"pipe:cat '{}'; exec sleep 60\"\ntimeout_s = 1\n\
+         [model]\nbundle = \"{}\"\n\
+         [[prompts]]\nlabel = \"red_circle\"\ntext = \"a photo of a red circle\"\n",
+        burst.display(),
+        common::root().join("models/demo").display()
+    );
+    let config = Config::from_toml_str(&text, None).unwrap();
+    let daemon = Daemon::new(config).unwrap();
+    let control = Control::default();
+    let source = StopWhenSilent {
+        inner: edgeclip::source::open_source(&daemon.config().camera).unwrap(),
+        shutdown: control.shutdown.clone(),
+    };
+    let summary = daemon
+        .run(Box::new(source), vec![], &control, Delivery::Lossless)
+        .unwrap();
+    assert_eq!(summary.bad_frames, 0, "{summary:?}");
+    assert_eq!(summary.processed, summary.captured, "{summary:?}");
+    assert!(summary.dropped > 0, "the pipe dropped frames: {summary:?}");
+    assert_eq!(
+        summary.processed + summary.dropped,
+        N,
+        "every frame the command wrote processed or counted as dropped: {summary:?}"
     );
 }

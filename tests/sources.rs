@@ -312,6 +312,58 @@ fn raw_frames_of_fixed_size() {
     }
 }
 
+/// Writes `n` small JPEGs back to back into one file (a burst the reader splits from one read);
+/// returns the file.
+fn write_burst(dir: &Path, n: u8) -> PathBuf {
+    let mut stream = Vec::new();
+    for i in 0..n {
+        stream.extend(write_jpeg(&dir.join(format!("{i}.jpg")), 16, 16, i));
+    }
+    let path = dir.join("burst.mjpeg");
+    std::fs::write(&path, stream).unwrap();
+    path
+}
+
+/// A burst of frames into a consumer that takes one and then pauses: the pipe's mailbox keeps
+/// the freshest, and every frame it replaced is reported by `FrameSource::dropped`.
+#[test]
+fn a_pipe_reports_the_frames_its_mailbox_dropped() {
+    const N: u8 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let burst = write_burst(dir.path(), N);
+    let cmd = format!("cat {}; exec sleep 60", sh_quote(&burst));
+    let mut src = PipeSource::spawn(
+        &cmd,
+        quick_restart(PipeFormat::Mjpeg, Duration::from_millis(300)),
+    )
+    .unwrap();
+    assert_eq!(src.dropped(), 0);
+    // Take frames, pausing after each, until the command has nothing more (a timeout).
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "{} frames", frames.len());
+        match src.next_frame() {
+            Ok(Some(f)) => {
+                frames.push(f.seq);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(SourceError::Timeout { .. }) if !frames.is_empty() => break,
+            Err(SourceError::Timeout { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(src.dropped() > 0, "frames {frames:?}");
+    assert_eq!(
+        frames.len() as u64 + src.dropped(),
+        u64::from(N),
+        "every frame taken or counted as dropped: frames {frames:?}, dropped {}",
+        src.dropped()
+    );
+    // The freshest frame is never replaced.
+    assert_eq!(frames.last(), Some(&(u64::from(N) - 1)));
+}
+
 #[test]
 fn a_stalled_command_times_out_and_is_restarted() {
     let mut src = PipeSource::spawn(

@@ -158,6 +158,13 @@ pub trait FrameSource: Send {
 
     /// The source, for logs: `v4l2:/dev/video0 640x480 MJPEG`, `pipe `...``.
     fn describe(&self) -> String;
+
+    /// Frames the source itself dropped since it started (a pipe source's reader thread
+    /// replacing an unread frame with a fresher one), as of the last `next_frame`; the daemon
+    /// adds them to its own dropped frames. Sources that never drop keep the default, 0.
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Opens the source `camera.source` describes.

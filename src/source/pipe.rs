@@ -3,8 +3,9 @@
 //!
 //! The command runs under `sh -c` in its own process group, on a reader thread that splits its
 //! stdout into frames (an MJPEG stream, or raw frames of a fixed size) and hands them over
-//! through a one-frame mailbox that keeps the freshest frame (older unread frames are dropped
-//! and counted). When the command exits it is restarted with a capped exponential backoff.
+//! through a [`Mailbox`] that keeps the freshest frame (older unread frames are dropped and
+//! counted, and reported through [`FrameSource::dropped`]). When the command exits it is
+//! restarted with a capped exponential backoff.
 //! `next_frame` waits at most the capture timeout; after three timeouts in a row the command is
 //! considered stalled and killed, so it restarts.
 
@@ -12,7 +13,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +21,7 @@ use super::mjpeg::MjpegSplitter;
 use super::{FrameSource, SourceError};
 use crate::config::CameraConfig;
 use crate::frame::{Frame, PixelFormat};
+use crate::mailbox::{Delivery, Mailbox};
 
 /// What the command writes to stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,60 +80,46 @@ impl Default for PipeOptions {
 /// Most errors kept for `next_frame` (older ones are dropped).
 const MAX_ERRORS: usize = 16;
 
-struct Mail {
-    frame: Option<Frame>,
+/// What the reader thread shares with `next_frame` besides the frame slot (the mailbox's
+/// `closed` says that the reader thread ended).
+#[derive(Default)]
+struct Reader {
     errors: VecDeque<SourceError>,
-    dropped: u64,
+    /// Set when the source is dropped: the reader thread ends.
     stop: bool,
-    finished: bool,
     /// The running command (for killing it on stall and at drop).
     child: Option<Child>,
 }
 
-struct Mailbox {
-    mail: Mutex<Mail>,
-    cond: Condvar,
+type PipeMailbox = Mailbox<Frame, Reader>;
+
+fn post_frame(mailbox: &PipeMailbox, frame: Frame) {
+    mailbox.put(frame, Delivery::Freshest, || false);
 }
 
-impl Mailbox {
-    fn lock(&self) -> MutexGuard<'_, Mail> {
-        self.mail.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn post_frame(&self, frame: Frame) {
-        let mut m = self.lock();
-        if m.frame.replace(frame).is_some() {
-            m.dropped += 1;
+fn post_error(mailbox: &PipeMailbox, e: SourceError) {
+    {
+        let mut m = mailbox.lock();
+        let errors = &mut m.extra.errors;
+        if errors.len() >= MAX_ERRORS {
+            errors.pop_front();
         }
-        self.cond.notify_all();
+        errors.push_back(e);
     }
+    mailbox.notify();
+}
 
-    fn post_error(&self, e: SourceError) {
-        let mut m = self.lock();
-        if m.errors.len() >= MAX_ERRORS {
-            m.errors.pop_front();
-        }
-        m.errors.push_back(e);
-        self.cond.notify_all();
-    }
+/// Sleeps up to `d`, waking early when told to stop; returns whether to stop.
+fn sleep(mailbox: &PipeMailbox, d: Duration) -> bool {
+    mailbox
+        .wait_for(Some(Instant::now() + d), None, |m| {
+            m.extra.stop.then_some(())
+        })
+        .is_ok()
+}
 
-    /// Sleeps up to `d`, waking early when told to stop; returns whether to stop.
-    fn sleep(&self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        let mut m = self.lock();
-        while !m.stop {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            m = self
-                .cond
-                .wait_timeout(m, until - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        m.stop
-    }
+fn stopping(mailbox: &PipeMailbox) -> bool {
+    mailbox.lock().extra.stop
 }
 
 /// Kills the command and everything it started (its process group).
@@ -154,27 +142,19 @@ fn kill_group(child: &mut Child) {
 pub struct PipeSource {
     command: String,
     name: String,
-    mailbox: Arc<Mailbox>,
+    mailbox: Arc<PipeMailbox>,
     reader: Option<JoinHandle<()>>,
     timeout: Duration,
     timeouts_in_a_row: u32,
+    /// The mailbox's drop count as of the last `next_frame`.
+    dropped: u64,
 }
 
 impl PipeSource {
     /// Starts `sh -c command` and its reader thread. Fails only when the thread cannot be
     /// started; a command that fails to start is retried and reported through `next_frame`.
     pub fn spawn(command: &str, options: PipeOptions) -> Result<PipeSource, SourceError> {
-        let mailbox = Arc::new(Mailbox {
-            mail: Mutex::new(Mail {
-                frame: None,
-                errors: VecDeque::new(),
-                dropped: 0,
-                stop: false,
-                finished: false,
-                child: None,
-            }),
-            cond: Condvar::new(),
-        });
+        let mailbox = Arc::new(PipeMailbox::default());
         let name = format!("pipe `{command}`");
         let timeout = options.timeout;
         let reader = {
@@ -184,8 +164,7 @@ impl PipeSource {
                 .name("edgeclip-pipe".into())
                 .spawn(move || {
                     run_reader(&thread_command, &options, &mailbox);
-                    mailbox.lock().finished = true;
-                    mailbox.cond.notify_all();
+                    mailbox.close();
                 })
                 .map_err(|source| SourceError::Spawn {
                     command: command.to_owned(),
@@ -200,47 +179,41 @@ impl PipeSource {
             reader: Some(reader),
             timeout,
             timeouts_in_a_row: 0,
+            dropped: 0,
         })
-    }
-
-    /// Frames replaced by a fresher one before `next_frame` took them.
-    pub fn dropped(&self) -> u64 {
-        self.mailbox.lock().dropped
     }
 }
 
 impl FrameSource for PipeSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         let deadline = Instant::now() + self.timeout;
-        let mut m = self.mailbox.lock();
-        loop {
-            if let Some(e) = m.errors.pop_front() {
-                return Err(e);
+        let (name, dropped) = (&self.name, &mut self.dropped);
+        let waited = self.mailbox.wait_for(Some(deadline), None, |m| {
+            *dropped = m.slot().dropped();
+            if let Some(e) = m.extra.errors.pop_front() {
+                return Some(Err(e));
             }
-            if let Some(f) = m.frame.take() {
+            if let Some(f) = m.take() {
+                return Some(Ok(f));
+            }
+            m.is_closed().then(|| {
+                Err(SourceError::Stopped {
+                    source_name: name.clone(),
+                })
+            })
+        });
+        let mut m = match waited {
+            Ok(Ok(f)) => {
                 self.timeouts_in_a_row = 0;
                 return Ok(Some(f));
             }
-            if m.finished {
-                return Err(SourceError::Stopped {
-                    source_name: self.name.clone(),
-                });
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            m = self
-                .mailbox
-                .cond
-                .wait_timeout(m, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
+            Ok(Err(e)) => return Err(e),
+            Err(m) => m,
+        };
         self.timeouts_in_a_row += 1;
         if self.timeouts_in_a_row >= 3 {
             self.timeouts_in_a_row = 0;
-            if let Some(child) = m.child.as_mut() {
+            if let Some(child) = m.extra.child.as_mut() {
                 log::warn!(
                     "{}: no frame for {:?}, killing the command to restart it",
                     self.name,
@@ -258,18 +231,24 @@ impl FrameSource for PipeSource {
     fn describe(&self) -> String {
         format!("pipe:{}", self.command)
     }
+
+    /// Frames replaced in the mailbox by a fresher one before `next_frame` took them, as of the
+    /// last `next_frame`.
+    fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
 impl Drop for PipeSource {
     fn drop(&mut self) {
         {
             let mut m = self.mailbox.lock();
-            m.stop = true;
-            if let Some(child) = m.child.as_mut() {
+            m.extra.stop = true;
+            if let Some(child) = m.extra.child.as_mut() {
                 kill_group(child);
             }
         }
-        self.mailbox.cond.notify_all();
+        self.mailbox.notify();
         if let Some(r) = self.reader.take() {
             // The reader sees EOF once the group is dead; do not hang if something else still
             // holds the pipe open.
@@ -285,12 +264,12 @@ impl Drop for PipeSource {
 }
 
 /// Runs the command again and again until told to stop.
-fn run_reader(command: &str, options: &PipeOptions, mailbox: &Mailbox) {
+fn run_reader(command: &str, options: &PipeOptions, mailbox: &PipeMailbox) {
     let mut backoff = options.restart_min;
     let mut seq: u64 = 0;
     let name = format!("pipe `{command}`");
     loop {
-        if mailbox.lock().stop {
+        if stopping(mailbox) {
             return;
         }
         let spawned = Command::new("sh")
@@ -305,11 +284,14 @@ fn run_reader(command: &str, options: &PipeOptions, mailbox: &Mailbox) {
             Ok(c) => c,
             Err(source) => {
                 log::warn!("{name}: cannot start: {source}; retrying in {backoff:?}");
-                mailbox.post_error(SourceError::Spawn {
-                    command: command.to_owned(),
-                    source,
-                });
-                if mailbox.sleep(backoff) {
+                post_error(
+                    mailbox,
+                    SourceError::Spawn {
+                        command: command.to_owned(),
+                        source,
+                    },
+                );
+                if sleep(mailbox, backoff) {
                     return;
                 }
                 backoff = (backoff * 2).min(options.restart_max);
@@ -322,17 +304,17 @@ fn run_reader(command: &str, options: &PipeOptions, mailbox: &Mailbox) {
         };
         {
             let mut m = mailbox.lock();
-            if m.stop {
+            if m.extra.stop {
                 kill_group(&mut child);
                 let _ = child.wait();
                 return;
             }
-            m.child = Some(child);
+            m.extra.child = Some(child);
         }
         let produced = read_frames(command, &name, stdout, options, mailbox, &mut seq);
         // The stream ended: collect the exit status (killing a command that closed its stdout
         // but lingers).
-        let child = mailbox.lock().child.take();
+        let child = mailbox.lock().extra.child.take();
         let status = match child {
             Some(mut child) => {
                 let deadline = Instant::now() + Duration::from_secs(1);
@@ -353,19 +335,22 @@ fn run_reader(command: &str, options: &PipeOptions, mailbox: &Mailbox) {
             }
             None => "unknown status".to_owned(),
         };
-        if mailbox.lock().stop {
+        if stopping(mailbox) {
             return;
         }
         if produced {
             backoff = options.restart_min;
         }
         log::warn!("{name}: exited ({status}); restarting in {backoff:?}");
-        mailbox.post_error(SourceError::PipeExited {
-            command: command.to_owned(),
-            status,
-            restart_in: backoff,
-        });
-        if mailbox.sleep(backoff) {
+        post_error(
+            mailbox,
+            SourceError::PipeExited {
+                command: command.to_owned(),
+                status,
+                restart_in: backoff,
+            },
+        );
+        if sleep(mailbox, backoff) {
             return;
         }
         if !produced {
@@ -380,7 +365,7 @@ fn read_frames(
     name: &str,
     mut stdout: impl Read,
     options: &PipeOptions,
-    mailbox: &Mailbox,
+    mailbox: &PipeMailbox,
     seq: &mut u64,
 ) -> bool {
     let mut produced = false;
@@ -401,10 +386,13 @@ fn read_frames(
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                mailbox.post_error(SourceError::PipeRead {
-                    command: command.to_owned(),
-                    source,
-                });
+                post_error(
+                    mailbox,
+                    SourceError::PipeRead {
+                        command: command.to_owned(),
+                        source,
+                    },
+                );
                 return produced;
             }
         };
@@ -424,7 +412,7 @@ fn read_frames(
                     chunk = &chunk[take..];
                     if raw.len() == len {
                         let data = std::mem::replace(&mut raw, Vec::with_capacity(len));
-                        mailbox.post_frame(frame(data, width, height, format, seq));
+                        post_frame(mailbox, frame(data, width, height, format, seq));
                         produced = true;
                     }
                 }
@@ -435,29 +423,35 @@ fn read_frames(
                     match next {
                         Ok(jpeg) => match jpeg_size(&jpeg) {
                             Ok((w, h)) => {
-                                mailbox.post_frame(frame(jpeg, w, h, PixelFormat::Mjpeg, seq));
+                                post_frame(mailbox, frame(jpeg, w, h, PixelFormat::Mjpeg, seq));
                                 produced = true;
                             }
                             Err(message) => {
                                 *seq += 1;
-                                mailbox.post_error(SourceError::CorruptFrame {
-                                    source_name: name.to_owned(),
-                                    message,
-                                });
+                                post_error(
+                                    mailbox,
+                                    SourceError::CorruptFrame {
+                                        source_name: name.to_owned(),
+                                        message,
+                                    },
+                                );
                             }
                         },
                         Err(e) => {
                             *seq += 1;
-                            mailbox.post_error(SourceError::CorruptFrame {
-                                source_name: name.to_owned(),
-                                message: e.to_string(),
-                            });
+                            post_error(
+                                mailbox,
+                                SourceError::CorruptFrame {
+                                    source_name: name.to_owned(),
+                                    message: e.to_string(),
+                                },
+                            );
                         }
                     }
                 }
             }
         }
-        if mailbox.lock().stop {
+        if stopping(mailbox) {
             return produced;
         }
     }

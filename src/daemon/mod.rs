@@ -1,0 +1,339 @@
+//! The daemon: a capture thread feeding a freshest-frame mailbox, and the inference loop that
+//! preprocesses, encodes, matches, triggers and publishes.
+//!
+//! ```text
+//! capture thread:  source.next_frame() ──> Mailbox (one slot: a newer frame replaces an unread one)
+//! inference loop:  Mailbox ──> Preprocessor ──> ImageEncoder ──> Matcher ──> TriggerBank ──> sinks
+//! ```
+//!
+//! When inference is slower than the camera, the frame waiting in the mailbox is replaced and
+//! counted as dropped: nothing queues without bound and events always describe a recent frame.
+//! Frames a source drops itself (a pipe source's own mailbox) are counted with them.
+//! Runtime faults (a corrupt frame, a camera error, a sink error) are logged and counted; the loop
+//! goes on. It ends when the source finishes (a replayed clip without `loop`) or on shutdown, and
+//! then publishes end events for every active label and closes the sinks (MQTT: `offline`).
+//!
+//! This file builds the daemon (model, matcher, trigger bank) and reloads its prompts; `run.rs`
+//! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use crate::config::{Config, ConfigError, ScoreKind};
+use crate::event::Event;
+use crate::matcher::{Label, Matcher, MatcherError};
+use crate::model::{Bundle, Device, ImageEncoder, ModelError, set_threads};
+use crate::preprocess::{Preprocessor, Spec};
+use crate::prompts::{PromptEmbedder, PromptEmbeddings, PromptError};
+use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
+
+mod run;
+mod stats;
+
+pub use crate::mailbox::Delivery;
+pub use stats::LatencyHistogram;
+
+/// Errors that stop the daemon at start-up (runtime faults are logged, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The model bundle could not be loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Prompt embeddings could not be loaded or computed.
+    #[error(transparent)]
+    Prompts(#[from] PromptError),
+    /// The labels could not be matched.
+    #[error("prompts: {0}")]
+    Matcher(#[from] MatcherError),
+    /// The runtime asked for is not available.
+    #[error("model.runtime: {0}")]
+    Runtime(String),
+    /// The capture thread could not be started.
+    #[error("cannot start the capture thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Flags that steer a running daemon, set from signal handlers or tests.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// Set to stop: the frame in hand is finished, end events are published, sinks closed.
+    pub shutdown: Arc<AtomicBool>,
+    /// Set to reload the prompts from the config file (SIGHUP); cleared when done.
+    pub reload: Arc<AtomicBool>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Frames the source delivered.
+    pub captured: u64,
+    /// Frames preprocessed and encoded.
+    pub processed: u64,
+    /// Frames dropped for fresher ones: replaced in the daemon's mailbox before inference took
+    /// them, or dropped inside the source before it delivered them
+    /// ([`FrameSource::dropped`](crate::source::FrameSource::dropped)).
+    pub dropped: u64,
+    /// Frames that failed to decode or preprocess.
+    pub bad_frames: u64,
+    /// Errors reported by the source.
+    pub source_errors: u64,
+    /// Events published.
+    pub events: u64,
+    /// Frame-to-event latencies of every processed frame.
+    pub latency: LatencyHistogram,
+    /// CPU time the process used during the run (user + system, every thread), in seconds;
+    /// `None` where `/proc/self/stat` is not available.
+    pub cpu_s: Option<f64>,
+    /// Wall time of the run, in seconds.
+    pub wall_s: f64,
+}
+
+fn cache_file(bundle: &Bundle) -> Option<PathBuf> {
+    crate::paths::cache_dir()
+        .map(|d| d.join(format!("prompts-{}.safetensors", bundle.fingerprint())))
+}
+
+/// Embeds every label's texts and the background texts, using (and refreshing) the disk cache.
+fn build_matcher(config: &Config, bundle: &Bundle) -> Result<Matcher, DaemonError> {
+    let cache = cache_file(bundle).filter(|p| p.is_file());
+    // A stale or damaged cache is not fatal: it is rebuilt.
+    let extra: Vec<PathBuf> = cache
+        .iter()
+        .filter(|p| match PromptEmbeddings::load_for(p, bundle) {
+            Ok(_) => true,
+            Err(e) => {
+                warn!("ignoring the prompt cache: {e}");
+                false
+            }
+        })
+        .cloned()
+        .collect();
+    let mut embedder = PromptEmbedder::new(bundle, &extra)?;
+    let mut entries = Vec::new();
+    for p in &config.prompts {
+        let embeddings = p
+            .texts
+            .iter()
+            .map(|t| embedder.embed(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let label = Label {
+            name: p.label.clone(),
+            prompt: p.display_text().to_string(),
+            background: false,
+        };
+        entries.push((label, embeddings));
+    }
+    for text in &config.matcher.background {
+        let label = Label {
+            name: text.clone(),
+            prompt: text.clone(),
+            background: true,
+        };
+        entries.push((label, vec![embedder.embed(text)?]));
+    }
+    info!(
+        "prompts: {} labels, {} background texts; {} texts embedded by the text tower, the rest from {}",
+        config.prompts.len(),
+        config.matcher.background.len(),
+        embedder.embedded(),
+        match &extra[..] {
+            [cache] => format!("the bundle's prompts and the cache {}", cache.display()),
+            _ => "the bundle's prompts".to_string(),
+        }
+    );
+    if embedder.embedded() == 0 {
+        return matcher(entries, bundle);
+    }
+    if let Some(path) = cache_file(bundle) {
+        let save = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| e.to_string())
+            .and_then(|_| embedder.known().save(&path).map_err(|e| e.to_string()));
+        match save {
+            Ok(()) => debug!("prompt embeddings cached in {}", path.display()),
+            Err(e) => warn!("prompt embeddings not cached: {e}"),
+        }
+    }
+    matcher(entries, bundle)
+}
+
+fn matcher(entries: Vec<(Label, Vec<Vec<f32>>)>, bundle: &Bundle) -> Result<Matcher, DaemonError> {
+    Ok(Matcher::new(
+        entries,
+        bundle.embed_dim(),
+        bundle.manifest.logit_scale,
+    )?)
+}
+
+/// The trigger parameters of prompt `index`: its overrides over `[trigger]` and
+/// `matcher.threshold`.
+fn trigger_params(config: &Config, index: usize) -> TriggerParams {
+    let p = &config.prompts[index];
+    let cooldown_s = p.cooldown_s.unwrap_or(config.trigger.cooldown_s);
+    TriggerParams {
+        threshold: p.threshold.unwrap_or(config.matcher.threshold),
+        enter_frames: p.enter_frames.unwrap_or(config.trigger.enter_frames),
+        exit_frames: p.exit_frames.unwrap_or(config.trigger.exit_frames),
+        cooldown: Duration::try_from_secs_f32(cooldown_s).unwrap_or(Duration::ZERO),
+    }
+}
+
+/// The trigger metric `matcher.score` thresholds.
+fn metric(score: ScoreKind) -> Metric {
+    match score {
+        ScoreKind::Prob => Metric::Prob,
+        ScoreKind::Cosine => Metric::Score,
+    }
+}
+
+fn build_bank(config: &Config) -> TriggerBank {
+    let labels = config
+        .prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| LabelSpec {
+            label: p.label.clone(),
+            prompt: p.display_text().to_string(),
+            params: trigger_params(config, i),
+        })
+        .collect();
+    TriggerBank::new(
+        config.camera.name.clone(),
+        metric(config.matcher.score),
+        labels,
+    )
+}
+
+/// The model side of the daemon, loaded once.
+pub struct Daemon {
+    config: Config,
+    bundle: Bundle,
+    encoder: ImageEncoder,
+    preprocessor: Preprocessor,
+    matcher: Matcher,
+    bank: TriggerBank,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("camera", &self.config.camera.name)
+            .field("bundle", &self.bundle.dir())
+            .finish()
+    }
+}
+
+impl Daemon {
+    /// Loads the bundle, the image tower (on the device `model.runtime` selects) and the prompt
+    /// embeddings the config names.
+    pub fn new(config: Config) -> Result<Daemon, DaemonError> {
+        let threads = config.model.threads.unwrap_or(1);
+        set_threads(threads);
+        let started = Instant::now();
+        let bundle = Bundle::load(&config.model.bundle)?;
+        let encoder = ImageEncoder::load_for(&bundle, config.model.precision, config.model.runtime)
+            .map_err(|e| match e {
+                ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
+                e => e.into(),
+            })?;
+        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image));
+        let matcher = build_matcher(&config, &bundle)?;
+        let bank = build_bank(&config);
+        let on = match encoder.device() {
+            Device::Cpu => format!("on the CPU with {threads} thread(s)"),
+            Device::Cuda => "on the GPU (CUDA)".to_string(),
+        };
+        info!(
+            "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background",
+            bundle.name(),
+            encoder.path().display(),
+            encoder.precision(),
+            started.elapsed().as_secs_f64() * 1e3,
+            config.prompts.len(),
+            config.matcher.background.len()
+        );
+        Ok(Daemon {
+            config,
+            bundle,
+            encoder,
+            preprocessor,
+            matcher,
+            bank,
+        })
+    }
+
+    /// The config it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Re-reads the prompts from the config file and rebuilds the matcher and triggers. Active
+    /// labels get their end events first (returned).
+    fn reload(&mut self, frame: FrameStamp) -> Vec<Event> {
+        let Some(file) = self.config.file.clone() else {
+            warn!("reload asked, but the config did not come from a file");
+            return vec![];
+        };
+        let new = match Config::from_file(&file) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("reload failed, keeping the current prompts:\n{e}");
+                return vec![];
+            }
+        };
+        if new.model.bundle != self.config.model.bundle {
+            warn!("reload: model.bundle changed; restart the daemon to load another model");
+        }
+        let mut config = self.config.clone();
+        config.prompts = new.prompts;
+        config.matcher = new.matcher;
+        config.trigger = new.trigger;
+        match build_matcher(&config, &self.bundle) {
+            Ok(matcher) => {
+                let ends = self.bank.finish(frame);
+                self.matcher = matcher;
+                self.config = config;
+                self.bank = build_bank(&self.config);
+                info!("prompts reloaded: {} labels", self.config.prompts.len());
+                ends
+            }
+            Err(e) => {
+                warn!("reload failed, keeping the current prompts: {e}");
+                vec![]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_overrides_win_over_the_defaults() {
+        let text = "[camera]\nsource = \"v4l2:/dev/video0\"\n[model]\nbundle = \"m\"\n\
+                    [[prompts]]\nlabel = \"person\"\ntext = \"a person\"\n\
+                    [[prompts]]\nlabel = \"dog\"\ntext = [\"a dog\", \"a puppy\"]\n\
+                    threshold = 0.7\nenter_frames = 1\ncooldown_s = 2.5\n\
+                    [trigger]\nexit_frames = 9\n[matcher]\nscore = \"cosine\"";
+        let c = Config::from_toml_str(text, None).unwrap();
+        let p = trigger_params(&c, 1);
+        assert_eq!(p.threshold, 0.7);
+        assert_eq!(p.enter_frames, 1);
+        assert_eq!(p.exit_frames, 9);
+        assert_eq!(p.cooldown, Duration::from_millis(2500));
+        let p0 = trigger_params(&c, 0);
+        assert_eq!(
+            (p0.threshold, p0.enter_frames, p0.cooldown),
+            (0.5, 3, Duration::ZERO)
+        );
+        assert_eq!(metric(c.matcher.score), Metric::Score);
+        assert_eq!(metric(ScoreKind::Prob), Metric::Prob);
+    }
+}
