@@ -43,6 +43,14 @@ pub enum DaemonError {
     /// The config file is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `model.bundle` does not load.
+    #[error("{}: model.bundle: {error}", file.display())]
+    Bundle {
+        /// The config file.
+        file: PathBuf,
+        /// What is wrong with the bundle (its message names the bundle's file).
+        error: ModelError,
+    },
     /// The model bundle could not be loaded.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -236,7 +244,13 @@ impl Daemon {
         let threads = config.model.threads.unwrap_or(1);
         set_threads(threads);
         let started = Instant::now();
-        let bundle = Bundle::load(&config.model.bundle)?;
+        let bundle = Bundle::load(&config.model.bundle).map_err(|error| DaemonError::Bundle {
+            file: config
+                .file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("<memory>")),
+            error,
+        })?;
         let encoder = ImageEncoder::load_for(&bundle, config.model.precision, config.model.runtime)
             .map_err(|e| match e {
                 ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
