@@ -27,36 +27,47 @@
 //! every label on each connect, and feeds the queue to rumqttc through a small window of
 //! in-flight messages (smaller than rumqttc's bounded request channel and in-flight limit, so
 //! neither can fill up or collide).
+//!
+//! # Layout
+//!
+//! [`topics`](Topics) names the topics and builds the discovery payloads; `options` turns a
+//! validated `[mqtt]` table into rumqttc's options; `queue` is the delivery logic as a pure
+//! state machine (what to send next, what an acknowledgement or a reconnect changes), tested
+//! through any interleaving of broker events; `worker` is the connection thread that drives
+//! rumqttc and feeds the queue. This file is the sink's API and its close protocol.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    Client, Connection, ConnectionError, Event as MqttEvent, LastWill, Outgoing, Packet, QoS,
-};
+use rumqttc::{Client, ConnectionError, Event as MqttEvent, LastWill, Packet, QoS};
 
 use super::{EventSink, SinkError};
-use crate::config::MqttConfig;
+use crate::config::{ConfigError, MqttConfig};
 use crate::event::{Event, Stats};
 
-/// Largest MQTT packet the sink sends or accepts.
-const MAX_PACKET: usize = 256 * 1024;
-/// rumqttc's in-flight limit; our window stays well below it so packet ids never collide.
-const RUMQTTC_INFLIGHT: u16 = 100;
+mod options;
+mod queue;
+mod topics;
+mod worker;
+
+pub use topics::Topics;
+
+use options::{MAX_PACKET, RUMQTTC_INFLIGHT};
+use queue::{Queue, Refused, Settings};
+use worker::{Shared, State};
 
 /// What went wrong with the MQTT sink. Variants name the broker (`host:port`) or the topic.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    /// An option would make rumqttc assert (or is otherwise unusable); config validation
-    /// normally catches it first.
+    /// The `[mqtt]` table breaks a rule of [`MqttConfig::validate`] (some would make rumqttc
+    /// assert); a config file is refused at load already, a table built in code here.
     #[error("mqtt option {key}: {message}")]
     InvalidOption {
-        /// The config key.
-        key: &'static str,
-        /// What is wrong.
+        /// The config key of the first problem.
+        key: String,
+        /// What is wrong (followed by any further problems, each with its key).
         message: String,
     },
     /// The TLS CA file could not be read.
@@ -160,385 +171,47 @@ impl Default for MqttOptions {
     }
 }
 
-/// The topic names of one camera.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topics {
-    /// `P/C/events`.
-    pub events: String,
-    /// `P/availability`.
-    pub availability: String,
-    /// `P/C/stats`.
-    pub stats: String,
-    prefix: String,
-    camera: String,
-    discovery_prefix: String,
-    node: String,
-}
-
-impl Topics {
-    /// The topics for `camera` under `prefix` (and `discovery_prefix` for Home Assistant).
-    pub fn new(prefix: &str, camera: &str, discovery_prefix: &str) -> Topics {
-        let node: String = format!("{prefix}_{camera}")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        Topics {
-            events: format!("{prefix}/{camera}/events"),
-            availability: format!("{prefix}/availability"),
-            stats: format!("{prefix}/{camera}/stats"),
-            prefix: prefix.to_owned(),
-            camera: camera.to_owned(),
-            discovery_prefix: discovery_prefix.to_owned(),
-            node,
+impl MqttError {
+    /// The problems [`MqttConfig::validate`] found, as one error naming the first key (and the
+    /// keys of the others in the message).
+    fn invalid(err: ConfigError) -> MqttError {
+        let mut problems = err.problems.into_iter();
+        let Some(first) = problems.next() else {
+            return MqttError::InvalidOption {
+                key: "mqtt".into(),
+                message: err.file.display().to_string(),
+            };
+        };
+        let mut message = first.message;
+        for p in problems {
+            message.push_str(&format!("; {p}"));
+        }
+        MqttError::InvalidOption {
+            key: first.key,
+            message,
         }
     }
-
-    /// `P/C/L/state`.
-    pub fn state(&self, label: &str) -> String {
-        format!("{}/{}/{label}/state", self.prefix, self.camera)
-    }
-
-    /// `D/binary_sensor/N/L/config`, where `N` is the node id (`P_C`, sanitised).
-    pub fn discovery(&self, label: &str) -> String {
-        format!(
-            "{}/binary_sensor/{}/{label}/config",
-            self.discovery_prefix, self.node
-        )
-    }
-
-    /// The Home Assistant discovery config of one label's binary sensor.
-    pub fn discovery_payload(&self, label: &str) -> String {
-        serde_json::json!({
-            "name": label,
-            "unique_id": format!("{}_{label}", self.node),
-            "state_topic": self.state(label),
-            "availability_topic": self.availability,
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "payload_available": "online",
-            "payload_not_available": "offline",
-            "device": {
-                "identifiers": [self.node],
-                "name": format!("edgeclip {}", self.camera),
-                "model": "edgeclip",
-                "manufacturer": "edgeclip",
-                "sw_version": env!("CARGO_PKG_VERSION"),
-            },
-        })
-        .to_string()
-    }
 }
 
-fn qos_of(n: u8) -> QoS {
-    match n {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
-/// The default client id: `edgeclip-<hostname>-<camera>`.
-fn default_client_id(camera: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let host: String = host
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if host.is_empty() {
-        format!("edgeclip-{camera}")
-    } else {
-        format!("edgeclip-{host}-{camera}")
-    }
-}
-
-/// Builds rumqttc options, checking every value rumqttc would assert on before calling its
-/// setters.
-fn build_options(
+/// rumqttc's options for `cfg`, which is validated first: the table may come from code rather
+/// than from a checked file, and rumqttc asserts on some values.
+fn rumqttc_options(
     cfg: &MqttConfig,
     camera: &str,
     client_suffix: &str,
     connect_timeout: Duration,
 ) -> Result<(rumqttc::MqttOptions, rumqttc::NetworkOptions), MqttError> {
-    if !(5..=u64::from(u16::MAX)).contains(&cfg.keep_alive_s) {
-        return Err(MqttError::InvalidOption {
-            key: "mqtt.keep_alive_s",
-            message: format!("must be in [5, 65535], got {}", cfg.keep_alive_s),
-        });
-    }
-    if cfg.qos > 2 {
-        return Err(MqttError::InvalidOption {
-            key: "mqtt.qos",
-            message: format!("must be 0, 1 or 2, got {}", cfg.qos),
-        });
-    }
-    if cfg.queue == 0 {
-        return Err(MqttError::InvalidOption {
-            key: "mqtt.queue",
-            message: "must be at least 1".into(),
-        });
-    }
-    let client_id = match &cfg.client_id {
-        Some(id) if id.is_empty() => {
-            return Err(MqttError::InvalidOption {
-                key: "mqtt.client_id",
-                message: "must not be empty".into(),
-            });
-        }
-        Some(id) => id.clone(),
-        None => default_client_id(camera),
-    };
-    let topics = Topics::new(&cfg.prefix, camera, &cfg.discovery_prefix);
-    let mut o = rumqttc::MqttOptions::new(
-        format!("{client_id}{client_suffix}"),
-        cfg.host.clone(),
-        cfg.port,
-    );
-    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s))
-        .set_clean_session(true)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_inflight(RUMQTTC_INFLIGHT)
-        .set_last_will(LastWill::new(
-            topics.availability,
-            "offline",
-            qos_of(cfg.qos),
-            true,
-        ));
-    if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
-    }
-    if let Some(ca_path) = &cfg.tls_ca {
-        let ca = std::fs::read(ca_path).map_err(|source| MqttError::TlsCa {
-            path: ca_path.clone(),
-            source,
-        })?;
-        o.set_transport(rumqttc::Transport::tls(ca, None, None));
-    }
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_connection_timeout(connect_timeout.as_secs().max(1));
-    Ok((o, net))
-}
-
-/// One message waiting to be sent.
-#[derive(Debug, Clone)]
-struct Msg {
-    topic: String,
-    payload: Vec<u8>,
-    qos: QoS,
-    retain: bool,
-}
-
-/// What an in-flight message is, so its acknowledgement can be applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tag {
-    /// An accepted event, by id.
-    Event(u64),
-    /// Anything regenerated on each connect (availability, discovery, state, stats).
-    Other,
-}
-
-#[derive(Debug)]
-struct Inflight {
-    tag: Tag,
-    qos: QoS,
-    /// Set when rumqttc reports the packet as written.
-    pkid: Option<u16>,
-}
-
-#[derive(Debug)]
-struct Queued {
-    id: u64,
-    msg: Msg,
-    acked: bool,
-}
-
-struct State {
-    client: Option<Client>,
-    connected: bool,
-    /// `close` started: no new events are accepted.
-    closing: bool,
-    /// The worker must exit.
-    stop: bool,
-    /// The worker has exited.
-    finished: bool,
-    /// Accepted events not yet acknowledged, oldest first; ids are contiguous.
-    queue: VecDeque<Queued>,
-    /// Entries of `queue` handed to rumqttc in this session (always a prefix).
-    sent: usize,
-    next_id: u64,
-    /// Messages handed to rumqttc and not yet acknowledged, in send order.
-    inflight: VecDeque<Inflight>,
-    /// Connect-time and best-effort messages, sent before the queue.
-    control: VecDeque<Msg>,
-    /// The latest state of every label.
-    states: BTreeMap<String, bool>,
-    /// Labels whose state must be (re)sent once the queue is through.
-    dirty: BTreeSet<String>,
-    dropped: u64,
-    delivered: u64,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    cond: Condvar,
-    cfg: MqttConfig,
-    broker: String,
-    topics: Topics,
-    labels: Vec<String>,
-    window: usize,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn qos(&self) -> QoS {
-        qos_of(self.cfg.qos)
-    }
-
-    /// Hands as many messages to rumqttc as the window allows: control messages, then the
-    /// event queue in order, then (once the queue is through) the dirty states.
-    fn flush(&self, st: &mut State) {
-        if !st.connected {
-            return;
-        }
-        while st.inflight.len() < self.window {
-            let (msg, tag) = if let Some(m) = st.control.front() {
-                (m.clone(), Tag::Other)
-            } else if let Some(q) = st.queue.get(st.sent) {
-                if q.acked {
-                    st.sent += 1;
-                    continue;
-                }
-                (q.msg.clone(), Tag::Event(q.id))
-            } else if let Some(label) = st.dirty.first().cloned() {
-                let on = st.states.get(&label).copied().unwrap_or(false);
-                let msg = Msg {
-                    topic: self.topics.state(&label),
-                    payload: if on { b"ON".to_vec() } else { b"OFF".to_vec() },
-                    qos: self.qos(),
-                    retain: true,
-                };
-                (msg, Tag::Other)
-            } else {
-                return;
-            };
-            let Some(client) = &st.client else { return };
-            match client.try_publish(msg.topic.clone(), msg.qos, msg.retain, msg.payload) {
-                Ok(()) => {
-                    st.inflight.push_back(Inflight {
-                        tag,
-                        qos: msg.qos,
-                        pkid: None,
-                    });
-                    match tag {
-                        Tag::Event(_) => st.sent += 1,
-                        Tag::Other if !st.control.is_empty() => {
-                            st.control.pop_front();
-                        }
-                        Tag::Other => {
-                            st.dirty.pop_first();
-                        }
-                    }
-                }
-                Err(e) => {
-                    // The request channel is full or gone; retry on the next wake-up.
-                    log::debug!("mqtt {}: rumqttc refused a request: {e}", self.broker);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Applies the completion of the in-flight message at `index`.
-    fn complete(&self, st: &mut State, index: usize) {
-        let Some(done) = st.inflight.remove(index) else {
-            return;
-        };
-        if let Tag::Event(id) = done.tag {
-            if let Some(front) = st.queue.front().map(|q| q.id)
-                && id >= front
-                && let Some(q) = st.queue.get_mut((id - front) as usize)
-            {
-                q.acked = true;
-            }
-            while st.queue.front().is_some_and(|q| q.acked) {
-                st.queue.pop_front();
-                st.sent = st.sent.saturating_sub(1);
-                st.delivered += 1;
-            }
-        }
-        self.cond.notify_all();
-    }
-
-    /// The connection is gone: everything in flight is to be sent again after reconnecting.
-    fn reset(&self, st: &mut State, connection: &mut Connection) {
-        st.connected = false;
-        // Stop rumqttc from replaying its own copy of unacknowledged packets; we resend ours.
-        connection.eventloop.clean();
-        connection.eventloop.pending.clear();
-        connection.eventloop.state.events.clear();
-        connection.eventloop.state.collision = None;
-        st.inflight.clear();
-        st.sent = 0;
-        st.control.clear();
-        self.cond.notify_all();
-    }
-
-    /// A new session: announce availability, discovery and every label's state, then resend
-    /// the queue.
-    fn on_connected(&self, st: &mut State) {
-        st.connected = true;
-        st.control.clear();
-        if !st.closing {
-            st.control.push_back(Msg {
-                topic: self.topics.availability.clone(),
-                payload: b"online".to_vec(),
-                qos: self.qos(),
-                retain: true,
-            });
-        }
-        if self.cfg.homeassistant_discovery {
-            for label in &self.labels {
-                st.control.push_back(Msg {
-                    topic: self.topics.discovery(label),
-                    payload: self.topics.discovery_payload(label).into_bytes(),
-                    qos: self.qos(),
-                    retain: true,
-                });
-            }
-        }
-        st.dirty = st.states.keys().cloned().collect();
-        self.flush(st);
-        self.cond.notify_all();
-    }
-
-    fn pending(st: &State) -> usize {
-        st.queue.len() + st.control.len() + st.dirty.len() + st.inflight.len()
-    }
+    cfg.validate().map_err(MqttError::invalid)?;
+    options::build(cfg, camera, client_suffix, connect_timeout)
 }
 
 /// Publishes events, label states, availability, statistics and discovery to an MQTT broker.
 pub struct MqttSink {
     name: String,
     shared: Arc<Shared>,
+    topics: Topics,
+    /// `mqtt.queue`.
+    capacity: usize,
     worker: Option<JoinHandle<()>>,
     close_timeout: Duration,
     closed: bool,
@@ -548,7 +221,8 @@ impl MqttSink {
     /// Starts the sink: the connection is made in the background (a broker that is down now is
     /// retried with backoff; events wait in the queue meanwhile). `labels` are the prompt
     /// labels, whose state starts `OFF` and whose discovery configs are published when
-    /// `homeassistant_discovery` is on.
+    /// `homeassistant_discovery` is on. `cfg` is validated first (a table built in code may
+    /// break the config's rules): a bad value is an [`MqttError::InvalidOption`] naming its key.
     pub fn connect(
         cfg: &MqttConfig,
         camera: &str,
@@ -556,39 +230,25 @@ impl MqttSink {
         options: MqttOptions,
     ) -> Result<MqttSink, MqttError> {
         let broker = format!("{}:{}", cfg.host, cfg.port);
-        let (opts, net) = build_options(cfg, camera, "", options.connect_timeout)?;
+        let (opts, net) = rumqttc_options(cfg, camera, "", options.connect_timeout)?;
         let window = options.window.clamp(1, usize::from(RUMQTTC_INFLIGHT) / 2);
         let (client, mut connection) = Client::new(opts, window + 4);
         connection.eventloop.set_network_options(net);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                client: Some(client),
-                connected: false,
-                closing: false,
-                stop: false,
-                finished: false,
-                queue: VecDeque::new(),
-                sent: 0,
-                next_id: 0,
-                inflight: VecDeque::new(),
-                control: VecDeque::new(),
-                states: labels.iter().map(|l| (l.clone(), false)).collect(),
-                dirty: BTreeSet::new(),
-                dropped: 0,
-                delivered: 0,
-            }),
-            cond: Condvar::new(),
-            cfg: cfg.clone(),
-            broker: broker.clone(),
-            topics: Topics::new(&cfg.prefix, camera, &cfg.discovery_prefix),
+        let topics = Topics::new(&cfg.prefix, camera, &cfg.discovery_prefix);
+        let queue = Queue::new(Settings {
+            topics: topics.clone(),
             labels: labels.to_vec(),
+            qos: options::qos_of(cfg.qos),
+            discovery: cfg.homeassistant_discovery,
+            capacity: cfg.queue,
             window,
         });
+        let shared = Arc::new(Shared::new(client, queue, broker.clone()));
         let worker_shared = Arc::clone(&shared);
         let opts = options.clone();
         let worker = std::thread::Builder::new()
             .name("edgeclip-mqtt".into())
-            .spawn(move || run(&worker_shared, &mut connection, &opts))
+            .spawn(move || worker::run(&worker_shared, &mut connection, &opts))
             .map_err(|source| MqttError::Thread {
                 broker: broker.clone(),
                 source,
@@ -597,6 +257,8 @@ impl MqttSink {
         Ok(MqttSink {
             name: format!("mqtt://{broker}"),
             shared,
+            topics,
+            capacity: cfg.queue,
             worker: Some(worker),
             close_timeout: options.close_timeout,
             closed: false,
@@ -605,38 +267,40 @@ impl MqttSink {
 
     /// The topics this sink publishes to.
     pub fn topics(&self) -> &Topics {
-        &self.shared.topics
+        &self.topics
     }
 
     /// Whether the broker connection is up.
     pub fn is_connected(&self) -> bool {
-        self.shared.lock().connected
+        self.shared.lock().queue.is_connected()
     }
 
     /// Accepted events not yet acknowledged by the broker.
     pub fn queued(&self) -> usize {
-        self.shared.lock().queue.len()
+        self.shared.lock().queue.queued()
     }
 
     /// Events refused because the queue was full, since start.
     pub fn dropped(&self) -> u64 {
-        self.shared.lock().dropped
+        self.shared.lock().queue.dropped()
     }
 
     /// Events acknowledged by the broker, since start.
     pub fn delivered(&self) -> u64 {
-        self.shared.lock().delivered
+        self.shared.lock().queue.delivered()
     }
 
     /// Waits up to `timeout` for the broker connection to be up; returns whether it is.
     pub fn wait_connected(&self, timeout: Duration) -> bool {
-        self.wait_until(timeout, |st| st.connected)
+        self.wait_until(timeout, |st| st.queue.is_connected())
     }
 
     /// Waits up to `timeout` until every accepted event and state message is acknowledged;
     /// returns whether that happened.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        self.wait_until(timeout, |st| st.connected && Shared::pending(st) == 0)
+        self.wait_until(timeout, |st| {
+            st.queue.is_connected() && st.queue.pending() == 0
+        })
     }
 
     fn wait_until(&self, timeout: Duration, ready: impl Fn(&State) -> bool) -> bool {
@@ -650,12 +314,7 @@ impl MqttSink {
             if now >= deadline || st.finished {
                 return false;
             }
-            st = self
-                .shared
-                .cond
-                .wait_timeout(st, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            st = self.shared.wait(st, deadline - now);
         }
     }
 
@@ -679,66 +338,48 @@ impl EventSink for MqttSink {
 
     fn publish(&mut self, event: &Event) -> Result<(), SinkError> {
         let sh = &self.shared;
-        let msg = Msg {
-            topic: sh.topics.events.clone(),
-            payload: event.to_json().into_bytes(),
-            qos: sh.qos(),
-            retain: false,
-        };
-        MqttSink::check_size(&msg.topic, &msg.payload)?;
+        let payload = event.to_json().into_bytes();
+        MqttSink::check_size(&self.topics.events, &payload)?;
         let mut st = sh.lock();
-        if st.closing || st.finished {
-            return Err(MqttError::Closed {
-                broker: sh.broker.clone(),
-            }
-            .into());
+        let closed = || MqttError::Closed {
+            broker: sh.broker.clone(),
+        };
+        if st.finished {
+            return Err(closed().into());
         }
-        if st.queue.len() >= sh.cfg.queue {
-            st.dropped += 1;
-            let dropped = st.dropped;
-            log::warn!(
-                "mqtt {}: queue full ({} events waiting for the broker), dropped {} event for \
-                 {:?} (frame {}); {dropped} dropped so far",
-                sh.broker,
-                st.queue.len(),
-                event.kind.as_str(),
-                event.label,
-                event.frame
-            );
-            return Err(MqttError::QueueFull {
-                broker: sh.broker.clone(),
-                capacity: sh.cfg.queue,
-                dropped,
-            }
-            .into());
-        }
-        let id = st.next_id;
-        st.next_id += 1;
-        st.queue.push_back(Queued {
-            id,
-            msg,
-            acked: false,
-        });
         let on = event.kind == crate::event::EventKind::Start;
-        st.states.insert(event.label.clone(), on);
-        st.dirty.insert(event.label.clone());
-        sh.flush(&mut st);
-        Ok(())
+        match st.queue.accept(&event.label, on, payload) {
+            Ok(_) => {
+                sh.flush(&mut st);
+                Ok(())
+            }
+            Err(Refused::Closed) => Err(closed().into()),
+            Err(Refused::Full { queued, dropped }) => {
+                log::warn!(
+                    "mqtt {}: queue full ({queued} events waiting for the broker), dropped {} \
+                     event for {:?} (frame {}); {dropped} dropped so far",
+                    sh.broker,
+                    event.kind.as_str(),
+                    event.label,
+                    event.frame
+                );
+                Err(MqttError::QueueFull {
+                    broker: sh.broker.clone(),
+                    capacity: self.capacity,
+                    dropped,
+                }
+                .into())
+            }
+        }
     }
 
     /// Statistics are best effort (QoS 0): sent when connected, dropped otherwise.
     fn publish_stats(&mut self, stats: &Stats) -> Result<(), SinkError> {
         let sh = &self.shared;
         let payload = stats.to_json().into_bytes();
-        MqttSink::check_size(&sh.topics.stats, &payload)?;
+        MqttSink::check_size(&self.topics.stats, &payload)?;
         let mut st = sh.lock();
-        if st.connected && !st.closing && st.control.len() < 8 {
-            st.control.push_back(Msg {
-                topic: sh.topics.stats.clone(),
-                payload,
-                qos: QoS::AtMostOnce,
-                retain: false,
-            });
+        if st.queue.offer_stats(payload) {
             sh.flush(&mut st);
         }
         Ok(())
@@ -756,46 +397,30 @@ impl EventSink for MqttSink {
         let deadline = Instant::now() + self.close_timeout;
         {
             let mut st = sh.lock();
-            st.closing = true;
+            st.queue.close();
             // Drain the queue (states and control messages only matter while connected: they
             // are regenerated on the next connect anyway).
-            while (!st.queue.is_empty() || (st.connected && Shared::pending(&st) > 0))
+            while (st.queue.queued() > 0 || (st.queue.is_connected() && st.queue.pending() > 0))
                 && !st.finished
             {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
-                st = sh
-                    .cond
-                    .wait_timeout(st, deadline - now)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
+                st = sh.wait(st, deadline - now);
             }
             // Say goodbye (the will is not sent on a clean disconnect).
-            if st.connected {
-                st.control.push_back(Msg {
-                    topic: sh.topics.availability.clone(),
-                    payload: b"offline".to_vec(),
-                    qos: sh.qos(),
-                    retain: true,
-                });
+            if st.queue.is_connected() {
+                st.queue.say_offline();
                 sh.flush(&mut st);
                 let offline_deadline =
                     Instant::now() + Duration::from_secs(2).min(self.close_timeout);
-                while st.connected
-                    && !st.finished
-                    && (!st.control.is_empty() || !st.inflight.is_empty())
-                {
+                while st.queue.is_connected() && !st.finished && st.queue.control_or_inflight() {
                     let now = Instant::now();
                     if now >= offline_deadline {
                         break;
                     }
-                    st = sh
-                        .cond
-                        .wait_timeout(st, offline_deadline - now)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                    st = sh.wait(st, offline_deadline - now);
                 }
                 if let Some(client) = &st.client
                     && let Err(e) = client.try_disconnect()
@@ -804,7 +429,7 @@ impl EventSink for MqttSink {
                 }
             }
             st.stop = true;
-            sh.cond.notify_all();
+            sh.notify();
         }
         // Give the worker a moment to send DISCONNECT, then close the request channel so it
         // stops even if it is blocked on the connection.
@@ -813,15 +438,11 @@ impl EventSink for MqttSink {
             let mut st = sh.lock();
             while !st.finished && Instant::now() < stop_deadline {
                 let wait = stop_deadline.saturating_duration_since(Instant::now());
-                st = sh
-                    .cond
-                    .wait_timeout(st, wait)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
+                st = sh.wait(st, wait);
             }
             st.client = None;
         }
-        let undelivered = sh.lock().queue.len();
+        let undelivered = sh.lock().queue.queued();
         if let Some(w) = self.worker.take() {
             if sh.lock().finished {
                 if w.join().is_err() {
@@ -853,131 +474,19 @@ impl Drop for MqttSink {
         if !self.closed {
             let mut st = self.shared.lock();
             st.stop = true;
-            st.closing = true;
+            st.queue.close();
             st.client = None;
-            self.shared.cond.notify_all();
+            self.shared.notify();
         }
     }
-}
-
-/// The connection thread: polls rumqttc, applies acknowledgements, reconnects with backoff.
-fn run(sh: &Shared, connection: &mut Connection, opts: &MqttOptions) {
-    let mut backoff = opts.reconnect_min;
-    let mut failures: u32 = 0;
-    loop {
-        if sh.lock().stop {
-            break;
-        }
-        match connection.recv() {
-            Ok(Ok(event)) => {
-                let mut st = sh.lock();
-                match event {
-                    MqttEvent::Incoming(Packet::ConnAck(_)) => {
-                        let queued = st.queue.len();
-                        if failures > 0 {
-                            log::info!(
-                                "mqtt {}: reconnected; resending {queued} queued events",
-                                sh.broker
-                            );
-                        } else {
-                            log::info!("mqtt {}: connected", sh.broker);
-                        }
-                        failures = 0;
-                        backoff = opts.reconnect_min;
-                        sh.on_connected(&mut st);
-                    }
-                    MqttEvent::Outgoing(Outgoing::Publish(pkid)) => {
-                        if let Some(i) = st.inflight.iter().position(|f| f.pkid.is_none()) {
-                            st.inflight[i].pkid = Some(pkid);
-                            if st.inflight[i].qos == QoS::AtMostOnce {
-                                sh.complete(&mut st, i);
-                            }
-                        }
-                    }
-                    MqttEvent::Incoming(Packet::PubAck(ack)) => {
-                        if let Some(i) = st
-                            .inflight
-                            .iter()
-                            .position(|f| f.pkid == Some(ack.pkid) && f.qos == QoS::AtLeastOnce)
-                        {
-                            sh.complete(&mut st, i);
-                        }
-                    }
-                    MqttEvent::Incoming(Packet::PubRec(rec)) => {
-                        if let Some(i) = st
-                            .inflight
-                            .iter()
-                            .position(|f| f.pkid == Some(rec.pkid) && f.qos == QoS::ExactlyOnce)
-                        {
-                            sh.complete(&mut st, i);
-                        }
-                    }
-                    MqttEvent::Outgoing(Outgoing::AwaitAck(pkid)) => {
-                        log::error!(
-                            "mqtt {}: packet id {pkid} collided (the broker acknowledges out of \
-                             order)",
-                            sh.broker
-                        );
-                    }
-                    MqttEvent::Outgoing(Outgoing::Disconnect) if st.stop || st.closing => {
-                        break;
-                    }
-                    _ => {}
-                }
-                sh.flush(&mut st);
-            }
-            Ok(Err(e)) => {
-                let mut st = sh.lock();
-                let was_connected = st.connected;
-                sh.reset(&mut st, connection);
-                if st.stop {
-                    break;
-                }
-                failures = failures.saturating_add(1);
-                if was_connected || failures == 1 {
-                    log::warn!(
-                        "mqtt {}: {} ({e}); {} events queued, retrying in {backoff:?}",
-                        sh.broker,
-                        if was_connected {
-                            "connection lost"
-                        } else {
-                            "cannot connect"
-                        },
-                        st.queue.len()
-                    );
-                } else {
-                    log::debug!("mqtt {}: still cannot connect: {e}", sh.broker);
-                }
-                // Sleep the backoff, waking early on close.
-                let until = Instant::now() + backoff;
-                while !st.stop {
-                    let now = Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    st = sh
-                        .cond
-                        .wait_timeout(st, until - now)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
-                }
-                backoff = (backoff * 2).min(opts.reconnect_max);
-            }
-            // Every client handle is gone.
-            Err(_) => break,
-        }
-    }
-    let mut st = sh.lock();
-    st.connected = false;
-    st.finished = true;
-    sh.cond.notify_all();
 }
 
 /// Connects once to the configured broker (with a client id suffixed `-probe`, so a running
-/// daemon is not kicked off), waits up to `timeout` for the CONNACK, and disconnects.
+/// daemon is not kicked off), waits up to `timeout` for the CONNACK, and disconnects. `cfg` is
+/// validated first, as by [`MqttSink::connect`].
 pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String, MqttError> {
     let broker = format!("{}:{}", cfg.host, cfg.port);
-    let (mut opts, net) = build_options(cfg, camera, "-probe", timeout)?;
+    let (mut opts, net) = rumqttc_options(cfg, camera, "-probe", timeout)?;
     // Should the probe die mid-way, its will must not overwrite the daemon's availability.
     opts.set_last_will(LastWill::new(
         format!("{}/probe", cfg.prefix),
@@ -1042,63 +551,29 @@ mod tests {
     }
 
     #[test]
-    fn topic_names() {
-        let t = Topics::new("edgeclip", "cam0", "homeassistant");
-        assert_eq!(t.events, "edgeclip/cam0/events");
-        assert_eq!(t.availability, "edgeclip/availability");
-        assert_eq!(t.stats, "edgeclip/cam0/stats");
-        assert_eq!(t.state("person"), "edgeclip/cam0/person/state");
-        assert_eq!(
-            t.discovery("person"),
-            "homeassistant/binary_sensor/edgeclip_cam0/person/config"
-        );
-        let t = Topics::new("home/cams", "front-door", "ha");
-        assert_eq!(
-            t.discovery("cat"),
-            "ha/binary_sensor/home_cams_front-door/cat/config"
-        );
-    }
-
-    #[test]
-    fn discovery_payload_fields() {
-        let t = Topics::new("edgeclip", "cam0", "homeassistant");
-        let v: serde_json::Value = serde_json::from_str(&t.discovery_payload("person")).unwrap();
-        assert_eq!(v["name"], "person");
-        assert_eq!(v["unique_id"], "edgeclip_cam0_person");
-        assert_eq!(v["state_topic"], "edgeclip/cam0/person/state");
-        assert_eq!(v["availability_topic"], "edgeclip/availability");
-        assert_eq!(v["payload_on"], "ON");
-        assert_eq!(v["payload_off"], "OFF");
-        assert_eq!(v["device"]["identifiers"][0], "edgeclip_cam0");
-        assert_eq!(v["device"]["manufacturer"], "edgeclip");
-        assert_eq!(v["device"]["model"], "edgeclip");
-        assert!(v["device"]["name"].as_str().unwrap().contains("cam0"));
-    }
-
-    #[test]
     fn options_that_rumqttc_asserts_on_are_refused_first() {
         let mut c = cfg();
         c.keep_alive_s = 0;
-        let err = build_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
         let mut c = cfg();
         c.client_id = Some(String::new());
-        let err = build_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("mqtt.client_id"), "{err}");
         let mut c = cfg();
         c.qos = 7;
-        assert!(build_options(&c, "cam0", "", Duration::from_secs(1)).is_err());
+        assert!(rumqttc_options(&c, "cam0", "", Duration::from_secs(1)).is_err());
         let mut c = cfg();
         c.tls_ca = Some("/nonexistent/ca.pem".into());
-        let err = build_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
-        let (o, _) = build_options(&cfg(), "cam0", "-probe", Duration::from_secs(1)).unwrap();
+        let (o, _) = rumqttc_options(&cfg(), "cam0", "-probe", Duration::from_secs(1)).unwrap();
         assert_eq!(o.client_id(), "test-probe");
         assert_eq!(o.keep_alive(), Duration::from_secs(30));
         let will = o.last_will().unwrap();
@@ -1108,10 +583,30 @@ mod tests {
     }
 
     #[test]
-    fn default_client_id_names_the_camera() {
-        let id = default_client_id("cam0");
-        assert!(id.starts_with("edgeclip-") && id.ends_with("-cam0") || id == "edgeclip-cam0");
-        assert!(!id.contains(char::is_whitespace));
+    fn a_table_built_in_code_is_checked_by_the_config_rules() {
+        // Every problem is reported, the first one's key in the error.
+        let mut c = cfg();
+        c.queue = 0;
+        c.qos = 3;
+        let err = MqttSink::connect(&c, "cam0", &[], MqttOptions::default())
+            .err()
+            .expect("an error");
+        match &err {
+            MqttError::InvalidOption { key, message } => {
+                assert_eq!(key, "mqtt.qos", "{err}");
+                assert!(message.contains("mqtt.queue"), "{err}");
+            }
+            other => panic!("not InvalidOption: {other}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "mqtt option mqtt.qos: must be 0, 1 or 2, got 3; mqtt.queue: must be in [1, 100000], \
+             got 0"
+        );
+        let mut c = cfg();
+        c.host = "mqtt://broker".into();
+        let err = probe(&c, "cam0", Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("mqtt.host"), "{err}");
     }
 
     fn event(frame: u64) -> Event {
