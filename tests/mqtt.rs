@@ -364,15 +364,16 @@ fn events_arrive_in_order_at_every_qos() {
         assert_eq!(sink.delivered(), 40, "qos {qos}");
         assert_eq!(sink.queued(), 0, "qos {qos}");
         sink.close().expect("clean close");
-        // The offline of this close (not the one an earlier round left retained).
+        // The offline of this close: after the last event (an earlier round's offline may
+        // arrive first, retained or not).
         live.wait_until("every event and offline", |seen| {
-            seen.iter()
-                .any(|m| m.topic == "edgeclip/availability" && m.payload == "offline" && !m.retain)
-                && seen
+            let events: Vec<usize> = (0..seen.len())
+                .filter(|&i| seen[i].topic == "edgeclip/cam0/events")
+                .collect();
+            events.len() >= 40
+                && seen[events[events.len() - 1]..]
                     .iter()
-                    .filter(|m| m.topic == "edgeclip/cam0/events")
-                    .count()
-                    >= 40
+                    .any(|m| m.topic == "edgeclip/availability" && m.payload == "offline")
         });
         let frames: Vec<u64> = live
             .on("edgeclip/cam0/events")
