@@ -348,6 +348,68 @@ fn last_will_marks_the_camera_offline_when_the_connection_dies() {
 }
 
 #[test]
+fn events_arrive_in_order_at_every_qos() {
+    let port = start_broker_in_process();
+    for qos in 0..=2u8 {
+        let mut live = Subscriber::connect(port, &format!("qos-watcher-{qos}"), &["edgeclip/#"]);
+        let mut cfg = mqtt_config(port, &format!("edgeclip-test-qos-{qos}"));
+        cfg.qos = qos;
+        let mut sink = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast()).unwrap();
+        assert!(sink.wait_connected(WAIT), "qos {qos}: sink never connected");
+        // More events than the window, so the queue hands them over in several rounds.
+        for f in 0..40 {
+            sink.publish(&event(kind_of(f), "person", f)).unwrap();
+        }
+        assert!(sink.wait_idle(WAIT), "qos {qos}: events not acknowledged");
+        assert_eq!(sink.delivered(), 40, "qos {qos}");
+        assert_eq!(sink.queued(), 0, "qos {qos}");
+        sink.close().expect("clean close");
+        // The offline of this close: after the last event (an earlier round's offline may
+        // arrive first, retained or not).
+        live.wait_until("every event and offline", |seen| {
+            let events: Vec<usize> = (0..seen.len())
+                .filter(|&i| seen[i].topic == "edgeclip/cam0/events")
+                .collect();
+            events.len() >= 40
+                && seen[events[events.len() - 1]..]
+                    .iter()
+                    .any(|m| m.topic == "edgeclip/availability" && m.payload == "offline")
+        });
+        let frames: Vec<u64> = live
+            .on("edgeclip/cam0/events")
+            .iter()
+            .map(|m| Event::from_json(&m.payload).expect("event JSON").frame)
+            .collect();
+        assert_eq!(frames, (0..40).collect::<Vec<_>>(), "qos {qos}");
+        // The last state is the last event's (frame 39 = end), after every event.
+        let last_event = live
+            .seen
+            .iter()
+            .rposition(|m| m.topic == "edgeclip/cam0/events")
+            .unwrap();
+        let last_state = live
+            .seen
+            .iter()
+            .rposition(|m| m.topic == "edgeclip/cam0/person/state")
+            .unwrap();
+        assert!(last_state > last_event, "qos {qos}: {:#?}", live.seen);
+        assert_eq!(live.seen[last_state].payload, "OFF", "qos {qos}");
+    }
+}
+
+#[test]
+fn a_table_built_in_code_is_checked_before_connecting() {
+    let mut cfg = mqtt_config(free_port(), "edgeclip-test-invalid");
+    cfg.keep_alive_s = 1;
+    let err = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
+    let err = probe(&cfg, "cam0", Duration::from_secs(1)).unwrap_err();
+    assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
+}
+
+#[test]
 fn probe_names_a_broker_that_is_not_there() {
     let port = free_port();
     let err = probe(

@@ -1,0 +1,665 @@
+//! Events to an MQTT broker (rumqttc), with a bounded queue that survives broker restarts.
+//!
+//! Topics (`P` = `mqtt.prefix`, `C` = camera name, `L` = label):
+//!
+//! | topic                | payload                     | QoS         | retained |
+//! |----------------------|-----------------------------|-------------|----------|
+//! | `P/C/events`         | event JSON                  | `mqtt.qos`  | no       |
+//! | `P/C/L/state`        | `ON` / `OFF`                | `mqtt.qos`  | yes      |
+//! | `P/availability`     | `online` / `offline` (will) | `mqtt.qos`  | yes      |
+//! | `P/C/stats`          | statistics JSON             | 0           | no       |
+//! | `D/binary_sensor/N/L/config` (discovery) | Home Assistant config | `mqtt.qos` | yes |
+//!
+//! # Delivery
+//!
+//! [`MqttSink::publish`] never touches the network: it appends the event to the sink's own
+//! bounded queue and returns. An event is *accepted* when `publish` returns `Ok`; an accepted
+//! event stays in the queue until the broker acknowledged it (PUBACK for QoS 1, PUBREC for
+//! QoS 2, written to the socket for QoS 0), so a broker restart loses nothing: when the
+//! connection drops, every unacknowledged event is sent again, in order, after the reconnect
+//! (at-least-once; a consumer may see an event twice, never out of order within a session).
+//! rumqttc's own replay of unacknowledged packets is switched off by clearing its pending list,
+//! so this queue is the single source of truth. When the queue is full, new events are refused
+//! (`Err(QueueFull)`), counted and logged at WARN.
+//!
+//! A worker thread drives rumqttc's [`rumqttc::Connection`]: it reconnects with a capped
+//! exponential backoff, republishes `online`, the discovery configs and the retained state of
+//! every label on each connect, and feeds the queue to rumqttc through a small window of
+//! in-flight messages (smaller than rumqttc's bounded request channel and in-flight limit, so
+//! neither can fill up or collide).
+//!
+//! # Layout
+//!
+//! [`topics`](Topics) names the topics and builds the discovery payloads; `options` turns a
+//! validated `[mqtt]` table into rumqttc's options; `queue` is the delivery logic as a pure
+//! state machine (what to send next, what an acknowledgement or a reconnect changes), tested
+//! through any interleaving of broker events; `worker` is the connection thread that drives
+//! rumqttc and feeds the queue. This file is the sink's API and its close protocol.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, ConnectionError, Event as MqttEvent, LastWill, Packet, QoS};
+
+use super::{EventSink, SinkError};
+use crate::config::{ConfigError, MqttConfig};
+use crate::event::{Event, Stats};
+
+mod options;
+mod queue;
+mod topics;
+mod worker;
+
+pub use topics::Topics;
+
+use options::{MAX_PACKET, RUMQTTC_INFLIGHT};
+use queue::{Queue, Refused, Settings};
+use worker::{Shared, State};
+
+/// What went wrong with the MQTT sink. Variants name the broker (`host:port`) or the topic.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The `[mqtt]` table breaks a rule of [`MqttConfig::validate`] (some would make rumqttc
+    /// assert); a config file is refused at load already, a table built in code here.
+    #[error("mqtt option {key}: {message}")]
+    InvalidOption {
+        /// The config key of the first problem.
+        key: String,
+        /// What is wrong (followed by any further problems, each with its key).
+        message: String,
+    },
+    /// The TLS CA file could not be read.
+    #[error("mqtt.tls_ca {path}: cannot read the CA certificate: {source}")]
+    TlsCa {
+        /// The CA file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The offline queue is full: the event was dropped.
+    #[error(
+        "mqtt {broker}: event queue full ({capacity} events waiting for the broker); event \
+         dropped ({dropped} dropped so far)"
+    )]
+    QueueFull {
+        /// `host:port`.
+        broker: String,
+        /// The queue bound (`mqtt.queue`).
+        capacity: usize,
+        /// Events dropped since start.
+        dropped: u64,
+    },
+    /// A message is larger than the packet limit.
+    #[error("mqtt topic {topic}: payload of {size} bytes exceeds the {max} byte packet limit")]
+    PayloadTooLarge {
+        /// The topic.
+        topic: String,
+        /// The payload size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The sink was closed.
+    #[error("mqtt {broker}: the sink is closed")]
+    Closed {
+        /// `host:port`.
+        broker: String,
+    },
+    /// Accepted events were still undelivered when `close` gave up waiting for the broker.
+    #[error("mqtt {broker}: {count} accepted events were not delivered before close")]
+    Undelivered {
+        /// `host:port`.
+        broker: String,
+        /// How many.
+        count: usize,
+    },
+    /// The connection thread could not be started.
+    #[error("mqtt {broker}: cannot start the connection thread: {source}")]
+    Thread {
+        /// `host:port`.
+        broker: String,
+        /// The spawn error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connecting to the broker failed (probe).
+    #[error("mqtt {broker}: cannot connect: {source}")]
+    Connect {
+        /// `host:port`.
+        broker: String,
+        /// rumqttc's error.
+        #[source]
+        source: Box<ConnectionError>,
+    },
+    /// The broker did not answer in time (probe).
+    #[error("mqtt {broker}: no CONNACK within {after:?}")]
+    Timeout {
+        /// `host:port`.
+        broker: String,
+        /// The time waited.
+        after: Duration,
+    },
+}
+
+/// Knobs of the sink that are not in the config file (timings; tests shorten them).
+#[derive(Debug, Clone)]
+pub struct MqttOptions {
+    /// First reconnect delay after a failure. Default 250 ms.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default 10 s.
+    pub reconnect_max: Duration,
+    /// TCP + MQTT connect timeout. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long `close` waits for queued events and `offline` to be acknowledged. Default 5 s.
+    pub close_timeout: Duration,
+    /// Most messages handed to rumqttc and not yet acknowledged. Default 32.
+    pub window: usize,
+}
+
+impl Default for MqttOptions {
+    fn default() -> Self {
+        MqttOptions {
+            reconnect_min: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(5),
+            window: 32,
+        }
+    }
+}
+
+impl MqttError {
+    /// The problems [`MqttConfig::validate`] found, as one error naming the first key (and the
+    /// keys of the others in the message).
+    fn invalid(err: ConfigError) -> MqttError {
+        let mut problems = err.problems.into_iter();
+        let Some(first) = problems.next() else {
+            return MqttError::InvalidOption {
+                key: "mqtt".into(),
+                message: err.file.display().to_string(),
+            };
+        };
+        let mut message = first.message;
+        for p in problems {
+            message.push_str(&format!("; {p}"));
+        }
+        MqttError::InvalidOption {
+            key: first.key,
+            message,
+        }
+    }
+}
+
+/// rumqttc's options for `cfg`, which is validated first: the table may come from code rather
+/// than from a checked file, and rumqttc asserts on some values.
+fn rumqttc_options(
+    cfg: &MqttConfig,
+    camera: &str,
+    client_suffix: &str,
+    connect_timeout: Duration,
+) -> Result<(rumqttc::MqttOptions, rumqttc::NetworkOptions), MqttError> {
+    cfg.validate().map_err(MqttError::invalid)?;
+    options::build(cfg, camera, client_suffix, connect_timeout)
+}
+
+/// Publishes events, label states, availability, statistics and discovery to an MQTT broker.
+pub struct MqttSink {
+    name: String,
+    shared: Arc<Shared>,
+    topics: Topics,
+    /// `mqtt.queue`.
+    capacity: usize,
+    worker: Option<JoinHandle<()>>,
+    close_timeout: Duration,
+    closed: bool,
+}
+
+impl MqttSink {
+    /// Starts the sink: the connection is made in the background (a broker that is down now is
+    /// retried with backoff; events wait in the queue meanwhile). `labels` are the prompt
+    /// labels, whose state starts `OFF` and whose discovery configs are published when
+    /// `homeassistant_discovery` is on. `cfg` is validated first (a table built in code may
+    /// break the config's rules): a bad value is an [`MqttError::InvalidOption`] naming its key.
+    pub fn connect(
+        cfg: &MqttConfig,
+        camera: &str,
+        labels: &[String],
+        options: MqttOptions,
+    ) -> Result<MqttSink, MqttError> {
+        let broker = format!("{}:{}", cfg.host, cfg.port);
+        let (opts, net) = rumqttc_options(cfg, camera, "", options.connect_timeout)?;
+        let window = options.window.clamp(1, usize::from(RUMQTTC_INFLIGHT) / 2);
+        let (client, mut connection) = Client::new(opts, window + 4);
+        connection.eventloop.set_network_options(net);
+        let topics = Topics::new(&cfg.prefix, camera, &cfg.discovery_prefix);
+        let queue = Queue::new(Settings {
+            topics: topics.clone(),
+            labels: labels.to_vec(),
+            qos: options::qos_of(cfg.qos),
+            discovery: cfg.homeassistant_discovery,
+            capacity: cfg.queue,
+            window,
+        });
+        let shared = Arc::new(Shared::new(client, queue, broker.clone()));
+        let worker_shared = Arc::clone(&shared);
+        let opts = options.clone();
+        let worker = std::thread::Builder::new()
+            .name("edgeclip-mqtt".into())
+            .spawn(move || worker::run(&worker_shared, &mut connection, &opts))
+            .map_err(|source| MqttError::Thread {
+                broker: broker.clone(),
+                source,
+            })?;
+        log::info!("mqtt: publishing to {broker} under {}/", cfg.prefix);
+        Ok(MqttSink {
+            name: format!("mqtt://{broker}"),
+            shared,
+            topics,
+            capacity: cfg.queue,
+            worker: Some(worker),
+            close_timeout: options.close_timeout,
+            closed: false,
+        })
+    }
+
+    /// The topics this sink publishes to.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Whether the broker connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().queue.is_connected()
+    }
+
+    /// Accepted events not yet acknowledged by the broker.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queue.queued()
+    }
+
+    /// Events refused because the queue was full, since start.
+    pub fn dropped(&self) -> u64 {
+        self.shared.lock().queue.dropped()
+    }
+
+    /// Events acknowledged by the broker, since start.
+    pub fn delivered(&self) -> u64 {
+        self.shared.lock().queue.delivered()
+    }
+
+    /// Waits up to `timeout` for the broker connection to be up; returns whether it is.
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |st| st.queue.is_connected())
+    }
+
+    /// Waits up to `timeout` until every accepted event and state message is acknowledged;
+    /// returns whether that happened.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |st| {
+            st.queue.is_connected() && st.queue.pending() == 0
+        })
+    }
+
+    fn wait_until(&self, timeout: Duration, ready: impl Fn(&State) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        loop {
+            if ready(&st) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || st.finished {
+                return false;
+            }
+            st = self.shared.wait(st, deadline - now);
+        }
+    }
+
+    fn check_size(topic: &str, payload: &[u8]) -> Result<(), MqttError> {
+        let size = topic.len() + payload.len();
+        if size > MAX_PACKET - 64 {
+            return Err(MqttError::PayloadTooLarge {
+                topic: topic.to_owned(),
+                size,
+                max: MAX_PACKET - 64,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl EventSink for MqttSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn publish(&mut self, event: &Event) -> Result<(), SinkError> {
+        let sh = &self.shared;
+        let payload = event.to_json().into_bytes();
+        MqttSink::check_size(&self.topics.events, &payload)?;
+        let mut st = sh.lock();
+        let closed = || MqttError::Closed {
+            broker: sh.broker.clone(),
+        };
+        if st.finished {
+            return Err(closed().into());
+        }
+        let on = event.kind == crate::event::EventKind::Start;
+        match st.queue.accept(&event.label, on, payload) {
+            Ok(_) => {
+                sh.flush(&mut st);
+                Ok(())
+            }
+            Err(Refused::Closed) => Err(closed().into()),
+            Err(Refused::Full { queued, dropped }) => {
+                log::warn!(
+                    "mqtt {}: queue full ({queued} events waiting for the broker), dropped {} \
+                     event for {:?} (frame {}); {dropped} dropped so far",
+                    sh.broker,
+                    event.kind.as_str(),
+                    event.label,
+                    event.frame
+                );
+                Err(MqttError::QueueFull {
+                    broker: sh.broker.clone(),
+                    capacity: self.capacity,
+                    dropped,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Statistics are best effort (QoS 0): sent when connected, dropped otherwise.
+    fn publish_stats(&mut self, stats: &Stats) -> Result<(), SinkError> {
+        let sh = &self.shared;
+        let payload = stats.to_json().into_bytes();
+        MqttSink::check_size(&self.topics.stats, &payload)?;
+        let mut st = sh.lock();
+        if st.queue.offer_stats(payload) {
+            sh.flush(&mut st);
+        }
+        Ok(())
+    }
+
+    /// Waits (up to the close timeout) for the queue to drain, publishes `offline` (retained),
+    /// disconnects and stops the connection thread. Returns `Undelivered` when accepted events
+    /// could not be delivered in time.
+    fn close(&mut self) -> Result<(), SinkError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let sh = Arc::clone(&self.shared);
+        let deadline = Instant::now() + self.close_timeout;
+        {
+            let mut st = sh.lock();
+            st.queue.close();
+            // Drain the queue (states and control messages only matter while connected: they
+            // are regenerated on the next connect anyway).
+            while (st.queue.queued() > 0 || (st.queue.is_connected() && st.queue.pending() > 0))
+                && !st.finished
+            {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                st = sh.wait(st, deadline - now);
+            }
+            // Say goodbye (the will is not sent on a clean disconnect).
+            if st.queue.is_connected() {
+                st.queue.say_offline();
+                sh.flush(&mut st);
+                let offline_deadline =
+                    Instant::now() + Duration::from_secs(2).min(self.close_timeout);
+                while st.queue.is_connected() && !st.finished && st.queue.control_or_inflight() {
+                    let now = Instant::now();
+                    if now >= offline_deadline {
+                        break;
+                    }
+                    st = sh.wait(st, offline_deadline - now);
+                }
+                if let Some(client) = &st.client
+                    && let Err(e) = client.try_disconnect()
+                {
+                    log::debug!("mqtt {}: disconnect request failed: {e}", sh.broker);
+                }
+            }
+            st.stop = true;
+            sh.notify();
+        }
+        // Give the worker a moment to send DISCONNECT, then close the request channel so it
+        // stops even if it is blocked on the connection.
+        let stop_deadline = Instant::now() + Duration::from_secs(2);
+        {
+            let mut st = sh.lock();
+            while !st.finished && Instant::now() < stop_deadline {
+                let wait = stop_deadline.saturating_duration_since(Instant::now());
+                st = sh.wait(st, wait);
+            }
+            st.client = None;
+        }
+        let undelivered = sh.lock().queue.queued();
+        if let Some(w) = self.worker.take() {
+            if sh.lock().finished {
+                if w.join().is_err() {
+                    log::error!("mqtt {}: the connection thread panicked", sh.broker);
+                }
+            } else {
+                // Blocked in a connect attempt; it exits by itself when that times out.
+                log::debug!("mqtt {}: not waiting for the connection thread", sh.broker);
+            }
+        }
+        if undelivered > 0 {
+            log::warn!(
+                "mqtt {}: {undelivered} events not delivered at close",
+                sh.broker
+            );
+            return Err(MqttError::Undelivered {
+                broker: sh.broker.clone(),
+                count: undelivered,
+            }
+            .into());
+        }
+        log::info!("mqtt {}: closed", sh.broker);
+        Ok(())
+    }
+}
+
+impl Drop for MqttSink {
+    fn drop(&mut self) {
+        if !self.closed {
+            let mut st = self.shared.lock();
+            st.stop = true;
+            st.queue.close();
+            st.client = None;
+            self.shared.notify();
+        }
+    }
+}
+
+/// Connects once to the configured broker (with a client id suffixed `-probe`, so a running
+/// daemon is not kicked off), waits up to `timeout` for the CONNACK, and disconnects. `cfg` is
+/// validated first, as by [`MqttSink::connect`].
+pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String, MqttError> {
+    let broker = format!("{}:{}", cfg.host, cfg.port);
+    let (mut opts, net) = rumqttc_options(cfg, camera, "-probe", timeout)?;
+    // Should the probe die mid-way, its will must not overwrite the daemon's availability.
+    opts.set_last_will(LastWill::new(
+        format!("{}/probe", cfg.prefix),
+        "",
+        QoS::AtMostOnce,
+        false,
+    ));
+    let (client, mut connection) = Client::new(opts, 4);
+    connection.eventloop.set_network_options(net);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(MqttError::Timeout {
+                broker,
+                after: timeout,
+            });
+        }
+        match connection.recv_timeout(left) {
+            Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => {
+                let _ = client.try_disconnect();
+                // Let the DISCONNECT go out.
+                let _ = connection.recv_timeout(Duration::from_millis(200));
+                return Ok(format!("connected to {broker}"));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(source)) => {
+                return Err(MqttError::Connect {
+                    broker,
+                    source: Box::new(source),
+                });
+            }
+            Err(_) => {
+                return Err(MqttError::Timeout {
+                    broker,
+                    after: timeout,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> MqttConfig {
+        MqttConfig {
+            host: "localhost".into(),
+            port: 1883,
+            prefix: "edgeclip".into(),
+            client_id: Some("test".into()),
+            username: None,
+            password: None,
+            tls_ca: None,
+            qos: 1,
+            keep_alive_s: 30,
+            homeassistant_discovery: true,
+            discovery_prefix: "homeassistant".into(),
+            queue: 4,
+        }
+    }
+
+    #[test]
+    fn options_that_rumqttc_asserts_on_are_refused_first() {
+        let mut c = cfg();
+        c.keep_alive_s = 0;
+        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+            .err()
+            .expect("an error");
+        assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
+        let mut c = cfg();
+        c.client_id = Some(String::new());
+        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+            .err()
+            .expect("an error");
+        assert!(err.to_string().contains("mqtt.client_id"), "{err}");
+        let mut c = cfg();
+        c.qos = 7;
+        assert!(rumqttc_options(&c, "cam0", "", Duration::from_secs(1)).is_err());
+        let mut c = cfg();
+        c.tls_ca = Some("/nonexistent/ca.pem".into());
+        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+            .err()
+            .expect("an error");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let (o, _) = rumqttc_options(&cfg(), "cam0", "-probe", Duration::from_secs(1)).unwrap();
+        assert_eq!(o.client_id(), "test-probe");
+        assert_eq!(o.keep_alive(), Duration::from_secs(30));
+        let will = o.last_will().unwrap();
+        assert_eq!(will.topic, "edgeclip/availability");
+        assert_eq!(&will.message[..], b"offline");
+        assert!(will.retain);
+    }
+
+    #[test]
+    fn a_table_built_in_code_is_checked_by_the_config_rules() {
+        // Every problem is reported, the first one's key in the error.
+        let mut c = cfg();
+        c.queue = 0;
+        c.qos = 3;
+        let err = MqttSink::connect(&c, "cam0", &[], MqttOptions::default())
+            .err()
+            .expect("an error");
+        match &err {
+            MqttError::InvalidOption { key, message } => {
+                assert_eq!(key, "mqtt.qos", "{err}");
+                assert!(message.contains("mqtt.queue"), "{err}");
+            }
+            other => panic!("not InvalidOption: {other}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "mqtt option mqtt.qos: must be 0, 1 or 2, got 3; mqtt.queue: must be in [1, 100000], \
+             got 0"
+        );
+        let mut c = cfg();
+        c.host = "mqtt://broker".into();
+        let err = probe(&c, "cam0", Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("mqtt.host"), "{err}");
+    }
+
+    fn event(frame: u64) -> Event {
+        Event {
+            kind: crate::event::EventKind::Start,
+            camera: "cam0".into(),
+            label: "person".into(),
+            prompt: "p".into(),
+            score: 0.0,
+            prob: 1.0,
+            frame,
+            ts: std::time::SystemTime::UNIX_EPOCH,
+            latency_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn queue_is_bounded_while_the_broker_is_away() {
+        // Port 1 on loopback: nothing listens, connecting fails at once.
+        let mut c = cfg();
+        c.host = "127.0.0.1".into();
+        c.port = 1;
+        let mut sink = MqttSink::connect(
+            &c,
+            "cam0",
+            &["person".into()],
+            MqttOptions {
+                close_timeout: Duration::from_millis(100),
+                ..MqttOptions::default()
+            },
+        )
+        .unwrap();
+        for f in 0..4 {
+            sink.publish(&event(f)).unwrap();
+        }
+        let err = sink.publish(&event(4)).unwrap_err();
+        assert!(err.to_string().contains("queue full"), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+        assert_eq!(sink.dropped(), 1);
+        assert_eq!(sink.queued(), 4);
+        assert!(!sink.is_connected());
+        let err = sink.close().unwrap_err();
+        assert!(err.to_string().contains("4 accepted events"), "{err}");
+        let err = sink.publish(&event(5)).unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+
+    #[test]
+    fn probe_names_the_broker() {
+        let mut c = cfg();
+        c.host = "127.0.0.1".into();
+        c.port = 1;
+        let err = probe(&c, "cam0", Duration::from_secs(3)).unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    }
+}

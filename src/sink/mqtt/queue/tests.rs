@@ -1,0 +1,751 @@
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::*;
+use proptest::prelude::*;
+
+const LABELS: [&str; 3] = ["person", "cat", "car"];
+
+fn settings(qos: QoS, capacity: usize, window: usize, discovery: bool) -> Settings {
+    Settings {
+        topics: Topics::new("edgeclip", "cam0", "homeassistant"),
+        labels: LABELS[..2].iter().map(|l| (*l).to_owned()).collect(),
+        qos,
+        discovery,
+        capacity,
+        window,
+    }
+}
+
+fn queue() -> Queue {
+    Queue::new(settings(QoS::AtLeastOnce, 4, 8, false))
+}
+
+fn payload(frame: u64) -> Vec<u8> {
+    format!("{{\"frame\":{frame}}}").into_bytes()
+}
+
+/// Hands over everything the window allows; returns what was handed over.
+fn drain(q: &mut Queue) -> Vec<ToSend> {
+    let mut out = Vec::new();
+    while let Some(s) = q.next_to_send() {
+        q.sent();
+        out.push(s);
+    }
+    out
+}
+
+/// (topic, payload) of each message, for compact assertions.
+fn brief(sent: &[ToSend]) -> Vec<(String, String)> {
+    sent.iter()
+        .map(|s| {
+            (
+                s.message.topic.clone(),
+                String::from_utf8_lossy(&s.message.payload).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pair(topic: &str, payload: &str) -> (String, String) {
+    (topic.to_owned(), payload.to_owned())
+}
+
+/// Connects and lets the connect-time messages through (packet ids from 100).
+fn connected_and_idle(q: &mut Queue) {
+    q.connected();
+    let qos = q.settings.qos;
+    let mut pkid = 100;
+    while q.pending() > 0 {
+        for _ in drain(q) {
+            q.written(pkid);
+            q.acked(pkid, qos);
+            pkid += 1;
+        }
+    }
+}
+
+/// Writes and acknowledges (PUBACK) everything in flight, packet ids from 1.
+fn ack_all(q: &mut Queue, n: usize) -> Vec<Tag> {
+    let mut done = Vec::new();
+    for pkid in 1..=n as u16 {
+        assert_eq!(q.written(pkid), None);
+    }
+    for pkid in 1..=n as u16 {
+        done.extend(q.acked(pkid, QoS::AtLeastOnce));
+    }
+    done
+}
+
+#[test]
+fn nothing_is_sent_while_disconnected() {
+    let mut q = queue();
+    assert_eq!(q.accept("person", true, payload(1)), Ok(0));
+    assert_eq!(q.accept("person", false, payload(2)), Ok(1));
+    assert!(!q.is_connected());
+    assert_eq!(q.next_to_send(), None);
+    q.sent();
+    assert_eq!(q.queued(), 2);
+    assert_eq!(q.pending(), 3, "two events and the person's state");
+    assert!(
+        !q.offer_stats(b"{}".to_vec()),
+        "statistics are not kept offline"
+    );
+}
+
+#[test]
+fn a_connect_announces_then_replays_then_sends_states() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 16, true));
+    q.accept("person", true, payload(1)).unwrap();
+    q.accept("person", false, payload(2)).unwrap();
+    q.connected();
+    let sent = drain(&mut q);
+    let disco = |l: &str| format!("homeassistant/binary_sensor/edgeclip_cam0/{l}/config");
+    let topics: Vec<String> = sent.iter().map(|s| s.message.topic.clone()).collect();
+    assert_eq!(
+        topics,
+        vec![
+            "edgeclip/availability".to_owned(),
+            disco("person"),
+            disco("cat"),
+            "edgeclip/cam0/events".to_owned(),
+            "edgeclip/cam0/events".to_owned(),
+            "edgeclip/cam0/cat/state".to_owned(),
+            "edgeclip/cam0/person/state".to_owned(),
+        ]
+    );
+    assert_eq!(sent[0].message.payload, b"online");
+    assert_eq!(
+        sent[1].message.payload,
+        Topics::new("edgeclip", "cam0", "homeassistant")
+            .discovery_payload("person")
+            .into_bytes()
+    );
+    assert_eq!(sent[3].tag, Tag::Event(0));
+    assert_eq!(sent[4].tag, Tag::Event(1));
+    assert_eq!(sent[3].message.payload, payload(1));
+    assert_eq!(sent[5].message.payload, b"OFF");
+    assert_eq!(sent[6].message.payload, b"OFF", "the last event ended it");
+    for s in &sent {
+        assert_eq!(s.message.qos, QoS::AtLeastOnce);
+        let is_event = matches!(s.tag, Tag::Event(_));
+        assert_eq!(s.message.retain, !is_event, "{s:?}");
+    }
+    assert_eq!(q.next_to_send(), None);
+}
+
+#[test]
+fn next_to_send_repeats_until_sent() {
+    let mut q = queue();
+    q.accept("person", true, payload(1)).unwrap();
+    q.connected();
+    let first = q.next_to_send().unwrap();
+    assert_eq!(q.next_to_send(), Some(first.clone()));
+    q.sent();
+    assert_ne!(q.next_to_send(), Some(first));
+}
+
+#[test]
+fn the_window_bounds_what_is_in_flight() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 3, false));
+    connected_and_idle(&mut q);
+    for f in 0..5 {
+        q.accept("person", f % 2 == 0, payload(f)).unwrap();
+    }
+    let sent = drain(&mut q);
+    assert_eq!(
+        sent.iter().map(|s| s.tag).collect::<Vec<_>>(),
+        vec![Tag::Event(0), Tag::Event(1), Tag::Event(2)]
+    );
+    // One acknowledgement makes room for one more.
+    q.written(1);
+    q.written(2);
+    assert_eq!(q.acked(1, QoS::AtLeastOnce), Some(Tag::Event(0)));
+    assert_eq!(
+        drain(&mut q).iter().map(|s| s.tag).collect::<Vec<_>>(),
+        vec![Tag::Event(3)]
+    );
+}
+
+#[test]
+fn an_event_leaves_the_queue_when_acknowledged() {
+    let mut q = queue();
+    connected_and_idle(&mut q);
+    q.accept("person", true, payload(1)).unwrap();
+    assert_eq!(drain(&mut q).len(), 2, "the event, the state");
+    assert_eq!(q.queued(), 1);
+    assert_eq!(q.written(7), None);
+    assert_eq!(q.written(8), None);
+    // A PUBREC or an unknown packet id settles nothing.
+    assert_eq!(q.acked(7, QoS::ExactlyOnce), None);
+    assert_eq!(q.acked(42, QoS::AtLeastOnce), None);
+    assert_eq!(q.acked(7, QoS::AtLeastOnce), Some(Tag::Event(0)));
+    assert_eq!(q.queued(), 0);
+    assert_eq!(q.delivered(), 1);
+    // A second acknowledgement of the same packet settles nothing.
+    assert_eq!(q.acked(7, QoS::AtLeastOnce), None);
+    assert_eq!(q.acked(8, QoS::AtLeastOnce), Some(Tag::Other));
+    assert_eq!(q.pending(), 0);
+    assert_eq!(q.delivered(), 1);
+}
+
+#[test]
+fn qos_0_completes_when_written() {
+    let mut q = Queue::new(settings(QoS::AtMostOnce, 4, 8, false));
+    connected_and_idle(&mut q);
+    q.accept("person", true, payload(1)).unwrap();
+    assert_eq!(drain(&mut q).len(), 2);
+    assert_eq!(q.written(0), Some(Tag::Event(0)));
+    assert_eq!(q.written(0), Some(Tag::Other));
+    assert_eq!(q.written(0), None, "nothing else in flight");
+    assert_eq!(q.pending(), 0);
+    assert_eq!(q.delivered(), 1);
+}
+
+#[test]
+fn qos_2_completes_on_pubrec() {
+    let mut q = Queue::new(settings(QoS::ExactlyOnce, 4, 8, false));
+    connected_and_idle(&mut q);
+    q.accept("person", true, payload(1)).unwrap();
+    drain(&mut q);
+    for pkid in 1..=2 {
+        q.written(pkid);
+    }
+    assert_eq!(
+        q.acked(1, QoS::AtLeastOnce),
+        None,
+        "a PUBACK is not a PUBREC"
+    );
+    assert_eq!(q.acked(1, QoS::ExactlyOnce), Some(Tag::Event(0)));
+    assert_eq!(q.delivered(), 1);
+}
+
+#[test]
+fn statistics_are_best_effort_and_bounded() {
+    let mut q = Queue::new(settings(QoS::ExactlyOnce, 4, 1, false));
+    q.connected();
+    // `online` waits in front; seven statistics fit behind it.
+    for _ in 0..7 {
+        assert!(q.offer_stats(b"{}".to_vec()));
+    }
+    assert!(!q.offer_stats(b"{}".to_vec()));
+    let s = q.next_to_send().unwrap();
+    assert_eq!(s.message.payload, b"online");
+    q.sent();
+    q.written(1);
+    q.acked(1, QoS::ExactlyOnce);
+    let s = q.next_to_send().unwrap();
+    assert_eq!(s.message.topic, "edgeclip/cam0/stats");
+    assert_eq!(s.message.qos, QoS::AtMostOnce, "whatever mqtt.qos says");
+    assert!(!s.message.retain);
+    q.sent();
+    assert_eq!(q.written(0), Some(Tag::Other));
+    // Lost with the connection, not replayed.
+    q.disconnected();
+    q.connected();
+    let sent = drain(&mut q);
+    assert_eq!(brief(&sent), vec![pair("edgeclip/availability", "online")]);
+}
+
+#[test]
+fn a_full_queue_refuses_and_counts() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 2, 8, false));
+    assert_eq!(q.accept("person", true, payload(0)), Ok(0));
+    assert_eq!(q.accept("person", false, payload(1)), Ok(1));
+    assert_eq!(
+        q.accept("person", true, payload(2)),
+        Err(Refused::Full {
+            queued: 2,
+            dropped: 1
+        })
+    );
+    assert_eq!(
+        q.accept("cat", true, payload(3)),
+        Err(Refused::Full {
+            queued: 2,
+            dropped: 2
+        })
+    );
+    assert_eq!(q.dropped(), 2);
+    assert_eq!(q.queued(), 2);
+    // A refused event changes no state.
+    q.connected();
+    let sent = drain(&mut q);
+    assert!(
+        brief(&sent).contains(&pair("edgeclip/cam0/person/state", "OFF")),
+        "{sent:?}"
+    );
+    assert!(brief(&sent).contains(&pair("edgeclip/cam0/cat/state", "OFF")));
+    // Room again once the broker acknowledged.
+    ack_all(&mut q, sent.len());
+    assert_eq!(q.accept("person", true, payload(4)), Ok(2));
+}
+
+#[test]
+fn closing_refuses_events_and_stops_announcing_online() {
+    let mut q = queue();
+    q.accept("person", true, payload(0)).unwrap();
+    q.close();
+    assert!(q.is_closing());
+    assert_eq!(q.accept("person", false, payload(1)), Err(Refused::Closed));
+    assert_eq!(q.dropped(), 0, "a refusal at close is not a drop");
+    q.connected();
+    assert!(!q.offer_stats(b"{}".to_vec()));
+    let sent = drain(&mut q);
+    assert_eq!(
+        brief(&sent),
+        vec![
+            pair("edgeclip/cam0/events", "{\"frame\":0}"),
+            pair("edgeclip/cam0/cat/state", "OFF"),
+            pair("edgeclip/cam0/person/state", "ON"),
+        ]
+    );
+}
+
+#[test]
+fn offline_goes_before_what_was_not_yet_sent() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 1, false));
+    q.connected();
+    q.accept("person", true, payload(0)).unwrap();
+    q.close();
+    assert!(q.control_or_inflight(), "online waits");
+    drain(&mut q); // online
+    q.say_offline();
+    q.written(1);
+    q.acked(1, QoS::AtLeastOnce);
+    let s = q.next_to_send().unwrap();
+    assert_eq!(
+        brief(&[s]),
+        vec![pair("edgeclip/availability", "offline")],
+        "before the queued event"
+    );
+    q.sent();
+    q.written(2);
+    q.acked(2, QoS::AtLeastOnce);
+    assert!(!q.control_or_inflight());
+    assert_eq!(q.queued(), 1);
+}
+
+#[test]
+fn a_disconnect_sends_what_was_in_flight_again_in_order() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 4, false));
+    connected_and_idle(&mut q);
+    for f in 0..6 {
+        q.accept("person", f % 2 == 0, payload(f)).unwrap();
+    }
+    let sent = drain(&mut q);
+    assert_eq!(sent.len(), 4);
+    for pkid in 1..=3 {
+        q.written(pkid);
+    }
+    assert_eq!(q.acked(1, QoS::AtLeastOnce), Some(Tag::Event(0)));
+    q.disconnected();
+    assert_eq!(q.next_to_send(), None);
+    // Acknowledgements of the old session settle nothing.
+    assert_eq!(q.acked(2, QoS::AtLeastOnce), None);
+    assert_eq!(q.queued(), 5);
+    q.connected();
+    let tags: Vec<Tag> = drain(&mut q).iter().map(|s| s.tag).collect();
+    assert_eq!(
+        tags,
+        vec![Tag::Other, Tag::Event(1), Tag::Event(2), Tag::Event(3)]
+    );
+}
+
+#[test]
+fn an_event_acknowledged_out_of_order_is_not_sent_again() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 8, false));
+    connected_and_idle(&mut q);
+    for f in 0..3 {
+        q.accept("person", true, payload(f)).unwrap();
+    }
+    drain(&mut q); // events 0, 1, 2 and the state
+    for pkid in 1..=4 {
+        q.written(pkid);
+    }
+    assert_eq!(q.acked(2, QoS::AtLeastOnce), Some(Tag::Event(1)));
+    assert_eq!(q.queued(), 3, "event 1 waits for event 0");
+    assert_eq!(q.delivered(), 0);
+    q.disconnected();
+    q.connected();
+    let tags: Vec<Tag> = drain(&mut q).iter().map(|s| s.tag).collect();
+    assert_eq!(
+        tags,
+        vec![
+            Tag::Other,
+            Tag::Event(0),
+            Tag::Event(2),
+            Tag::Other,
+            Tag::Other
+        ]
+    );
+    for pkid in 1..=5 {
+        q.written(pkid);
+    }
+    assert_eq!(q.acked(2, QoS::AtLeastOnce), Some(Tag::Event(0)));
+    assert_eq!(q.queued(), 1, "events 0 and 1 leave together");
+    assert_eq!(q.delivered(), 2);
+    assert_eq!(q.acked(3, QoS::AtLeastOnce), Some(Tag::Event(2)));
+    assert_eq!(q.delivered(), 3);
+}
+
+#[test]
+fn a_state_changed_during_the_replay_is_sent_once_with_its_last_value() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 2, false));
+    q.accept("person", true, payload(0)).unwrap();
+    q.connected();
+    let s = drain(&mut q);
+    assert_eq!(s.len(), 2, "online and event 0");
+    q.accept("person", false, payload(1)).unwrap();
+    q.accept("cat", true, payload(2)).unwrap();
+    let mut all = s;
+    for pkid in 1..=20 {
+        q.written(pkid);
+        q.acked(pkid, QoS::AtLeastOnce);
+        all.extend(drain(&mut q));
+    }
+    assert_eq!(
+        brief(&all),
+        vec![
+            pair("edgeclip/availability", "online"),
+            pair("edgeclip/cam0/events", "{\"frame\":0}"),
+            pair("edgeclip/cam0/events", "{\"frame\":1}"),
+            pair("edgeclip/cam0/events", "{\"frame\":2}"),
+            pair("edgeclip/cam0/cat/state", "ON"),
+            pair("edgeclip/cam0/person/state", "OFF"),
+        ]
+    );
+    assert_eq!(q.pending(), 0);
+}
+
+#[test]
+fn an_unknown_label_gets_a_state_too() {
+    let mut q = queue();
+    q.accept("dog", true, payload(0)).unwrap();
+    q.connected();
+    let sent = drain(&mut q);
+    assert!(brief(&sent).contains(&pair("edgeclip/cam0/dog/state", "ON")));
+    q.disconnected();
+    q.connected();
+    let sent = drain(&mut q);
+    assert!(brief(&sent).contains(&pair("edgeclip/cam0/dog/state", "ON")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties: the queue against a model of rumqttc and a broker, through any interleaving of
+// accepts, sends, writes, acknowledgements, disconnects and reconnects.
+
+/// One step of the world around the queue.
+#[derive(Debug, Clone)]
+enum Step {
+    /// An event for `LABELS[label]`.
+    Accept { label: usize, on: bool },
+    /// Statistics.
+    Stats,
+    /// rumqttc takes up to `n` messages (its request channel may be full).
+    Hand(usize),
+    /// rumqttc writes up to `n` of the messages it took.
+    Write(usize),
+    /// The broker acknowledges one written message (any of them).
+    Ack(usize),
+    /// The connection drops.
+    Disconnect,
+    /// The connection comes back.
+    Connect,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..LABELS.len(), any::<bool>()).prop_map(|(label, on)| Step::Accept { label, on }),
+        1 => Just(Step::Stats),
+        3 => (1usize..6).prop_map(Step::Hand),
+        3 => (1usize..6).prop_map(Step::Write),
+        3 => any::<usize>().prop_map(Step::Ack),
+        1 => Just(Step::Disconnect),
+        1 => Just(Step::Connect),
+    ]
+}
+
+fn qos() -> impl Strategy<Value = QoS> {
+    prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ]
+}
+
+/// rumqttc and a broker, as the queue sees them, plus what the properties need to know.
+struct World {
+    q: Queue,
+    window: usize,
+    capacity: usize,
+    /// Handed to rumqttc, not yet written.
+    requests: VecDeque<ToSend>,
+    /// Written, waiting for the broker's acknowledgement: (pkid, qos, tag).
+    unacked: Vec<(u16, QoS, Tag)>,
+    next_pkid: u16,
+    /// What the broker keeps retained.
+    retained: BTreeMap<String, Vec<u8>>,
+    /// Event ids handed to rumqttc, per session.
+    sessions: Vec<Vec<u64>>,
+    /// Event ids the queue reported as completed, in order.
+    completed: Vec<u64>,
+    /// Ids of accepted events, and the last state accepted per label.
+    accepted: Vec<u64>,
+    last_state: BTreeMap<String, bool>,
+    refused: u64,
+}
+
+impl World {
+    fn new(qos: QoS, capacity: usize, window: usize, discovery: bool) -> World {
+        let q = Queue::new(settings(qos, capacity, window, discovery));
+        World {
+            q,
+            window,
+            capacity,
+            requests: VecDeque::new(),
+            unacked: Vec::new(),
+            next_pkid: 0,
+            retained: BTreeMap::new(),
+            sessions: Vec::new(),
+            completed: Vec::new(),
+            accepted: Vec::new(),
+            last_state: LABELS[..2]
+                .iter()
+                .map(|l| ((*l).to_owned(), false))
+                .collect(),
+            refused: 0,
+        }
+    }
+
+    fn complete(&mut self, tag: Option<Tag>) {
+        if let Some(Tag::Event(id)) = tag {
+            self.completed.push(id);
+        }
+    }
+
+    /// Applies one step; checks the invariants that hold after every step.
+    fn apply(&mut self, step: &Step) -> Result<(), TestCaseError> {
+        match *step {
+            Step::Accept { label, on } => {
+                let label = LABELS[label];
+                let before = self.q.queued();
+                let dropped = self.q.dropped();
+                match self.q.accept(label, on, payload(0)) {
+                    Ok(id) => {
+                        prop_assert!(before < self.capacity);
+                        prop_assert_eq!(id, self.accepted.len() as u64);
+                        self.accepted.push(id);
+                        self.last_state.insert(label.to_owned(), on);
+                    }
+                    Err(Refused::Full { queued, dropped: d }) => {
+                        prop_assert_eq!(before, self.capacity);
+                        prop_assert_eq!(queued, self.capacity);
+                        prop_assert_eq!(d, dropped + 1);
+                        self.refused += 1;
+                    }
+                    Err(Refused::Closed) => prop_assert!(false, "never closed here"),
+                }
+            }
+            Step::Stats => {
+                self.q.offer_stats(b"{}".to_vec());
+            }
+            Step::Hand(n) => {
+                for _ in 0..n {
+                    let Some(s) = self.q.next_to_send() else {
+                        break;
+                    };
+                    prop_assert!(self.q.is_connected(), "sent while disconnected");
+                    if let Tag::Event(id) = s.tag {
+                        self.sessions
+                            .last_mut()
+                            .expect("a session after a connect")
+                            .push(id);
+                    }
+                    self.q.sent();
+                    self.requests.push_back(s);
+                }
+            }
+            Step::Write(n) => {
+                for _ in 0..n {
+                    let Some(s) = self.requests.pop_front() else {
+                        break;
+                    };
+                    let qos = s.message.qos;
+                    let pkid = if qos == QoS::AtMostOnce {
+                        0
+                    } else {
+                        // rumqttc's ids: 1..=100, never one still waiting.
+                        loop {
+                            self.next_pkid = self.next_pkid % 100 + 1;
+                            if !self.unacked.iter().any(|u| u.0 == self.next_pkid) {
+                                break self.next_pkid;
+                            }
+                        }
+                    };
+                    if s.message.retain {
+                        self.retained
+                            .insert(s.message.topic.clone(), s.message.payload.clone());
+                    }
+                    let done = self.q.written(pkid);
+                    if qos == QoS::AtMostOnce {
+                        prop_assert_eq!(done, Some(s.tag));
+                    } else {
+                        prop_assert_eq!(done, None);
+                        self.unacked.push((pkid, qos, s.tag));
+                    }
+                    self.complete(done);
+                }
+            }
+            Step::Ack(i) => {
+                if !self.unacked.is_empty() {
+                    let (pkid, qos, tag) = self.unacked.remove(i % self.unacked.len());
+                    let done = self.q.acked(pkid, qos);
+                    prop_assert_eq!(done, Some(tag));
+                    self.complete(done);
+                }
+            }
+            Step::Disconnect => {
+                if self.q.is_connected() {
+                    self.q.disconnected();
+                    self.requests.clear();
+                    self.unacked.clear();
+                }
+            }
+            Step::Connect => {
+                if !self.q.is_connected() {
+                    self.q.connected();
+                    self.sessions.push(Vec::new());
+                }
+            }
+        }
+        let in_flight = self.requests.len() + self.unacked.len();
+        prop_assert!(in_flight <= self.window, "{in_flight} in flight");
+        prop_assert!(self.q.queued() <= self.capacity);
+        prop_assert_eq!(
+            self.q.queued() as u64 + self.q.delivered(),
+            self.accepted.len() as u64
+        );
+        Ok(())
+    }
+
+    /// Connects and lets everything through.
+    fn settle(&mut self) -> Result<(), TestCaseError> {
+        self.apply(&Step::Connect)?;
+        for _ in 0..10_000 {
+            if self.q.pending() == 0 {
+                return Ok(());
+            }
+            self.apply(&Step::Hand(self.window))?;
+            self.apply(&Step::Write(self.window))?;
+            while !self.unacked.is_empty() {
+                self.apply(&Step::Ack(0))?;
+            }
+        }
+        prop_assert!(false, "never settled: {} pending", self.q.pending());
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Events leave in accept order within every session, each session starting again from
+    /// the oldest unacknowledged event; every accepted event is completed exactly once, none is
+    /// lost however often the connection drops; every refusal is counted; and once the queue
+    /// settles, the broker retains each label's last accepted state and `online`.
+    #[test]
+    fn delivery_survives_any_interleaving(
+        steps in proptest::collection::vec(step(), 0..200),
+        qos in qos(),
+        capacity in 1usize..12,
+        window in 1usize..6,
+        discovery in any::<bool>(),
+    ) {
+        let mut w = World::new(qos, capacity, window, discovery);
+        for s in &steps {
+            w.apply(s)?;
+        }
+        w.settle()?;
+
+        // No loss: every accepted event completed exactly once.
+        let mut completed = w.completed.clone();
+        completed.sort_unstable();
+        prop_assert_eq!(&completed, &w.accepted);
+        prop_assert_eq!(w.q.queued(), 0);
+        prop_assert_eq!(w.q.delivered(), w.accepted.len() as u64);
+        // Counted drops.
+        prop_assert_eq!(w.q.dropped(), w.refused);
+
+        // Order: within a session, ids increase; no unfinished event is skipped.
+        let mut sent_ever: BTreeSet<u64> = BTreeSet::new();
+        for session in &w.sessions {
+            prop_assert!(session.windows(2).all(|p| p[0] < p[1]), "{:?}", session);
+            sent_ever.extend(session.iter().copied());
+        }
+        prop_assert_eq!(sent_ever.into_iter().collect::<Vec<_>>(), w.accepted.clone());
+
+        // Retained state equals the last accepted state per label.
+        let topics = Topics::new("edgeclip", "cam0", "homeassistant");
+        for (label, on) in &w.last_state {
+            let want: &[u8] = if *on { b"ON" } else { b"OFF" };
+            prop_assert_eq!(
+                w.retained.get(&topics.state(label)).map(Vec::as_slice),
+                Some(want),
+                "{}", label
+            );
+        }
+        prop_assert_eq!(
+            w.retained.get(&topics.availability).map(Vec::as_slice),
+            Some(&b"online"[..])
+        );
+        prop_assert_eq!(
+            w.retained.contains_key(&topics.discovery("person")),
+            discovery
+        );
+        prop_assert!(!w.retained.contains_key(&topics.events));
+    }
+
+    /// A session resends from the oldest event not yet completed, and sends an event again
+    /// only if it was not completed before.
+    #[test]
+    fn a_session_replays_exactly_the_unfinished_events(
+        steps in proptest::collection::vec(step(), 0..200),
+        qos in qos(),
+        window in 1usize..6,
+    ) {
+        let mut w = World::new(qos, 8, window, false);
+        for s in &steps {
+            let completed_before: BTreeSet<u64> = w.completed.iter().copied().collect();
+            let session_len = w.sessions.last().map_or(0, Vec::len);
+            w.apply(s)?;
+            let Some(session) = w.sessions.last() else { continue };
+            for &id in &session[session_len.min(session.len())..] {
+                // Never an event already completed.
+                prop_assert!(!completed_before.contains(&id), "event {} sent again", id);
+                // Never past an older event that is neither completed nor sent this session.
+                for older in 0..id {
+                    prop_assert!(
+                        completed_before.contains(&older) || session.contains(&older),
+                        "event {} sent before event {}", id, older
+                    );
+                }
+            }
+        }
+    }
+
+    /// Refusals are counted exactly and only when the bound is reached, whatever the
+    /// connection does.
+    #[test]
+    fn drops_are_counted_exactly(
+        steps in proptest::collection::vec(step(), 0..300),
+        capacity in 1usize..5,
+    ) {
+        let mut w = World::new(QoS::AtLeastOnce, capacity, 3, false);
+        for s in &steps {
+            w.apply(s)?;
+        }
+        prop_assert_eq!(w.q.dropped(), w.refused);
+        let offered = steps.iter().filter(|s| matches!(s, Step::Accept { .. })).count() as u64;
+        prop_assert_eq!(w.accepted.len() as u64 + w.refused, offered);
+    }
+}

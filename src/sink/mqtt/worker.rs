@@ -1,0 +1,202 @@
+//! The MQTT sink's connection thread, and the lock it shares with the sink.
+//!
+//! Everything that touches rumqttc at run time is here: the thread that drives its
+//! [`Connection`] (reconnecting with a capped exponential backoff), the translation of its
+//! notifications into the events of the pure [`Queue`] (written, acknowledged, connected,
+//! disconnected), and [`Shared::flush`], which hands rumqttc what the queue says to send.
+//! The queue lives behind one `Mutex` with a `Condvar` that wakes whoever waits on delivery
+//! (`close`, `wait_idle`) and the backoff sleep.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Connection, Event as MqttEvent, Outgoing, Packet, QoS};
+
+use super::MqttOptions;
+use super::queue::Queue;
+
+/// What the sink and its connection thread share.
+pub(super) struct State {
+    /// rumqttc's request handle; `None` once the sink let go of the connection.
+    pub(super) client: Option<Client>,
+    /// The delivery state.
+    pub(super) queue: Queue,
+    /// The worker must exit.
+    pub(super) stop: bool,
+    /// The worker has exited.
+    pub(super) finished: bool,
+}
+
+/// [`State`] behind its lock, with the condition variable signalled on every change that
+/// someone may wait for, and the broker's name for logs.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    cond: Condvar,
+    /// `host:port`.
+    pub(super) broker: String,
+}
+
+impl Shared {
+    pub(super) fn new(client: Client, queue: Queue, broker: String) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                client: Some(client),
+                queue,
+                stop: false,
+                finished: false,
+            }),
+            cond: Condvar::new(),
+            broker,
+        }
+    }
+
+    /// The state (a panic while it was held poisons nothing we rely on).
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits on the condition variable for at most `timeout`.
+    pub(super) fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        self.cond
+            .wait_timeout(guard, timeout)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0)
+    }
+
+    /// Wakes every waiter.
+    pub(super) fn notify(&self) {
+        self.cond.notify_all();
+    }
+
+    /// Hands rumqttc as many messages as the queue's window allows.
+    pub(super) fn flush(&self, st: &mut State) {
+        while let Some(next) = st.queue.next_to_send() {
+            let Some(client) = &st.client else { return };
+            let m = next.message;
+            match client.try_publish(m.topic, m.qos, m.retain, m.payload) {
+                Ok(()) => st.queue.sent(),
+                Err(e) => {
+                    // The request channel is full or gone; retry on the next wake-up.
+                    log::debug!("mqtt {}: rumqttc refused a request: {e}", self.broker);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The connection is gone: rumqttc must not replay its own copy of unacknowledged
+    /// packets (the queue resends ours), and whatever was in flight is to be sent again.
+    fn reset(&self, st: &mut State, connection: &mut Connection) {
+        // `clean` moves rumqttc's in-flight packets and the requests still in its channel to
+        // its pending list, which it would send first on reconnecting: drop them all.
+        connection.eventloop.clean();
+        connection.eventloop.pending.clear();
+        connection.eventloop.state.events.clear();
+        connection.eventloop.state.collision = None;
+        st.queue.disconnected();
+        self.notify();
+    }
+}
+
+/// The connection thread: polls rumqttc, applies acknowledgements, reconnects with backoff.
+pub(super) fn run(sh: &Shared, connection: &mut Connection, opts: &MqttOptions) {
+    let mut backoff = opts.reconnect_min;
+    let mut failures: u32 = 0;
+    loop {
+        if sh.lock().stop {
+            break;
+        }
+        match connection.recv() {
+            Ok(Ok(event)) => {
+                let mut st = sh.lock();
+                let changed = match event {
+                    MqttEvent::Incoming(Packet::ConnAck(_)) => {
+                        let queued = st.queue.queued();
+                        if failures > 0 {
+                            log::info!(
+                                "mqtt {}: reconnected; resending {queued} queued events",
+                                sh.broker
+                            );
+                        } else {
+                            log::info!("mqtt {}: connected", sh.broker);
+                        }
+                        failures = 0;
+                        backoff = opts.reconnect_min;
+                        st.queue.connected();
+                        true
+                    }
+                    MqttEvent::Outgoing(Outgoing::Publish(pkid)) => {
+                        st.queue.written(pkid).is_some()
+                    }
+                    MqttEvent::Incoming(Packet::PubAck(ack)) => {
+                        st.queue.acked(ack.pkid, QoS::AtLeastOnce).is_some()
+                    }
+                    MqttEvent::Incoming(Packet::PubRec(rec)) => {
+                        st.queue.acked(rec.pkid, QoS::ExactlyOnce).is_some()
+                    }
+                    MqttEvent::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                        log::error!(
+                            "mqtt {}: packet id {pkid} collided (the broker acknowledges out of \
+                             order)",
+                            sh.broker
+                        );
+                        false
+                    }
+                    MqttEvent::Outgoing(Outgoing::Disconnect)
+                        if st.stop || st.queue.is_closing() =>
+                    {
+                        break;
+                    }
+                    _ => false,
+                };
+                sh.flush(&mut st);
+                if changed {
+                    sh.notify();
+                }
+            }
+            Ok(Err(e)) => {
+                let mut st = sh.lock();
+                let was_connected = st.queue.is_connected();
+                sh.reset(&mut st, connection);
+                if st.stop {
+                    break;
+                }
+                failures = failures.saturating_add(1);
+                if was_connected || failures == 1 {
+                    log::warn!(
+                        "mqtt {}: {} ({e}); {} events queued, retrying in {backoff:?}",
+                        sh.broker,
+                        if was_connected {
+                            "connection lost"
+                        } else {
+                            "cannot connect"
+                        },
+                        st.queue.queued()
+                    );
+                } else {
+                    log::debug!("mqtt {}: still cannot connect: {e}", sh.broker);
+                }
+                // Sleep the backoff, waking early on close.
+                let until = Instant::now() + backoff;
+                while !st.stop {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    st = sh.wait(st, until - now);
+                }
+                backoff = (backoff * 2).min(opts.reconnect_max);
+            }
+            // Every client handle is gone.
+            Err(_) => break,
+        }
+    }
+    let mut st = sh.lock();
+    st.queue.disconnected();
+    st.finished = true;
+    sh.notify();
+}
