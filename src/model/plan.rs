@@ -111,10 +111,7 @@ pub fn set_threads(threads: usize) {
 }
 
 /// The error of one stage of loading `path` (`what`), from tract's error.
-pub(super) fn graph_err(
-    path: &Path,
-    what: &str,
-) -> impl FnOnce(anyhow::Error) -> ModelError + use<> {
+fn graph_err(path: &Path, what: &str) -> impl FnOnce(anyhow::Error) -> ModelError + use<> {
     let path = path.to_path_buf();
     let what = what.to_string();
     move |error: anyhow::Error| ModelError::Graph { path, what, error }
