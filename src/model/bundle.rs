@@ -1,8 +1,8 @@
 //! The model bundle: `bundle.toml` and the files it names (see `models/BUNDLE.md`).
 //!
-//! Loading a bundle only reads and checks its manifest and files; running the towers is
-//! [`super::engine`]'s job. Everything that can be wrong with a bundle is reported here, with the
-//! file it is wrong in, before any graph is built.
+//! Loading a bundle only reads and checks its manifest and files; running the towers is the
+//! encoders' job ([`super::encoder`]). Everything that can be wrong with a bundle is reported
+//! here, with the file it is wrong in, before any graph is built.
 
 use std::path::{Path, PathBuf};
 

@@ -30,11 +30,11 @@ pub(super) fn onnx_parser() -> tract_onnx::Onnx {
 /// onnxruntime's static QDQ quantizer writes `DequantizeLinear -> Softmax -> QuantizeLinear`
 /// around an attention's Softmax whenever the MatMuls on both sides are quantized (FastViT /
 /// MobileCLIP, and any transformer without a Mul between `q @ k^T` and the Softmax).
-/// tract-core's `DequantizeLinearF32::declutter` (ops/quant.rs:149-250) walks from a
+/// tract-core's `DequantizeLinearF32::declutter` (`src/ops/quant.rs:149-250`) walks from a
 /// DequantizeLinear through every successor whose axes mapping is "element-wise unary" up to a
 /// QuantizeLinear and replaces the chain with a 256-entry u8 lookup table computed by running the
 /// chain on the vector 0..=255. Softmax reports the natural (element-wise) axes mapping
-/// (ops/nn/softmax/mod.rs:81-87) although it normalises along an axis, so the table holds a
+/// (`src/ops/nn/softmax/mod.rs:81-87`) although it normalises along an axis, so the table holds a
 /// softmax across the 256 codes, not per row: every probability comes out wrong.
 ///
 /// The fix keeps the Softmax in float on float logits: a Softmax (or LogSoftmax) that reads
@@ -47,9 +47,10 @@ pub(super) fn onnx_parser() -> tract_onnx::Onnx {
 ///
 /// Drop it when tract no longer folds a Softmax into a lookup table: when Softmax's
 /// `axes_mapping` stops calling itself element-wise, or `DequantizeLinearF32::declutter` stops
-/// at an operator that normalises along an axis. Re-test on every tract upgrade with the QDQ
-/// image tower of `tests/runtime.rs` (the demo student's attention blocks) without this rewrite:
-/// its embeddings must still match onnxruntime's.
+/// at an operator that normalises along an axis. Re-test on every tract upgrade with this
+/// rewrite turned off: `tests/runtime.rs`'s `qdq_softmax_stays_a_softmax` (the six-node repro,
+/// `tests/data/models/softmax-qdq.onnx`) and the QDQ image tower's match with onnxruntime must
+/// still pass.
 pub(super) fn unfold_quantized_softmax(graph: &mut tract_onnx::pb::GraphProto) -> usize {
     use std::collections::HashMap;
     let is_default = |d: &str| d.is_empty() || d == "ai.onnx";
@@ -117,20 +118,21 @@ pub(super) fn unfold_quantized_softmax(graph: &mut tract_onnx::pb::GraphProto) -
 /// every run.
 ///
 /// A quantized matrix product (MatMulInteger, QLinearMatMul, QLinearConv, ...) is lowered during
-/// codegen (tract-core ops/einsum/einsum_matmul.rs:821-890, `dequant`) into an integer product
-/// plus zero-point compensation terms, one of which is `Reduce<Sum>(Cast<i32>(weights))` over K.
-/// The weights are constant, but the codegen pass only constant-folds a node whose output is no
-/// larger than its input (optim/prop_const.rs), and the i8 -> i32 cast is four times larger, so
-/// the cast and the sum over the whole weight matrix run on every inference: for an
-/// onnxruntime-dynamic ViT-B/32 that is most of its run time. Here every `Reduce` fed (through
-/// a `Cast`) by a constant is evaluated once and replaced by its result. Returns how many.
+/// codegen (tract-core `src/ops/einsum/einsum_matmul.rs:821-890`, `dequant`) into an integer
+/// product plus zero-point compensation terms, one of which is `Reduce<Sum>(Cast<i32>(weights))`
+/// over K. The weights are constant, but the codegen pass only constant-folds a node whose
+/// output is no larger than its input (tract-core `src/optim/prop_const.rs:71`, `PropConst`),
+/// and the i8 -> i32 cast is four times larger, so the cast and the sum over the whole weight
+/// matrix run on every inference: for an onnxruntime-dynamic ViT-B/32 that is most of its run
+/// time. Here every `Reduce` fed (through a `Cast`) by a constant is evaluated once and replaced
+/// by its result. Returns how many.
 ///
-/// Drop it when tract's own constant folding computes these sums at load: when
-/// `optim::prop_const`'s size rule (prop_const.rs:71, `output_mem > input_mem.max(budget)`)
-/// lets a `Cast` + `Reduce` chain whose final output is small fold, or the einsum lowering
-/// precomputes the sums of constant weights. Re-test by loading a dynamic-int8 tower (ViT-B/32,
-/// `benches/README.md`) with `RUST_LOG=edgeclip=debug`: if a tract upgrade leaves nothing for
-/// this to fold ("integer weight sum(s) computed once at load" no longer logged), remove it.
+/// Drop it when tract's own constant folding computes these sums at load: when `PropConst`'s
+/// size rule (`output_mem > input_mem.max(CONST_FOLD_MEM_BUDGET)`) lets a `Cast` + `Reduce`
+/// chain whose final output is small fold, or the einsum lowering precomputes the sums of
+/// constant weights. Re-test on every tract upgrade by loading a dynamic-int8 tower (ViT-B/32,
+/// `benches/README.md`) with `RUST_LOG=edgeclip=debug`: when "integer weight sum(s) computed
+/// once at load" is no longer logged, tract folded them itself and this can go.
 pub(super) fn fold_constant_weight_sums(model: &mut TypedModel) -> TractResult<usize> {
     use anyhow::Context;
     use tract_onnx::tract_core::internal::TypedModelPatch;
