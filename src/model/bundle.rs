@@ -1,8 +1,8 @@
 //! The model bundle: `bundle.toml` and the files it names (see `models/BUNDLE.md`).
 //!
-//! Loading a bundle only reads and checks its manifest and files; running the towers is
-//! [`super::engine`]'s job. Everything that can be wrong with a bundle is reported here, with the
-//! file it is wrong in, before any graph is built.
+//! Loading a bundle only reads and checks its manifest and files; running the towers is the
+//! encoders' job ([`super::encoder`]). Everything that can be wrong with a bundle is reported
+//! here, with the file it is wrong in, before any graph is built.
 
 use std::path::{Path, PathBuf};
 
@@ -143,9 +143,9 @@ impl Bundle {
     pub fn load(dir: impl AsRef<Path>) -> Result<Bundle, ModelError> {
         let dir = dir.as_ref().to_path_buf();
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+        let text = std::fs::read_to_string(&path).map_err(|error| ModelError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
         let manifest: Manifest = toml::from_str(&text).map_err(|e| ModelError::Manifest {
             path: path.clone(),
@@ -341,9 +341,9 @@ impl Bundle {
 /// Streamed through the hash: a real CLIP's text tower is hundreds of MB, which should not sit in
 /// memory twice at start-up (once here, once in tract).
 pub fn fingerprint_of(path: &Path) -> Result<String, ModelError> {
-    let io_err = |source| ModelError::Io {
+    let io_err = |error| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let mut hasher = Sha256::new();

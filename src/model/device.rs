@@ -3,7 +3,8 @@
 //!
 //! `model.runtime = "auto"` takes the GPU when the CUDA driver and CUDA's libraries load, and the
 //! CPU otherwise; `"cuda"` turns their absence into an error at start-up. [`select`] returns the
-//! decision with its reason, for the caller to log.
+//! decision with its reason, for the caller to log. When the tower then fails to load on the GPU,
+//! [`fallback`] decides whether to try the CPU instead (`auto` does); the encoder acts on it.
 //!
 //! tract-cuda compiles its kernels with NVRTC when it first creates a CUDA context (71 s on an
 //! H100) and keeps the cubins on disk, under a folder it derives once per process from
@@ -50,6 +51,14 @@ impl Device {
         match self {
             Device::Cpu => "cpu",
             Device::Cuda => "cuda",
+        }
+    }
+
+    /// Its name in a sentence of the log: `"CPU"` or `"GPU (CUDA)"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Device::Cpu => "CPU",
+            Device::Cuda => "GPU (CUDA)",
         }
     }
 
@@ -237,6 +246,20 @@ fn decide(
     }
 }
 
+/// Where the image tower goes when it failed to load on `failed`, the device [`select`] chose
+/// for `wanted`: with `auto`, a GPU that was found but cannot run the tower (tract-cuda failing
+/// to start, a graph it cannot prepare) gives way to the CPU, with the reason for the log;
+/// otherwise (`None`) the error stands: `cuda` was asked for, or the CPU itself failed.
+pub fn fallback(wanted: Runtime, failed: Device) -> Option<Selection> {
+    match (wanted, failed) {
+        (Runtime::Auto, Device::Cuda) => Some(Selection {
+            device: Device::Cpu,
+            reason: "the GPU cannot run the image tower".into(),
+        }),
+        (Runtime::Auto | Runtime::Cpu | Runtime::Cuda, Device::Cpu | Device::Cuda) => None,
+    }
+}
+
 #[cfg(feature = "gpu-runtime")]
 fn cuda_probe() -> Result<String, String> {
     // Loads libcuda (checking that the driver's API level is at least the one built for) and
@@ -346,6 +369,29 @@ mod tests {
         assert!(e.contains("libcuda.so.1"), "{e}");
         let s = decide(Runtime::Cuda, true, works).unwrap();
         assert_eq!(s.device, Device::Cuda);
+    }
+
+    #[test]
+    fn only_auto_falls_back_and_only_from_the_gpu() {
+        let s = fallback(Runtime::Auto, Device::Cuda).unwrap();
+        assert_eq!(s.device, Device::Cpu);
+        // The warning the encoder logs before loading the tower again on the CPU.
+        assert_eq!(
+            format!("{}, using the {} instead", s.reason, s.device.label()),
+            "the GPU cannot run the image tower, using the CPU instead"
+        );
+        // `cuda` was asked for: its failure is the answer.
+        assert_eq!(fallback(Runtime::Cuda, Device::Cuda), None);
+        // Nothing is left to fall back to from the CPU.
+        for wanted in [Runtime::Auto, Runtime::Cpu, Runtime::Cuda] {
+            assert_eq!(fallback(wanted, Device::Cpu), None);
+        }
+    }
+
+    #[test]
+    fn devices_are_named_for_the_log() {
+        assert_eq!(Device::Cpu.label(), "CPU");
+        assert_eq!(Device::Cuda.label(), "GPU (CUDA)");
     }
 
     #[test]

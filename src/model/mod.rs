@@ -3,12 +3,20 @@
 //! [`Bundle`] reads and checks a bundle folder; [`ImageEncoder`] and [`TextEncoder`] build a tract
 //! plan for one of its towers, typed and optimized once at load with a fixed input shape.
 //! [`device`] decides where the image tower runs (the CPU, or a GPU through tract's CUDA runtime).
+//!
+//! Inside, by role: `plan` turns an ONNX file into a runnable plan for the CPU or CUDA (with
+//! `graph_cache` keeping decluttered graphs between starts), `tract_fixes` holds the workarounds
+//! for tract's bugs that loading applies, `encoder` the public encoders and their one run path,
+//! `profile` what a CPU plan runs and where its time goes.
 
 mod bundle;
 pub mod device;
-mod engine;
+mod encoder;
 mod graph_cache;
 pub mod options;
+mod plan;
+mod profile;
+mod tract_fixes;
 
 use std::path::PathBuf;
 
@@ -20,20 +28,25 @@ pub use bundle::{
 // the manifest.
 pub use crate::preprocess::{ChannelOrder, CropMode, Interpolation, ResizeMode};
 pub use device::{Device, Selection};
-pub use engine::{ImageEncoder, TextEncoder, set_threads};
+pub use encoder::{ImageEncoder, TextEncoder};
 pub use graph_cache::GRAPH_CACHE_ENV;
 pub use options::{Precision, Runtime};
+pub use plan::set_threads;
 
 /// Everything that can go wrong loading or running a bundle. Each variant names the file.
+///
+/// A variant that wraps another error prints it in its own message and does not return it as
+/// its [`source`](std::error::Error::source): a chain printed with `{:#}` (`main`, anyhow)
+/// shows each cause once, and a plain `{}` (the log, `doctor`) still shows it.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `bundle.toml` is not valid TOML or does not fit the schema (unknown or missing keys).
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
@@ -88,14 +101,14 @@ pub enum ModelError {
         precision: Precision,
     },
     /// tract refused the graph (corrupt file, unsupported op, shapes that do not agree).
-    #[error("{}: {what}: {source:#}", path.display())]
+    #[error("{}: {what}: {error:#}", path.display())]
     Graph {
         /// The ONNX file.
         path: PathBuf,
         /// What was being done.
         what: String,
         /// tract's error chain.
-        source: anyhow::Error,
+        error: anyhow::Error,
     },
     /// The runtime asked for (`model.runtime`, `--runtime`) is not available: no CUDA in this
     /// build, no driver, no GPU, a missing CUDA library, or tract's CUDA runtime failed to start.
@@ -114,4 +127,64 @@ pub enum ModelError {
         /// What disagrees.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How often `needle` occurs in `haystack`.
+    fn count(haystack: &str, needle: &str) -> usize {
+        haystack.matches(needle).count()
+    }
+
+    /// Printed as `main` prints it (anyhow's `{:#}`, the whole chain), a missing manifest names
+    /// the OS error once; so does a plain `{}` (the log).
+    #[test]
+    fn an_io_error_prints_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let os = std::fs::read(dir.path().join(MANIFEST))
+            .unwrap_err()
+            .to_string();
+        let e = Bundle::load(dir.path()).unwrap_err();
+        assert!(matches!(e, ModelError::Io { .. }), "{e:?}");
+        let plain = e.to_string();
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(count(&chain, &os), 1, "{chain}");
+        assert_eq!(count(&plain, &os), 1, "{plain}");
+        assert!(chain.contains(MANIFEST), "{chain}");
+    }
+
+    /// tract's error chain, inside [`ModelError::Graph`], is printed once.
+    #[test]
+    fn a_graph_error_prints_tracts_chain_once() {
+        let tract = anyhow::anyhow!("Unsupported operator").context("node #3 \"Foo\"");
+        let e = ModelError::Graph {
+            path: PathBuf::from("visual.onnx"),
+            what: "parsing the ONNX file".into(),
+            error: tract,
+        };
+        let chain = format!("{:#}", anyhow::Error::new(e).context("loading the bundle"));
+        assert_eq!(
+            chain,
+            "loading the bundle: visual.onnx: parsing the ONNX file: node #3 \"Foo\": Unsupported operator"
+        );
+    }
+
+    /// No variant returns a cause it also prints: none has a source.
+    #[test]
+    fn no_variant_has_a_source() {
+        use std::error::Error;
+        let io = ModelError::Io {
+            path: PathBuf::from("bundle.toml"),
+            error: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let graph = ModelError::Graph {
+            path: PathBuf::from("visual.onnx"),
+            what: "typing the graph".into(),
+            error: anyhow::anyhow!("x"),
+        };
+        assert!(io.source().is_none());
+        assert!(graph.source().is_none());
+    }
 }
