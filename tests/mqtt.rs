@@ -513,7 +513,7 @@ impl ChildBroker {
                 }
             }
         });
-        let b = ChildBroker {
+        let mut b = ChildBroker {
             child,
             lines,
             seen: Vec::new(),
@@ -524,9 +524,20 @@ impl ChildBroker {
             match b.lines.recv_timeout(left) {
                 // libtest may have printed `test broker_child ... ` on the same line.
                 Ok(l) if l.trim_end().ends_with("READY") => return b,
-                Ok(_) => {}
+                // A client retrying in the background (the restart test's sink) can connect and
+                // publish before the READY line is printed: keep what the broker routed.
+                Ok(l) => b.record(&l),
                 Err(_) => panic!("the broker child did not become ready on port {port}"),
             }
+        }
+    }
+
+    /// Keeps a `MSG TOPIC PAYLOAD` line of the child.
+    fn record(&mut self, line: &str) {
+        if let Some(rest) = line.find("MSG ").map(|at| &line[at + 4..])
+            && let Some((topic, payload)) = rest.split_once(' ')
+        {
+            self.seen.push((topic.to_owned(), payload.to_owned()));
         }
     }
 
@@ -535,13 +546,7 @@ impl ChildBroker {
         while !done(&self.seen) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(rest) = l.find("MSG ").map(|at| &l[at + 4..])
-                        && let Some((topic, payload)) = rest.split_once(' ')
-                    {
-                        self.seen.push((topic.to_owned(), payload.to_owned()));
-                    }
-                }
+                Ok(l) => self.record(&l),
                 Err(_) => panic!(
                     "timed out waiting for {what}; the broker saw {:#?}",
                     self.seen
