@@ -221,7 +221,7 @@ def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_t
 #   is the form that runs tract's integer kernels (aarch64 SDOT/SMLAL, x86 AMX/VNNI/AVX2) and
 #   needs no calibration. It stays within cosine 0.99 of fp32 on every fixture (0.998 on FastViT,
 #   where static QDQ only reaches 0.95) and, with the runtime's weight-sum fold
-#   (src/model/engine.rs, `fold_constant_weight_sums`), a ViT-B/32 costs 0.40x the fp32
+#   (src/model/tract_fixes.rs, `fold_constant_weight_sums`), a ViT-B/32 costs 0.40x the fp32
 #   instructions on Cortex-A76. The form to use for transformer towers.
 # - int8-qdq (static QuantizeLinear/DequantizeLinear) is run by tract as float ops between
 #   quantize/dequantize pairs: 1.2-1.35x the fp32 cost (x86, A76), an accuracy emulation only. Kept for other

@@ -266,7 +266,7 @@ def export_fastvit_tiny(out: Path, photos, calib256, report: dict):
 
 def export_softmax_qdq(out: Path):
     """tests/data/models/softmax-qdq.onnx: the smallest graph that shows tract 0.23.9's QDQ Softmax
-    bug (see src/model/engine.rs, `unfold_quantized_softmax`), shaped like an image tower so the
+    bug (see src/model/tract_fixes.rs, `unfold_quantized_softmax`), shaped like an image tower so the
     runtime loads it: `pixel_values` f32 [N,3,4,4] -> QuantizeLinear (scale 0.05, zero point 128)
     -> DequantizeLinear -> Softmax(axis=-1) -> QuantizeLinear (scale 1/255, zero point 0) ->
     DequantizeLinear -> Reshape -> `image_embeds` [N,48]: each group of 4 outputs is a softmax
