@@ -1,13 +1,16 @@
 //! edgeclip: zero-shot camera events from a CLIP image encoder running under tract.
 //!
-//! The data flows one way (see `DESIGN.md`):
+//! The data flows one way:
 //!
 //! ```text
-//! FrameSource -> Preprocess -> Encoder (tract) -> Matcher -> Trigger -> EventSinks
+//! FrameSource -> Mailbox -> Preprocess -> Encoder (tract) -> Matcher -> Trigger -> EventSinks
 //! ```
 //!
 //! Every stage but the sources, the encoder and the sinks is pure: it takes slices and
-//! timestamps and does no I/O, so it is tested and benchmarked without hardware.
+//! timestamps and does no I/O, so it is tested and benchmarked without hardware. The modules sit
+//! in layers (plain data, pure core, engine, adapters, orchestration, the command line) and
+//! import only downwards: `ARCHITECTURE.md`, at the root of the repository, draws the flow and
+//! the module map, and `tests/architecture.rs` checks the rules.
 
 pub mod bench;
 pub mod cli;
