@@ -22,7 +22,7 @@ pub enum ModelCheckError {
         /// The config file.
         file: PathBuf,
         /// What is wrong with the bundle (its message names the bundle's file).
-        error: ModelError,
+        error: Box<ModelError>,
     },
     /// The bundle's prompt embeddings or text tower do not load.
     #[error("{}: model.bundle: {error}", file.display())]
@@ -30,7 +30,7 @@ pub enum ModelCheckError {
         /// The config file.
         file: PathBuf,
         /// Why.
-        error: PromptError,
+        error: Box<PromptError>,
     },
     /// A prompt or background text cannot be embedded (no text tower and no precomputed
     /// embedding for it, or the text tower failed).
@@ -41,7 +41,7 @@ pub enum ModelCheckError {
         /// The text.
         text: String,
         /// Why.
-        error: PromptError,
+        error: Box<PromptError>,
     },
 }
 
@@ -56,12 +56,12 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
     };
     let bundle = Bundle::load(&config.model.bundle).map_err(|error| ModelCheckError::Bundle {
         file: file(),
-        error,
+        error: Box::new(error),
     })?;
     let mut embedder =
         PromptEmbedder::new(&bundle, &[]).map_err(|error| ModelCheckError::Prompts {
             file: file(),
-            error,
+            error: Box::new(error),
         })?;
     let texts = config
         .prompts
@@ -73,7 +73,7 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
         embedder.embed(t).map_err(|error| ModelCheckError::Prompt {
             file: file(),
             text: t.clone(),
-            error,
+            error: Box::new(error),
         })?;
         checked += 1;
     }
