@@ -533,7 +533,8 @@ pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String
 mod tests {
     use super::*;
 
-    fn cfg() -> MqttConfig {
+    /// A valid `[mqtt]` table (shared with the other test modules of the sink).
+    pub(super) fn cfg() -> MqttConfig {
         MqttConfig {
             host: "localhost".into(),
             port: 1883,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rumqttc::{LastWill, QoS};
 
-use super::topics::Topics;
+use super::topics::{Topics, id_safe};
 use crate::config::MqttConfig;
 
 /// Largest MQTT packet the sink sends or accepts.
@@ -34,17 +34,7 @@ pub(super) fn default_client_id(camera: &str) -> String {
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_default();
-    let host: String = host
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let host = id_safe(host.trim());
     if host.is_empty() {
         format!("edgeclip-{camera}")
     } else {
@@ -99,24 +89,8 @@ pub(super) fn build(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::cfg;
     use super::*;
-
-    fn cfg() -> MqttConfig {
-        MqttConfig {
-            host: "localhost".into(),
-            port: 1883,
-            prefix: "edgeclip".into(),
-            client_id: Some("test".into()),
-            username: None,
-            password: None,
-            tls_ca: None,
-            qos: 1,
-            keep_alive_s: 30,
-            homeassistant_discovery: true,
-            discovery_prefix: "homeassistant".into(),
-            queue: 4,
-        }
-    }
 
     #[test]
     fn options_carry_the_config() {

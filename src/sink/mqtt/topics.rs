@@ -19,19 +19,24 @@ pub struct Topics {
     node: String,
 }
 
+/// `text` with every character but ASCII letters, digits and `-` replaced by `_`: safe in Home
+/// Assistant node ids and MQTT client ids.
+pub fn id_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 impl Topics {
     /// The topics for `camera` under `prefix` (and `discovery_prefix` for Home Assistant).
     pub fn new(prefix: &str, camera: &str, discovery_prefix: &str) -> Topics {
-        let node: String = format!("{prefix}_{camera}")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let node = id_safe(&format!("{prefix}_{camera}"));
         Topics {
             events: format!("{prefix}/{camera}/events"),
             availability: format!("{prefix}/availability"),
