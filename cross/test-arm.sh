@@ -28,7 +28,7 @@ for line in sys.stdin:
 
 # qemu-user answers /proc/self/stat itself, with the CPU-time fields at 0: the daemon's CPU-use
 # figure cannot move under emulation, so its unit test runs on the native (x86) pass only.
-QEMU_SKIP=(--skip daemon::tests::cpu_seconds_grow_with_work)
+QEMU_SKIP=(--skip daemon::stats::tests::cpu_seconds_grow_with_work)
 
 run_under() {
   local qemu=$1 sysroot=$2 cpu=$3 exe=$4 name=$5
