@@ -215,7 +215,7 @@ fn read_camera(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> CameraCo
             key(
                 "timeout_s",
                 "A source that delivers no frame for this many seconds reports an error \
-                 (and is reopened) instead of hanging.",
+                 instead of hanging.",
             ),
             5.0,
         ),
