@@ -53,9 +53,10 @@ fn capture_loop(
     while !shutdown.load(Ordering::Relaxed) {
         let next = source.next_frame();
         // The source's drop count changes rarely; the lock is only taken when it did.
-        if source.dropped() != source_dropped {
-            source_dropped = source.dropped();
-            mailbox.lock().extra.source_dropped = source_dropped;
+        let dropped = source.dropped();
+        if dropped != source_dropped {
+            source_dropped = dropped;
+            mailbox.lock().extra.source_dropped = dropped;
         }
         match next {
             Ok(Some(frame)) => {
