@@ -30,7 +30,8 @@
 //!
 //! `A` is 1 for a frame identical to an example and falls off quickly (`beta`, sharpness); image
 //! to image cosines are not on the scale of image to text ones, so examples do not enter the
-//! softmax as rows of their own. A term is 0 when the label has no such images.
+//! softmax as rows of their own. A term is 0 when the label has no such images. The defaults of
+//! the bound, `w` and `beta` are the config's (`matcher.*` in `docs/CONFIG.md`).
 //!
 //! Pure and allocation-free per frame: [`Matcher::score`] writes into a reused [`Scores`].
 //! Large row sets are scored from an int8 copy of the matrix ([`Storage`]): a quarter of the
@@ -135,22 +136,15 @@ pub struct OpenSet {
     pub exemplar_sharpness: f32,
 }
 
-/// [`OpenSet::synonym_cosine`]'s default.
-pub const SYNONYM_COSINE: f32 = 0.9;
-/// [`OpenSet::exemplar_weight`]'s default.
-pub const EXEMPLAR_WEIGHT: f32 = 0.3;
-/// [`OpenSet::exemplar_sharpness`]'s default: Tip-Adapter's.
-pub const EXEMPLAR_SHARPNESS: f32 = 5.5;
-
-impl Default for OpenSet {
+impl OpenSet {
     /// No vocabulary, negatives or exemplars: the labels compete with each other only.
-    fn default() -> Self {
+    pub fn closed() -> OpenSet {
         OpenSet {
             vocabulary: vec![],
-            synonym_cosine: SYNONYM_COSINE,
+            synonym_cosine: 1.0,
             extras: vec![],
-            exemplar_weight: EXEMPLAR_WEIGHT,
-            exemplar_sharpness: EXEMPLAR_SHARPNESS,
+            exemplar_weight: 0.0,
+            exemplar_sharpness: 0.0,
         }
     }
 }
@@ -238,7 +232,7 @@ impl Matcher {
         dim: usize,
         logit_scale: f32,
     ) -> Result<Matcher, MatcherError> {
-        Matcher::open_set(entries, OpenSet::default(), dim, logit_scale)
+        Matcher::open_set(entries, OpenSet::closed(), dim, logit_scale)
     }
 
     /// An open-set matcher: the labels, the vocabulary, each label's negatives and exemplars

@@ -311,6 +311,18 @@ proptest! {
 
 // ---------------------------------------------------------------- open-set scoring
 
+const EXEMPLAR_WEIGHT: f32 = 0.3;
+
+/// The config's defaults.
+fn open_defaults() -> OpenSet {
+    OpenSet {
+        synonym_cosine: 0.9,
+        exemplar_weight: EXEMPLAR_WEIGHT,
+        exemplar_sharpness: 5.5,
+        ..OpenSet::closed()
+    }
+}
+
 fn unit(dim: usize, axis: usize) -> Vec<f32> {
     let mut v = vec![0.0; dim];
     v[axis] = 1.0;
@@ -327,7 +339,7 @@ fn open_matcher(vocabulary: Vec<(String, Vec<f32>)>, extras: Vec<LabelExtras>) -
         OpenSet {
             vocabulary,
             extras,
-            ..OpenSet::default()
+            ..open_defaults()
         },
         4,
         20.0,
@@ -397,7 +409,7 @@ fn negatives_compete_with_their_own_label_only() {
                 negatives: vec![("not x".into(), unit(4, 1))],
                 ..LabelExtras::default()
             }],
-            ..OpenSet::default()
+            ..open_defaults()
         },
         4,
         20.0,
@@ -472,7 +484,7 @@ proptest! {
             entries(),
             OpenSet {
                 vocabulary: vocab.iter().enumerate().map(|(i, v)| (format!("v{i}"), v.clone())).collect(),
-                ..OpenSet::default()
+                ..open_defaults()
             },
             8,
             30.0,
