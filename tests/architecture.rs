@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("engine", &["model", "prompts"]),
     ("adapters", &["source", "sink"]),
-    ("orchestration", &["daemon", "doctor", "bench"]),
+    ("orchestration", &["daemon", "doctor", "bench", "exemplar"]),
     ("face", &["cli"]),
 ];
 

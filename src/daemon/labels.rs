@@ -221,6 +221,17 @@ pub fn build_matcher(
         },
         images
     );
+    for (i, p) in config.prompts.iter().enumerate() {
+        let aliases: Vec<&str> = matcher.aliases(i).collect();
+        if !aliases.is_empty() {
+            info!(
+                "label {}: its example images are best described by {}: those vocabulary \
+                 entries no longer compete with it and count as its texts",
+                p.label,
+                aliases.join(", ")
+            );
+        }
+    }
     Ok(matcher)
 }
 
