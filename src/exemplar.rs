@@ -119,12 +119,11 @@ impl fmt::Display for AddReport {
     }
 }
 
+/// The label's (score, probability) on an image, and its runner-up (name, score).
+type Effect = ((f32, f32), Option<(String, f32)>);
+
 /// Scores images with a matcher: the label's (score, prob) and its runner-up on each.
-fn score_all(
-    matcher: &Matcher,
-    label: usize,
-    embeddings: &[Vec<f32>],
-) -> Vec<((f32, f32), Option<(String, f32)>)> {
+fn score_all(matcher: &Matcher, label: usize, embeddings: &[Vec<f32>]) -> Vec<Effect> {
     let mut s = Scores::default();
     embeddings
         .iter()

@@ -389,7 +389,7 @@ fn vocabulary_synonyms_of_a_label_are_left_out() {
     let mut s = Scores::default();
     m.score(&unit(4, 0), &mut s);
     // Against "half x" (cosine 0.6 with the frame) and the background (0): x still wins clearly.
-    let expected = 1.0 / (1.0 + (20.0f32 * -0.4).exp() + (20.0f32 * -1.0).exp());
+    let expected = 1.0 / (1.0 + (20.0f32 * -0.4).exp() + (-20.0f32).exp());
     assert!(
         (s.prob[0] - expected).abs() < 1e-5,
         "{} vs {expected}",
