@@ -105,6 +105,7 @@ fn fast() -> MqttOptions {
         connect_timeout: Duration::from_secs(2),
         close_timeout: Duration::from_secs(10),
         window: 8,
+        snapshots: false,
     }
 }
 
@@ -119,6 +120,7 @@ fn event(kind: EventKind, label: &str, frame: u64) -> Event {
         frame,
         ts: SystemTime::UNIX_EPOCH + Duration::from_millis(frame),
         latency_ms: 10.0,
+        snapshot: None,
     }
 }
 
