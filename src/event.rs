@@ -58,10 +58,22 @@ pub struct Event {
     pub ts: SystemTime,
     /// Capture-to-decision latency of that frame, in milliseconds.
     pub latency_ms: f32,
+    /// What came second for this label in that frame: its strongest competitor.
+    pub runner_up: Option<RunnerUp>,
     /// The event's snapshot file (`snapshots.dir/CAMERA/LABEL/TIMESTAMP.jpg`), on the start
     /// event and its end; `None` when snapshots are off. The path is known at the start; the
     /// file appears when the snapshot's window closes (`snapshots.window_s` later at most).
     pub snapshot: Option<PathBuf>,
+}
+
+/// A label's strongest competitor in a frame: another label, a background text, a vocabulary
+/// entry or one of its negatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerUp {
+    /// The competitor: a label's name, or the text.
+    pub label: String,
+    /// Its score (cosine).
+    pub score: f32,
 }
 
 /// The JSON shape of an [`Event`]; field order is the wire order.
@@ -80,6 +92,8 @@ struct EventWire<'a> {
     frame: u64,
     ts: String,
     latency_ms: f32,
+    #[serde(default)]
+    runner_up: Option<RunnerUp>,
     /// Always written (`null` without a snapshot); absent in older events.
     #[serde(default, borrow)]
     snapshot: Option<std::borrow::Cow<'a, str>>,
@@ -110,7 +124,9 @@ impl Event {
     /// One JSON object, fields in this order:
     /// `{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person",
     /// "score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,
-    /// "snapshot":"/var/lib/edgeclip/snapshots/cam0/person/2026-11-26T23-59-00.123Z.jpg"}`.
+    /// "runner_up":{"label":"a photo of a man","score":0.28},
+    /// "snapshot":"/var/lib/edgeclip/snapshots/cam0/person/2026-11-26T23-59-00.123Z.jpg"}`
+    /// (`runner_up` is `null` when the label had no competitor).
     ///
     /// `ts` is RFC 3339 in UTC with milliseconds. Non-finite floats are written as `null`, and
     /// so is `snapshot` when there is none.
@@ -125,6 +141,7 @@ impl Event {
             frame: self.frame,
             ts: humantime::format_rfc3339_millis(self.ts).to_string(),
             latency_ms: self.latency_ms,
+            runner_up: self.runner_up.clone(),
             snapshot: self.snapshot.as_ref().map(|p| p.to_string_lossy()),
         };
         // Serialising a struct of strings and numbers into a String cannot fail.
@@ -150,6 +167,7 @@ impl Event {
             frame: wire.frame,
             ts,
             latency_ms: wire.latency_ms,
+            runner_up: wire.runner_up,
             snapshot: wire.snapshot.map(|p| PathBuf::from(p.into_owned())),
         })
     }
@@ -240,6 +258,10 @@ mod tests {
             frame: 1234,
             ts: humantime::parse_rfc3339("2026-11-26T23:59:00.123Z").unwrap(),
             latency_ms: 41.2,
+            runner_up: Some(RunnerUp {
+                label: "a photo of a man".into(),
+                score: 0.28,
+            }),
             snapshot: Some("/s/cam0/person/2026-11-26T23-59-00.123Z.jpg".into()),
         }
     }
@@ -248,7 +270,7 @@ mod tests {
     fn event_json_is_exactly_the_documented_shape() {
         assert_eq!(
             example().to_json(),
-            r#"{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,"snapshot":"/s/cam0/person/2026-11-26T23-59-00.123Z.jpg"}"#
+            r#"{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,"runner_up":{"label":"a photo of a man","score":0.28},"snapshot":"/s/cam0/person/2026-11-26T23-59-00.123Z.jpg"}"#
         );
     }
 
@@ -258,7 +280,7 @@ mod tests {
         e.snapshot = None;
         let json = e.to_json();
         assert!(
-            json.ends_with(r#","latency_ms":41.2,"snapshot":null}"#),
+            json.ends_with(r#""score":0.28},"snapshot":null}"#),
             "{json}"
         );
         assert_eq!(Event::from_json(&json).unwrap(), e);

@@ -9,10 +9,10 @@ use log::{info, warn};
 
 use super::stats::{StatsWindow, process_cpu_seconds};
 use super::{Control, Daemon, DaemonError, Delivery, Summary};
-use crate::event::Event;
+use crate::event::{Event, RunnerUp};
 use crate::frame::Frame;
 use crate::mailbox::{Mailbox, Shared};
-use crate::matcher::Scores;
+use crate::matcher::{Matcher, Scores};
 use crate::sink::EventSink;
 use crate::source::FrameSource;
 use crate::trigger::{FrameStamp, LabelScore};
@@ -158,6 +158,7 @@ impl Daemon {
                 latency_ms,
             };
             let mut events = self.bank.update(last_stamp, &label_scores);
+            name_runners_up(&self.matcher, &scores, &mut events);
             self.snapshot_step(Some(frame), last_stamp.now, &label_scores, &mut events);
             publish(&mut sinks, &events, &mut summary);
             self.deliver_snapshots(&mut sinks);
@@ -218,6 +219,19 @@ impl Daemon {
             100.0 * summary.cpu_s.unwrap_or(f64::NAN) / summary.wall_s.max(1e-9)
         );
         Ok(summary)
+    }
+}
+
+/// Names each event's runner-up: its label's strongest competitor in the frame just scored.
+fn name_runners_up(matcher: &Matcher, scores: &Scores, events: &mut [Event]) {
+    for e in events {
+        let Some(i) = matcher.labels().iter().position(|l| l.name == e.label) else {
+            continue;
+        };
+        e.runner_up = scores.runner_up[i].map(|r| RunnerUp {
+            label: matcher.rows()[r.row].name.clone(),
+            score: r.score,
+        });
     }
 }
 
