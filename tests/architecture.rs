@@ -38,7 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("engine", &["model", "prompts"]),
     ("adapters", &["source", "sink", "snapshot"]),
-    ("orchestration", &["daemon", "doctor", "bench"]),
+    ("orchestration", &["daemon", "doctor", "bench", "exemplar"]),
     ("face", &["cli"]),
 ];
 
