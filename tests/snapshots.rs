@@ -236,7 +236,7 @@ fn an_unwritable_folder_stops_the_start_up_naming_it() {
     std::fs::write(&file, b"x").unwrap();
     let dir = file.join("snaps");
     let config = demo_config(&format!("dir = \"{}\"", dir.display()));
-    let err = Daemon::new(config).err().expect("refused").to_string();
+    let err = Daemon::new(config).expect_err("refused").to_string();
     assert!(err.contains("snapshots.dir"), "{err}");
     assert!(err.contains(&dir.display().to_string()), "{err}");
 

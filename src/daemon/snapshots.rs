@@ -1,9 +1,9 @@
 //! The daemon's side of snapshots: the hook between the frame loop and the snapshot writer.
 //!
-//! Per frame, after the trigger bank: a label that ended closes its window, a label that
-//! started opens one (its start event gets the snapshot's path, which the end event repeats),
-//! windows past `snapshots.window_s` close, and the frame is offered to the windows still
-//! open. The frame is moved into an `Arc` only when it beats a window's best so far: frames are
+//! Per frame, after the trigger bank: windows past `snapshots.window_s` close, a label that
+//! ended closes its window, a label that started opens one (its start event gets the
+//! snapshot's path, which the end event repeats), and the frame is offered to the windows
+//! still open. The frame is moved into an `Arc` only when it beats a window's best so far: frames are
 //! never copied, and at most one per open window is held. A closed window becomes a job for the
 //! writer thread ([`crate::snapshot::Writer`]); its outcomes come back here, are counted and
 //! logged (problems at most once a minute, with a count of the ones not logged), and written
@@ -110,6 +110,9 @@ impl Snapshots {
         events: &mut [Event],
         config: &Config,
     ) {
+        for c in self.selector.expire(now) {
+            self.submit(c, false);
+        }
         for e in events.iter_mut() {
             match e.kind {
                 EventKind::End => {
@@ -137,9 +140,6 @@ impl Snapshots {
                     e.snapshot = Some(path);
                 }
             }
-        }
-        for c in self.selector.expire(now) {
-            self.submit(c, false);
         }
         let Some(frame) = frame else { return };
         if self.selector.is_empty() {

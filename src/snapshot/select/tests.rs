@@ -202,10 +202,14 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
+/// What [`drive`] returns: the snapshots chosen, each frame's time in ms, how many frames were
+/// made.
+type Driven = (Vec<Chosen<(usize, usize), usize>>, Vec<u64>, usize);
+
 /// The daemon's order of calls for one frame: expire, close the labels that ended, open the
 /// ones that started, offer the frame. Frames are numbered by their index; an event's key is
 /// (label, index of its start frame).
-fn drive(window_ms: u64, steps: &[Step]) -> (Vec<Chosen<(usize, usize), usize>>, Vec<u64>, usize) {
+fn drive(window_ms: u64, steps: &[Step]) -> Driven {
     let mut s: Selector<(usize, usize), usize> = Selector::new(ms(window_ms));
     let mut out = Vec::new();
     let mut times = Vec::new();
