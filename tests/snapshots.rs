@@ -229,6 +229,27 @@ fn snapshots_off_name_nothing_and_write_nothing() {
 }
 
 #[test]
+fn a_failed_write_at_run_time_is_counted_and_detection_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snaps");
+    // The folder is writable at start-up; one label's folder is a file, so its write fails.
+    std::fs::create_dir_all(dir.join("demo")).unwrap();
+    std::fs::write(dir.join("demo/blue_square"), b"in the way").unwrap();
+    let config = demo_config(&format!("dir = \"{}\"", dir.display()));
+    let (summary, events, given) = run(config);
+    assert_eq!(
+        events.len(),
+        8,
+        "every start and end published: {events:#?}"
+    );
+    assert_eq!(summary.snapshots.failed, 1, "{:?}", summary.snapshots);
+    assert_eq!(summary.snapshots.written, 3);
+    assert_eq!(given.len(), 3);
+    assert!(given.iter().all(|s| s.label != "blue_square"));
+    assert_eq!(jpegs(&dir).len(), 3);
+}
+
+#[test]
 fn an_unwritable_folder_stops_the_start_up_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     // A file where a folder must be: fails for root too.

@@ -248,13 +248,19 @@ impl Snapshots {
         }
         let outcomes = self.writer.finish();
         self.apply(outcomes, sinks);
+        let unlogged = std::mem::take(&mut self.unlogged);
+        if unlogged > 0 {
+            warn!("snapshots: {unlogged} more problems since the last warning");
+        }
         let c = self.counts;
         info!(
-            "snapshots: {} written, {} failed, {} dropped (writer busy), in {}",
+            "snapshots: {} written, {} failed, {} dropped (writer busy), in {}; {} frames kept \
+             as a window's best (moved, none copied)",
             c.written,
             c.failed,
             c.dropped,
-            self.root.display()
+            self.root.display(),
+            c.kept_frames
         );
         c
     }

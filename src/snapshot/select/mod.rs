@@ -118,30 +118,35 @@ impl<K, T: Clone> Selector<K, T> {
         score: impl Fn(usize) -> f32,
         make: impl FnOnce() -> T,
     ) -> usize {
-        let mut improved: Vec<(usize, f32)> = Vec::new();
-        for (i, w) in self.open.iter().enumerate() {
-            let s = score(w.label);
-            if now <= w.until && beats(s, w.best.as_ref().map(|b| b.score)) {
-                improved.push((i, s));
-            }
-        }
-        let Some(&(last, last_score)) = improved.last() else {
-            return 0;
+        let improves = |w: &Window<K, T>| {
+            now <= w.until && beats(score(w.label), w.best.as_ref().map(|b| b.score))
         };
-        let frame = make();
-        for &(i, s) in &improved[..improved.len() - 1] {
-            self.open[i].best = Some(Best {
-                score: s,
+        // Counted first, so that the frame is made only when needed and nothing is allocated.
+        let count = self.open.iter().filter(|w| improves(w)).count();
+        if count == 0 {
+            return 0;
+        }
+        let mut frame = Some(make());
+        let mut left = count;
+        for w in &mut self.open {
+            if !improves(w) {
+                continue;
+            }
+            left -= 1;
+            // The last window takes the frame itself, the others a clone.
+            let kept = if left == 0 {
+                frame.take()
+            } else {
+                frame.clone()
+            };
+            let Some(kept) = kept else { break };
+            w.best = Some(Best {
+                score: score(w.label),
                 at: now,
-                frame: frame.clone(),
+                frame: kept,
             });
         }
-        self.open[last].best = Some(Best {
-            score: last_score,
-            at: now,
-            frame,
-        });
-        improved.len()
+        count
     }
 
     /// Closes the windows whose time is up at `now` (`now` is past their start plus the
