@@ -27,5 +27,6 @@ pub mod paths;
 pub mod preprocess;
 pub mod prompts;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod trigger;

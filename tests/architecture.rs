@@ -32,10 +32,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "prompts::tokenizer",
             "sink::mqtt::queue",
             "sink::mqtt::topics",
+            "snapshot::select",
+            "snapshot::retention",
         ],
     ),
     ("engine", &["model", "prompts"]),
-    ("adapters", &["source", "sink"]),
+    ("adapters", &["source", "sink", "snapshot"]),
     ("orchestration", &["daemon", "doctor", "bench", "exemplar"]),
     ("face", &["cli"]),
 ];

@@ -14,7 +14,8 @@
 //! then publishes end events for every active label and closes the sinks (MQTT: `offline`).
 //!
 //! This file builds the daemon (model, matcher, trigger bank) and reloads its prompts; `run.rs`
-//! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line.
+//! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line,
+//! `snapshots.rs` the hook that picks and writes each start event's snapshot.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,9 +34,11 @@ use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 
 pub mod labels;
 mod run;
+mod snapshots;
 mod stats;
 
 pub use crate::mailbox::Delivery;
+pub use snapshots::SnapshotCounts;
 pub use stats::LatencyHistogram;
 
 /// Errors that stop the daemon at start-up (runtime faults are logged, not returned).
@@ -83,6 +86,9 @@ pub enum DaemonError {
     /// The capture thread could not be started.
     #[error("cannot start the capture thread: {0}")]
     Thread(std::io::Error),
+    /// The snapshot folder cannot be written (its message names it).
+    #[error(transparent)]
+    Snapshots(#[from] crate::snapshot::SnapshotError),
 }
 
 /// Flags that steer a running daemon, set from signal handlers or tests.
@@ -118,6 +124,8 @@ pub struct Summary {
     pub cpu_s: Option<f64>,
     /// Wall time of the run, in seconds.
     pub wall_s: f64,
+    /// What the snapshots did (all zero when they are off).
+    pub snapshots: SnapshotCounts,
 }
 
 /// The trigger parameters of prompt `index`: its overrides over `[trigger]` and
@@ -167,6 +175,8 @@ pub struct Daemon {
     preprocessor: Preprocessor,
     matcher: Matcher,
     bank: TriggerBank,
+    /// `None` when `snapshots.enabled` is off.
+    snapshots: Option<snapshots::Snapshots>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -180,10 +190,12 @@ impl std::fmt::Debug for Daemon {
 
 impl Daemon {
     /// Loads the bundle, the image tower (on the device `model.runtime` selects) and the prompt
-    /// embeddings the config names.
+    /// embeddings the config names, and checks that the snapshot folder is writable (first: a
+    /// folder problem is reported before the model takes its time to load).
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
         let threads = config.model.threads.unwrap_or(1);
         set_threads(threads);
+        let snapshots = snapshots::Snapshots::open(&config)?;
         let started = Instant::now();
         let bundle = Bundle::load(&config.model.bundle).map_err(|error| DaemonError::Bundle {
             file: config
@@ -220,6 +232,7 @@ impl Daemon {
             preprocessor,
             matcher,
             bank,
+            snapshots,
         })
     }
 

@@ -113,7 +113,8 @@ impl Daemon {
 
         loop {
             if control.reload.swap(false, Ordering::Relaxed) {
-                let ends = self.reload(last_stamp);
+                let mut ends = self.reload(last_stamp);
+                self.snapshot_step(None, last_stamp.now, &[], &mut ends);
                 publish(&mut sinks, &ends, &mut summary);
             }
             let taken = mailbox.wait_for(None, Some(TAKE_POLL), |s| match s.take() {
@@ -158,7 +159,9 @@ impl Daemon {
             };
             let mut events = self.bank.update(last_stamp, &label_scores);
             name_runners_up(&self.matcher, &scores, &mut events);
+            self.snapshot_step(Some(frame), last_stamp.now, &label_scores, &mut events);
             publish(&mut sinks, &events, &mut summary);
+            self.deliver_snapshots(&mut sinks);
             summary.processed += 1;
             summary.latency.record(latency_ms);
             if let Some(every) = stats_every {
@@ -185,8 +188,10 @@ impl Daemon {
         }
 
         control.shutdown.store(true, Ordering::Relaxed);
-        let ends = self.bank.finish(last_stamp);
+        let mut ends = self.bank.finish(last_stamp);
+        self.snapshot_step(None, last_stamp.now, &[], &mut ends);
         publish(&mut sinks, &ends, &mut summary);
+        summary.snapshots = self.finish_snapshots(&mut sinks);
         for s in sinks.iter_mut() {
             if let Err(e) = s.close() {
                 warn!("{}: close failed: {e}", s.name());
