@@ -443,7 +443,12 @@ def cmd_export(a):
         log("no vocabulary: an image tower alone has no text tower to embed it with (embed one with the "
             "matching text model, models/BUNDLE.md)")
         vocabulary = None
-    vocab_texts = bt.read_vocabulary_lines(vocabulary) if vocabulary is not None else None  # fail early
+    vocab_texts = None
+    if vocabulary is not None:  # read first: a bad list fails before the export's work
+        try:
+            vocab_texts = bt.read_vocabulary_lines(vocabulary)
+        except (OSError, ValueError) as e:
+            fail(f"--vocabulary: {e}")
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob("*.onnx"), out / "prompts.safetensors", out / VOCABULARY_FILE, out / "bundle.toml"]:
         stale.unlink(missing_ok=True)  # a previous export into the same folder
