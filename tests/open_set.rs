@@ -63,6 +63,7 @@ fn starts(config: &Path) -> Vec<Event> {
         .arg(config)
         .env("RUST_LOG", "warn")
         .env("XDG_CACHE_HOME", config.parent().unwrap().join("cache"))
+        .env("XDG_DATA_HOME", config.parent().unwrap().join("data"))
         .output()
         .unwrap();
     assert!(
