@@ -19,22 +19,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{debug, info, warn};
 
 use crate::config::{Config, ConfigError, ScoreKind};
 use crate::event::Event;
 use crate::matcher::{Label, Matcher, MatcherError};
-use crate::model::{Bundle, Device, ImageEncoder, ModelError, set_threads};
-use crate::preprocess::{Preprocessor, Spec};
+use crate::model::{Bundle, ModelError};
 use crate::prompts::{PromptEmbedder, PromptEmbeddings, PromptError};
 use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 
+mod pipeline;
 mod run;
 mod stats;
 
 pub use crate::mailbox::Delivery;
+pub use pipeline::{FrameError, Pipeline, Step};
 pub use stats::LatencyHistogram;
 
 /// Errors that stop the daemon at start-up (runtime faults are logged, not returned).
@@ -218,21 +219,17 @@ fn build_bank(config: &Config) -> TriggerBank {
     )
 }
 
-/// The model side of the daemon, loaded once.
+/// The daemon: its config and the [`Pipeline`] it runs every frame through.
 pub struct Daemon {
     config: Config,
-    bundle: Bundle,
-    encoder: ImageEncoder,
-    preprocessor: Preprocessor,
-    matcher: Matcher,
-    bank: TriggerBank,
+    pipeline: Pipeline,
 }
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
             .field("camera", &self.config.camera.name)
-            .field("bundle", &self.bundle.dir())
+            .field("bundle", &self.pipeline.bundle().dir())
             .finish()
     }
 }
@@ -241,45 +238,8 @@ impl Daemon {
     /// Loads the bundle, the image tower (on the device `model.runtime` selects) and the prompt
     /// embeddings the config names.
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let threads = config.model.threads.unwrap_or(1);
-        set_threads(threads);
-        let started = Instant::now();
-        let bundle = Bundle::load(&config.model.bundle).map_err(|error| DaemonError::Bundle {
-            file: config
-                .file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("<memory>")),
-            error,
-        })?;
-        let encoder = ImageEncoder::load_for(&bundle, config.model.precision, config.model.runtime)
-            .map_err(|e| match e {
-                ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
-                e => e.into(),
-            })?;
-        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image));
-        let matcher = build_matcher(&config, &bundle)?;
-        let bank = build_bank(&config);
-        let on = match encoder.device() {
-            Device::Cpu => format!("on the CPU with {threads} thread(s)"),
-            Device::Cuda => "on the GPU (CUDA)".to_string(),
-        };
-        info!(
-            "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background",
-            bundle.name(),
-            encoder.path().display(),
-            encoder.precision(),
-            started.elapsed().as_secs_f64() * 1e3,
-            config.prompts.len(),
-            config.matcher.background.len()
-        );
-        Ok(Daemon {
-            config,
-            bundle,
-            encoder,
-            preprocessor,
-            matcher,
-            bank,
-        })
+        let pipeline = Pipeline::new(&config)?;
+        Ok(Daemon { config, pipeline })
     }
 
     /// The config it runs with.
@@ -308,12 +268,9 @@ impl Daemon {
         config.prompts = new.prompts;
         config.matcher = new.matcher;
         config.trigger = new.trigger;
-        match build_matcher(&config, &self.bundle) {
-            Ok(matcher) => {
-                let ends = self.bank.finish(frame);
-                self.matcher = matcher;
+        match self.pipeline.reload(&config, frame) {
+            Ok(ends) => {
                 self.config = config;
-                self.bank = build_bank(&self.config);
                 info!("prompts reloaded: {} labels", self.config.prompts.len());
                 ends
             }

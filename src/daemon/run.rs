@@ -12,10 +12,9 @@ use super::{Control, Daemon, DaemonError, Delivery, Summary};
 use crate::event::Event;
 use crate::frame::Frame;
 use crate::mailbox::{Mailbox, Shared};
-use crate::matcher::Scores;
 use crate::sink::EventSink;
 use crate::source::FrameSource;
-use crate::trigger::{FrameStamp, LabelScore};
+use crate::trigger::FrameStamp;
 
 /// What the capture thread counts besides the mailbox's own counts, under the same lock.
 #[derive(Debug, Default)]
@@ -98,10 +97,6 @@ impl Daemon {
         let started = Instant::now();
         let mut summary = Summary::default();
         let cpu_at_start = process_cpu_seconds();
-        let mut pixels = vec![0f32; self.preprocessor.output_len()];
-        let mut embedding = vec![0f32; self.encoder.dim()];
-        let mut scores = Scores::default();
-        let mut label_scores: Vec<LabelScore> = Vec::with_capacity(self.config.prompts.len());
         let mut stats = StatsWindow::new(started);
         let stats_every = self.config.stats.interval();
         let mut last_stamp = FrameStamp {
@@ -132,31 +127,23 @@ impl Daemon {
                 }
                 break;
             };
-            if let Err(e) = self.preprocessor.frame_to_tensor(&frame, &mut pixels) {
-                summary.bad_frames += 1;
-                warn!("skipping frame {}: {e}", frame.seq);
-                continue;
-            }
-            if let Err(e) = self.encoder.encode_into(&pixels, &mut embedding) {
-                summary.bad_frames += 1;
-                warn!("frame {}: {e}", frame.seq);
-                continue;
-            }
-            self.matcher.score(&embedding, &mut scores);
-            label_scores.clear();
-            label_scores.extend((0..self.config.prompts.len()).map(|i| LabelScore {
-                label: i,
-                score: scores.cos[i],
-                prob: scores.prob[i],
-            }));
-            let latency_ms = frame.captured_at.elapsed().as_secs_f32() * 1e3;
-            last_stamp = FrameStamp {
+            let step = self.pipeline.step(&frame, || FrameStamp {
                 seq: frame.seq,
                 wall: frame.captured_wall,
                 now: frame.captured_at.duration_since(started),
-                latency_ms,
+                latency_ms: frame.captured_at.elapsed().as_secs_f32() * 1e3,
+            });
+            let (events, latency_ms) = match step {
+                Ok(step) => {
+                    last_stamp = step.stamp;
+                    (step.events, step.stamp.latency_ms)
+                }
+                Err(e) => {
+                    summary.bad_frames += 1;
+                    warn!("{e}");
+                    continue;
+                }
             };
-            let events = self.bank.update(last_stamp, &label_scores);
             publish(&mut sinks, &events, &mut summary);
             summary.processed += 1;
             summary.latency.record(latency_ms);
@@ -184,7 +171,7 @@ impl Daemon {
         }
 
         control.shutdown.store(true, Ordering::Relaxed);
-        let ends = self.bank.finish(last_stamp);
+        let ends = self.pipeline.finish(last_stamp);
         publish(&mut sinks, &ends, &mut summary);
         for s in sinks.iter_mut() {
             if let Err(e) = s.close() {
