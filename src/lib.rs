@@ -13,6 +13,7 @@
 //! the module map, and `tests/architecture.rs` checks the rules.
 
 pub mod bench;
+pub mod calibration;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "preprocess",
             "matcher",
+            "calibration",
             "trigger",
             "mailbox",
             "prompts::tokenizer",
