@@ -36,8 +36,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("engine", &["model", "prompts"]),
-    ("adapters", &["source", "sink"]),
-    ("orchestration", &["daemon", "doctor", "bench"]),
+    ("adapters", &["source", "sink", "plot"]),
+    ("orchestration", &["daemon", "doctor", "bench", "replay"]),
     ("face", &["cli"]),
 ];
 
