@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::model::options::{Precision, Runtime};
 
+mod calibration;
 mod read;
 mod reader;
 pub mod reference;
@@ -283,6 +284,9 @@ pub struct MatcherConfig {
     pub threshold: f32,
     /// Which value the thresholds apply to.
     pub score: ScoreKind,
+    /// `calibration`: the calibration file whose thresholds were read into the prompts'
+    /// `threshold` (resolved against the config file's folder).
+    pub calibration: Option<PathBuf>,
 }
 
 /// `matcher.score`.

@@ -37,7 +37,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
     );
     let model = read_model(r, &mut s, base);
     r.finish(s);
-    let prompts = r
+    let mut prompts: Vec<PromptConfig> = r
         .tables(
             &mut root,
             key(
@@ -58,7 +58,10 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         &mut root,
         key("matcher", "How frames are scored against the prompts."),
     );
-    let matcher = read_matcher(r, &mut s);
+    let matcher = read_matcher(r, &mut s, base);
+    if let Some(file) = &matcher.calibration {
+        super::calibration::apply(r, &s, file, matcher.score, &mut prompts);
+    }
     r.finish(s);
     let mut s = r.defaults_table(
         &mut root,
@@ -349,7 +352,7 @@ fn read_prompt(r: &mut Reader, s: &mut Section) -> PromptConfig {
     }
 }
 
-fn read_matcher(r: &mut Reader, s: &mut Section) -> MatcherConfig {
+fn read_matcher(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> MatcherConfig {
     let default_background = || vec!["an empty scene".to_owned()];
     let background = match r.raw(
         s,
@@ -383,6 +386,20 @@ fn read_matcher(r: &mut Reader, s: &mut Section) -> MatcherConfig {
             ),
             ScoreKind::Prob,
         ),
+        calibration: r
+            .opt::<PathBuf>(
+                s,
+                key(
+                    "calibration",
+                    "A calibration file written by `edgeclip calibrate`: `score` (the metric it \
+                     was made for, which must be `matcher.score`) and a `[thresholds]` table of \
+                     label = threshold. A label's threshold is its own `threshold`, else the \
+                     file's, else `matcher.threshold`; the file and a label's own `threshold` \
+                     must not both set one. Not set: no calibration.",
+                )
+                .example("\"calib.toml\""),
+            )
+            .map(|p| resolve(base, p)),
     }
 }
 

@@ -96,6 +96,7 @@ fn score_positives(
 fn show(score: ScoreKind, x: f64) -> String {
     match score {
         ScoreKind::Prob if x.abs() < 1e-3 && x != 0.0 => format!("{x:.1e}"),
+        ScoreKind::Prob if x > 0.9999 && x < 1.0 => format!("{x:.6}"),
         _ => format!("{x:.4}"),
     }
 }
@@ -227,7 +228,7 @@ fn table(
         let margin = p.margin().map_or_else(na, |m| format!("{m:+.4}"));
         let (threshold, alarms) = match p.outcome {
             Ok(t) => (
-                show(score, t),
+                t.to_string(),
                 p.false_alarms_per_day(scale, target, t)
                     .map_or_else(na, |a| format!("{a:.2}")),
             ),
@@ -340,8 +341,8 @@ fn histogram_panels(
             }
             let verdict = match p.outcome {
                 Ok(t) => {
-                    marks.push((format!("threshold {}", show(score, t)), scale.to_fit(t), false));
-                    format!("threshold {}", show(score, t))
+                    marks.push((format!("threshold {t}"), scale.to_fit(t), false));
+                    format!("threshold {t}")
                 }
                 Err(_) => "refused".to_owned(),
             };
