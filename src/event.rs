@@ -57,6 +57,18 @@ pub struct Event {
     pub ts: SystemTime,
     /// Capture-to-decision latency of that frame, in milliseconds.
     pub latency_ms: f32,
+    /// What came second for this label in that frame: its strongest competitor.
+    pub runner_up: Option<RunnerUp>,
+}
+
+/// A label's strongest competitor in a frame: another label, a background text, a vocabulary
+/// entry or one of its negatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerUp {
+    /// The competitor: a label's name, or the text.
+    pub label: String,
+    /// Its score (cosine).
+    pub score: f32,
 }
 
 /// The JSON shape of an [`Event`]; field order is the wire order.
@@ -75,6 +87,8 @@ struct EventWire<'a> {
     frame: u64,
     ts: String,
     latency_ms: f32,
+    #[serde(default)]
+    runner_up: Option<RunnerUp>,
 }
 
 /// Why a JSON event could not be read back.
@@ -101,7 +115,9 @@ pub enum EventParseError {
 impl Event {
     /// One JSON object, fields in this order:
     /// `{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person",
-    /// "score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2}`.
+    /// "score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,
+    /// "runner_up":{"label":"a photo of a man","score":0.28}}` (`runner_up` is `null` when the
+    /// label had no competitor).
     ///
     /// `ts` is RFC 3339 in UTC with milliseconds. Non-finite floats are written as `null`.
     pub fn to_json(&self) -> String {
@@ -115,6 +131,7 @@ impl Event {
             frame: self.frame,
             ts: humantime::format_rfc3339_millis(self.ts).to_string(),
             latency_ms: self.latency_ms,
+            runner_up: self.runner_up.clone(),
         };
         // Serialising a struct of strings and numbers into a String cannot fail.
         serde_json::to_string(&wire).unwrap_or_default()
@@ -139,6 +156,7 @@ impl Event {
             frame: wire.frame,
             ts,
             latency_ms: wire.latency_ms,
+            runner_up: wire.runner_up,
         })
     }
 }
@@ -214,6 +232,10 @@ mod tests {
             frame: 1234,
             ts: humantime::parse_rfc3339("2026-11-26T23:59:00.123Z").unwrap(),
             latency_ms: 41.2,
+            runner_up: Some(RunnerUp {
+                label: "a photo of a man".into(),
+                score: 0.28,
+            }),
         }
     }
 
@@ -221,7 +243,7 @@ mod tests {
     fn event_json_is_exactly_the_documented_shape() {
         assert_eq!(
             example().to_json(),
-            r#"{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2}"#
+            r#"{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,"runner_up":{"label":"a photo of a man","score":0.28}}"#
         );
     }
 

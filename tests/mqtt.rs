@@ -119,6 +119,7 @@ fn event(kind: EventKind, label: &str, frame: u64) -> Event {
         frame,
         ts: SystemTime::UNIX_EPOCH + Duration::from_millis(frame),
         latency_ms: 10.0,
+        runner_up: None,
     }
 }
 

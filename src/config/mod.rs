@@ -26,6 +26,7 @@ use crate::model::options::{Precision, Runtime};
 
 mod calibration;
 mod read;
+mod read_prompts;
 mod reader;
 pub mod reference;
 #[cfg(test)]
@@ -263,6 +264,12 @@ pub struct PromptConfig {
     pub exit_frames: Option<u32>,
     /// Overrides `trigger.cooldown_s`.
     pub cooldown_s: Option<f32>,
+    /// Texts that must not fire this label.
+    pub negatives: Vec<String>,
+    /// Example images (paths or glob patterns, resolved against the config's folder).
+    pub images: Vec<PathBuf>,
+    /// Images of things that must not fire this label (paths or glob patterns).
+    pub negative_images: Vec<PathBuf>,
 }
 
 impl PromptConfig {
@@ -284,9 +291,30 @@ pub struct MatcherConfig {
     pub threshold: f32,
     /// Which value the thresholds apply to.
     pub score: ScoreKind,
+    /// What else the labels compete with.
+    pub vocabulary: Vocabulary,
+    /// Vocabulary entries at least this close to a label's text are its synonyms.
+    pub synonym_cosine: f32,
+    /// The weight of the exemplar term, in cosine units.
+    pub exemplar_weight: f32,
+    /// The sharpness of the exemplar term.
+    pub exemplar_sharpness: f32,
+    /// The config's exemplar folder: `LABEL/` and `LABEL/negative/` inside.
+    pub exemplars_dir: PathBuf,
     /// `calibration`: the calibration file whose thresholds were read into the prompts'
     /// `threshold` (resolved against the config file's folder).
     pub calibration: Option<PathBuf>,
+}
+
+/// `matcher.vocabulary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vocabulary {
+    /// The model bundle's vocabulary (none when it carries none).
+    Bundle,
+    /// No vocabulary: the labels compete with each other and the background only.
+    None,
+    /// An embeddings file made with the bundle's weights.
+    File(PathBuf),
 }
 
 /// `matcher.score`.

@@ -100,6 +100,24 @@ impl Config {
         self.check_prompts(&mut c);
         let (lo, hi) = self.matcher.score.threshold_range();
         c.range_f32("matcher.threshold", self.matcher.threshold, lo, hi);
+        c.range_f32(
+            "matcher.synonym_cosine",
+            self.matcher.synonym_cosine,
+            0.0,
+            1.0,
+        );
+        c.range_f32(
+            "matcher.exemplar_weight",
+            self.matcher.exemplar_weight,
+            0.0,
+            1.0,
+        );
+        c.range_f32(
+            "matcher.exemplar_sharpness",
+            self.matcher.exemplar_sharpness,
+            0.0,
+            100.0,
+        );
         for (i, t) in self.matcher.background.iter().enumerate() {
             if t.trim().is_empty() {
                 c.push(format!("matcher.background[{i}]"), "must not be empty");
@@ -227,6 +245,19 @@ impl Config {
                         format!("prompts[{i}].text[{j}]")
                     };
                     c.push(k, "must not be empty");
+                }
+            }
+            for (j, n) in p.negatives.iter().enumerate() {
+                let k = format!("prompts[{i}].negatives[{j}]");
+                if n.trim().is_empty() {
+                    c.push(k, "must not be empty");
+                } else if p.texts.contains(n) {
+                    c.push(
+                        k,
+                        format!(
+                            "{n:?} is this label's own text: a label cannot be its own negative"
+                        ),
+                    );
                 }
             }
             if let Some(t) = p.threshold {

@@ -16,20 +16,21 @@
 //! This file builds the daemon (model, matcher, trigger bank) and reloads its prompts; `run.rs`
 //! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{info, warn};
 
 use crate::config::{Config, ConfigError, ScoreKind};
 use crate::event::Event;
-use crate::matcher::{Label, Matcher, MatcherError};
-use crate::model::{Bundle, ModelError};
-use crate::prompts::{PromptEmbedder, PromptEmbeddings, PromptError};
+use crate::matcher::MatcherError;
+use crate::model::ModelError;
+use crate::prompts::PromptError;
 use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 
+pub mod labels;
 mod pipeline;
 mod run;
 mod stats;
@@ -61,6 +62,22 @@ pub enum DaemonError {
     /// The labels could not be matched.
     #[error("prompts: {0}")]
     Matcher(#[from] MatcherError),
+    /// `matcher.vocabulary` does not load or was made with other weights.
+    #[error("{}: matcher.vocabulary: {error}", file.display())]
+    Vocabulary {
+        /// The config file.
+        file: PathBuf,
+        /// Why (names the vocabulary file).
+        error: PromptError,
+    },
+    /// An example image is missing or not an image.
+    #[error("{}: {error}", file.display())]
+    Exemplar {
+        /// The config file.
+        file: PathBuf,
+        /// Why (names the key and the image).
+        error: crate::prompts::images::ExemplarError,
+    },
     /// The runtime asked for is not available.
     #[error("model.runtime: {0}")]
     Runtime(String),
@@ -102,82 +119,6 @@ pub struct Summary {
     pub cpu_s: Option<f64>,
     /// Wall time of the run, in seconds.
     pub wall_s: f64,
-}
-
-fn cache_file(bundle: &Bundle) -> Option<PathBuf> {
-    crate::paths::cache_dir()
-        .map(|d| d.join(format!("prompts-{}.safetensors", bundle.fingerprint())))
-}
-
-/// Embeds every label's texts and the background texts, using (and refreshing) the disk cache.
-fn build_matcher(config: &Config, bundle: &Bundle) -> Result<Matcher, DaemonError> {
-    let cache = cache_file(bundle).filter(|p| p.is_file());
-    // A stale or damaged cache is not fatal: it is rebuilt.
-    let extra: Vec<PathBuf> = cache
-        .iter()
-        .filter(|p| match PromptEmbeddings::load_for(p, bundle) {
-            Ok(_) => true,
-            Err(e) => {
-                warn!("ignoring the prompt cache: {e}");
-                false
-            }
-        })
-        .cloned()
-        .collect();
-    let mut embedder = PromptEmbedder::new(bundle, &extra)?;
-    let mut entries = Vec::new();
-    for p in &config.prompts {
-        let embeddings = p
-            .texts
-            .iter()
-            .map(|t| embedder.embed(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        let label = Label {
-            name: p.label.clone(),
-            prompt: p.display_text().to_string(),
-            background: false,
-        };
-        entries.push((label, embeddings));
-    }
-    for text in &config.matcher.background {
-        let label = Label {
-            name: text.clone(),
-            prompt: text.clone(),
-            background: true,
-        };
-        entries.push((label, vec![embedder.embed(text)?]));
-    }
-    info!(
-        "prompts: {} labels, {} background texts; {} texts embedded by the text tower, the rest from {}",
-        config.prompts.len(),
-        config.matcher.background.len(),
-        embedder.embedded(),
-        match &extra[..] {
-            [cache] => format!("the bundle's prompts and the cache {}", cache.display()),
-            _ => "the bundle's prompts".to_string(),
-        }
-    );
-    if embedder.embedded() == 0 {
-        return matcher(entries, bundle);
-    }
-    if let Some(path) = cache_file(bundle) {
-        let save = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-            .map_err(|e| e.to_string())
-            .and_then(|_| embedder.known().save(&path).map_err(|e| e.to_string()));
-        match save {
-            Ok(()) => debug!("prompt embeddings cached in {}", path.display()),
-            Err(e) => warn!("prompt embeddings not cached: {e}"),
-        }
-    }
-    matcher(entries, bundle)
-}
-
-fn matcher(entries: Vec<(Label, Vec<Vec<f32>>)>, bundle: &Bundle) -> Result<Matcher, DaemonError> {
-    Ok(Matcher::new(
-        entries,
-        bundle.embed_dim(),
-        bundle.manifest.logit_scale,
-    )?)
 }
 
 /// The trigger parameters of prompt `index`: its overrides over `[trigger]` and

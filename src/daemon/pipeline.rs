@@ -17,11 +17,12 @@ use std::time::Instant;
 
 use log::info;
 
-use super::{DaemonError, build_bank, build_matcher};
+use super::labels::build_matcher;
+use super::{DaemonError, build_bank};
 use crate::config::Config;
-use crate::event::Event;
+use crate::event::{Event, RunnerUp};
 use crate::frame::Frame;
-use crate::matcher::{Label, Matcher, Scores};
+use crate::matcher::{Label, Matcher, Row, Scores};
 use crate::model::{Bundle, Device, ImageEncoder, ModelError, set_threads};
 use crate::preprocess::{PreprocessError, Preprocessor, Spec};
 use crate::trigger::{FrameStamp, LabelScore, TriggerBank, TriggerParams};
@@ -52,7 +53,7 @@ pub enum FrameError {
 /// What one frame did: its scores and the events it caused.
 #[derive(Debug)]
 pub struct Step<'a> {
-    /// Every label's and background text's cosine and probability, indexed like
+    /// Every label's and background text's score, probability and runner-up, indexed like
     /// [`Pipeline::labels`] (the `[[prompts]]` first, in their order).
     pub scores: &'a Scores,
     /// The start and end events this frame caused, in label order.
@@ -105,7 +106,7 @@ impl Pipeline {
                 e => e.into(),
             })?;
         let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image));
-        let matcher = build_matcher(config, &bundle)?;
+        let matcher = build_matcher(config, &bundle, Some(&encoder))?;
         let bank = build_bank(config);
         let on = match encoder.device() {
             Device::Cpu => format!("on the CPU with {threads} thread(s)"),
@@ -139,10 +140,16 @@ impl Pipeline {
         &self.bundle
     }
 
-    /// Every row the matcher scores: the `[[prompts]]` labels in their order, then the
-    /// background texts.
+    /// The matcher's labels: the `[[prompts]]` labels in their order, then the background
+    /// texts.
     pub fn labels(&self) -> &[Label] {
         self.matcher.labels()
+    }
+
+    /// Every row the matcher scores (labels, vocabulary, negatives): what
+    /// [`Scores::runner_up`] points at.
+    pub fn rows(&self) -> &[Row] {
+        self.matcher.rows()
     }
 
     /// The trigger parameters of label `index` (a `[[prompts]]` position).
@@ -186,7 +193,8 @@ impl Pipeline {
                 prob: self.scores.prob[i],
             }));
         let stamp = stamp();
-        let events = self.bank.update(stamp, &self.label_scores);
+        let mut events = self.bank.update(stamp, &self.label_scores);
+        name_runners_up(&self.matcher, &self.scores, &mut events);
         Ok(Step {
             scores: &self.scores,
             events,
@@ -206,11 +214,24 @@ impl Pipeline {
         config: &Config,
         stamp: FrameStamp,
     ) -> Result<Vec<Event>, DaemonError> {
-        let matcher = build_matcher(config, &self.bundle)?;
+        let matcher = build_matcher(config, &self.bundle, Some(&self.encoder))?;
         let ends = self.bank.finish(stamp);
         self.matcher = matcher;
         self.bank = build_bank(config);
         self.prompts = config.prompts.len();
         Ok(ends)
+    }
+}
+
+/// Names each event's runner-up: its label's strongest competitor in the frame just scored.
+fn name_runners_up(matcher: &Matcher, scores: &Scores, events: &mut [Event]) {
+    for e in events {
+        let Some(i) = matcher.labels().iter().position(|l| l.name == e.label) else {
+            continue;
+        };
+        e.runner_up = scores.runner_up[i].map(|r| RunnerUp {
+            label: matcher.rows()[r.row].name.clone(),
+            score: r.score,
+        });
     }
 }

@@ -96,16 +96,26 @@ pub fn metric_name(score: ScoreKind) -> &'static str {
     }
 }
 
-/// The strongest competitor of label `i`: the best other row (label or background text) by
-/// cosine, which also orders the probabilities.
-pub fn runner_up(scores: &Scores, i: usize) -> Option<usize> {
-    scores
-        .cos
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j != i)
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(j, _)| j)
+/// Label `i`'s runner-up (its strongest competitor, [`Scores::runner_up`]): its row and its
+/// value on the metric's scale. For `prob` that is the runner-up's share of the label's
+/// open-set softmax, `prob * exp(logit_scale * (its score - the label's))` (they share the
+/// denominator); NaN where the label's probability underflowed to 0.
+pub fn competitor(
+    score: ScoreKind,
+    scores: &Scores,
+    i: usize,
+    logit_scale: f32,
+) -> Option<(usize, f64)> {
+    let r = scores.runner_up.get(i).copied().flatten()?;
+    let value = match score {
+        ScoreKind::Cosine => f64::from(r.score),
+        ScoreKind::Prob => {
+            let p = f64::from(scores.prob[i]);
+            let share = p * (f64::from(logit_scale) * f64::from(r.score - scores.cos[i])).exp();
+            if p > 0.0 { share.min(1.0) } else { f64::NAN }
+        }
+    };
+    Some((r.row, value))
 }
 
 /// What `edgeclip replay` writes, and where.
@@ -148,6 +158,8 @@ pub fn replay(
     let mut source = open(config, options.source.as_deref(), false)?;
     let mut pipeline = Pipeline::new(config)?;
     let labels: Vec<Label> = pipeline.labels().to_vec();
+    let rows: Vec<String> = pipeline.rows().iter().map(|r| r.name.clone()).collect();
+    let logit_scale = pipeline.bundle().manifest.logit_scale;
     let prompts = config.prompts.len();
     let fps = f64::from(config.camera.fps).max(1e-3);
     let score = config.matcher.score;
@@ -176,10 +188,11 @@ pub fn replay(
         last = Some(step.stamp);
         for (i, tr) in traces.iter_mut().enumerate() {
             let value = metric_of(score, step.scores, i);
-            let j = runner_up(step.scores, i).unwrap_or(i);
+            let (row, value_r) = competitor(score, step.scores, i, logit_scale)
+                .map_or((None, f64::NAN), |(r, v)| (Some(r), v));
             tr.metric.push(value.into());
-            tr.competitor.push(metric_of(score, step.scores, j).into());
-            tr.competitor_row.push(j);
+            tr.competitor.push(value_r);
+            tr.competitor_row.extend(row);
             tr.max_prob = tr.max_prob.max(step.scores.prob[i]);
             tr.max_cos = tr.max_cos.max(step.scores.cos[i]);
             tr.above += u64::from(value >= thresholds[i]);
@@ -188,7 +201,7 @@ pub fn replay(
             note_event(&mut traces, config, e, index);
         }
         if options.json {
-            let line = frame_json(index, t, step.scores, &labels, prompts, &traces);
+            let line = frame_json(index, t, step.scores, (&labels, &rows), prompts, &traces);
             writeln!(out, "{line}")?;
         }
         for e in &step.events {
@@ -212,7 +225,7 @@ pub fn replay(
         out.write_all(summary.as_bytes())?;
     }
     if let Some((path, size)) = &options.plot {
-        let panels = trace_panels(config, &pipeline, &labels, &traces);
+        let panels = trace_panels(config, &pipeline, (&labels, &rows), &traces);
         let png = crate::plot::trace_png(&panels, &format!("frame ({fps} fps)"), *size)?;
         write_file(path, &png)?;
         info!("chart written to {}", path.display());
@@ -246,12 +259,12 @@ fn note_event(traces: &mut [Trace], config: &Config, e: &Event, index: u64) {
 }
 
 /// `{"frame", "t_s", "labels": {label: {"score", "prob", "state"}}, "runner_up": {label:
-/// {"label", "score", "prob"}}}`.
+/// {"label", "score"}}}` (a runner-up as events carry it).
 fn frame_json(
     index: u64,
     t: Duration,
     scores: &Scores,
-    labels: &[Label],
+    (labels, rows): (&[Label], &[String]),
     prompts: usize,
     traces: &[Trace],
 ) -> serde_json::Value {
@@ -263,15 +276,10 @@ fn frame_json(
             labels[i].name.clone(),
             serde_json::json!({"score": scores.cos[i], "prob": scores.prob[i], "state": state}),
         );
-        if let Some(j) = runner_up(scores, i) {
+        if let Some(r) = scores.runner_up.get(i).copied().flatten() {
             runners.insert(
                 labels[i].name.clone(),
-                serde_json::json!({
-                    "label": labels[j].name,
-                    "background": labels[j].background,
-                    "score": scores.cos[j],
-                    "prob": scores.prob[j],
-                }),
+                serde_json::json!({"label": rows[r.row], "score": r.score}),
             );
         }
     }
@@ -321,7 +329,7 @@ fn summary_table(
 fn trace_panels(
     config: &Config,
     pipeline: &Pipeline,
-    labels: &[Label],
+    (labels, rows): (&[Label], &[String]),
     traces: &[Trace],
 ) -> Vec<TracePanel> {
     let score = config.matcher.score;
@@ -360,7 +368,7 @@ fn trace_panels(
                 competitor: Some((
                     format!(
                         "runner-up (mostly \"{}\")",
-                        most_common(&tr.competitor_row).map_or("-", |j| labels[j].name.as_str())
+                        most_common(&tr.competitor_row).map_or("-", |j| rows[j].as_str())
                     ),
                     tr.competitor.clone(),
                 )),
@@ -397,15 +405,30 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matcher::RunnerUp;
 
     #[test]
-    fn the_runner_up_is_the_best_other_row() {
+    fn the_competitor_is_the_runner_up_on_the_metric_scale() {
         let mut scores = Scores::default();
-        scores.cos = vec![0.3, 0.5, 0.1];
-        scores.prob = vec![0.2, 0.7, 0.1];
-        assert_eq!(runner_up(&scores, 0), Some(1));
-        assert_eq!(runner_up(&scores, 1), Some(0));
-        assert_eq!(runner_up(&scores, 2), Some(1));
+        scores.cos = vec![0.3, 0.5];
+        scores.prob = vec![0.2, 0.7];
+        scores.runner_up = vec![
+            Some(RunnerUp {
+                row: 1,
+                score: 0.5,
+            }),
+            None,
+        ];
+        assert_eq!(
+            competitor(ScoreKind::Cosine, &scores, 0, 100.0),
+            Some((1, 0.5f32 as f64))
+        );
+        // The runner-up's share of label 0's softmax: 0.2 * exp(10 * 0.2).
+        let (_, share) = competitor(ScoreKind::Prob, &scores, 0, 10.0).unwrap();
+        assert!((share - (0.2f32 as f64 * (10.0 * (0.5f32 - 0.3f32) as f64).exp()).min(1.0)).abs() < 1e-9);
+        assert_eq!(competitor(ScoreKind::Prob, &scores, 1, 10.0), None);
+        scores.prob[0] = 0.0;
+        assert!(competitor(ScoreKind::Prob, &scores, 0, 10.0).unwrap().1.is_nan());
         assert_eq!(metric_of(ScoreKind::Prob, &scores, 1), 0.7);
         assert_eq!(metric_of(ScoreKind::Cosine, &scores, 1), 0.5);
     }

@@ -95,6 +95,7 @@ mod tests {
             frame,
             ts: SystemTime::UNIX_EPOCH,
             latency_ms: 12.5,
+            runner_up: None,
         }
     }
 

@@ -300,6 +300,7 @@ fn make_event(camera: &str, slot: &Slot, t: Transition, frame: &FrameStamp) -> E
         frame: frame.seq,
         ts: frame.wall,
         latency_ms: frame.latency_ms,
+        runner_up: None,
     }
 }
 

@@ -621,6 +621,7 @@ mod tests {
             frame,
             ts: std::time::SystemTime::UNIX_EPOCH,
             latency_ms: 0.0,
+            runner_up: None,
         }
     }
 
