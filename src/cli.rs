@@ -192,6 +192,12 @@ pub enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Example images of a label: `add` copies them into the config's exemplar folder.
+    Exemplar {
+        /// What to do.
+        #[command(subcommand)]
+        action: ExemplarAction,
+    },
     /// Validate a config file without touching any device; report every problem.
     CheckConfig {
         /// The config file.
@@ -199,6 +205,27 @@ pub enum Command {
         /// Also open the camera and connect to the MQTT broker.
         #[arg(long)]
         probe: bool,
+    },
+}
+
+/// `edgeclip exemplar` actions.
+#[derive(Debug, Subcommand)]
+pub enum ExemplarAction {
+    /// Copy images into `matcher.exemplars_dir/LABEL/` (the daemon reads them at start) and
+    /// print the label's score on each, before and after.
+    Add {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The label (`prompts[].label`).
+        #[arg(long)]
+        label: String,
+        /// Add them as negative examples (`LABEL/negative/`): things that must not fire it.
+        #[arg(long)]
+        negative: bool,
+        /// The images (JPEG or PNG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
     },
 }
 
@@ -312,6 +339,19 @@ pub fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::CheckConfig { config, probe } => check_config(&config, probe),
+        Command::Exemplar {
+            action:
+                ExemplarAction::Add {
+                    config,
+                    label,
+                    negative,
+                    images,
+                },
+        } => {
+            let report = crate::exemplar::add(&config, &label, negative, &images)?;
+            print!("{report}");
+            Ok(())
+        }
         Command::ConfigReference { markdown } => {
             let text = if markdown {
                 crate::config::reference::markdown()
@@ -353,6 +393,7 @@ pub fn kernel_cache_for(cli: &Cli) -> Option<PathBuf> {
         Command::Info { .. }
         | Command::Embed { .. }
         | Command::CheckConfig { .. }
+        | Command::Exemplar { .. }
         | Command::ConfigReference { .. } => return None,
     };
     if runtime == Runtime::Cpu || !crate::model::device::CUDA_BUILT {

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::model::{Bundle, ModelError};
+use crate::daemon::DaemonError;
+use crate::daemon::labels::{build_matcher, has_exemplars};
+use crate::model::{Bundle, ImageEncoder, ModelError, Runtime};
 use crate::prompts::{PromptEmbedder, PromptError};
 
 /// Why the config's model cannot serve it. Each names the config file and the key.
@@ -32,6 +34,10 @@ pub enum ModelCheckError {
         /// Why.
         error: Box<PromptError>,
     },
+    /// The vocabulary, a negative or an example image cannot be used (the message names the
+    /// config file and the key).
+    #[error(transparent)]
+    Matcher(Box<DaemonError>),
     /// A prompt or background text cannot be embedded (no text tower and no precomputed
     /// embedding for it, or the text tower failed).
     #[error("{}: prompt {text:?}: {error}", file.display())]
@@ -46,7 +52,9 @@ pub enum ModelCheckError {
 }
 
 /// Loads `model.bundle` and embeds every prompt and background text with it (from the bundle's
-/// precomputed embeddings or its text tower). Returns how many texts were checked.
+/// precomputed embeddings or its text tower), then builds the matcher the daemon would: the
+/// vocabulary, every negative and every example image (through the image tower, loaded only
+/// when there are examples). Returns how many texts were checked.
 pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
     let file = || {
         config
@@ -66,7 +74,7 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
     let texts = config
         .prompts
         .iter()
-        .flat_map(|p| p.texts.iter())
+        .flat_map(|p| p.texts.iter().chain(&p.negatives))
         .chain(&config.matcher.background);
     let mut checked = 0;
     for t in texts {
@@ -77,6 +85,20 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
         })?;
         checked += 1;
     }
+    let encoder = if has_exemplars(config) {
+        Some(
+            ImageEncoder::load_for(&bundle, config.model.precision, Runtime::Cpu).map_err(
+                |error| ModelCheckError::Bundle {
+                    file: file(),
+                    error: Box::new(error),
+                },
+            )?,
+        )
+    } else {
+        None
+    };
+    build_matcher(config, &bundle, encoder.as_ref())
+        .map_err(|error| ModelCheckError::Matcher(Box::new(error)))?;
     Ok(checked)
 }
 

@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod event;
+pub mod exemplar;
 pub mod frame;
 pub mod mailbox;
 pub mod matcher;

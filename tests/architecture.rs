@@ -37,7 +37,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("engine", &["model", "prompts"]),
     ("adapters", &["source", "sink", "plot"]),
-    ("orchestration", &["daemon", "doctor", "bench", "replay"]),
+    (
+        "orchestration",
+        &["daemon", "doctor", "bench", "exemplar", "replay"],
+    ),
     ("face", &["cli"]),
 ];
 

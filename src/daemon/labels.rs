@@ -113,7 +113,7 @@ fn vocabulary(config: &Config, bundle: &Bundle) -> Result<PromptEmbeddings, Daem
     };
     PromptEmbeddings::load_for(&path, bundle).map_err(|error| DaemonError::Vocabulary {
         file: config_file(config),
-        error,
+        error: Box::new(error),
     })
 }
 
@@ -221,6 +221,17 @@ pub fn build_matcher(
         },
         images
     );
+    for (i, p) in config.prompts.iter().enumerate() {
+        let aliases: Vec<&str> = matcher.aliases(i).collect();
+        if !aliases.is_empty() {
+            info!(
+                "label {}: its example images are best described by {}: those vocabulary \
+                 entries no longer compete with it and count as its texts",
+                p.label,
+                aliases.join(", ")
+            );
+        }
+    }
     Ok(matcher)
 }
 
@@ -239,7 +250,7 @@ fn embed_exemplars(
             (Some(pattern), _) => {
                 expand(&s.key, pattern).map_err(|error| DaemonError::Exemplar {
                     file: file.clone(),
-                    error,
+                    error: Box::new(error),
                 })?
             }
             (None, Some(dir)) => images_in(dir),
@@ -276,7 +287,7 @@ fn embed_exemplars(
             .embed(&s.key, path)
             .map_err(|error| DaemonError::Exemplar {
                 file: file.clone(),
-                error,
+                error: Box::new(error),
             })?;
         let x = &mut extras[s.label];
         if s.positive {

@@ -68,7 +68,7 @@ pub enum DaemonError {
         /// The config file.
         file: PathBuf,
         /// Why (names the vocabulary file).
-        error: PromptError,
+        error: Box<PromptError>,
     },
     /// An example image is missing or not an image.
     #[error("{}: {error}", file.display())]
@@ -76,7 +76,7 @@ pub enum DaemonError {
         /// The config file.
         file: PathBuf,
         /// Why (names the key and the image).
-        error: crate::prompts::images::ExemplarError,
+        error: Box<crate::prompts::images::ExemplarError>,
     },
     /// The runtime asked for is not available.
     #[error("model.runtime: {0}")]

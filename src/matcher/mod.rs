@@ -30,7 +30,14 @@
 //!
 //! `A` is 1 for a frame identical to an example and falls off quickly (`beta`, sharpness); image
 //! to image cosines are not on the scale of image to text ones, so examples do not enter the
-//! softmax as rows of their own. A term is 0 when the label has no such images. The defaults of
+//! softmax as rows of their own. A term is 0 when the label has no such images.
+//!
+//! Examples also say what the label means in words: for each example image, the vocabulary entry
+//! that describes it best (when it describes it better than the label's own texts) becomes an
+//! **alias** of the label: it no longer competes with it, and its cosine counts as the label's
+//! text cosine when higher (`cos(frame, text)` above is the best of the label's texts and
+//! aliases). So a label named by examples of a thing the vocabulary knows fires where that
+//! thing is seen, not only on frames that look like the examples. The defaults of
 //! the bound, `w` and `beta` are the config's (`matcher.*` in `docs/CONFIG.md`).
 //!
 //! Pure and allocation-free per frame: [`Matcher::score`] writes into a reused [`Scores`].
@@ -190,6 +197,8 @@ pub struct Matcher {
     exemplars: Exemplars,
     /// Vocabulary entries left out as synonyms of a label.
     synonyms: Vec<String>,
+    /// Per label: the vocabulary rows its example images made its aliases.
+    aliases: Vec<Vec<u32>>,
     dim: usize,
     logit_scale: f32,
 }
@@ -222,6 +231,37 @@ fn normalized(name: &str, e: &[f32], dim: usize) -> Result<Option<Vec<f32>>, Mat
     }
     let mut e = e.to_vec();
     Ok(normalize(&mut e).then_some(e))
+}
+
+/// Per label: the vocabulary rows that describe one of its example images best, and better than
+/// the label's own row does.
+fn aliases_of(
+    rows: &[Row],
+    matrix: &[f32],
+    dim: usize,
+    exemplars: &Exemplars,
+    n_labels: usize,
+) -> Vec<Vec<u32>> {
+    let mut aliases = vec![Vec::new(); n_labels];
+    let row = |j: usize| &matrix[j * dim..][..dim];
+    for (image, &(label, positive)) in exemplars.matrix.chunks_exact(dim).zip(&exemplars.owner) {
+        if !positive {
+            continue;
+        }
+        let best = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == RowKind::Vocabulary)
+            .map(|(j, _)| (j, dot(row(j), image)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((j, c)) = best
+            && c > dot(row(label), image)
+            && !aliases[label].contains(&(j as u32))
+        {
+            aliases[label].push(j as u32);
+        }
+    }
+    aliases
 }
 
 impl Matcher {
@@ -305,13 +345,14 @@ impl Matcher {
                 }
             }
         }
+        let aliases = aliases_of(&rows, &matrix, dim, &exemplars, n_labels);
         let competitors = (0..n_labels)
             .map(|i| {
                 rows.iter()
                     .enumerate()
                     .filter(|(j, r)| match r.kind {
                         RowKind::Label(l) => l != i,
-                        RowKind::Vocabulary => true,
+                        RowKind::Vocabulary => !aliases[i].contains(&(*j as u32)),
                         RowKind::Negative(l) => l == i,
                     } && *j != i)
                     .map(|(j, _)| j as u32)
@@ -327,6 +368,7 @@ impl Matcher {
             competitors,
             exemplars,
             synonyms,
+            aliases,
             dim,
             logit_scale,
         }
@@ -363,6 +405,13 @@ impl Matcher {
     /// The vocabulary entries left out because they mean the same as a label.
     pub fn synonyms(&self) -> &[String] {
         &self.synonyms
+    }
+
+    /// The vocabulary entries label `i`'s example images made its aliases.
+    pub fn aliases(&self, i: usize) -> impl Iterator<Item = &str> {
+        self.aliases[i]
+            .iter()
+            .map(|&j| self.rows[j as usize].name.as_str())
     }
 
     /// How many vocabulary entries compete with the labels.
@@ -417,6 +466,11 @@ impl Matcher {
         }
         out.cos.clear();
         out.cos.extend_from_slice(&out.rows[..n]);
+        for (c, aliases) in out.cos.iter_mut().zip(&self.aliases) {
+            for &j in aliases {
+                *c = c.max(out.rows[j as usize]);
+            }
+        }
         self.add_exemplar_terms(image, inv, out);
         // Every row's exponential once, relative to the largest score (f64: with CLIP's scale of
         // 100 a difference of 2 in cosine is exp(-200), below f32's range). The labels' rows

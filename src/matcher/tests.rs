@@ -389,7 +389,7 @@ fn vocabulary_synonyms_of_a_label_are_left_out() {
     let mut s = Scores::default();
     m.score(&unit(4, 0), &mut s);
     // Against "half x" (cosine 0.6 with the frame) and the background (0): x still wins clearly.
-    let expected = 1.0 / (1.0 + (20.0f32 * -0.4).exp() + (20.0f32 * -1.0).exp());
+    let expected = 1.0 / (1.0 + (20.0f32 * -0.4).exp() + (-20.0f32).exp());
     assert!(
         (s.prob[0] - expected).abs() < 1e-5,
         "{} vs {expected}",
@@ -501,4 +501,34 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn an_example_image_makes_the_vocabulary_entry_that_describes_it_an_alias() {
+    // x's text (axis 0) is poor; its example image lies near the vocabulary entry "y" (axis 1).
+    // y becomes x's alias: it stops competing with x and lends x its cosine; "z" still competes.
+    let image = vec![0.1, 0.9, 0.0, 0.3];
+    let m = open_matcher(
+        vec![("y".into(), unit(4, 1)), ("z".into(), unit(4, 2))],
+        vec![LabelExtras {
+            images: vec![image.clone()],
+            ..LabelExtras::default()
+        }],
+    );
+    assert_eq!(m.aliases(0).collect::<Vec<_>>(), ["y"]);
+    let mut s = Scores::default();
+    let frame = [0.05, 0.95, 0.1, 0.0];
+    m.score(&frame, &mut s);
+    let norm = frame.iter().map(|x| x * x).sum::<f32>().sqrt();
+    // The cosine is y's (0.95 / |frame|) plus a part of the exemplar term.
+    assert!(s.cos[0] > 0.95 / norm, "{s:?}");
+    assert!(s.prob[0] > 0.99, "{s:?}");
+    assert_ne!(m.rows()[s.runner_up[0].unwrap().row].name, "y");
+    // Without the example, y takes the frame.
+    let plain = open_matcher(
+        vec![("y".into(), unit(4, 1)), ("z".into(), unit(4, 2))],
+        vec![],
+    );
+    plain.score(&frame, &mut s);
+    assert!(s.prob[0] < 0.01, "{s:?}");
 }

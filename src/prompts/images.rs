@@ -42,7 +42,7 @@ pub enum ExemplarError {
         /// The config key.
         key: String,
         /// The decoding or reading error (names the file).
-        source: PreprocessError,
+        source: Box<PreprocessError>,
     },
     /// The image tower failed on an example.
     #[error("{key}: {}: {source}", path.display())]
@@ -52,7 +52,7 @@ pub enum ExemplarError {
         /// The image.
         path: PathBuf,
         /// The tower's error.
-        source: ModelError,
+        source: Box<ModelError>,
     },
 }
 
@@ -133,7 +133,7 @@ impl<'a> ExemplarEmbedder<'a> {
     pub fn embed(&mut self, key: &str, path: &Path) -> Result<Vec<f32>, ExemplarError> {
         let image_err = |source| ExemplarError::Image {
             key: key.into(),
-            source,
+            source: Box::new(source),
         };
         let bytes = std::fs::read(path).map_err(|source| {
             image_err(PreprocessError::Io {
@@ -155,7 +155,7 @@ impl<'a> ExemplarEmbedder<'a> {
             .map_err(|source| ExemplarError::Model {
                 key: key.into(),
                 path: path.into(),
-                source,
+                source: Box::new(source),
             })?;
         normalize(&mut e);
         self.known.insert(&hash, e.clone());
