@@ -197,13 +197,22 @@ fn trace_panel(
         .draw_series(LineSeries::new(points(&p.metric), METRIC.stroke_width(2)))
         .map_err(err)?;
     let mut entries = vec![
-        (Swatch::Line(METRIC), format!("{} of the label", p.metric_name)),
-        (Swatch::Dashed(THRESHOLD), format!("threshold {}", p.threshold)),
+        (
+            Swatch::Line(METRIC),
+            format!("{} of the label", p.metric_name),
+        ),
+        (
+            Swatch::Dashed(THRESHOLD),
+            format!("threshold {}", p.threshold),
+        ),
     ];
     if let Some((name, _)) = &p.competitor {
         entries.push((Swatch::Line(COMPETITOR), name.clone()));
     }
-    entries.push((Swatch::Fill(HIT.to_rgba()), "frame at or above the threshold".into()));
+    entries.push((
+        Swatch::Fill(HIT.to_rgba()),
+        "frame at or above the threshold".into(),
+    ));
     entries.push((Swatch::Fill(EVENT.to_rgba()), "event: start to end".into()));
     entries.push((Swatch::Fill(WHITE.to_rgba()), p.hysteresis.clone()));
     legend(&side, &entries)
@@ -268,7 +277,11 @@ fn histogram_panel(
         counts.map(|c| c as f64 / n)
     };
     let (quiet, positives) = (bins(&p.quiet), bins(&p.positives));
-    let top = quiet.iter().chain(&positives).fold(0.0f64, |a, &b| a.max(b)) * 1.15;
+    let top = quiet
+        .iter()
+        .chain(&positives)
+        .fold(0.0f64, |a, &b| a.max(b))
+        * 1.15;
     let (w, _) = area.dim_in_pixel();
     let (area, side) = area.split_horizontally(w.saturating_sub(LEGEND_W));
     let mut chart = ChartBuilder::on(&area)
@@ -299,10 +312,16 @@ fn histogram_panel(
     let mut entries = Vec::new();
     for (counts, colour, name) in sets {
         chart
-            .draw_series(counts.iter().enumerate().filter(|(_, c)| **c > 0.0).map(|(i, &c)| {
-                let x = lo + i as f64 * width;
-                Rectangle::new([(x, 0.0), (x + width, c)], colour.mix(0.6).filled())
-            }))
+            .draw_series(
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0.0)
+                    .map(|(i, &c)| {
+                        let x = lo + i as f64 * width;
+                        Rectangle::new([(x, 0.0), (x + width, c)], colour.mix(0.6).filled())
+                    }),
+            )
             .map_err(err)?;
         entries.push((Swatch::Fill(colour.mix(0.6)), name));
     }
@@ -367,7 +386,9 @@ mod tests {
         let panel = TracePanel {
             title: "red_circle (threshold 0.5)".into(),
             metric_name: "probability".into(),
-            metric: (0..100).map(|i| if (30..60).contains(&i) { 0.9 } else { 0.01 }).collect(),
+            metric: (0..100)
+                .map(|i| if (30..60).contains(&i) { 0.9 } else { 0.01 })
+                .collect(),
             competitor: Some(("best other".into(), vec![0.1; 100])),
             threshold: 0.5,
             y_range: (0.0, 1.0),
@@ -393,7 +414,10 @@ mod tests {
             x_name: "cosine".into(),
             quiet: vec![0.2; 50],
             positives: vec![],
-            marks: vec![("threshold 0.3".into(), 0.3, false), ("bound".into(), 0.25, true)],
+            marks: vec![
+                ("threshold 0.3".into(), 0.3, false),
+                ("bound".into(), 0.25, true),
+            ],
             x_format: |x| format!("{x:.2}"),
         };
         let png = histogram_png(&[panel], (500, 300)).unwrap();

@@ -234,7 +234,12 @@ pub struct QuietBound {
 impl QuietBound {
     /// The `1 - q` quantile of the `k`-frame window minimums of `quiet` (in recording order),
     /// `q = target.per_window()`. `None` with fewer than [`MIN_WINDOWS`] windows.
-    pub fn estimate(scale: Scale, quiet: &[f64], enter_frames: u32, target: &Target) -> Option<Self> {
+    pub fn estimate(
+        scale: Scale,
+        quiet: &[f64],
+        enter_frames: u32,
+        target: &Target,
+    ) -> Option<Self> {
         let fit: Vec<f64> = quiet
             .iter()
             .filter(|x| x.is_finite())
@@ -344,7 +349,12 @@ impl Proposal {
     }
 
     /// The expected false alarms a day at `threshold` by the quiet model.
-    pub fn false_alarms_per_day(&self, scale: Scale, target: &Target, threshold: f64) -> Option<f64> {
+    pub fn false_alarms_per_day(
+        &self,
+        scale: Scale,
+        target: &Target,
+        threshold: f64,
+    ) -> Option<f64> {
         let bound = self.bound.as_ref()?;
         Some(bound.exceedance(scale.to_fit(threshold)) * target.fps * DAY_S)
     }
@@ -353,7 +363,11 @@ impl Proposal {
 /// `x` rounded to `decimals` places, up (`ceil`) or to the nearest.
 fn round_to(x: f64, decimals: i32, up: bool) -> f64 {
     let f = 10f64.powi(decimals);
-    if up { (x * f).ceil() / f } else { (x * f).round() / f }
+    if up {
+        (x * f).ceil() / f
+    } else {
+        (x * f).round() / f
+    }
 }
 
 /// Proposes a threshold for one label from its quiet scores (in recording order) and its

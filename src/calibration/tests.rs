@@ -90,11 +90,19 @@ fn an_exponential_tail_recovers_its_scale_and_quantiles() {
     assert!((tail.scale - 0.02).abs() < 0.002, "{tail:?}");
     let p = 1e-7;
     let truth = 0.1 + 0.02 * (1.0 / p as f64).ln();
-    assert!((tail.quantile(p) - truth).abs() < 0.03 * truth, "{} vs {truth}", tail.quantile(p));
+    assert!(
+        (tail.quantile(p) - truth).abs() < 0.03 * truth,
+        "{} vs {truth}",
+        tail.quantile(p)
+    );
     // Exceedance and quantile are inverses above u.
     let z = tail.quantile(1e-5);
     assert!((tail.exceedance(z) - 1e-5).abs() < 1e-9);
-    assert_eq!(tail.exceedance(tail.u - 1.0), tail.rate, "capped at the tail's rate");
+    assert_eq!(
+        tail.exceedance(tail.u - 1.0),
+        tail.rate,
+        "capped at the tail's rate"
+    );
 }
 
 #[test]
@@ -129,7 +137,10 @@ fn short_footage_is_extrapolated_and_long_footage_is_read() {
     let b = QuietBound::estimate(Scale::Cosine, &quiet, 1, &DAY).unwrap();
     assert!(matches!(b.estimate, Estimate::Tail(_)), "{:?}", b.estimate);
     let max = quiet.iter().copied().fold(f64::MIN, f64::max);
-    assert!(b.value > max, "a one-a-day bound lies beyond ten minutes' maximum");
+    assert!(
+        b.value > max,
+        "a one-a-day bound lies beyond ten minutes' maximum"
+    );
     assert_eq!(b.windows(), 9000);
     // A generous target observed in the data: the empirical quantile.
     let often = Target {
@@ -192,7 +203,10 @@ fn with_positives_the_threshold_lies_halfway_on_the_fitted_scale() {
     let b = p.bound.as_ref().unwrap().value;
     let p5 = p.positives.unwrap().p5;
     assert!(b < t && t < p5);
-    assert!((t - (b + p5) / 2.0).abs() < 0.01, "{t} near the middle of {b} and {p5}");
+    assert!(
+        (t - (b + p5) / 2.0).abs() < 0.01,
+        "{t} near the middle of {b} and {p5}"
+    );
     assert!((p.margin().unwrap() - (p5 - b)).abs() < 1e-12);
     // Probabilities: halfway in logit, so a bound of 1e-4 and positives at 0.9999 give 0.5.
     let quiet: Vec<f64> = exponential(2, 2000, -12.0, 0.2)
@@ -222,7 +236,11 @@ fn overlapping_scores_are_refused_and_named() {
 fn a_saturated_bound_is_refused() {
     // Quiet probabilities already at 1: nothing to threshold.
     let p = propose(Scale::Prob, &[1.0; 100], &[], 1, &DAY);
-    assert!(matches!(p.outcome, Err(Refusal::Saturated { .. })), "{:?}", p.outcome);
+    assert!(
+        matches!(p.outcome, Err(Refusal::Saturated { .. })),
+        "{:?}",
+        p.outcome
+    );
 }
 
 #[test]

@@ -51,7 +51,9 @@ pub(super) fn apply(
              calibrate again with this config",
             score_name(score)
         )),
-        Some(other) => problem(format!("score: expected \"prob\" or \"cosine\", got {other}")),
+        Some(other) => problem(format!(
+            "score: expected \"prob\" or \"cosine\", got {other}"
+        )),
         None => problem("score: missing (required: the metric the thresholds are for)".into()),
     }
     let thresholds = match table.remove("thresholds") {
@@ -62,10 +64,14 @@ pub(super) fn apply(
                 other.type_str()
             ));
         }
-        None => return problem("thresholds: missing (required: a table of label = threshold)".into()),
+        None => {
+            return problem("thresholds: missing (required: a table of label = threshold)".into());
+        }
     };
     for unknown in table.keys() {
-        problem(format!("unknown key `{unknown}` (expected `score` and `thresholds`)"));
+        problem(format!(
+            "unknown key `{unknown}` (expected `score` and `thresholds`)"
+        ));
     }
     let (lo, hi) = score.threshold_range();
     for (label, value) in thresholds {
@@ -78,9 +84,14 @@ pub(super) fn apply(
                 continue;
             }
         };
-        let Some((i, prompt)) = prompts.iter_mut().enumerate().find(|(_, p)| p.label == label)
+        let Some((i, prompt)) = prompts
+            .iter_mut()
+            .enumerate()
+            .find(|(_, p)| p.label == label)
         else {
-            problem(format!("{at}: no [[prompts]] entry has the label {label:?}"));
+            problem(format!(
+                "{at}: no [[prompts]] entry has the label {label:?}"
+            ));
             continue;
         };
         if !(lo..=hi).contains(&v) {
@@ -126,8 +137,16 @@ mod tests {
         assert_eq!(c.prompts[1].threshold, Some(1.0));
         assert!(c.matcher.calibration.unwrap().ends_with("calib.toml"));
         // A label the file leaves out keeps matcher.threshold.
-        let c = load("", "cosine", "score = \"cosine\"\n[thresholds]\ndog = -0.5\n").unwrap();
-        assert_eq!((c.prompts[0].threshold, c.prompts[1].threshold), (None, Some(-0.5)));
+        let c = load(
+            "",
+            "cosine",
+            "score = \"cosine\"\n[thresholds]\ndog = -0.5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.prompts[0].threshold, c.prompts[1].threshold),
+            (None, Some(-0.5))
+        );
     }
 
     #[test]
@@ -155,7 +174,10 @@ mod tests {
     #[test]
     fn a_calibration_for_another_metric_is_refused() {
         let e = load("", "cosine", "score = \"prob\"\n[thresholds]\ncat = 0.5\n").unwrap_err();
-        assert!(e.contains("score = \"prob\", but matcher.score is \"cosine\""), "{e}");
+        assert!(
+            e.contains("score = \"prob\", but matcher.score is \"cosine\""),
+            "{e}"
+        );
         let e = load("", "prob", "[thresholds]\ncat = 0.5\n").unwrap_err();
         assert!(e.contains("score: missing"), "{e}");
         let e = load("", "prob", "score = \"prob\"\n").unwrap_err();
@@ -176,7 +198,10 @@ mod tests {
         let e = Config::from_file(&path).unwrap_err();
         assert_eq!(e.problems.len(), 1, "{e}");
         assert_eq!(e.problems[0].key, "matcher.calibration");
-        assert!(e.problems[0].message.contains("missing.toml: cannot read"), "{e}");
+        assert!(
+            e.problems[0].message.contains("missing.toml: cannot read"),
+            "{e}"
+        );
         let e = load("", "prob", "score = \n").unwrap_err();
         assert!(e.contains("calib.toml: TOML syntax error"), "{e}");
     }

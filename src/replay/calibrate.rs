@@ -55,11 +55,7 @@ fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Scores every label's examples in `dir/<label>/`; a subfolder that names no label is an error
 /// (a typo would silently calibrate without examples).
-fn score_positives(
-    config: &Config,
-    pipeline: &mut Pipeline,
-    dir: &Path,
-) -> Result<Vec<Vec<f64>>> {
+fn score_positives(config: &Config, pipeline: &mut Pipeline, dir: &Path) -> Result<Vec<Vec<f64>>> {
     let mut out = vec![Vec::new(); config.prompts.len()];
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("--positives: reading {}", dir.display()))?;
@@ -109,7 +105,11 @@ pub fn calibrate(
     stop: &AtomicBool,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut source = open(config, options.source.as_deref(), options.duration.is_some())?;
+    let mut source = open(
+        config,
+        options.source.as_deref(),
+        options.duration.is_some(),
+    )?;
     let described = source.describe();
     let mut pipeline = Pipeline::new(config)?;
     let score = config.matcher.score;
@@ -165,7 +165,11 @@ pub fn calibrate(
             Scale::Cosine => "cosine",
         }
     )?;
-    writeln!(out, "{}", table(config, &pipeline, &proposals, &target, scale))?;
+    writeln!(
+        out,
+        "{}",
+        table(config, &pipeline, &proposals, &target, scale)
+    )?;
     let fragment = calibration_file(config, &described, n, options, &proposals);
     write_file(&options.out, fragment.as_bytes())?;
     writeln!(out, "wrote {}", options.out.display())?;
@@ -267,7 +271,9 @@ fn calibration_file(
         "#   [matcher]\n#   calibration = \"{}\"\n",
         relative_to_config(config, &options.out).display()
     ));
-    s.push_str("# (a label's own `threshold` in [[prompts]] and this file must not both set one).\n");
+    s.push_str(
+        "# (a label's own `threshold` in [[prompts]] and this file must not both set one).\n",
+    );
     s.push_str(&format!(
         "# Config: {}; model: {}.\n# Quiet footage: {described}, {frames} frames at {} fps.\n",
         config

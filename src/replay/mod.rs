@@ -33,7 +33,9 @@ pub mod calibrate;
 /// unless `live` (the command was given it with `--source`, or bounds it with a duration).
 pub fn open(config: &Config, source: Option<&str>, live: bool) -> Result<Box<dyn FrameSource>> {
     let spec = match source {
-        Some(text) => SourceSpec::parse(text, None).map_err(|e| anyhow::anyhow!("--source: {e}"))?,
+        Some(text) => {
+            SourceSpec::parse(text, None).map_err(|e| anyhow::anyhow!("--source: {e}"))?
+        }
         None => config.camera.source.clone(),
     };
     match &spec {
@@ -271,7 +273,11 @@ fn frame_json(
     let mut per_label = serde_json::Map::new();
     let mut runners = serde_json::Map::new();
     for i in 0..prompts {
-        let state = if traces[i].open.is_some() { "on" } else { "off" };
+        let state = if traces[i].open.is_some() {
+            "on"
+        } else {
+            "off"
+        };
         per_label.insert(
             labels[i].name.clone(),
             serde_json::json!({"score": scores.cos[i], "prob": scores.prob[i], "state": state}),
@@ -344,7 +350,9 @@ fn trace_panels(
         ScoreKind::Cosine => {
             let (lo, hi) = values
                 .chain(thresholds.iter().map(|&t| f64::from(t)))
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                    (a.min(v), b.max(v))
+                });
             let pad = ((hi - lo) * 0.08).max(0.01);
             (lo - pad, hi + pad * 2.5)
         }
@@ -412,23 +420,25 @@ mod tests {
         let mut scores = Scores::default();
         scores.cos = vec![0.3, 0.5];
         scores.prob = vec![0.2, 0.7];
-        scores.runner_up = vec![
-            Some(RunnerUp {
-                row: 1,
-                score: 0.5,
-            }),
-            None,
-        ];
+        scores.runner_up = vec![Some(RunnerUp { row: 1, score: 0.5 }), None];
         assert_eq!(
             competitor(ScoreKind::Cosine, &scores, 0, 100.0),
             Some((1, 0.5f32 as f64))
         );
         // The runner-up's share of label 0's softmax: 0.2 * exp(10 * 0.2).
         let (_, share) = competitor(ScoreKind::Prob, &scores, 0, 10.0).unwrap();
-        assert!((share - (0.2f32 as f64 * (10.0 * (0.5f32 - 0.3f32) as f64).exp()).min(1.0)).abs() < 1e-9);
+        assert!(
+            (share - (0.2f32 as f64 * (10.0 * (0.5f32 - 0.3f32) as f64).exp()).min(1.0)).abs()
+                < 1e-9
+        );
         assert_eq!(competitor(ScoreKind::Prob, &scores, 1, 10.0), None);
         scores.prob[0] = 0.0;
-        assert!(competitor(ScoreKind::Prob, &scores, 0, 10.0).unwrap().1.is_nan());
+        assert!(
+            competitor(ScoreKind::Prob, &scores, 0, 10.0)
+                .unwrap()
+                .1
+                .is_nan()
+        );
         assert_eq!(metric_of(ScoreKind::Prob, &scores, 1), 0.7);
         assert_eq!(metric_of(ScoreKind::Cosine, &scores, 1), 0.5);
     }
