@@ -46,7 +46,7 @@ const POSITIVE: RGBColor = RGBColor(255, 127, 14);
 /// One label's trace over a recording.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TracePanel {
-    /// The panel's title.
+    /// The panel's title (the label, its threshold and hysteresis).
     pub title: String,
     /// What the metric is (`probability`, `cosine`).
     pub metric_name: String,
@@ -60,8 +60,6 @@ pub struct TracePanel {
     pub y_range: (f64, f64),
     /// Events as `[start frame, end frame)`.
     pub events: Vec<(f64, f64)>,
-    /// What the hysteresis counts, for the legend (`enter 3 / exit 3 frames`).
-    pub hysteresis: String,
 }
 
 /// One label's calibration scores.
@@ -105,7 +103,7 @@ enum Swatch {
 }
 
 /// Width of the legend column right of each chart.
-const LEGEND_W: u32 = 300;
+const LEGEND_W: u32 = 270;
 
 /// A legend in its own column: a swatch and a line of text per entry.
 fn legend(
@@ -214,7 +212,6 @@ fn trace_panel(
         "frame at or above the threshold".into(),
     ));
     entries.push((Swatch::Fill(EVENT.to_rgba()), "event: start to end".into()));
-    entries.push((Swatch::Fill(WHITE.to_rgba()), p.hysteresis.clone()));
     legend(&side, &entries)
 }
 
@@ -393,7 +390,6 @@ mod tests {
             threshold: 0.5,
             y_range: (0.0, 1.0),
             events: vec![(32.0, 62.0)],
-            hysteresis: "enter 3 / exit 3 frames".into(),
         };
         let png = trace_png(&[panel.clone(), panel], "frame", (640, 400)).unwrap();
         assert_eq!(size_of(&png), (640, 400));

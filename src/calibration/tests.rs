@@ -88,8 +88,8 @@ fn an_exponential_tail_recovers_its_scale_and_quantiles() {
     let v = sorted_finite(&exponential(7, 100_000, 0.1, 0.02));
     let tail = Tail::fit(&v, 1000).unwrap();
     assert!((tail.scale - 0.02).abs() < 0.002, "{tail:?}");
-    let p = 1e-7;
-    let truth = 0.1 + 0.02 * (1.0 / p as f64).ln();
+    let p: f64 = 1e-7;
+    let truth = 0.1 + 0.02 * (1.0 / p).ln();
     assert!(
         (tail.quantile(p) - truth).abs() < 0.03 * truth,
         "{} vs {truth}",

@@ -366,10 +366,8 @@ fn trace_panels(
             let threshold = thresholds[i];
             TracePanel {
                 title: format!(
-                    "{}: {} threshold {threshold}, start after {enter} frames at or above, \
-                     end after {exit} below",
-                    labels[i].name,
-                    metric_name(score)
+                    "{} (threshold {threshold}, enter {enter} / exit {exit} frames)",
+                    labels[i].name
                 ),
                 metric_name: metric_name(score).to_owned(),
                 metric: tr.metric.clone(),
@@ -387,7 +385,6 @@ fn trace_panels(
                     .iter()
                     .map(|&(a, b)| (a as f64, b as f64))
                     .collect(),
-                hysteresis: format!("hysteresis: enter {enter} / exit {exit} frames"),
             }
         })
         .collect()
