@@ -306,7 +306,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 &*stop_on_signals()?,
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr(),
-            )
+            )?;
+            Ok(())
         }
         Command::Calibrate {
             config,
@@ -336,7 +337,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 &options,
                 &*stop_on_signals()?,
                 &mut std::io::stdout().lock(),
-            )
+            )?;
+            Ok(())
         }
         Command::CheckConfig { config, probe } => check_config(&config, probe),
         Command::Exemplar {

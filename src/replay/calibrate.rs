@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use log::{info, warn};
 
-use super::{drain, metric_name, metric_of, open, write_file};
+use super::{ReplayError, drain, metric_name, metric_of, open, write_file};
 use crate::calibration::{Estimate, Proposal, Scale, Target, propose};
 use crate::config::{Config, ScoreKind};
 use crate::daemon::Pipeline;
@@ -38,9 +37,9 @@ pub struct CalibrateOptions {
 }
 
 /// The image files of `dir`, sorted: `*.jpg`, `*.jpeg`, `*.png` in any case.
-fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
+fn images_in(dir: &Path) -> Result<Vec<PathBuf>, ReplayError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("--positives: reading {}", dir.display()))?
+        .map_err(|source| positives(dir, source))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file()
@@ -55,27 +54,36 @@ fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Scores every label's examples in `dir/<label>/`; a subfolder that names no label is an error
 /// (a typo would silently calibrate without examples).
-fn score_positives(config: &Config, pipeline: &mut Pipeline, dir: &Path) -> Result<Vec<Vec<f64>>> {
+fn positives(dir: &Path, source: std::io::Error) -> ReplayError {
+    ReplayError::Positives {
+        path: dir.to_owned(),
+        source,
+    }
+}
+
+fn score_positives(
+    config: &Config,
+    pipeline: &mut Pipeline,
+    dir: &Path,
+) -> Result<Vec<Vec<f64>>, ReplayError> {
     let mut out = vec![Vec::new(); config.prompts.len()];
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("--positives: reading {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(|source| positives(dir, source))?;
     for entry in entries {
-        let path = entry?.path();
+        let path = entry.map_err(|source| positives(dir, source))?.path();
         if !path.is_dir() {
             continue;
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let Some(i) = name.as_deref().and_then(|n| config.prompt_index(n)) else {
-            bail!(
-                "--positives: {} names no label of the config (labels: {})",
-                path.display(),
-                config
+            return Err(ReplayError::UnknownLabel {
+                path,
+                labels: config
                     .prompts
                     .iter()
                     .map(|p| p.label.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            );
+                    .join(", "),
+            });
         };
         for (seq, file) in images_in(&path)?.iter().enumerate() {
             let frame = crate::source::files::load_image(file, seq as u64)?;
@@ -104,7 +112,7 @@ pub fn calibrate(
     options: &CalibrateOptions,
     stop: &AtomicBool,
     out: &mut dyn Write,
-) -> Result<()> {
+) -> Result<(), ReplayError> {
     let mut source = open(
         config,
         options.source.as_deref(),
@@ -132,7 +140,9 @@ pub fn calibrate(
         Ok(())
     })?;
     if quiet.first().is_none_or(Vec::is_empty) {
-        bail!("no frames from {described} to calibrate on ({frames} read, none usable)");
+        return Err(ReplayError::NoFrames(format!(
+            "{described} to calibrate on ({frames} read, none usable)"
+        )));
     }
     let positives = match &options.positives {
         Some(dir) => score_positives(config, &mut pipeline, dir)?,
@@ -184,7 +194,7 @@ pub fn calibrate(
         .filter_map(|(p, c)| p.outcome.err().map(|r| format!("{}: {r}", c.label)))
         .collect();
     if !refused.is_empty() {
-        bail!("no threshold proposed for {}", refused.join("; "));
+        return Err(ReplayError::Refused(refused.join("; ")));
     }
     Ok(())
 }

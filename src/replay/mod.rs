@@ -13,29 +13,89 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
 use log::{info, warn};
 
 use crate::config::{Config, ScoreKind, SourceSpec};
-use crate::daemon::Pipeline;
+use crate::daemon::{DaemonError, Pipeline};
 use crate::event::{Event, EventKind};
 use crate::frame::Frame;
 use crate::matcher::{Label, Scores};
-use crate::plot::TracePanel;
-use crate::source::{FilesSource, FrameSource};
+use crate::plot::{PlotError, TracePanel};
+use crate::source::{FilesSource, FrameSource, SourceError};
 use crate::trigger::FrameStamp;
 
 pub mod calibrate;
+
+/// Why a replay or a calibration stopped. Each names what the user gave: the source, the
+/// file, the folder, the label.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// `--source` is not a source.
+    #[error("--source: {0}")]
+    SourceSpec(String),
+    /// The config's source is a live camera and none was asked for.
+    #[error(
+        "camera.source is a live camera ({0}): give a recording with --source files:GLOB, or \
+         name the camera with --source {0} to score it live until stopped"
+    )]
+    Live(SourceSpec),
+    /// The source failed for good.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The model, the prompts or the matcher did not load.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The source delivered no usable frame.
+    #[error("no frames from {0}")]
+    NoFrames(String),
+    /// A chart could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    /// A file could not be written.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The report could not be written (stdout closed).
+    #[error("writing the report: {0}")]
+    Output(#[from] std::io::Error),
+    /// The positive examples' folder could not be read.
+    #[error("--positives: {}: {source}", path.display())]
+    Positives {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A subfolder of the positive examples names no label.
+    #[error("--positives: {} names no label of the config (labels: {labels})", path.display())]
+    UnknownLabel {
+        /// The subfolder.
+        path: PathBuf,
+        /// The config's labels.
+        labels: String,
+    },
+    /// Some labels got no threshold (the calibration file was written for the others).
+    #[error("no threshold proposed for {0}")]
+    Refused(String),
+}
 
 /// Where frames come from: `--source`, or the config's camera.
 ///
 /// `files:` recordings are replayed once, unpaced. A live source in the config is refused
 /// unless `live` (the command was given it with `--source`, or bounds it with a duration).
-pub fn open(config: &Config, source: Option<&str>, live: bool) -> Result<Box<dyn FrameSource>> {
+pub fn open(
+    config: &Config,
+    source: Option<&str>,
+    live: bool,
+) -> Result<Box<dyn FrameSource>, ReplayError> {
     let spec = match source {
-        Some(text) => {
-            SourceSpec::parse(text, None).map_err(|e| anyhow::anyhow!("--source: {e}"))?
-        }
+        Some(text) => SourceSpec::parse(text, None).map_err(ReplayError::SourceSpec)?,
         None => config.camera.source.clone(),
     };
     match &spec {
@@ -47,11 +107,7 @@ pub fn open(config: &Config, source: Option<&str>, live: bool) -> Result<Box<dyn
             camera.source = live_spec.clone();
             Ok(crate::source::open_source(&camera)?)
         }
-        live_spec => bail!(
-            "camera.source is a live camera ({live_spec}): give a recording with --source \
-             files:GLOB, or name the camera with --source {live_spec} to score it live until \
-             stopped"
-        ),
+        live_spec => Err(ReplayError::Live(live_spec.clone())),
     }
 }
 
@@ -62,8 +118,8 @@ pub fn drain(
     source: &mut dyn FrameSource,
     stop: &AtomicBool,
     limit: Option<u64>,
-    mut each: impl FnMut(u64, Frame) -> Result<()>,
-) -> Result<(u64, u64)> {
+    mut each: impl FnMut(u64, Frame) -> Result<(), ReplayError>,
+) -> Result<(u64, u64), ReplayError> {
     let (mut frames, mut errors) = (0, 0);
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| frames < l) {
         match source.next_frame() {
@@ -156,7 +212,7 @@ pub fn replay(
     stop: &AtomicBool,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<()> {
+) -> Result<(), ReplayError> {
     let mut source = open(config, options.source.as_deref(), false)?;
     let mut pipeline = Pipeline::new(config)?;
     let labels: Vec<Label> = pipeline.labels().to_vec();
@@ -212,7 +268,7 @@ pub fn replay(
         Ok(())
     })?;
     if frames == 0 {
-        bail!("no frames from {}", source.describe());
+        return Err(ReplayError::NoFrames(source.describe()));
     }
     if let Some(stamp) = last {
         for e in pipeline.finish(stamp) {
@@ -403,8 +459,11 @@ fn most_common(rows: &[usize]) -> Option<usize> {
 }
 
 /// Writes `bytes` to `path`, naming it in the error.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReplayError> {
+    std::fs::write(path, bytes).map_err(|source| ReplayError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
