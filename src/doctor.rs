@@ -1,6 +1,6 @@
 //! `check-config`'s checks that need more than the config text: the model bundle loads and
 //! embeds every prompt, and with `--probe` the camera opens, the broker accepts a connection, the
-//! GPIO lines exist, the runtime asked for is usable.
+//! GPIO lines exist, the runtime asked for is usable, the snapshot folder is writable.
 //!
 //! It sits above the components it exercises (sources, sinks, the model), so that the config
 //! stays plain data that imports none of them (Vector's `validate` vs `validate --no-environment`
@@ -114,6 +114,9 @@ pub enum ProbeFailure {
     /// A GPIO line could not be found.
     #[error("gpio: {0}")]
     Gpio(#[from] crate::sink::gpio::GpioError),
+    /// The snapshot folder cannot be written (the message starts with `snapshots.dir`).
+    #[error("{0}")]
+    Snapshots(#[from] crate::snapshot::SnapshotError),
     /// `model.runtime = "cuda"`, and CUDA is not usable here.
     #[error("model.runtime: {0}")]
     Runtime(ModelError),
@@ -139,7 +142,8 @@ pub struct ProbeError {
 /// Checks the parts of a config that need the environment, all of them: the model bundle folder
 /// exists, `model.runtime` is usable (CUDA loads, for `"cuda"`), the camera opens and delivers
 /// one frame within `timeout`, the broker accepts a connection, the GPIO lines exist (they are
-/// looked up, not requested, so nothing is driven).
+/// looked up, not requested, so nothing is driven), the snapshot folder could be created and
+/// written (nothing is created: the probe may run as another user than the daemon).
 /// Returns one line per successful check.
 pub fn probe(config: &Config, timeout: Duration) -> Result<Vec<String>, ProbeError> {
     let mut ok = Vec::new();
@@ -172,6 +176,21 @@ pub fn probe(config: &Config, timeout: Duration) -> Result<Vec<String>, ProbeErr
     if let Some(g) = &config.gpio {
         match crate::sink::gpio::probe(g) {
             Ok(lines) => ok.extend(lines.into_iter().map(|l| format!("gpio: {l}"))),
+            Err(e) => failures.push(e.into()),
+        }
+    }
+    if config.snapshots.enabled {
+        let root = crate::snapshot::folder(&config.snapshots).map(|d| d.join(&config.camera.name));
+        match root.and_then(|r| crate::snapshot::probe_folder(&r).map(|()| r)) {
+            Ok(r) => ok.push(format!(
+                "snapshots: {} is writable{}",
+                r.display(),
+                if config.snapshots.dir.is_none() && std::env::var_os("STATE_DIRECTORY").is_none() {
+                    " (the systemd unit writes under its $STATE_DIRECTORY, /var/lib/edgeclip)"
+                } else {
+                    ""
+                }
+            )),
             Err(e) => failures.push(e.into()),
         }
     }

@@ -30,5 +30,6 @@ pub mod preprocess;
 pub mod prompts;
 pub mod replay;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod trigger;

@@ -33,10 +33,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "prompts::tokenizer",
             "sink::mqtt::queue",
             "sink::mqtt::topics",
+            "snapshot::select",
+            "snapshot::retention",
         ],
     ),
     ("engine", &["model", "prompts"]),
-    ("adapters", &["source", "sink", "plot"]),
+    ("adapters", &["source", "sink", "snapshot", "plot"]),
     (
         "orchestration",
         &["daemon", "doctor", "bench", "exemplar", "replay"],

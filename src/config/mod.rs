@@ -27,6 +27,7 @@ use crate::model::options::{Precision, Runtime};
 mod calibration;
 mod read;
 mod read_prompts;
+mod read_snapshots;
 mod reader;
 pub mod reference;
 #[cfg(test)]
@@ -114,6 +115,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// `[stats]`.
     pub stats: StatsConfig,
+    /// `[snapshots]`.
+    pub snapshots: SnapshotsConfig,
     /// The file this config was read from, if any (for messages).
     pub file: Option<PathBuf>,
 }
@@ -475,6 +478,39 @@ impl StatsConfig {
         Duration::try_from_secs_f32(self.interval_s)
             .ok()
             .filter(|d| !d.is_zero())
+    }
+}
+
+/// `[snapshots]`: a JPEG of the best frame of every start event's first moments, kept under
+/// `dir/CAMERA/LABEL/` with a count and size limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotsConfig {
+    /// Write a snapshot for every start event.
+    pub enabled: bool,
+    /// The snapshot folder, resolved against the config file's folder. `None`: `snapshots/` in
+    /// the daemon's state folder ([`crate::paths::state_dir`], `/var/lib/edgeclip` under
+    /// systemd).
+    pub dir: Option<PathBuf>,
+    /// Most snapshot files kept per camera (all its labels together); the oldest go first.
+    pub max_count: u32,
+    /// Most megabytes (10^6 bytes) of snapshot files kept per camera.
+    pub max_mb: u32,
+    /// Seconds after a start during which the best-scoring frame is sought.
+    pub window_s: f32,
+    /// JPEG quality (1 to 100) of frames that must be encoded (camera JPEGs are kept as they
+    /// came).
+    pub jpeg_quality: u8,
+}
+
+impl SnapshotsConfig {
+    /// The selection window as a [`Duration`] (zero if the configured value is unusable).
+    pub fn window(&self) -> Duration {
+        Duration::try_from_secs_f32(self.window_s).unwrap_or(Duration::ZERO)
+    }
+
+    /// `max_mb` in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        u64::from(self.max_mb) * 1_000_000
     }
 }
 

@@ -114,6 +114,8 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         ),
     };
     r.finish(s);
+    let mut snapshots = super::read_snapshots::read(r, &mut root);
+    snapshots.dir = snapshots.dir.map(|p| resolve(base, p));
     r.finish(root);
     Config {
         camera,
@@ -125,6 +127,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         gpio,
         events,
         stats,
+        snapshots,
         file: None,
     }
 }

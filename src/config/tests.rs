@@ -844,3 +844,61 @@ fn docs_config_md_is_the_generated_reference() {
         path.display()
     );
 }
+
+#[test]
+fn snapshots_defaults_and_rules() {
+    let c = parse(MINIMAL).unwrap();
+    let s = &c.snapshots;
+    assert!(s.enabled);
+    assert_eq!(s.dir, None);
+    assert_eq!((s.max_count, s.max_mb, s.jpeg_quality), (1000, 200, 85));
+    assert_eq!(s.window(), Duration::from_secs(1));
+    assert_eq!(s.max_bytes(), 200_000_000);
+    let c = parse(&with(
+        "[snapshots]\nenabled = false\ndir = \"snaps\"\nmax_count = 2\nmax_mb = 5\n\
+         window_s = 0.0\njpeg_quality = 60",
+    ))
+    .unwrap();
+    let s = &c.snapshots;
+    assert!(!s.enabled);
+    assert_eq!(s.dir.as_deref(), Some(Path::new("/etc/edgeclip/snaps")));
+    assert_eq!((s.max_count, s.max_mb, s.jpeg_quality), (2, 5, 60));
+    assert_eq!(s.window(), Duration::ZERO);
+    let abs = parse(&with("[snapshots]\ndir = \"/data/snaps\"")).unwrap();
+    assert_eq!(abs.snapshots.dir.as_deref(), Some(Path::new("/data/snaps")));
+    assert_one(
+        &with("[snapshots]\nmax_count = 0"),
+        "snapshots.max_count",
+        "must be in [1,",
+    );
+    assert_one(
+        &with("[snapshots]\nmax_mb = 0"),
+        "snapshots.max_mb",
+        "must be in [1,",
+    );
+    assert_one(
+        &with("[snapshots]\nwindow_s = -1.0"),
+        "snapshots.window_s",
+        "must be in [0, 60]",
+    );
+    assert_one(
+        &with("[snapshots]\njpeg_quality = 101"),
+        "snapshots.jpeg_quality",
+        "must be in [1, 100]",
+    );
+    assert_one(&with("[snapshots]\ndir = \"\""), "snapshots.dir", "empty");
+    assert_one(
+        &with("[snapshots]\nfolder = \"x\""),
+        "snapshots.folder",
+        "unknown key",
+    );
+    // Checked even when off, so turning them on cannot surface an old mistake.
+    assert_one(
+        &with("[snapshots]\nenabled = false\nmax_count = 0"),
+        "snapshots.max_count",
+        "must be in",
+    );
+    let mut built = parse(MINIMAL).unwrap();
+    built.snapshots.window_s = f32::NAN;
+    assert!(built.validate().unwrap_err().has_problem_at("snapshots"));
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::{
     CaptureFormat, Config, ConfigError, GpioBackend, GpioConfig, LineMode, LineRef, MqttConfig,
-    Problem, SourceSpec,
+    Problem, SnapshotsConfig, SourceSpec,
 };
 
 /// Labels and camera names end up in MQTT topics, Home Assistant ids and file names.
@@ -143,6 +143,7 @@ impl Config {
             self.check_gpio(&mut c, g);
         }
         c.range_f32("stats.interval_s", self.stats.interval_s, 0.0, 86_400.0);
+        check_snapshots(&mut c, &self.snapshots);
         if c.problems.is_empty() {
             Ok(())
         } else {
@@ -336,6 +337,20 @@ impl Config {
             }
         }
     }
+}
+
+/// `[snapshots]`: checked whether or not it is enabled, so turning it on later cannot surface
+/// an old mistake.
+fn check_snapshots(c: &mut Checker, s: &SnapshotsConfig) {
+    if let Some(d) = &s.dir
+        && d.as_os_str().is_empty()
+    {
+        c.push("snapshots.dir", "must not be empty");
+    }
+    c.range_u64("snapshots.max_count", s.max_count.into(), 1, 10_000_000);
+    c.range_u64("snapshots.max_mb", s.max_mb.into(), 1, 10_000_000);
+    c.range_f32("snapshots.window_s", s.window_s, 0.0, 60.0);
+    c.range_u64("snapshots.jpeg_quality", s.jpeg_quality.into(), 1, 100);
 }
 
 /// `GPIO17` (any case) -> 17, for the rppal backend.

@@ -14,7 +14,8 @@
 //! then publishes end events for every active label and closes the sinks (MQTT: `offline`).
 //!
 //! This file builds the daemon (model, matcher, trigger bank) and reloads its prompts; `run.rs`
-//! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line.
+//! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line,
+//! `snapshots.rs` the hook that picks and writes each start event's snapshot.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,10 +34,12 @@ use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 pub mod labels;
 mod pipeline;
 mod run;
+mod snapshots;
 mod stats;
 
 pub use crate::mailbox::Delivery;
 pub use pipeline::{FrameError, Pipeline, Step};
+pub use snapshots::SnapshotCounts;
 pub use stats::LatencyHistogram;
 
 /// Errors that stop the daemon at start-up (runtime faults are logged, not returned).
@@ -84,6 +87,9 @@ pub enum DaemonError {
     /// The capture thread could not be started.
     #[error("cannot start the capture thread: {0}")]
     Thread(std::io::Error),
+    /// The snapshot folder cannot be written (its message names it).
+    #[error(transparent)]
+    Snapshots(#[from] crate::snapshot::SnapshotError),
 }
 
 /// Flags that steer a running daemon, set from signal handlers or tests.
@@ -119,6 +125,8 @@ pub struct Summary {
     pub cpu_s: Option<f64>,
     /// Wall time of the run, in seconds.
     pub wall_s: f64,
+    /// What the snapshots did (all zero when they are off).
+    pub snapshots: SnapshotCounts,
 }
 
 /// The trigger parameters of prompt `index`: its overrides over `[trigger]` and
@@ -160,10 +168,12 @@ fn build_bank(config: &Config) -> TriggerBank {
     )
 }
 
-/// The daemon: its config and the [`Pipeline`] it runs every frame through.
+/// The daemon: its config, the [`Pipeline`] it runs every frame through and its snapshots.
 pub struct Daemon {
     config: Config,
     pipeline: Pipeline,
+    /// `None` when `snapshots.enabled` is off.
+    snapshots: Option<snapshots::Snapshots>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -177,10 +187,16 @@ impl std::fmt::Debug for Daemon {
 
 impl Daemon {
     /// Loads the bundle, the image tower (on the device `model.runtime` selects) and the prompt
-    /// embeddings the config names.
+    /// embeddings the config names, and checks that the snapshot folder is writable (first: a
+    /// folder problem is reported before the model takes its time to load).
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
+        let snapshots = snapshots::Snapshots::open(&config)?;
         let pipeline = Pipeline::new(&config)?;
-        Ok(Daemon { config, pipeline })
+        Ok(Daemon {
+            config,
+            pipeline,
+            snapshots,
+        })
     }
 
     /// The config it runs with.

@@ -157,6 +157,11 @@ impl Pipeline {
         self.bank.params(index)
     }
 
+    /// The labels' scores of the last [`step`](Self::step), as the triggers got them.
+    pub fn label_scores(&self) -> &[LabelScore] {
+        &self.label_scores
+    }
+
     /// Preprocesses, encodes and scores one frame, without feeding the triggers (calibration
     /// scores positive examples this way).
     pub fn score(&mut self, frame: &Frame) -> Result<&Scores, FrameError> {

@@ -14,7 +14,7 @@ use crate::frame::Frame;
 use crate::mailbox::{Mailbox, Shared};
 use crate::sink::EventSink;
 use crate::source::FrameSource;
-use crate::trigger::FrameStamp;
+use crate::trigger::{FrameStamp, LabelScore};
 
 /// What the capture thread counts besides the mailbox's own counts, under the same lock.
 #[derive(Debug, Default)]
@@ -97,6 +97,7 @@ impl Daemon {
         let started = Instant::now();
         let mut summary = Summary::default();
         let cpu_at_start = process_cpu_seconds();
+        let mut label_scores: Vec<LabelScore> = Vec::with_capacity(self.config.prompts.len());
         let mut stats = StatsWindow::new(started);
         let stats_every = self.config.stats.interval();
         let mut last_stamp = FrameStamp {
@@ -108,7 +109,8 @@ impl Daemon {
 
         loop {
             if control.reload.swap(false, Ordering::Relaxed) {
-                let ends = self.reload(last_stamp);
+                let mut ends = self.reload(last_stamp);
+                self.snapshot_step(None, last_stamp.now, &[], &mut ends);
                 publish(&mut sinks, &ends, &mut summary);
             }
             let taken = mailbox.wait_for(None, Some(TAKE_POLL), |s| match s.take() {
@@ -133,7 +135,7 @@ impl Daemon {
                 now: frame.captured_at.duration_since(started),
                 latency_ms: frame.captured_at.elapsed().as_secs_f32() * 1e3,
             });
-            let (events, latency_ms) = match step {
+            let (mut events, latency_ms) = match step {
                 Ok(step) => {
                     last_stamp = step.stamp;
                     (step.events, step.stamp.latency_ms)
@@ -144,7 +146,12 @@ impl Daemon {
                     continue;
                 }
             };
+            // The snapshot hook borrows the daemon whole: the scores go through a reused buffer.
+            label_scores.clear();
+            label_scores.extend_from_slice(self.pipeline.label_scores());
+            self.snapshot_step(Some(frame), last_stamp.now, &label_scores, &mut events);
             publish(&mut sinks, &events, &mut summary);
+            self.deliver_snapshots(&mut sinks);
             summary.processed += 1;
             summary.latency.record(latency_ms);
             if let Some(every) = stats_every {
@@ -171,8 +178,10 @@ impl Daemon {
         }
 
         control.shutdown.store(true, Ordering::Relaxed);
-        let ends = self.pipeline.finish(last_stamp);
+        let mut ends = self.pipeline.finish(last_stamp);
+        self.snapshot_step(None, last_stamp.now, &[], &mut ends);
         publish(&mut sinks, &ends, &mut summary);
+        summary.snapshots = self.finish_snapshots(&mut sinks);
         for s in sinks.iter_mut() {
             if let Err(e) = s.close() {
                 warn!("{}: close failed: {e}", s.name());

@@ -96,6 +96,7 @@ mod tests {
             ts: SystemTime::UNIX_EPOCH,
             latency_ms: 12.5,
             runner_up: None,
+            snapshot: None,
         }
     }
 

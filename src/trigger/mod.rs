@@ -301,6 +301,7 @@ fn make_event(camera: &str, slot: &Slot, t: Transition, frame: &FrameStamp) -> E
         ts: frame.wall,
         latency_ms: frame.latency_ms,
         runner_up: None,
+        snapshot: None,
     }
 }
 

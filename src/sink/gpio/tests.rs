@@ -52,6 +52,7 @@ fn event(kind: EventKind, label: &str) -> Event {
         ts: SystemTime::UNIX_EPOCH,
         latency_ms: 0.0,
         runner_up: None,
+        snapshot: None,
     }
 }
 
