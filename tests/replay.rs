@@ -17,10 +17,13 @@ use std::process::{Command, Output};
 /// Frames kept away from any change of what is in view (objects slide in and out).
 const MARGIN: usize = 4;
 
+/// Runs the binary; its state folder (`edgeclip run`'s snapshots) is a temporary one.
 fn edgeclip(args: &[&str]) -> Output {
+    let state = tempfile::tempdir().unwrap();
     Command::new(env!("CARGO_BIN_EXE_edgeclip"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("STATE_DIRECTORY", state.path())
         .output()
         .expect("edgeclip runs")
 }
