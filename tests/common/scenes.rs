@@ -355,20 +355,20 @@ pub enum Split {
 pub enum Background {
     /// A pagoda above a lake, trees, sky (scikit-learn's `china.jpg`).
     Temple,
-    /// Grace Hopper in uniform before a flag (matplotlib's `grace_hopper.jpg`).
-    Hopper,
     /// A raccoon in green leaves (SciPy's `face`).
     Raccoon,
     /// An orange dahlia on dark green foliage (scikit-learn's `flower.jpg`).
     Dahlia,
+    /// Grace Hopper in uniform before a flag with stars (matplotlib's `grace_hopper.jpg`).
+    Hopper,
 }
 
 impl Background {
     pub const ALL: [Background; 4] = [
         Background::Temple,
-        Background::Hopper,
         Background::Raccoon,
         Background::Dahlia,
+        Background::Hopper,
     ];
 
     pub fn name(self) -> &'static str {
@@ -384,13 +384,18 @@ impl Background {
         Background::ALL.into_iter().find(|b| b.name() == s)
     }
 
-    /// Temple (the easiest) and hopper (the hardest: the demo model takes its empty view for
-    /// a target) are for tuning; raccoon and dahlia are held out, whatever the seed.
+    /// Temple and raccoon are for tuning; dahlia and hopper are held out, whatever the seed.
     pub fn split(self) -> Split {
         match self {
-            Background::Temple | Background::Hopper => Split::Tuning,
-            Background::Raccoon | Background::Dahlia => Split::HeldOut,
+            Background::Temple | Background::Raccoon => Split::Tuning,
+            Background::Dahlia | Background::Hopper => Split::HeldOut,
         }
+    }
+
+    /// A background the demo model cannot work on (hopper: it names the empty view a target,
+    /// and red things on the face orange): outside the standard sets, in [`stress_set`].
+    pub fn stress(self) -> bool {
+        self == Background::Hopper
     }
 
     pub fn path(self) -> PathBuf {
@@ -669,17 +674,25 @@ pub fn distractor_pools() -> [Vec<(Colour, Shape)>; 3] {
 pub fn tuning_set() -> Vec<Recipe> {
     let mut out = Vec::new();
     standard(&mut out, Background::Temple, 1, true);
-    standard(&mut out, Background::Hopper, 3, true);
+    standard(&mut out, Background::Raccoon, 3, true);
     out
 }
 
-/// The material to report on: the held-out backgrounds, and held-out seeds on the others.
+/// The material to report on: the held-out background dahlia, and held-out seeds on the
+/// tuning backgrounds.
 pub fn held_out_set() -> Vec<Recipe> {
     let mut out = Vec::new();
-    standard(&mut out, Background::Raccoon, 1001, true);
-    standard(&mut out, Background::Dahlia, 1003, true);
-    standard(&mut out, Background::Temple, 1005, false);
-    standard(&mut out, Background::Hopper, 1006, false);
+    standard(&mut out, Background::Dahlia, 1001, true);
+    standard(&mut out, Background::Temple, 1003, false);
+    standard(&mut out, Background::Raccoon, 1004, false);
+    out
+}
+
+/// Held out too, reported apart: a background the demo model cannot work on
+/// ([`Background::stress`]).
+pub fn stress_set() -> Vec<Recipe> {
+    let mut out = Vec::new();
+    standard(&mut out, Background::Hopper, 1005, true);
     out
 }
 
