@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use edgeclip::frame::{Frame, PixelFormat};
-use edgeclip::matcher::{Label, Matcher, Scores, Storage};
+use edgeclip::matcher::{Label, LabelExtras, Matcher, OpenSet, Scores, Storage};
 use edgeclip::model::{Bundle, ImageEncoder, Precision, TextEncoder};
 use edgeclip::preprocess::{Preprocessor, Spec, decode_image};
 use edgeclip::prompts::ClipTokenizer;
@@ -196,6 +196,62 @@ fn matching(c: &mut Criterion) {
     group.finish();
 }
 
+/// Open-set scoring (issue 24) against the closed set it replaces, in one run: the demo bundle's
+/// size (D=64, 4 labels and the background; its 44 vocabulary entries) and a real CLIP's (D=512,
+/// 5 labels and the background; a 500-entry vocabulary, 2 negatives and 3 example images per
+/// label). Embeddings are deterministic pseudo-random vectors.
+fn open_set_matching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("match_open_set");
+    for (name, dim, labels, vocab, negatives, images) in
+        [("demo", 64, 4, 44, 0, 0), ("clip", 512, 5, 500, 2, 3)]
+    {
+        let mut seed = 1u32;
+        let mut vec = |dim: usize| -> Vec<f32> {
+            (0..dim)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let mut entries: Vec<(Label, Vec<Vec<f32>>)> = (0..=labels)
+            .map(|i| {
+                let label = Label {
+                    name: format!("l{i}"),
+                    prompt: format!("l{i}"),
+                    background: i == labels,
+                };
+                (label, vec![vec(dim)])
+            })
+            .collect();
+        let closed = Matcher::new(entries.clone(), dim, 100.0).unwrap();
+        let open = OpenSet {
+            vocabulary: (0..vocab).map(|i| (format!("v{i}"), vec(dim))).collect(),
+            synonym_cosine: 0.9,
+            extras: (0..labels)
+                .map(|_| LabelExtras {
+                    negatives: (0..negatives)
+                        .map(|i| (format!("n{i}"), vec(dim)))
+                        .collect(),
+                    images: (0..images).map(|_| vec(dim)).collect(),
+                    negative_images: vec![],
+                })
+                .collect(),
+            exemplar_weight: 0.3,
+            exemplar_sharpness: 5.5,
+        };
+        let open = Matcher::open_set(std::mem::take(&mut entries), open, dim, 100.0).unwrap();
+        let image = vec(dim);
+        let mut scores = Scores::default();
+        for (id, m) in [("closed", &closed), ("open", &open)] {
+            group.bench_function(BenchmarkId::from_parameter(format!("{name}_{id}")), |b| {
+                b.iter(|| m.score(black_box(&image), &mut scores))
+            });
+        }
+    }
+    group.finish();
+}
+
 fn trigger(c: &mut Criterion) {
     let params = TriggerParams {
         threshold: 0.5,
@@ -235,5 +291,12 @@ fn trigger(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, preprocessing, towers, matching, trigger);
+criterion_group!(
+    benches,
+    preprocessing,
+    towers,
+    matching,
+    open_set_matching,
+    trigger
+);
 criterion_main!(benches);

@@ -1,6 +1,6 @@
 //! `check-config`'s checks that need more than the config text: the model bundle loads and
 //! embeds every prompt, and with `--probe` the camera opens, the broker accepts a connection, the
-//! GPIO lines exist, the runtime asked for is usable.
+//! GPIO lines exist, the runtime asked for is usable, the snapshot folder is writable.
 //!
 //! It sits above the components it exercises (sources, sinks, the model), so that the config
 //! stays plain data that imports none of them (Vector's `validate` vs `validate --no-environment`
@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::model::{Bundle, ModelError};
+use crate::daemon::DaemonError;
+use crate::daemon::labels::{build_matcher, has_exemplars};
+use crate::model::{Bundle, ImageEncoder, ModelError, Runtime};
 use crate::prompts::{PromptEmbedder, PromptError};
 
 /// Why the config's model cannot serve it. Each names the config file and the key.
@@ -32,6 +34,10 @@ pub enum ModelCheckError {
         /// Why.
         error: Box<PromptError>,
     },
+    /// The vocabulary, a negative or an example image cannot be used (the message names the
+    /// config file and the key).
+    #[error(transparent)]
+    Matcher(Box<DaemonError>),
     /// A prompt or background text cannot be embedded (no text tower and no precomputed
     /// embedding for it, or the text tower failed).
     #[error("{}: prompt {text:?}: {error}", file.display())]
@@ -46,7 +52,9 @@ pub enum ModelCheckError {
 }
 
 /// Loads `model.bundle` and embeds every prompt and background text with it (from the bundle's
-/// precomputed embeddings or its text tower). Returns how many texts were checked.
+/// precomputed embeddings or its text tower), then builds the matcher the daemon would: the
+/// vocabulary, every negative and every example image (through the image tower, loaded only
+/// when there are examples). Returns how many texts were checked.
 pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
     let file = || {
         config
@@ -66,7 +74,7 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
     let texts = config
         .prompts
         .iter()
-        .flat_map(|p| p.texts.iter())
+        .flat_map(|p| p.texts.iter().chain(&p.negatives))
         .chain(&config.matcher.background);
     let mut checked = 0;
     for t in texts {
@@ -77,6 +85,20 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
         })?;
         checked += 1;
     }
+    let encoder = if has_exemplars(config) {
+        Some(
+            ImageEncoder::load_for(&bundle, config.model.precision, Runtime::Cpu).map_err(
+                |error| ModelCheckError::Bundle {
+                    file: file(),
+                    error: Box::new(error),
+                },
+            )?,
+        )
+    } else {
+        None
+    };
+    build_matcher(config, &bundle, encoder.as_ref())
+        .map_err(|error| ModelCheckError::Matcher(Box::new(error)))?;
     Ok(checked)
 }
 
@@ -92,6 +114,9 @@ pub enum ProbeFailure {
     /// A GPIO line could not be found.
     #[error("gpio: {0}")]
     Gpio(#[from] crate::sink::gpio::GpioError),
+    /// The snapshot folder cannot be written (the message starts with `snapshots.dir`).
+    #[error("{0}")]
+    Snapshots(#[from] crate::snapshot::SnapshotError),
     /// `model.runtime = "cuda"`, and CUDA is not usable here.
     #[error("model.runtime: {0}")]
     Runtime(ModelError),
@@ -117,7 +142,8 @@ pub struct ProbeError {
 /// Checks the parts of a config that need the environment, all of them: the model bundle folder
 /// exists, `model.runtime` is usable (CUDA loads, for `"cuda"`), the camera opens and delivers
 /// one frame within `timeout`, the broker accepts a connection, the GPIO lines exist (they are
-/// looked up, not requested, so nothing is driven).
+/// looked up, not requested, so nothing is driven), the snapshot folder could be created and
+/// written (nothing is created: the probe may run as another user than the daemon).
 /// Returns one line per successful check.
 pub fn probe(config: &Config, timeout: Duration) -> Result<Vec<String>, ProbeError> {
     let mut ok = Vec::new();
@@ -150,6 +176,21 @@ pub fn probe(config: &Config, timeout: Duration) -> Result<Vec<String>, ProbeErr
     if let Some(g) = &config.gpio {
         match crate::sink::gpio::probe(g) {
             Ok(lines) => ok.extend(lines.into_iter().map(|l| format!("gpio: {l}"))),
+            Err(e) => failures.push(e.into()),
+        }
+    }
+    if config.snapshots.enabled {
+        let root = crate::snapshot::folder(&config.snapshots).map(|d| d.join(&config.camera.name));
+        match root.and_then(|r| crate::snapshot::probe_folder(&r).map(|()| r)) {
+            Ok(r) => ok.push(format!(
+                "snapshots: {} is writable{}",
+                r.display(),
+                if config.snapshots.dir.is_none() && std::env::var_os("STATE_DIRECTORY").is_none() {
+                    " (the systemd unit writes under its $STATE_DIRECTORY, /var/lib/edgeclip)"
+                } else {
+                    ""
+                }
+            )),
             Err(e) => failures.push(e.into()),
         }
     }

@@ -4,6 +4,7 @@
 //! statistics through [`Stats::to_json`], so a consumer sees the same object whichever transport
 //! it listens on.
 
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,22 @@ pub struct Event {
     pub ts: SystemTime,
     /// Capture-to-decision latency of that frame, in milliseconds.
     pub latency_ms: f32,
+    /// What came second for this label in that frame: its strongest competitor.
+    pub runner_up: Option<RunnerUp>,
+    /// The event's snapshot file (`snapshots.dir/CAMERA/LABEL/TIMESTAMP.jpg`), on the start
+    /// event and its end; `None` when snapshots are off. The path is known at the start; the
+    /// file appears when the snapshot's window closes (`snapshots.window_s` later at most).
+    pub snapshot: Option<PathBuf>,
+}
+
+/// A label's strongest competitor in a frame: another label, a background text, a vocabulary
+/// entry or one of its negatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerUp {
+    /// The competitor: a label's name, or the text.
+    pub label: String,
+    /// Its score (cosine).
+    pub score: f32,
 }
 
 /// The JSON shape of an [`Event`]; field order is the wire order.
@@ -75,6 +92,11 @@ struct EventWire<'a> {
     frame: u64,
     ts: String,
     latency_ms: f32,
+    #[serde(default)]
+    runner_up: Option<RunnerUp>,
+    /// Always written (`null` without a snapshot); absent in older events.
+    #[serde(default, borrow)]
+    snapshot: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Why a JSON event could not be read back.
@@ -101,9 +123,13 @@ pub enum EventParseError {
 impl Event {
     /// One JSON object, fields in this order:
     /// `{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person",
-    /// "score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2}`.
+    /// "score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,
+    /// "runner_up":{"label":"a photo of a man","score":0.28},
+    /// "snapshot":"/var/lib/edgeclip/snapshots/cam0/person/2026-11-26T23-59-00.123Z.jpg"}`
+    /// (`runner_up` is `null` when the label had no competitor).
     ///
-    /// `ts` is RFC 3339 in UTC with milliseconds. Non-finite floats are written as `null`.
+    /// `ts` is RFC 3339 in UTC with milliseconds. Non-finite floats are written as `null`, and
+    /// so is `snapshot` when there is none.
     pub fn to_json(&self) -> String {
         let wire = EventWire {
             kind: self.kind,
@@ -115,6 +141,8 @@ impl Event {
             frame: self.frame,
             ts: humantime::format_rfc3339_millis(self.ts).to_string(),
             latency_ms: self.latency_ms,
+            runner_up: self.runner_up.clone(),
+            snapshot: self.snapshot.as_ref().map(|p| p.to_string_lossy()),
         };
         // Serialising a struct of strings and numbers into a String cannot fail.
         serde_json::to_string(&wire).unwrap_or_default()
@@ -139,8 +167,24 @@ impl Event {
             frame: wire.frame,
             ts,
             latency_ms: wire.latency_ms,
+            runner_up: wire.runner_up,
+            snapshot: wire.snapshot.map(|p| PathBuf::from(p.into_owned())),
         })
     }
+}
+
+/// A written snapshot: the JPEG of an event's best frame, handed to the sinks once the file is
+/// on disk (MQTT publishes it, retained, to `PREFIX/CAMERA/LABEL/snapshot`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The camera name from the config.
+    pub camera: String,
+    /// The label of the event.
+    pub label: String,
+    /// The file, as named in the event's `snapshot` field.
+    pub path: PathBuf,
+    /// The JPEG bytes.
+    pub jpeg: Vec<u8>,
 }
 
 /// Periodic pipeline statistics (one line every `stats.interval_s`).
@@ -214,6 +258,11 @@ mod tests {
             frame: 1234,
             ts: humantime::parse_rfc3339("2026-11-26T23:59:00.123Z").unwrap(),
             latency_ms: 41.2,
+            runner_up: Some(RunnerUp {
+                label: "a photo of a man".into(),
+                score: 0.28,
+            }),
+            snapshot: Some("/s/cam0/person/2026-11-26T23-59-00.123Z.jpg".into()),
         }
     }
 
@@ -221,8 +270,22 @@ mod tests {
     fn event_json_is_exactly_the_documented_shape() {
         assert_eq!(
             example().to_json(),
-            r#"{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2}"#
+            r#"{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,"runner_up":{"label":"a photo of a man","score":0.28},"snapshot":"/s/cam0/person/2026-11-26T23-59-00.123Z.jpg"}"#
         );
+    }
+
+    #[test]
+    fn without_a_snapshot_the_field_is_null_and_older_events_still_parse() {
+        let mut e = example();
+        e.snapshot = None;
+        let json = e.to_json();
+        assert!(
+            json.ends_with(r#""score":0.28},"snapshot":null}"#),
+            "{json}"
+        );
+        assert_eq!(Event::from_json(&json).unwrap(), e);
+        let old = json.replace(r#","snapshot":null"#, "");
+        assert_eq!(Event::from_json(&old).unwrap(), e);
     }
 
     #[test]

@@ -13,18 +13,23 @@
 //! the module map, and `tests/architecture.rs` checks the rules.
 
 pub mod bench;
+pub mod calibration;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod event;
+pub mod exemplar;
 pub mod frame;
 pub mod mailbox;
 pub mod matcher;
 pub mod model;
 pub mod paths;
+pub mod plot;
 pub mod preprocess;
 pub mod prompts;
+pub mod replay;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod trigger;

@@ -588,15 +588,17 @@ fn resample(
     }
 }
 
-fn grey_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
+/// 8-bit luma to RGB (each value three times), into `rgb`'s buffer.
+pub fn grey_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
     rgb.width = w;
     rgb.height = h;
     rgb.data.clear();
     rgb.data.extend(data.iter().flat_map(|&v| [v, v, v]));
 }
 
-/// YUYV 4:2:2 (BT.601, limited range, as UVC cameras send it) to RGB.
-fn yuyv_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
+/// YUYV 4:2:2 (BT.601, limited range, as UVC cameras send it) to RGB, into `rgb`'s buffer.
+/// `data` holds `w * h * 2` bytes and `w` is even.
+pub fn yuyv_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
     rgb.width = w;
     rgb.height = h;
     rgb.data.resize(w as usize * h as usize * 3, 0);

@@ -27,16 +27,22 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "preprocess",
             "matcher",
+            "calibration",
             "trigger",
             "mailbox",
             "prompts::tokenizer",
             "sink::mqtt::queue",
             "sink::mqtt::topics",
+            "snapshot::select",
+            "snapshot::retention",
         ],
     ),
     ("engine", &["model", "prompts"]),
-    ("adapters", &["source", "sink"]),
-    ("orchestration", &["daemon", "doctor", "bench"]),
+    ("adapters", &["source", "sink", "snapshot", "plot"]),
+    (
+        "orchestration",
+        &["daemon", "doctor", "bench", "exemplar", "replay"],
+    ),
     ("face", &["cli"]),
 ];
 

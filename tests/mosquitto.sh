@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end check with a broker and a client nobody on the team wrote: mosquitto and
 # mosquitto_sub. The daemon replays the demo clip through the demo model and publishes to a
-# mosquitto on a loopback port; mosquitto_sub records every topic, retain flag and payload, live and
-# then retained after the daemon exited. Run by .ci/run (needs mosquitto and mosquitto-clients).
+# mosquitto on a loopback port; mosquitto_sub records every topic, retain flag and payload (in hex:
+# snapshots are JPEG bytes), live and then retained after the daemon exited. Run by .ci/run (needs
+# mosquitto and mosquitto-clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -20,8 +21,9 @@ for _ in $(seq 50); do mosquitto_pub -h 127.0.0.1 -p "$port" -t probe -m x 2>/de
 # The shipped demo config, with absolute paths and an [mqtt] section.
 sed -e "s|\.\./|$root/|g" firmware-config/demo.toml >"$work/demo.toml"
 printf '\n[mqtt]\nhost = "127.0.0.1"\nport = %s\nprefix = "edgeclip"\nqos = 1\nhomeassistant_discovery = true\n' "$port" >>"$work/demo.toml"
+printf '\n[snapshots]\ndir = "%s/snapshots"\n' "$work" >>"$work/demo.toml"
 
-mosquitto_sub -h 127.0.0.1 -p "$port" -t 'edgeclip/#' -t 'homeassistant/#' -v -F '%t %r %p' >"$work/live.txt" &
+mosquitto_sub -h 127.0.0.1 -p "$port" -t 'edgeclip/#' -t 'homeassistant/#' -v -F '%t %r %x' >"$work/live.txt" &
 pids+=($!)
 sleep 0.5
 # The binary `cargo test` built (same features: a plain `cargo build` would rebuild tract).
@@ -29,7 +31,7 @@ cargo test --no-run --quiet 2>/dev/null
 RUST_LOG=info "${CARGO_TARGET_DIR:-target}/debug/edgeclip" run --config "$work/demo.toml" --lossless >"$work/stdout.jsonl" 2>"$work/daemon.log" ||
   { cat "$work/daemon.log"; echo "daemon failed"; exit 1; }
 sleep 1
-mosquitto_sub -h 127.0.0.1 -p "$port" -t 'edgeclip/#' -t 'homeassistant/#' -v -F '%t %r %p' -W 2 >"$work/retained.txt" 2>/dev/null || true
+mosquitto_sub -h 127.0.0.1 -p "$port" -t 'edgeclip/#' -t 'homeassistant/#' -v -F '%t %r %x' -W 2 >"$work/retained.txt" 2>/dev/null || true
 
 python3 - "$work" <<'PY'
 import json, sys
@@ -38,7 +40,9 @@ def lines(name):
     out = []
     for l in open(f"{work}/{name}", encoding="utf-8"):
         topic, retain, payload = l.rstrip("\n").split(" ", 2)
-        out.append((topic, retain, payload))
+        raw = bytes.fromhex(payload)
+        # Snapshots stay bytes; everything else is text.
+        out.append((topic, retain, raw if topic.endswith("/snapshot") else raw.decode()))
     return out
 live, retained = lines("live.txt"), lines("retained.txt")
 stdout_events = [e for e in map(json.loads, open(f"{work}/stdout.jsonl")) if e["type"] != "stats"]
@@ -51,7 +55,8 @@ events = [json.loads(p) for t, r, p in live if t == "edgeclip/demo/events"]
 check(len(events) >= 2, f"only {len(events)} events on edgeclip/demo/events")
 check(events == stdout_events, f"MQTT events differ from the stdout events:\n{events}\n{stdout_events}")
 for e in events:
-    check(set(e) == {"type", "camera", "label", "prompt", "score", "prob", "frame", "ts", "latency_ms"}, f"event fields: {e}")
+    check(set(e) == {"type", "camera", "label", "prompt", "score", "prob", "frame", "ts", "latency_ms", "runner_up", "snapshot"}, f"event fields: {e}")
+    check(e["snapshot"] and e["snapshot"].startswith(f"{work}/snapshots/demo/{e['label']}/"), f"event snapshot: {e}")
     check(e["type"] in ("start", "end") and e["camera"] == "demo", f"event: {e}")
 starts = sum(e["type"] == "start" for e in events)
 check(starts == len(events) - starts, f"{starts} starts but {len(events) - starts} ends")
@@ -70,9 +75,20 @@ for t, p in disc:
     d = json.loads(p)
     check("state_topic" in d and "availability_topic" in d and "device" in d, f"discovery {t}: {d}")
 check(not any(t == "edgeclip/demo/events" for t in ret), "events must not be retained")
+# Every start event's snapshot: the file it names, retained on its label's snapshot topic.
+for e in events:
+    if e["type"] != "start":
+        continue
+    r, jpeg = ret.get(f"edgeclip/demo/{e['label']}/snapshot", (None, b""))
+    check(r == "1" and jpeg[:2] == b"\xff\xd8", f"{e['label']}: retained snapshot {r} {jpeg[:4]!r}")
+    check(open(e["snapshot"], "rb").read() == jpeg, f"{e['snapshot']} differs from the retained snapshot")
+snaps = [t for t in ret if t.endswith("/snapshot")]
+check(len(snaps) == starts, f"{len(snaps)} retained snapshots for {starts} start events")
+images = [t for t in ret if t.startswith("homeassistant/image/")]
+check(len(images) >= 4, f"{len(images)} retained image discovery configs")
 if errors:
     print("mosquitto check FAILED:\n  " + "\n  ".join(errors))
     sys.exit(1)
 print(f"mosquitto check passed: {len(events)} events, {len(states)} state messages, "
-      f"{len(disc)} discovery configs, availability {avail}")
+      f"{len(disc)} discovery configs, {len(snaps)} snapshots, availability {avail}")
 PY

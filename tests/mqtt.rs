@@ -1,6 +1,7 @@
 //! The MQTT sink against a real broker (rumqttd): topics, payloads, retain flags,
-//! availability and its last will, Home Assistant discovery, and no loss of accepted events
-//! across a broker restart.
+//! availability and its last will, Home Assistant discovery, no loss of accepted events
+//! across a broker restart, and snapshots (the sink's retained JPEGs, and the daemon's on the
+//! demo clip).
 //!
 //! Every wait is bounded and fails with what was seen so far; nothing asserts on timing.
 //!
@@ -10,6 +11,8 @@
 //! `edgeclip/#` through an in-process subscription made before the broker accepts connections,
 //! so no message can slip past the recorder while a network subscriber reconnects.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use edgeclip::config::MqttConfig;
-use edgeclip::event::{Event, EventKind, Stats};
+use edgeclip::event::{Event, EventKind, Snapshot, Stats};
 use edgeclip::sink::EventSink;
 use edgeclip::sink::mqtt::{MqttOptions, MqttSink, probe};
 use rumqttc::{Client, Event as MqttEvent, Packet, QoS};
@@ -105,6 +108,7 @@ fn fast() -> MqttOptions {
         connect_timeout: Duration::from_secs(2),
         close_timeout: Duration::from_secs(10),
         window: 8,
+        snapshots: false,
     }
 }
 
@@ -119,6 +123,8 @@ fn event(kind: EventKind, label: &str, frame: u64) -> Event {
         frame,
         ts: SystemTime::UNIX_EPOCH + Duration::from_millis(frame),
         latency_ms: 10.0,
+        runner_up: None,
+        snapshot: None,
     }
 }
 
@@ -126,6 +132,8 @@ fn event(kind: EventKind, label: &str, frame: u64) -> Event {
 struct Msg {
     topic: String,
     payload: String,
+    /// The payload as it came (snapshots are JPEG bytes).
+    bytes: Vec<u8>,
     retain: bool,
 }
 
@@ -141,6 +149,8 @@ impl Subscriber {
     fn connect(port: u16, id: &str, filters: &[&str]) -> Subscriber {
         let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
+        // Room for snapshots (rumqttc's default is 10 kB).
+        opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut connection) = Client::new(opts, 16);
         for f in filters {
             client.subscribe(*f, QoS::AtLeastOnce).expect("subscribe");
@@ -154,6 +164,7 @@ impl Subscriber {
                         let msg = Msg {
                             topic: p.topic.clone(),
                             payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            bytes: p.payload.to_vec(),
                             retain: p.retain,
                         };
                         if tx.send(msg).is_err() {
@@ -659,4 +670,127 @@ fn accepted_events_survive_a_broker_restart() {
         seen.iter()
             .any(|(t, p)| t == "edgeclip/availability" && p == "offline")
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots.
+
+fn snapshot(label: &str, tag: u8) -> Snapshot {
+    Snapshot {
+        camera: "cam0".into(),
+        label: label.into(),
+        path: format!("/s/cam0/{label}/{tag}.jpg").into(),
+        jpeg: vec![0xFF, 0xD8, tag, 0xFF, 0xD9],
+    }
+}
+
+#[test]
+fn the_latest_snapshot_of_each_label_is_retained() {
+    let port = start_broker_in_process();
+    let mut cfg = mqtt_config(port, "edgeclip-test-snapshots");
+    cfg.homeassistant_discovery = true;
+    let labels = vec!["person".to_owned(), "cat".to_owned()];
+    let options = MqttOptions {
+        snapshots: true,
+        ..fast()
+    };
+    let mut sink = MqttSink::connect(&cfg, "cam0", &labels, options).unwrap();
+    // Offered before the broker connection is up: kept for the connect, only the latest.
+    sink.publish_snapshot(&snapshot("person", 1)).unwrap();
+    sink.publish_snapshot(&snapshot("person", 2)).unwrap();
+    assert!(sink.wait_connected(WAIT));
+    sink.publish(&event(EventKind::Start, "cat", 3)).unwrap();
+    sink.publish_snapshot(&snapshot("cat", 3)).unwrap();
+    assert!(sink.wait_idle(WAIT), "snapshots not acknowledged");
+    sink.close().expect("clean close");
+
+    let mut late = Subscriber::connect(port, "late-snap", &["edgeclip/#", "homeassistant/#"]);
+    late.client
+        .publish("edgeclip/marker", QoS::AtLeastOnce, false, "end")
+        .unwrap();
+    late.wait_until("the marker", |seen| {
+        seen.iter().any(|m| m.topic == "edgeclip/marker")
+    });
+    let retained = |topic: &str| -> Vec<u8> {
+        let msgs = late.on(topic);
+        assert_eq!(msgs.len(), 1, "{topic}: {:#?}", late.seen);
+        assert!(msgs[0].retain, "{topic} retained");
+        msgs[0].bytes.clone()
+    };
+    assert_eq!(
+        retained("edgeclip/cam0/person/snapshot"),
+        snapshot("person", 2).jpeg
+    );
+    assert_eq!(
+        retained("edgeclip/cam0/cat/snapshot"),
+        snapshot("cat", 3).jpeg
+    );
+    let image: serde_json::Value =
+        serde_json::from_slice(&retained("homeassistant/image/edgeclip_cam0/person/config"))
+            .unwrap();
+    assert_eq!(image["image_topic"], "edgeclip/cam0/person/snapshot");
+    assert_eq!(image["content_type"], "image/jpeg");
+}
+
+#[test]
+fn the_daemon_publishes_each_start_events_snapshot() {
+    let port = start_broker_in_process();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snaps");
+    let path = common::root().join("firmware-config/demo.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("fps = 15", "fps = 60")
+        .replace("stdout = true", "stdout = false");
+    let text = format!(
+        "{text}\n[snapshots]\ndir = \"{}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\
+         client_id = \"edgeclip-test-daemon-snapshots\"\nhomeassistant_discovery = true\n",
+        dir.display()
+    );
+    let config = edgeclip::config::Config::from_toml_str(&text, Some(&path)).unwrap();
+    let daemon = edgeclip::daemon::Daemon::new(config).unwrap();
+    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let sinks = edgeclip::sink::open_sinks(daemon.config()).unwrap();
+    let summary = daemon
+        .run(
+            source,
+            sinks,
+            &edgeclip::daemon::Control::default(),
+            edgeclip::daemon::Delivery::Lossless,
+        )
+        .unwrap();
+    assert_eq!(summary.snapshots.written, 4, "{summary:?}");
+
+    let mut late = Subscriber::connect(port, "late-daemon", &["edgeclip/#", "homeassistant/#"]);
+    late.client
+        .publish("edgeclip/marker", QoS::AtLeastOnce, false, "end")
+        .unwrap();
+    late.wait_until("the marker", |seen| {
+        seen.iter().any(|m| m.topic == "edgeclip/marker")
+    });
+    let snapshots: Vec<&Msg> = late
+        .seen
+        .iter()
+        .filter(|m| m.topic.ends_with("/snapshot"))
+        .collect();
+    assert_eq!(snapshots.len(), 4, "{:#?}", late.seen);
+    for m in snapshots {
+        let label = m.topic.split('/').nth(2).unwrap();
+        assert_eq!(m.topic, format!("edgeclip/demo/{label}/snapshot"));
+        assert!(m.retain);
+        assert_eq!(&m.bytes[..2], [0xFF, 0xD8], "{} is a JPEG", m.topic);
+        // The bytes of the file the event named.
+        let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("demo").join(label))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(std::fs::read(&files[0]).unwrap(), m.bytes);
+        assert!(
+            late.seen
+                .iter()
+                .any(|d| d.topic == format!("homeassistant/image/edgeclip_demo/{label}/config")),
+            "{label}: no image entity"
+        );
+    }
 }

@@ -24,7 +24,10 @@ use serde::Deserialize;
 
 use crate::model::options::{Precision, Runtime};
 
+mod calibration;
 mod read;
+mod read_prompts;
+mod read_snapshots;
 mod reader;
 pub mod reference;
 #[cfg(test)]
@@ -112,6 +115,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// `[stats]`.
     pub stats: StatsConfig,
+    /// `[snapshots]`.
+    pub snapshots: SnapshotsConfig,
     /// The file this config was read from, if any (for messages).
     pub file: Option<PathBuf>,
 }
@@ -262,6 +267,12 @@ pub struct PromptConfig {
     pub exit_frames: Option<u32>,
     /// Overrides `trigger.cooldown_s`.
     pub cooldown_s: Option<f32>,
+    /// Texts that must not fire this label.
+    pub negatives: Vec<String>,
+    /// Example images (paths or glob patterns, resolved against the config's folder).
+    pub images: Vec<PathBuf>,
+    /// Images of things that must not fire this label (paths or glob patterns).
+    pub negative_images: Vec<PathBuf>,
 }
 
 impl PromptConfig {
@@ -283,6 +294,30 @@ pub struct MatcherConfig {
     pub threshold: f32,
     /// Which value the thresholds apply to.
     pub score: ScoreKind,
+    /// What else the labels compete with.
+    pub vocabulary: Vocabulary,
+    /// Vocabulary entries at least this close to a label's text are its synonyms.
+    pub synonym_cosine: f32,
+    /// The weight of the exemplar term, in cosine units.
+    pub exemplar_weight: f32,
+    /// The sharpness of the exemplar term.
+    pub exemplar_sharpness: f32,
+    /// The config's exemplar folder: `LABEL/` and `LABEL/negative/` inside.
+    pub exemplars_dir: PathBuf,
+    /// `calibration`: the calibration file whose thresholds were read into the prompts'
+    /// `threshold` (resolved against the config file's folder).
+    pub calibration: Option<PathBuf>,
+}
+
+/// `matcher.vocabulary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vocabulary {
+    /// The model bundle's vocabulary (none when it carries none).
+    Bundle,
+    /// No vocabulary: the labels compete with each other and the background only.
+    None,
+    /// An embeddings file made with the bundle's weights.
+    File(PathBuf),
 }
 
 /// `matcher.score`.
@@ -443,6 +478,39 @@ impl StatsConfig {
         Duration::try_from_secs_f32(self.interval_s)
             .ok()
             .filter(|d| !d.is_zero())
+    }
+}
+
+/// `[snapshots]`: a JPEG of the best frame of every start event's first moments, kept under
+/// `dir/CAMERA/LABEL/` with a count and size limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotsConfig {
+    /// Write a snapshot for every start event.
+    pub enabled: bool,
+    /// The snapshot folder, resolved against the config file's folder. `None`: `snapshots/` in
+    /// the daemon's state folder ([`crate::paths::state_dir`], `/var/lib/edgeclip` under
+    /// systemd).
+    pub dir: Option<PathBuf>,
+    /// Most snapshot files kept per camera (all its labels together); the oldest go first.
+    pub max_count: u32,
+    /// Most megabytes (10^6 bytes) of snapshot files kept per camera.
+    pub max_mb: u32,
+    /// Seconds after a start during which the best-scoring frame is sought.
+    pub window_s: f32,
+    /// JPEG quality (1 to 100) of frames that must be encoded (camera JPEGs are kept as they
+    /// came).
+    pub jpeg_quality: u8,
+}
+
+impl SnapshotsConfig {
+    /// The selection window as a [`Duration`] (zero if the configured value is unusable).
+    pub fn window(&self) -> Duration {
+        Duration::try_from_secs_f32(self.window_s).unwrap_or(Duration::ZERO)
+    }
+
+    /// `max_mb` in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        u64::from(self.max_mb) * 1_000_000
     }
 }
 

@@ -4,21 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::reader::{Presence, Reader, Section, key};
+use super::read_prompts::{read_matcher, read_prompt};
+use super::reader::{Presence, Reader, Section, key, resolve};
 use super::{
     CameraConfig, CaptureFormat, Config, EventsConfig, GpioBackend, GpioConfig, GpioLineConfig,
-    LineMode, LineRef, MatcherConfig, ModelConfig, MqttConfig, Problem, PromptConfig, ScoreKind,
-    SourceSpec, StatsConfig, TriggerConfig,
+    LineMode, LineRef, ModelConfig, MqttConfig, Problem, SourceSpec, StatsConfig, TriggerConfig,
 };
 use crate::model::options::Runtime;
-
-/// `p` against the config file's folder, unless it is absolute (or empty).
-fn resolve(base: Option<&Path>, p: PathBuf) -> PathBuf {
-    match base {
-        Some(base) if p.is_relative() && !p.as_os_str().is_empty() => base.join(p),
-        _ => p,
-    }
-}
 
 /// Reads a whole config (its `file` is left unset). `base` is the config file's folder.
 pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>) -> Config {
@@ -37,7 +29,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
     );
     let model = read_model(r, &mut s, base);
     r.finish(s);
-    let prompts = r
+    let mut prompts: Vec<super::PromptConfig> = r
         .tables(
             &mut root,
             key(
@@ -49,7 +41,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         )
         .into_iter()
         .map(|mut s| {
-            let p = read_prompt(r, &mut s);
+            let p = read_prompt(r, &mut s, base);
             r.finish(s);
             p
         })
@@ -58,7 +50,10 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         &mut root,
         key("matcher", "How frames are scored against the prompts."),
     );
-    let matcher = read_matcher(r, &mut s);
+    let matcher = read_matcher(r, &mut s, base);
+    if let Some(file) = &matcher.calibration {
+        super::calibration::apply(r, &s, file, matcher.score, &mut prompts);
+    }
     r.finish(s);
     let mut s = r.defaults_table(
         &mut root,
@@ -119,6 +114,8 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         ),
     };
     r.finish(s);
+    let mut snapshots = super::read_snapshots::read(r, &mut root);
+    snapshots.dir = snapshots.dir.map(|p| resolve(base, p));
     r.finish(root);
     Config {
         camera,
@@ -130,6 +127,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         gpio,
         events,
         stats,
+        snapshots,
         file: None,
     }
 }
@@ -276,113 +274,6 @@ fn read_model(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> ModelConf
                 .example("\"/var/cache/edgeclip\""),
             )
             .map(|p| resolve(base, p)),
-    }
-}
-
-fn read_prompt(r: &mut Reader, s: &mut Section) -> PromptConfig {
-    let label = r
-        .req(
-            s,
-            key(
-                "label",
-                "The label used in events, MQTT topics and GPIO lines: 1 to 64 of A-Z, a-z, \
-                 0-9, `_`, `-`; unique.",
-            )
-            .example("\"person\""),
-        )
-        .unwrap_or_default();
-    let texts = match r.raw(
-        s,
-        key(
-            "text",
-            "The text that describes the label, or several (an ensemble whose embeddings are \
-             combined). Events show the first.",
-        )
-        .example("\"a photo of a person\""),
-        "string or array of strings",
-        Presence::Required,
-    ) {
-        Some(v) => read_texts(r, s, "text", v, false),
-        None => {
-            r.problem(s, "text", "missing (required)");
-            Vec::new()
-        }
-    };
-    PromptConfig {
-        label,
-        texts,
-        threshold: r.opt(
-            s,
-            key(
-                "threshold",
-                "This label's threshold. Not set: `matcher.threshold`.",
-            )
-            .example("0.6"),
-        ),
-        enter_frames: r.opt(
-            s,
-            key(
-                "enter_frames",
-                "This label's frames above its threshold before a start. Not set: \
-                 `trigger.enter_frames`.",
-            )
-            .example("3"),
-        ),
-        exit_frames: r.opt(
-            s,
-            key(
-                "exit_frames",
-                "This label's frames below its threshold before an end. Not set: \
-                 `trigger.exit_frames`.",
-            )
-            .example("5"),
-        ),
-        cooldown_s: r.opt(
-            s,
-            key(
-                "cooldown_s",
-                "This label's seconds without a new start after an end. Not set: \
-                 `trigger.cooldown_s`.",
-            )
-            .example("0.0"),
-        ),
-    }
-}
-
-fn read_matcher(r: &mut Reader, s: &mut Section) -> MatcherConfig {
-    let default_background = || vec!["an empty scene".to_owned()];
-    let background = match r.raw(
-        s,
-        key(
-            "background",
-            "Background texts: they compete with the labels in the softmax but never fire.",
-        ),
-        "array of strings",
-        Presence::Default(toml::Value::from(default_background()).to_string()),
-    ) {
-        Some(v) => read_texts(r, s, "background", v, true),
-        None => default_background(),
-    };
-    MatcherConfig {
-        background,
-        threshold: r.or(
-            s,
-            key(
-                "threshold",
-                "The threshold of every label without its own: in [0, 1] for `prob`, in \
-                 [-1, 1] for `cosine`.",
-            ),
-            0.5,
-        ),
-        score: r.or(
-            s,
-            key(
-                "score",
-                "What thresholds apply to: `prob`, the softmax over labels and background; \
-                 `cosine`, the raw cosine similarity.",
-            ),
-            ScoreKind::Prob,
-        ),
     }
 }
 
@@ -590,45 +481,6 @@ fn read_gpio_line(r: &mut Reader, s: &mut Section) -> GpioLineConfig {
 }
 
 /// A string or an array of strings (`list_only`: the array only).
-fn read_texts(
-    r: &mut Reader,
-    s: &Section,
-    name: &str,
-    v: toml::Value,
-    list_only: bool,
-) -> Vec<String> {
-    match v {
-        toml::Value::String(text) if !list_only => vec![text],
-        toml::Value::Array(items) => {
-            let mut out = Vec::new();
-            for (i, item) in items.into_iter().enumerate() {
-                match item {
-                    toml::Value::String(text) => out.push(text),
-                    other => r.problem(
-                        s,
-                        &format!("{name}[{i}]"),
-                        format!("expected a string, got {}", other.type_str()),
-                    ),
-                }
-            }
-            out
-        }
-        other => {
-            let expected = if list_only {
-                "an array of strings"
-            } else {
-                "a string or an array of strings"
-            };
-            r.problem(
-                s,
-                name,
-                format!("expected {expected}, got {}", other.type_str()),
-            );
-            Vec::new()
-        }
-    }
-}
-
 fn read_line_ref(r: &mut Reader, s: &Section, v: toml::Value) -> LineRef {
     match v {
         toml::Value::String(name) => LineRef::Name(name),

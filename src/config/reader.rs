@@ -9,7 +9,7 @@
 //! with its key path; a value that cannot be read is replaced by its default so that reading
 //! goes on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
@@ -218,6 +218,11 @@ pub(super) fn key(name: &'static str, doc: &'static str) -> Key {
 }
 
 impl Key {
+    /// The key's name.
+    pub(super) fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// With an example value (TOML) for the reference.
     pub(super) fn example(mut self, example: &'static str) -> Key {
         self.example = Some(example);
@@ -431,5 +436,13 @@ impl Reader {
                 format!("unknown key (expected one of: {})", s.asked.join(", ")),
             );
         }
+    }
+}
+
+/// `p` against the config file's folder, unless it is absolute (or empty).
+pub(super) fn resolve(base: Option<&Path>, p: PathBuf) -> PathBuf {
+    match base {
+        Some(base) if p.is_relative() && !p.as_os_str().is_empty() => base.join(p),
+        _ => p,
     }
 }

@@ -775,7 +775,16 @@ fn the_annotated_reference_is_a_valid_config_with_every_key() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let full = Config::from_toml_str(&all, None).unwrap_or_else(|e| panic!("{e}\n{all}"));
+    // The calibration file the example names, with no thresholds (the example prompt sets its
+    // own).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("calib.toml"),
+        "score = \"prob\"\n[thresholds]\n",
+    )
+    .unwrap();
+    let full = Config::from_toml_str(&all, Some(&dir.path().join("edgeclip.toml")))
+        .unwrap_or_else(|e| panic!("{e}\n{all}"));
     assert_eq!(full.model.threads, Some(1));
     assert_eq!(full.mqtt.unwrap().password.as_deref(), Some("secret"));
     for k in reference::keys().iter().filter(|k| k.table.is_none()) {
@@ -834,4 +843,62 @@ fn docs_config_md_is_the_generated_reference() {
          `cargo run -- config-reference --markdown > docs/CONFIG.md`",
         path.display()
     );
+}
+
+#[test]
+fn snapshots_defaults_and_rules() {
+    let c = parse(MINIMAL).unwrap();
+    let s = &c.snapshots;
+    assert!(s.enabled);
+    assert_eq!(s.dir, None);
+    assert_eq!((s.max_count, s.max_mb, s.jpeg_quality), (1000, 200, 85));
+    assert_eq!(s.window(), Duration::from_secs(1));
+    assert_eq!(s.max_bytes(), 200_000_000);
+    let c = parse(&with(
+        "[snapshots]\nenabled = false\ndir = \"snaps\"\nmax_count = 2\nmax_mb = 5\n\
+         window_s = 0.0\njpeg_quality = 60",
+    ))
+    .unwrap();
+    let s = &c.snapshots;
+    assert!(!s.enabled);
+    assert_eq!(s.dir.as_deref(), Some(Path::new("/etc/edgeclip/snaps")));
+    assert_eq!((s.max_count, s.max_mb, s.jpeg_quality), (2, 5, 60));
+    assert_eq!(s.window(), Duration::ZERO);
+    let abs = parse(&with("[snapshots]\ndir = \"/data/snaps\"")).unwrap();
+    assert_eq!(abs.snapshots.dir.as_deref(), Some(Path::new("/data/snaps")));
+    assert_one(
+        &with("[snapshots]\nmax_count = 0"),
+        "snapshots.max_count",
+        "must be in [1,",
+    );
+    assert_one(
+        &with("[snapshots]\nmax_mb = 0"),
+        "snapshots.max_mb",
+        "must be in [1,",
+    );
+    assert_one(
+        &with("[snapshots]\nwindow_s = -1.0"),
+        "snapshots.window_s",
+        "must be in [0, 60]",
+    );
+    assert_one(
+        &with("[snapshots]\njpeg_quality = 101"),
+        "snapshots.jpeg_quality",
+        "must be in [1, 100]",
+    );
+    assert_one(&with("[snapshots]\ndir = \"\""), "snapshots.dir", "empty");
+    assert_one(
+        &with("[snapshots]\nfolder = \"x\""),
+        "snapshots.folder",
+        "unknown key",
+    );
+    // Checked even when off, so turning them on cannot surface an old mistake.
+    assert_one(
+        &with("[snapshots]\nenabled = false\nmax_count = 0"),
+        "snapshots.max_count",
+        "must be in",
+    );
+    let mut built = parse(MINIMAL).unwrap();
+    built.snapshots.window_s = f32::NAN;
+    assert!(built.validate().unwrap_err().has_problem_at("snapshots"));
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::{
     CaptureFormat, Config, ConfigError, GpioBackend, GpioConfig, LineMode, LineRef, MqttConfig,
-    Problem, SourceSpec,
+    Problem, SnapshotsConfig, SourceSpec,
 };
 
 /// Labels and camera names end up in MQTT topics, Home Assistant ids and file names.
@@ -100,6 +100,24 @@ impl Config {
         self.check_prompts(&mut c);
         let (lo, hi) = self.matcher.score.threshold_range();
         c.range_f32("matcher.threshold", self.matcher.threshold, lo, hi);
+        c.range_f32(
+            "matcher.synonym_cosine",
+            self.matcher.synonym_cosine,
+            0.0,
+            1.0,
+        );
+        c.range_f32(
+            "matcher.exemplar_weight",
+            self.matcher.exemplar_weight,
+            0.0,
+            1.0,
+        );
+        c.range_f32(
+            "matcher.exemplar_sharpness",
+            self.matcher.exemplar_sharpness,
+            0.0,
+            100.0,
+        );
         for (i, t) in self.matcher.background.iter().enumerate() {
             if t.trim().is_empty() {
                 c.push(format!("matcher.background[{i}]"), "must not be empty");
@@ -125,6 +143,7 @@ impl Config {
             self.check_gpio(&mut c, g);
         }
         c.range_f32("stats.interval_s", self.stats.interval_s, 0.0, 86_400.0);
+        check_snapshots(&mut c, &self.snapshots);
         if c.problems.is_empty() {
             Ok(())
         } else {
@@ -229,6 +248,19 @@ impl Config {
                     c.push(k, "must not be empty");
                 }
             }
+            for (j, n) in p.negatives.iter().enumerate() {
+                let k = format!("prompts[{i}].negatives[{j}]");
+                if n.trim().is_empty() {
+                    c.push(k, "must not be empty");
+                } else if p.texts.contains(n) {
+                    c.push(
+                        k,
+                        format!(
+                            "{n:?} is this label's own text: a label cannot be its own negative"
+                        ),
+                    );
+                }
+            }
             if let Some(t) = p.threshold {
                 c.range_f32(key("threshold"), t, lo, hi);
             }
@@ -305,6 +337,20 @@ impl Config {
             }
         }
     }
+}
+
+/// `[snapshots]`: checked whether or not it is enabled, so turning it on later cannot surface
+/// an old mistake.
+fn check_snapshots(c: &mut Checker, s: &SnapshotsConfig) {
+    if let Some(d) = &s.dir
+        && d.as_os_str().is_empty()
+    {
+        c.push("snapshots.dir", "must not be empty");
+    }
+    c.range_u64("snapshots.max_count", s.max_count.into(), 1, 10_000_000);
+    c.range_u64("snapshots.max_mb", s.max_mb.into(), 1, 10_000_000);
+    c.range_f32("snapshots.window_s", s.window_s, 0.0, 60.0);
+    c.range_u64("snapshots.jpeg_quality", s.jpeg_quality.into(), 1, 100);
 }
 
 /// `GPIO17` (any case) -> 17, for the rppal backend.

@@ -14,27 +14,32 @@
 //! then publishes end events for every active label and closes the sinks (MQTT: `offline`).
 //!
 //! This file builds the daemon (model, matcher, trigger bank) and reloads its prompts; `run.rs`
-//! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line.
+//! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line,
+//! `snapshots.rs` the hook that picks and writes each start event's snapshot.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{info, warn};
 
 use crate::config::{Config, ConfigError, ScoreKind};
 use crate::event::Event;
-use crate::matcher::{Label, Matcher, MatcherError};
-use crate::model::{Bundle, Device, ImageEncoder, ModelError, set_threads};
-use crate::preprocess::{Preprocessor, Spec};
-use crate::prompts::{PromptEmbedder, PromptEmbeddings, PromptError};
+use crate::matcher::MatcherError;
+use crate::model::ModelError;
+use crate::prompts::PromptError;
 use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 
+pub mod labels;
+mod pipeline;
 mod run;
+mod snapshots;
 mod stats;
 
 pub use crate::mailbox::Delivery;
+pub use pipeline::{FrameError, Pipeline, Step};
+pub use snapshots::SnapshotCounts;
 pub use stats::LatencyHistogram;
 
 /// Errors that stop the daemon at start-up (runtime faults are logged, not returned).
@@ -60,12 +65,31 @@ pub enum DaemonError {
     /// The labels could not be matched.
     #[error("prompts: {0}")]
     Matcher(#[from] MatcherError),
+    /// `matcher.vocabulary` does not load or was made with other weights.
+    #[error("{}: matcher.vocabulary: {error}", file.display())]
+    Vocabulary {
+        /// The config file.
+        file: PathBuf,
+        /// Why (names the vocabulary file).
+        error: Box<PromptError>,
+    },
+    /// An example image is missing or not an image.
+    #[error("{}: {error}", file.display())]
+    Exemplar {
+        /// The config file.
+        file: PathBuf,
+        /// Why (names the key and the image).
+        error: Box<crate::prompts::images::ExemplarError>,
+    },
     /// The runtime asked for is not available.
     #[error("model.runtime: {0}")]
     Runtime(String),
     /// The capture thread could not be started.
     #[error("cannot start the capture thread: {0}")]
     Thread(std::io::Error),
+    /// The snapshot folder cannot be written (its message names it).
+    #[error(transparent)]
+    Snapshots(#[from] crate::snapshot::SnapshotError),
 }
 
 /// Flags that steer a running daemon, set from signal handlers or tests.
@@ -101,82 +125,8 @@ pub struct Summary {
     pub cpu_s: Option<f64>,
     /// Wall time of the run, in seconds.
     pub wall_s: f64,
-}
-
-fn cache_file(bundle: &Bundle) -> Option<PathBuf> {
-    crate::paths::cache_dir()
-        .map(|d| d.join(format!("prompts-{}.safetensors", bundle.fingerprint())))
-}
-
-/// Embeds every label's texts and the background texts, using (and refreshing) the disk cache.
-fn build_matcher(config: &Config, bundle: &Bundle) -> Result<Matcher, DaemonError> {
-    let cache = cache_file(bundle).filter(|p| p.is_file());
-    // A stale or damaged cache is not fatal: it is rebuilt.
-    let extra: Vec<PathBuf> = cache
-        .iter()
-        .filter(|p| match PromptEmbeddings::load_for(p, bundle) {
-            Ok(_) => true,
-            Err(e) => {
-                warn!("ignoring the prompt cache: {e}");
-                false
-            }
-        })
-        .cloned()
-        .collect();
-    let mut embedder = PromptEmbedder::new(bundle, &extra)?;
-    let mut entries = Vec::new();
-    for p in &config.prompts {
-        let embeddings = p
-            .texts
-            .iter()
-            .map(|t| embedder.embed(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        let label = Label {
-            name: p.label.clone(),
-            prompt: p.display_text().to_string(),
-            background: false,
-        };
-        entries.push((label, embeddings));
-    }
-    for text in &config.matcher.background {
-        let label = Label {
-            name: text.clone(),
-            prompt: text.clone(),
-            background: true,
-        };
-        entries.push((label, vec![embedder.embed(text)?]));
-    }
-    info!(
-        "prompts: {} labels, {} background texts; {} texts embedded by the text tower, the rest from {}",
-        config.prompts.len(),
-        config.matcher.background.len(),
-        embedder.embedded(),
-        match &extra[..] {
-            [cache] => format!("the bundle's prompts and the cache {}", cache.display()),
-            _ => "the bundle's prompts".to_string(),
-        }
-    );
-    if embedder.embedded() == 0 {
-        return matcher(entries, bundle);
-    }
-    if let Some(path) = cache_file(bundle) {
-        let save = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-            .map_err(|e| e.to_string())
-            .and_then(|_| embedder.known().save(&path).map_err(|e| e.to_string()));
-        match save {
-            Ok(()) => debug!("prompt embeddings cached in {}", path.display()),
-            Err(e) => warn!("prompt embeddings not cached: {e}"),
-        }
-    }
-    matcher(entries, bundle)
-}
-
-fn matcher(entries: Vec<(Label, Vec<Vec<f32>>)>, bundle: &Bundle) -> Result<Matcher, DaemonError> {
-    Ok(Matcher::new(
-        entries,
-        bundle.embed_dim(),
-        bundle.manifest.logit_scale,
-    )?)
+    /// What the snapshots did (all zero when they are off).
+    pub snapshots: SnapshotCounts,
 }
 
 /// The trigger parameters of prompt `index`: its overrides over `[trigger]` and
@@ -218,67 +168,34 @@ fn build_bank(config: &Config) -> TriggerBank {
     )
 }
 
-/// The model side of the daemon, loaded once.
+/// The daemon: its config, the [`Pipeline`] it runs every frame through and its snapshots.
 pub struct Daemon {
     config: Config,
-    bundle: Bundle,
-    encoder: ImageEncoder,
-    preprocessor: Preprocessor,
-    matcher: Matcher,
-    bank: TriggerBank,
+    pipeline: Pipeline,
+    /// `None` when `snapshots.enabled` is off.
+    snapshots: Option<snapshots::Snapshots>,
 }
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
             .field("camera", &self.config.camera.name)
-            .field("bundle", &self.bundle.dir())
+            .field("bundle", &self.pipeline.bundle().dir())
             .finish()
     }
 }
 
 impl Daemon {
     /// Loads the bundle, the image tower (on the device `model.runtime` selects) and the prompt
-    /// embeddings the config names.
+    /// embeddings the config names, and checks that the snapshot folder is writable (first: a
+    /// folder problem is reported before the model takes its time to load).
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let threads = config.model.threads.unwrap_or(1);
-        set_threads(threads);
-        let started = Instant::now();
-        let bundle = Bundle::load(&config.model.bundle).map_err(|error| DaemonError::Bundle {
-            file: config
-                .file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("<memory>")),
-            error,
-        })?;
-        let encoder = ImageEncoder::load_for(&bundle, config.model.precision, config.model.runtime)
-            .map_err(|e| match e {
-                ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
-                e => e.into(),
-            })?;
-        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image));
-        let matcher = build_matcher(&config, &bundle)?;
-        let bank = build_bank(&config);
-        let on = match encoder.device() {
-            Device::Cpu => format!("on the CPU with {threads} thread(s)"),
-            Device::Cuda => "on the GPU (CUDA)".to_string(),
-        };
-        info!(
-            "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background",
-            bundle.name(),
-            encoder.path().display(),
-            encoder.precision(),
-            started.elapsed().as_secs_f64() * 1e3,
-            config.prompts.len(),
-            config.matcher.background.len()
-        );
+        let snapshots = snapshots::Snapshots::open(&config)?;
+        let pipeline = Pipeline::new(&config)?;
         Ok(Daemon {
             config,
-            bundle,
-            encoder,
-            preprocessor,
-            matcher,
-            bank,
+            pipeline,
+            snapshots,
         })
     }
 
@@ -308,12 +225,9 @@ impl Daemon {
         config.prompts = new.prompts;
         config.matcher = new.matcher;
         config.trigger = new.trigger;
-        match build_matcher(&config, &self.bundle) {
-            Ok(matcher) => {
-                let ends = self.bank.finish(frame);
-                self.matcher = matcher;
+        match self.pipeline.reload(&config, frame) {
+            Ok(ends) => {
                 self.config = config;
-                self.bank = build_bank(&self.config);
                 info!("prompts reloaded: {} labels", self.config.prompts.len());
                 ends
             }

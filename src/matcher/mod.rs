@@ -1,15 +1,48 @@
-//! Scores a frame embedding against the label embeddings.
+//! Scores a frame embedding against the labels, open-set.
 //!
 //! Each label is one or more prompt texts (an ensemble): their L2-normalised embeddings are
 //! averaged and normalised again, as CLIP's zero-shot classifiers do. A frame's score for a label is
-//! the cosine between the two; probabilities are a softmax of `logit_scale * cosine` over every
-//! label, background labels ("an empty scene") included. Background labels compete for the
-//! probability mass but are never reported as matches.
+//! the cosine between the two.
+//!
+//! A label's probability is not a softmax over the user's few labels only: there, whatever is
+//! nearest wins (a red square "is" a red circle when the only other choice is an empty scene).
+//! Each label competes with every other label, the background texts ("an empty scene"), the
+//! bundle's **vocabulary** (many everyday things a camera sees) and its own **negatives** (texts
+//! that must not fire it):
+//!
+//! ```text
+//! prob(label) = exp(s * cos(label)) / (exp(s * cos(label)) + sum over its competitors c of exp(s * cos(c)))
+//! ```
+//!
+//! with `s` the bundle's logit scale. A vocabulary entry that means the same as a label or a
+//! background text (cosine of the text embeddings at least [`OpenSet::synonym_cosine`]; the
+//! same text gives 1) is left out: the label itself already stands for it, so "a person" does
+//! not compete with "a man". Background labels compete for the mass but never match.
+//!
+//! **Exemplars.** Image embeddings of examples of a label (`images`) and of things that must not
+//! fire it (`negative_images`) adjust the label's score by a nearest-example term (after
+//! Tip-Adapter, Zhang et al. 2022), in cosine units:
+//!
+//! ```text
+//! score(label) = cos(frame, text) + w * (A(max cos(frame, images)) - A(max cos(frame, negative_images)))
+//! A(x) = exp(-beta * (1 - x))
+//! ```
+//!
+//! `A` is 1 for a frame identical to an example and falls off quickly (`beta`, sharpness); image
+//! to image cosines are not on the scale of image to text ones, so examples do not enter the
+//! softmax as rows of their own. A term is 0 when the label has no such images.
+//!
+//! Examples also say what the label means in words: for each example image, the vocabulary entry
+//! that describes it best (when it describes it better than the label's own texts) becomes an
+//! **alias** of the label: it no longer competes with it, and its cosine counts as the label's
+//! text cosine when higher (`cos(frame, text)` above is the best of the label's texts and
+//! aliases). So a label named by examples of a thing the vocabulary knows fires where that
+//! thing is seen, not only on frames that look like the examples. The defaults of
+//! the bound, `w` and `beta` are the config's (`matcher.*` in `docs/CONFIG.md`).
 //!
 //! Pure and allocation-free per frame: [`Matcher::score`] writes into a reused [`Scores`].
-//!
-//! Large prompt sets are scored from an int8 copy of the label matrix ([`Storage`]): a quarter of
-//! the bytes to stream per frame, for cosines off by about 3e-4 (RMS) from the f32 ones.
+//! Large row sets are scored from an int8 copy of the matrix ([`Storage`]): a quarter of the
+//! bytes to stream per frame, for cosines off by about 3e-4 (RMS) from the f32 ones.
 
 /// Errors building a matcher.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -17,7 +50,7 @@ pub enum MatcherError {
     /// An embedding has the wrong width.
     #[error("label {label:?}: embedding has {got} values, the model's embeddings have {dim}")]
     Dim {
-        /// The label.
+        /// The label (or vocabulary text).
         label: String,
         /// Its width.
         got: usize,
@@ -46,363 +79,296 @@ pub struct Label {
     pub background: bool,
 }
 
+/// What a row of the matcher's matrix stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    /// Label `i` of [`Matcher::labels`] (background labels included).
+    Label(usize),
+    /// A vocabulary entry: competes with every label.
+    Vocabulary,
+    /// A negative text of label `i`: competes with that label only.
+    Negative(usize),
+}
+
+/// One row: its kind and the name shown for it (a label's name, or the text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// What it stands for.
+    pub kind: RowKind,
+    /// The label name, or the vocabulary or negative text.
+    pub name: String,
+}
+
+/// The strongest competitor of a label in one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunnerUp {
+    /// Its row ([`Matcher::rows`]).
+    pub row: usize,
+    /// Its score (cosine; a label's with its exemplar term).
+    pub score: f32,
+}
+
 /// Per-label results for one frame, indexed like [`Matcher::labels`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scores {
-    /// Cosine similarity per label.
+    /// The score per label: the cosine with its texts, plus its exemplar term.
     pub cos: Vec<f32>,
-    /// Softmax probability per label.
+    /// Open-set probability per label (see the module comment).
     pub prob: Vec<f32>,
+    /// Each label's strongest competitor (`None` for a label with none).
+    pub runner_up: Vec<Option<RunnerUp>>,
+    /// The cosine of every row of [`Matcher::rows`] (labels: their text cosine).
+    pub rows: Vec<f32>,
     /// The image embedding quantized to i16 when the matcher holds int8 rows (reused).
     query: Vec<i16>,
+    /// The cosine with every exemplar image (reused).
+    exemplars: Vec<f32>,
+    /// Every row's softmax term (reused).
+    exps: Vec<f64>,
 }
 
-/// How a [`Matcher`] holds its label matrix for scoring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
-    /// f32 rows: exact to f32 rounding.
-    F32,
-    /// int8 rows with one scale each, scored against the image embedding quantized to i16.
-    ///
-    /// The rows are a quarter of the f32 bytes: at 1000 prompts of D=512 the f32 matrix is 2 MB,
-    /// as large as a core's L2 on the build machine, and scoring streams it at memory speed
-    /// (`benches/pipeline.rs`, `match_prompts_d512`). The error of a cosine is at most half a
-    /// quantization step of the row times the image's L1 norm (plus the i16 query's much smaller
-    /// term). On CLIP-like unit vectors of width 512 that is 3e-4 RMS and 1.3e-3 at worst over
-    /// 20,000 cosines (tests below): several times less than an int8 image tower moves them.
-    Int8,
-}
-
-impl Storage {
-    /// The storage [`Matcher::new`] picks: int8 once the f32 matrix would exceed
-    /// [`INT8_FROM_VALUES`] values, f32 below (small sets stay exact; they take microseconds
-    /// either way).
-    pub fn for_size(labels: usize, dim: usize) -> Storage {
-        if labels * dim > INT8_FROM_VALUES && dim <= MAX_INT8_DIM {
-            Storage::Int8
-        } else {
-            Storage::F32
-        }
-    }
-}
-
-/// Label matrices larger than this many values (1 MiB of f32: 512 prompts at D=512) are scored
-/// in int8.
-pub const INT8_FROM_VALUES: usize = 1 << 18;
-
-/// The widest embedding scored in int8: the i16 query keeps at least 11 bits below this (see
-/// [`query_max`]).
-const MAX_INT8_DIM: usize = 8192;
-
-/// The largest |value| of the i16 query for embeddings of width `dim`: `dim` products of an int8
-/// row value (at most 127) and the query must add up within an i32.
-fn query_max(dim: usize) -> f32 {
-    (i32::MAX as usize / (127 * dim.max(1))).min(i16::MAX as usize) as f32
-}
-
-/// The label matrix in int8: row `r` is `values[r * dim..][..dim] * scales[r]`.
+/// The vocabulary, negatives and exemplars a matcher adds to its labels.
 #[derive(Debug, Clone)]
-struct Int8Rows {
-    values: Vec<i8>,
-    scales: Vec<f32>,
-    /// The sum of each row's int8 values (the VNNI kernel's correction, see [`dot_rows_i8`]).
-    sums: Vec<i32>,
+pub struct OpenSet {
+    /// The vocabulary: texts and their embeddings.
+    pub vocabulary: Vec<(String, Vec<f32>)>,
+    /// Vocabulary entries whose embedding has at least this cosine with a label's or a
+    /// background text's embedding mean the same and are left out.
+    pub synonym_cosine: f32,
+    /// Per label (indexed like the entries; missing ones have none): negatives and exemplars.
+    pub extras: Vec<LabelExtras>,
+    /// `w`: the weight of the exemplar term, in cosine units.
+    pub exemplar_weight: f32,
+    /// `beta`: how fast an example's pull falls off with distance.
+    pub exemplar_sharpness: f32,
 }
 
-impl Int8Rows {
-    /// Quantizes each row symmetrically: its largest |value| becomes 127.
-    fn quantize(matrix: &[f32], dim: usize) -> Int8Rows {
-        let mut values = Vec::with_capacity(matrix.len());
-        let mut scales = Vec::with_capacity(matrix.len() / dim);
-        for row in matrix.chunks_exact(dim) {
-            let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            values.extend(row.iter().map(|x| (x / scale).round() as i8));
-            scales.push(scale);
-        }
-        let sums = values
-            .chunks_exact(dim)
-            .map(|r| r.iter().map(|&x| x as i32).sum())
-            .collect();
-        Int8Rows {
-            values,
-            scales,
-            sums,
+impl OpenSet {
+    /// No vocabulary, negatives or exemplars: the labels compete with each other only.
+    pub fn closed() -> OpenSet {
+        OpenSet {
+            vocabulary: vec![],
+            synonym_cosine: 1.0,
+            extras: vec![],
+            exemplar_weight: 0.0,
+            exemplar_sharpness: 0.0,
         }
     }
 }
 
-/// L2-normalises `v` in place; returns false for a zero (or non-finite) vector.
-pub fn normalize(v: &mut [f32]) -> bool {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if !(norm.is_finite() && norm > 0.0) {
-        return false;
-    }
-    v.iter_mut().for_each(|x| *x /= norm);
-    true
+/// A label's negatives and example images.
+#[derive(Debug, Clone, Default)]
+pub struct LabelExtras {
+    /// Texts that must not fire the label, with their embeddings.
+    pub negatives: Vec<(String, Vec<f32>)>,
+    /// Image embeddings of examples of the label.
+    pub images: Vec<Vec<f32>>,
+    /// Image embeddings of things that must not fire the label.
+    pub negative_images: Vec<Vec<f32>>,
 }
 
-/// The dot product of two equally long vectors.
-///
-/// Sixteen independent partial sums: a plain `zip().map().sum()` is one serial chain of float
-/// additions, which the compiler may not reorder, so it runs one multiply-add per add latency.
-/// With sixteen lanes it becomes four (SSE) or two (AVX/NEON) vector accumulators: about 5x
-/// faster when scoring a frame against hundreds of prompts (`benches/pipeline.rs`).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    debug_assert_eq!(a.len(), b.len());
-    let (a_chunks, a_rest) = a.as_chunks::<LANES>();
-    let (b_chunks, b_rest) = b.as_chunks::<LANES>();
-    let mut acc = [0f32; LANES];
-    for (x, y) in a_chunks.iter().zip(b_chunks) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let rest: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + rest
+mod kernels;
+
+pub use kernels::{INT8_FROM_VALUES, Storage, cosine, dot, dot_rows, normalize};
+use kernels::{Int8Rows, dot_rows_i8, query_max};
+
+/// The exemplar images of every label, scored in f32 (a few dozen rows at most).
+#[derive(Debug, Clone, Default)]
+struct Exemplars {
+    /// Normalised image embeddings, one row each.
+    matrix: Vec<f32>,
+    /// Per row: the label and whether it is a positive example.
+    owner: Vec<(usize, bool)>,
+    weight: f32,
+    sharpness: f32,
 }
 
-/// `out[r]` = [`dot`] of row `r` of `matrix` (rows of `v.len()` values) with `v`: the kernel of
-/// [`Matcher::score`].
-///
-/// The portable build targets the x86-64 baseline (SSE2: four lanes, separate multiply and add),
-/// so on x86-64 CPUs with AVX2 and FMA, checked at run time, the rows go through an 8-lane fused
-/// multiply-add version instead (`benches/pipeline.rs`, `matching`). Elsewhere (NEON is the
-/// aarch64 baseline) [`dot`] runs as built.
-pub fn dot_rows(matrix: &[f32], v: &[f32], out: &mut [f32]) {
-    debug_assert_eq!(matrix.len(), v.len() * out.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        #[allow(unsafe_code)]
-        unsafe {
-            x86::dot_rows_avx2_fma(matrix, v, out)
-        };
-        return;
-    }
-    for (row, o) in matrix.chunks_exact(v.len()).zip(out) {
-        *o = dot(row, v);
-    }
-}
-
-/// `out[r]` = the dot product of int8 row `r` of `matrix` with the i16 vector `v`, computed
-/// exactly (the caller keeps `v` within [`query_max`]) and returned as f32. `row_sums[r]` is the
-/// sum of row `r`'s values.
-///
-/// On x86-64 CPUs with AVX-512 VNNI (checked at run time) it runs [`x86::dot_rows_i8_vnni`], 64
-/// byte products per instruction; with AVX2, the plain lanes below compiled for 256-bit
-/// registers; elsewhere the plain lanes as built, which the compiler vectorizes (widening
-/// multiply-adds: `pmaddwd` on x86, `smlal` on NEON).
-fn dot_rows_i8(matrix: &[i8], row_sums: &[i32], v: &[i16], out: &mut [f32]) {
-    debug_assert_eq!(matrix.len(), v.len() * out.len());
-    debug_assert_eq!(row_sums.len(), out.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        if v.len() <= MAX_INT8_DIM
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-        {
-            // SAFETY: the CPU has the three extensions, checked just above.
-            #[allow(unsafe_code)]
-            unsafe {
-                x86::dot_rows_i8_vnni(matrix, row_sums, v, out)
-            };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            #[allow(unsafe_code)]
-            unsafe {
-                x86::dot_rows_i8_avx2(matrix, v, out)
-            };
-            return;
-        }
-    }
-    let _ = row_sums;
-    dot_rows_i8_lanes(matrix, v, out);
-}
-
-/// [`dot_rows_i8`]'s portable form.
-fn dot_rows_i8_lanes(matrix: &[i8], v: &[i16], out: &mut [f32]) {
-    for (row, o) in matrix.chunks_exact(v.len()).zip(out) {
-        *o = dot_i8(row, v) as f32;
-    }
-}
-
-/// The exact i32 dot product of an int8 and an i16 vector (32 partial sums).
-#[inline(always)]
-fn dot_i8(a: &[i8], b: &[i16]) -> i32 {
-    const LANES: usize = 32;
-    let (a_chunks, a_rest) = a.as_chunks::<LANES>();
-    let (b_chunks, b_rest) = b.as_chunks::<LANES>();
-    let mut acc = [0i32; LANES];
-    for (x, y) in a_chunks.iter().zip(b_chunks) {
-        for i in 0..LANES {
-            acc[i] += x[i] as i32 * y[i] as i32;
-        }
-    }
-    let rest: i32 = a_rest
-        .iter()
-        .zip(b_rest)
-        .map(|(x, y)| *x as i32 * *y as i32)
-        .sum();
-    acc.iter().sum::<i32>() + rest
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// [`super::dot_rows_i8`] compiled for AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn dot_rows_i8_avx2(matrix: &[i8], v: &[i16], out: &mut [f32]) {
-        super::dot_rows_i8_lanes(matrix, v, out);
-    }
-
-    /// [`super::dot_rows_i8`] with AVX-512 VNNI, whose `vpdpbusd` adds up 64 products of an
-    /// unsigned and a signed byte per instruction, straight from the int8 rows.
-    ///
-    /// The i16 query is split into bytes, `q = 256 * hi + lo`, with `lo` in 0..=255 and `hi` in
-    /// -128..=127. `lo` multiplies the rows as it is; `hi` goes in as `hi + 128` (unsigned), which
-    /// adds `256 * 128 * sum(row)` to the result, taken off with `row_sums`. The sums are computed
-    /// modulo 2^32 (vector adds wrap): intermediate lanes may wrap, but the true dot product is
-    /// below 2^31 in magnitude (the caller's [`super::query_max`]), so the wrapped result is
-    /// exact. The last `dim % 64` values go through masked loads (zeros past the end). `v.len()`
-    /// must be at most `MAX_INT8_DIM` (it panics otherwise).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn dot_rows_i8_vnni(matrix: &[i8], row_sums: &[i32], v: &[i16], out: &mut [f32]) {
-        let dim = v.len();
-        let mut hi = [0u8; super::MAX_INT8_DIM];
-        let mut lo = [0u8; super::MAX_INT8_DIM];
-        for (k, &q) in v.iter().enumerate() {
-            lo[k] = q as u8;
-            hi[k] = ((q >> 8) as u8) ^ 0x80;
-        }
-        let body = dim - dim % 64;
-        let tail: __mmask64 = (1u64 << (dim % 64)) - 1;
-        for ((row, o), &sum) in matrix.chunks_exact(dim).zip(out).zip(row_sums) {
-            let mut acc_hi = _mm512_setzero_si512();
-            let mut acc_lo = _mm512_setzero_si512();
-            // SAFETY: every load starts inside its slice (`k < dim`, and `hi`, `lo` hold at least
-            // `dim` bytes) and reads 64 bytes only below `body`; the masked loads of the tail
-            // read only the `dim - body` bytes left.
-            #[allow(unsafe_code)]
-            unsafe {
-                let mut k = 0;
-                while k < body {
-                    let r = _mm512_loadu_si512(row.as_ptr().add(k).cast());
-                    let h = _mm512_loadu_si512(hi.as_ptr().add(k).cast());
-                    let l = _mm512_loadu_si512(lo.as_ptr().add(k).cast());
-                    acc_hi = _mm512_dpbusd_epi32(acc_hi, h, r);
-                    acc_lo = _mm512_dpbusd_epi32(acc_lo, l, r);
-                    k += 64;
-                }
-                if body < dim {
-                    let r = _mm512_maskz_loadu_epi8(tail, row.as_ptr().add(body));
-                    let h = _mm512_maskz_loadu_epi8(tail, hi.as_ptr().add(body).cast());
-                    let l = _mm512_maskz_loadu_epi8(tail, lo.as_ptr().add(body).cast());
-                    acc_hi = _mm512_dpbusd_epi32(acc_hi, h, r);
-                    acc_lo = _mm512_dpbusd_epi32(acc_lo, l, r);
-                }
-            }
-            let lanes = _mm512_add_epi32(_mm512_slli_epi32::<8>(acc_hi), acc_lo);
-            let dot = _mm512_reduce_add_epi32(lanes).wrapping_sub(sum.wrapping_mul(256 * 128));
-            *o = dot as f32;
-        }
-    }
-
-    /// [`super::dot_rows`] compiled for AVX2 + FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot_rows_avx2_fma(matrix: &[f32], v: &[f32], out: &mut [f32]) {
-        for (row, o) in matrix.chunks_exact(v.len()).zip(out) {
-            *o = dot_fma(row, v);
-        }
-    }
-
-    /// [`super::dot`] with 32 partial sums (four 8-lane accumulators, enough to keep two FMA
-    /// units busy through their latency) and fused multiply-adds.
-    #[target_feature(enable = "avx2,fma")]
-    fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
-        const LANES: usize = 32;
-        let (a_chunks, a_rest) = a.as_chunks::<LANES>();
-        let (b_chunks, b_rest) = b.as_chunks::<LANES>();
-        let mut acc = [0f32; LANES];
-        for (x, y) in a_chunks.iter().zip(b_chunks) {
-            for i in 0..LANES {
-                acc[i] = x[i].mul_add(y[i], acc[i]);
-            }
-        }
-        let rest: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
-        acc.iter().sum::<f32>() + rest
-    }
-}
-
-/// Cosine similarity of two vectors (0 when either is zero).
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let na = dot(a, a).sqrt();
-    let nb = dot(b, b).sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot(a, b) / (na * nb)
-    }
-}
-
-/// The label embeddings of a prompt set and the softmax scale.
+/// The label, vocabulary and negative embeddings, and the softmax scale.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     labels: Vec<Label>,
-    /// `labels.len() * dim` values, each row L2-normalised.
+    rows: Vec<Row>,
+    /// `rows.len() * dim` values, each row L2-normalised; the labels' rows first.
     matrix: Vec<f32>,
     /// The same rows in int8 when they are scored that way ([`Storage::Int8`]).
     int8: Option<Int8Rows>,
+    /// Per label: the rows it competes with.
+    competitors: Vec<Vec<u32>>,
+    exemplars: Exemplars,
+    /// Vocabulary entries left out as synonyms of a label.
+    synonyms: Vec<String>,
+    /// Per label: the vocabulary rows its example images made its aliases.
+    aliases: Vec<Vec<u32>>,
     dim: usize,
     logit_scale: f32,
 }
 
+/// The normalised mean of a label's normalised embeddings.
+fn ensemble(name: &str, embeddings: &[Vec<f32>], dim: usize) -> Result<Vec<f32>, MatcherError> {
+    let mut mean = vec![0f32; dim];
+    let mut used = 0;
+    for e in embeddings {
+        let e = normalized(name, e, dim)?;
+        if let Some(e) = e {
+            mean.iter_mut().zip(&e).for_each(|(m, x)| *m += x);
+            used += 1;
+        }
+    }
+    if used == 0 || !normalize(&mut mean) {
+        return Err(MatcherError::Empty { label: name.into() });
+    }
+    Ok(mean)
+}
+
+/// `e` normalised, `None` when it is zero; an error when its width is not `dim`.
+fn normalized(name: &str, e: &[f32], dim: usize) -> Result<Option<Vec<f32>>, MatcherError> {
+    if e.len() != dim {
+        return Err(MatcherError::Dim {
+            label: name.into(),
+            got: e.len(),
+            dim,
+        });
+    }
+    let mut e = e.to_vec();
+    Ok(normalize(&mut e).then_some(e))
+}
+
+/// Per label: the vocabulary rows that describe one of its example images best, and better than
+/// the label's own row does.
+fn aliases_of(
+    rows: &[Row],
+    matrix: &[f32],
+    dim: usize,
+    exemplars: &Exemplars,
+    n_labels: usize,
+) -> Vec<Vec<u32>> {
+    let mut aliases = vec![Vec::new(); n_labels];
+    let row = |j: usize| &matrix[j * dim..][..dim];
+    for (image, &(label, positive)) in exemplars.matrix.chunks_exact(dim).zip(&exemplars.owner) {
+        if !positive {
+            continue;
+        }
+        let best = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == RowKind::Vocabulary)
+            .map(|(j, _)| (j, dot(row(j), image)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((j, c)) = best
+            && c > dot(row(label), image)
+            && !aliases[label].contains(&(j as u32))
+        {
+            aliases[label].push(j as u32);
+        }
+    }
+    aliases
+}
+
 impl Matcher {
-    /// Builds a matcher from labels and the embeddings of each label's prompts (one or more each),
-    /// scoring in the [`Storage::for_size`] of its matrix.
+    /// A closed-set matcher: labels (one or more prompt embeddings each) that compete with each
+    /// other only, scored in the [`Storage::for_size`] of their matrix.
     pub fn new(
         entries: Vec<(Label, Vec<Vec<f32>>)>,
+        dim: usize,
+        logit_scale: f32,
+    ) -> Result<Matcher, MatcherError> {
+        Matcher::open_set(entries, OpenSet::closed(), dim, logit_scale)
+    }
+
+    /// An open-set matcher: the labels, the vocabulary, each label's negatives and exemplars
+    /// (see the module comment).
+    pub fn open_set(
+        entries: Vec<(Label, Vec<Vec<f32>>)>,
+        open: OpenSet,
         dim: usize,
         logit_scale: f32,
     ) -> Result<Matcher, MatcherError> {
         if entries.is_empty() {
             return Err(MatcherError::NoLabels);
         }
-        let mut labels = Vec::with_capacity(entries.len());
-        let mut matrix = Vec::with_capacity(entries.len() * dim);
-        for (label, embeddings) in entries {
-            let mut mean = vec![0f32; dim];
-            let mut used = 0;
+        let n_labels = entries.len();
+        let mut labels = Vec::with_capacity(n_labels);
+        let mut rows = Vec::new();
+        let mut matrix = Vec::new();
+        // Every text embedding of the labels, for the synonym test.
+        let mut label_texts: Vec<Vec<f32>> = Vec::new();
+        for (i, (label, embeddings)) in entries.into_iter().enumerate() {
+            matrix.extend(ensemble(&label.name, &embeddings, dim)?);
             for e in &embeddings {
-                if e.len() != dim {
-                    return Err(MatcherError::Dim {
-                        label: label.name.clone(),
-                        got: e.len(),
-                        dim,
-                    });
-                }
-                let mut e = e.clone();
-                if normalize(&mut e) {
-                    mean.iter_mut().zip(&e).for_each(|(m, x)| *m += x);
-                    used += 1;
-                }
+                label_texts.extend(normalized(&label.name, e, dim)?);
             }
-            if used == 0 || !normalize(&mut mean) {
-                return Err(MatcherError::Empty { label: label.name });
-            }
-            matrix.extend_from_slice(&mean);
+            rows.push(Row {
+                kind: RowKind::Label(i),
+                name: label.name.clone(),
+            });
             labels.push(label);
         }
-        let storage = Storage::for_size(labels.len(), dim);
+        let mut synonyms = Vec::new();
+        for (text, e) in &open.vocabulary {
+            let Some(e) = normalized(text, e, dim)? else {
+                continue;
+            };
+            if label_texts
+                .iter()
+                .any(|t| dot(t, &e) >= open.synonym_cosine)
+            {
+                synonyms.push(text.clone());
+                continue;
+            }
+            matrix.extend(e);
+            rows.push(Row {
+                kind: RowKind::Vocabulary,
+                name: text.clone(),
+            });
+        }
+        let mut exemplars = Exemplars {
+            weight: open.exemplar_weight,
+            sharpness: open.exemplar_sharpness,
+            ..Exemplars::default()
+        };
+        for (i, extras) in open.extras.iter().enumerate().take(n_labels) {
+            for (text, e) in &extras.negatives {
+                if let Some(e) = normalized(text, e, dim)? {
+                    matrix.extend(e);
+                    rows.push(Row {
+                        kind: RowKind::Negative(i),
+                        name: text.clone(),
+                    });
+                }
+            }
+            for (images, positive) in [(&extras.images, true), (&extras.negative_images, false)] {
+                for e in images {
+                    if let Some(e) = normalized(&labels[i].name, e, dim)? {
+                        exemplars.matrix.extend(e);
+                        exemplars.owner.push((i, positive));
+                    }
+                }
+            }
+        }
+        let aliases = aliases_of(&rows, &matrix, dim, &exemplars, n_labels);
+        let competitors = (0..n_labels)
+            .map(|i| {
+                rows.iter()
+                    .enumerate()
+                    .filter(|(j, r)| match r.kind {
+                        RowKind::Label(l) => l != i,
+                        RowKind::Vocabulary => !aliases[i].contains(&(*j as u32)),
+                        RowKind::Negative(l) => l == i,
+                    } && *j != i)
+                    .map(|(j, _)| j as u32)
+                    .collect()
+            })
+            .collect();
+        let storage = Storage::for_size(rows.len(), dim);
         Ok(Matcher {
             labels,
+            rows,
             matrix,
             int8: None,
+            competitors,
+            exemplars,
+            synonyms,
+            aliases,
             dim,
             logit_scale,
         }
@@ -418,7 +384,7 @@ impl Matcher {
         self
     }
 
-    /// How the label matrix is scored.
+    /// How the matrix is scored.
     pub fn storage(&self) -> Storage {
         match self.int8 {
             Some(_) => Storage::Int8,
@@ -431,6 +397,31 @@ impl Matcher {
         &self.labels
     }
 
+    /// Every row: the labels first, then the vocabulary kept, then the negatives.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// The vocabulary entries left out because they mean the same as a label.
+    pub fn synonyms(&self) -> &[String] {
+        &self.synonyms
+    }
+
+    /// The vocabulary entries label `i`'s example images made its aliases.
+    pub fn aliases(&self, i: usize) -> impl Iterator<Item = &str> {
+        self.aliases[i]
+            .iter()
+            .map(|&j| self.rows[j as usize].name.as_str())
+    }
+
+    /// How many vocabulary entries compete with the labels.
+    pub fn vocabulary_len(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.kind == RowKind::Vocabulary)
+            .count()
+    }
+
     /// Embedding width.
     pub fn dim(&self) -> usize {
         self.dim
@@ -440,8 +431,7 @@ impl Matcher {
     pub fn score(&self, image: &[f32], out: &mut Scores) {
         assert_eq!(image.len(), self.dim, "image embedding width");
         let n = self.labels.len();
-        out.cos.resize(n, 0.0);
-        out.prob.resize(n, 0.0);
+        out.rows.resize(self.rows.len(), 0.0);
         let norm = dot(image, image).sqrt();
         let inv = if norm > 0.0 && norm.is_finite() {
             1.0 / norm
@@ -450,8 +440,8 @@ impl Matcher {
         };
         match &self.int8 {
             None => {
-                dot_rows(&self.matrix, image, &mut out.cos);
-                out.cos.iter_mut().for_each(|c| *c *= inv);
+                dot_rows(&self.matrix, image, &mut out.rows);
+                out.rows.iter_mut().for_each(|c| *c *= inv);
             }
             Some(rows) if inv > 0.0 => {
                 // The query in i16: its largest |value| maps to query_max(dim).
@@ -466,24 +456,82 @@ impl Matcher {
                         .iter()
                         .map(|x| (x * per_step + 0.5f32.copysign(*x)) as i16),
                 );
-                dot_rows_i8(&rows.values, &rows.sums, &out.query, &mut out.cos);
-                for (c, row_scale) in out.cos.iter_mut().zip(&rows.scales) {
+                dot_rows_i8(&rows.values, &rows.sums, &out.query, &mut out.rows);
+                for (c, row_scale) in out.rows.iter_mut().zip(&rows.scales) {
                     *c *= row_scale * step * inv;
                 }
             }
             // A zero or non-finite image embedding.
-            Some(_) => out.cos.fill(0.0),
+            Some(_) => out.rows.fill(0.0),
         }
-        let max = out.cos.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for (p, &c) in out.prob.iter_mut().zip(&out.cos) {
-            *p = (self.logit_scale * (c - max)).exp();
-            sum += *p;
+        out.cos.clear();
+        out.cos.extend_from_slice(&out.rows[..n]);
+        for (c, aliases) in out.cos.iter_mut().zip(&self.aliases) {
+            for &j in aliases {
+                *c = c.max(out.rows[j as usize]);
+            }
         }
-        out.prob.iter_mut().for_each(|p| *p /= sum);
+        self.add_exemplar_terms(image, inv, out);
+        // Every row's exponential once, relative to the largest score (f64: with CLIP's scale of
+        // 100 a difference of 2 in cosine is exp(-200), below f32's range). The labels' rows
+        // compete with their exemplar terms included.
+        let score_of = |out: &Scores, j: usize| if j < n { out.cos[j] } else { out.rows[j] };
+        let max = (0..self.rows.len())
+            .map(|j| score_of(out, j))
+            .fold(f32::NEG_INFINITY, f32::max);
+        out.exps.clear();
+        for j in 0..self.rows.len() {
+            let e = (f64::from(self.logit_scale) * f64::from(score_of(out, j) - max)).exp();
+            out.exps.push(e);
+        }
+        out.prob.resize(n, 0.0);
+        out.runner_up.resize(n, None);
+        for i in 0..n {
+            let mut best: Option<RunnerUp> = None;
+            let mut sum = 0f64;
+            for &j in &self.competitors[i] {
+                let j = j as usize;
+                sum += out.exps[j];
+                let s = score_of(out, j);
+                if best.is_none_or(|b| s > b.score) {
+                    best = Some(RunnerUp { row: j, score: s });
+                }
+            }
+            let mine = out.exps[i];
+            out.prob[i] = if mine > 0.0 {
+                (mine / (mine + sum)) as f32
+            } else {
+                0.0
+            };
+            out.runner_up[i] = best;
+        }
     }
 
-    /// The best label, background labels included, by cosine.
+    /// Adds each label's exemplar term to `out.cos` (nothing when no label has images).
+    fn add_exemplar_terms(&self, image: &[f32], inv: f32, out: &mut Scores) {
+        let ex = &self.exemplars;
+        if ex.owner.is_empty() {
+            return;
+        }
+        out.exemplars.resize(ex.owner.len(), 0.0);
+        dot_rows(&ex.matrix, image, &mut out.exemplars);
+        let n = self.labels.len();
+        // Per label: the best cosine with a positive and with a negative image.
+        for i in 0..n {
+            let (mut pos, mut neg) = (None::<f32>, None::<f32>);
+            for (&(owner, positive), &c) in ex.owner.iter().zip(&out.exemplars) {
+                if owner != i {
+                    continue;
+                }
+                let slot = if positive { &mut pos } else { &mut neg };
+                *slot = Some(slot.map_or(c * inv, |m| m.max(c * inv)));
+            }
+            let pull = |c: Option<f32>| c.map_or(0.0, |c| (-ex.sharpness * (1.0 - c)).exp());
+            out.cos[i] += ex.weight * (pull(pos) - pull(neg));
+        }
+    }
+
+    /// The best label, background labels included, by score.
     pub fn best(&self, scores: &Scores) -> Option<usize> {
         scores
             .cos

@@ -1,3 +1,4 @@
+use super::kernels::*;
 use super::*;
 use proptest::prelude::*;
 
@@ -306,4 +307,228 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- open-set scoring
+
+const EXEMPLAR_WEIGHT: f32 = 0.3;
+
+/// The config's defaults.
+fn open_defaults() -> OpenSet {
+    OpenSet {
+        synonym_cosine: 0.9,
+        exemplar_weight: EXEMPLAR_WEIGHT,
+        exemplar_sharpness: 5.5,
+        ..OpenSet::closed()
+    }
+}
+
+fn unit(dim: usize, axis: usize) -> Vec<f32> {
+    let mut v = vec![0.0; dim];
+    v[axis] = 1.0;
+    v
+}
+
+/// Labels x (axis 0) and the background (axis 3) of a 4-d space; `vocabulary` added.
+fn open_matcher(vocabulary: Vec<(String, Vec<f32>)>, extras: Vec<LabelExtras>) -> Matcher {
+    Matcher::open_set(
+        vec![
+            (label("x", false), vec![unit(4, 0)]),
+            (label("empty", true), vec![unit(4, 3)]),
+        ],
+        OpenSet {
+            vocabulary,
+            extras,
+            ..open_defaults()
+        },
+        4,
+        20.0,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_nearer_vocabulary_entry_takes_the_probability_from_a_label() {
+    // The frame lies between x and a vocabulary entry "y" (axis 1), nearer to y: closed-set, x
+    // wins against the background; open-set, y takes the mass and is named as the runner-up.
+    let frame = [0.5, 0.8, 0.0, 0.1];
+    let mut closed = Scores::default();
+    open_matcher(vec![], vec![]).score(&frame, &mut closed);
+    assert!(closed.prob[0] > 0.99, "{closed:?}");
+    let m = open_matcher(vec![("y".into(), unit(4, 1))], vec![]);
+    let mut open = Scores::default();
+    m.score(&frame, &mut open);
+    assert!(open.prob[0] < 0.01, "{open:?}");
+    let r = open.runner_up[0].unwrap();
+    assert_eq!(m.rows()[r.row].name, "y");
+    assert_eq!(m.rows()[r.row].kind, RowKind::Vocabulary);
+    assert!((r.score - open.rows[r.row]).abs() < 1e-6);
+    assert_eq!(m.vocabulary_len(), 1);
+}
+
+#[test]
+fn vocabulary_synonyms_of_a_label_are_left_out() {
+    // "x again" is x's own text; "nearly x" has cosine 0.95 with it (above the bound 0.9);
+    // "half x" has 0.6 and competes.
+    let near = vec![0.95, (1.0f32 - 0.95 * 0.95).sqrt(), 0.0, 0.0];
+    let half = vec![0.6, 0.8, 0.0, 0.0];
+    let m = open_matcher(
+        vec![
+            ("x again".into(), unit(4, 0)),
+            ("nearly x".into(), near),
+            ("half x".into(), half),
+            ("the background again".into(), unit(4, 3)),
+        ],
+        vec![],
+    );
+    assert_eq!(
+        m.synonyms(),
+        ["x again", "nearly x", "the background again"]
+    );
+    assert_eq!(m.vocabulary_len(), 1);
+    let mut s = Scores::default();
+    m.score(&unit(4, 0), &mut s);
+    // Against "half x" (cosine 0.6 with the frame) and the background (0): x still wins clearly.
+    let expected = 1.0 / (1.0 + (20.0f32 * -0.4).exp() + (-20.0f32).exp());
+    assert!(
+        (s.prob[0] - expected).abs() < 1e-5,
+        "{} vs {expected}",
+        s.prob[0]
+    );
+}
+
+#[test]
+fn negatives_compete_with_their_own_label_only() {
+    let m = Matcher::open_set(
+        vec![
+            (label("x", false), vec![unit(4, 0)]),
+            (label("z", false), vec![unit(4, 2)]),
+        ],
+        OpenSet {
+            extras: vec![LabelExtras {
+                negatives: vec![("not x".into(), unit(4, 1))],
+                ..LabelExtras::default()
+            }],
+            ..open_defaults()
+        },
+        4,
+        20.0,
+    )
+    .unwrap();
+    assert_eq!(m.rows()[2].kind, RowKind::Negative(0));
+    let mut s = Scores::default();
+    // Near x and its negative, far from z: x loses to its negative, z's probability only
+    // reflects x.
+    m.score(&[0.6, 0.8, 0.0, 0.0], &mut s);
+    assert!(s.prob[0] < 0.05, "{s:?}");
+    assert_eq!(m.rows()[s.runner_up[0].unwrap().row].name, "not x");
+    assert_eq!(s.runner_up[1].unwrap().row, 0);
+    let z_alone = 1.0 / (1.0 + (20.0f32 * 0.6).exp());
+    assert!((s.prob[1] - z_alone).abs() < 1e-6);
+}
+
+#[test]
+fn exemplars_pull_a_label_up_and_negative_images_push_it_down() {
+    // Image embeddings live in their own cone: the frame is an example of x (same as its image)
+    // but its text cosine is only 0.3.
+    let image = vec![0.3, 0.0, 0.954, 0.0];
+    let m = open_matcher(
+        vec![],
+        vec![LabelExtras {
+            images: vec![image.clone()],
+            ..LabelExtras::default()
+        }],
+    );
+    let mut s = Scores::default();
+    m.score(&image, &mut s);
+    // Identical to the example: the full weight is added.
+    assert!((s.cos[0] - (0.3 + EXEMPLAR_WEIGHT)).abs() < 1e-3, "{s:?}");
+    assert!((s.rows[0] - 0.3).abs() < 1e-3);
+    // The same image as a negative example: the weight is taken off.
+    let m = open_matcher(
+        vec![],
+        vec![LabelExtras {
+            negative_images: vec![image.clone()],
+            ..LabelExtras::default()
+        }],
+    );
+    m.score(&image, &mut s);
+    assert!((s.cos[0] - (0.3 - EXEMPLAR_WEIGHT)).abs() < 1e-3, "{s:?}");
+    // A frame far from the example gets almost nothing: A(0) = exp(-5.5).
+    let m = open_matcher(
+        vec![],
+        vec![LabelExtras {
+            images: vec![unit(4, 2)],
+            ..LabelExtras::default()
+        }],
+    );
+    m.score(&unit(4, 1), &mut s);
+    assert!(s.cos[0].abs() < EXEMPLAR_WEIGHT * 0.005, "{s:?}");
+}
+
+proptest! {
+    /// Competitors only take probability away: a label's open-set probability never exceeds its
+    /// closed-set one, the runner-up is the best competitor, and every probability is in [0, 1].
+    #[test]
+    fn competitors_only_lower_a_labels_probability(
+        frame in prop::collection::vec(-1.0f32..1.0, 8),
+        labels in prop::collection::vec(prop::collection::vec(-1.0f32..1.0, 8), 1..4),
+        vocab in prop::collection::vec(prop::collection::vec(-1.0f32..1.0, 8), 0..12),
+    ) {
+        prop_assume!(labels.iter().chain(&vocab).all(|v| v.iter().any(|x| x.abs() > 0.1)));
+        let entries = || -> Vec<(Label, Vec<Vec<f32>>)> {
+            labels.iter().enumerate().map(|(i, e)| (label(&format!("l{i}"), false), vec![e.clone()])).collect()
+        };
+        let closed = Matcher::new(entries(), 8, 30.0).unwrap();
+        let open = Matcher::open_set(
+            entries(),
+            OpenSet {
+                vocabulary: vocab.iter().enumerate().map(|(i, v)| (format!("v{i}"), v.clone())).collect(),
+                ..open_defaults()
+            },
+            8,
+            30.0,
+        ).unwrap();
+        let (mut a, mut b) = (Scores::default(), Scores::default());
+        closed.score(&frame, &mut a);
+        open.score(&frame, &mut b);
+        for i in 0..labels.len() {
+            prop_assert!(b.prob[i] <= a.prob[i] + 1e-5, "label {i}: {} > {}", b.prob[i], a.prob[i]);
+            prop_assert!((0.0..=1.0).contains(&b.prob[i]));
+            if let Some(r) = b.runner_up[i] {
+                let best = (0..open.rows().len()).filter(|&j| j != i).map(|j| b.rows[j]).fold(f32::MIN, f32::max);
+                prop_assert!((r.score - best).abs() < 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_example_image_makes_the_vocabulary_entry_that_describes_it_an_alias() {
+    // x's text (axis 0) is poor; its example image lies near the vocabulary entry "y" (axis 1).
+    // y becomes x's alias: it stops competing with x and lends x its cosine; "z" still competes.
+    let image = vec![0.1, 0.9, 0.0, 0.3];
+    let m = open_matcher(
+        vec![("y".into(), unit(4, 1)), ("z".into(), unit(4, 2))],
+        vec![LabelExtras {
+            images: vec![image.clone()],
+            ..LabelExtras::default()
+        }],
+    );
+    assert_eq!(m.aliases(0).collect::<Vec<_>>(), ["y"]);
+    let mut s = Scores::default();
+    let frame = [0.05, 0.95, 0.1, 0.0];
+    m.score(&frame, &mut s);
+    let norm = frame.iter().map(|x| x * x).sum::<f32>().sqrt();
+    // The cosine is y's (0.95 / |frame|) plus a part of the exemplar term.
+    assert!(s.cos[0] > 0.95 / norm, "{s:?}");
+    assert!(s.prob[0] > 0.99, "{s:?}");
+    assert_ne!(m.rows()[s.runner_up[0].unwrap().row].name, "y");
+    // Without the example, y takes the frame.
+    let plain = open_matcher(
+        vec![("y".into(), unit(4, 1)), ("z".into(), unit(4, 2))],
+        vec![],
+    );
+    plain.score(&frame, &mut s);
+    assert!(s.prob[0] < 0.01, "{s:?}");
 }

@@ -99,7 +99,7 @@ pub struct TextTower {
     pub variants: Vec<Variant>,
 }
 
-/// `[prompts]`: precomputed prompt embeddings shipped with the bundle.
+/// `[prompts]` and `[vocabulary]`: embeddings files shipped with the bundle.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptsRef {
@@ -125,6 +125,9 @@ pub struct Manifest {
     pub text: Option<TextTower>,
     /// Precomputed prompt embeddings, if shipped.
     pub prompts: Option<PromptsRef>,
+    /// The vocabulary: embeddings of many everyday things a camera sees, the competitors of
+    /// open-set scoring (same file format as `prompts`).
+    pub vocabulary: Option<PromptsRef>,
 }
 
 /// A bundle whose manifest parsed, whose files exist and whose fingerprint matches.
@@ -242,6 +245,14 @@ impl Bundle {
         }
     }
 
+    /// The shipped vocabulary file, if any.
+    pub fn vocabulary_file(&self) -> Option<PathBuf> {
+        self.manifest
+            .vocabulary
+            .as_ref()
+            .map(|p| self.file(&p.file))
+    }
+
     /// The shipped prompt embeddings file, if any.
     pub fn prompts_file(&self) -> Option<PathBuf> {
         self.manifest.prompts.as_ref().map(|p| self.file(&p.file))
@@ -311,6 +322,9 @@ impl Bundle {
         }
         if let Some(p) = &m.prompts {
             files.push(("prompts.file", &p.file));
+        }
+        if let Some(p) = &m.vocabulary {
+            files.push(("vocabulary.file", &p.file));
         }
         for (key, rel) in files {
             let full = self.file(rel);

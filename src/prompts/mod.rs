@@ -5,6 +5,7 @@
 //! fingerprint, so an embedding file made with other weights is refused instead of giving
 //! silently wrong scores.
 
+pub mod images;
 pub mod tokenizer;
 
 use std::collections::HashMap;

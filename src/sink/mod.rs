@@ -6,7 +6,7 @@
 //! GPIO pulse timers) runs it on its own thread and never blocks `publish` on the network.
 
 use crate::config::Config;
-use crate::event::{Event, Stats};
+use crate::event::{Event, Snapshot, Stats};
 
 pub mod gpio;
 pub mod mqtt;
@@ -50,6 +50,12 @@ pub trait EventSink: Send {
         Ok(())
     }
 
+    /// Takes an event's snapshot once its file is written (up to `snapshots.window_s` after
+    /// the start event that named it); ignored by default. Like `publish`, it must not block.
+    fn publish_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Flushes and releases the transport; called once at shutdown. Does nothing by default.
     fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -66,11 +72,15 @@ pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn EventSink>>, SinkError>
     }
     if let Some(m) = &config.mqtt {
         let labels: Vec<String> = config.prompts.iter().map(|p| p.label.clone()).collect();
+        let options = mqtt::MqttOptions {
+            snapshots: config.snapshots.enabled,
+            ..mqtt::MqttOptions::default()
+        };
         sinks.push(Box::new(MqttSink::connect(
             m,
             &config.camera.name,
             &labels,
-            mqtt::MqttOptions::default(),
+            options,
         )?));
     }
     if let Some(g) = &config.gpio {

@@ -95,6 +95,8 @@ mod tests {
             frame,
             ts: SystemTime::UNIX_EPOCH,
             latency_ms: 12.5,
+            runner_up: None,
+            snapshot: None,
         }
     }
 

@@ -377,11 +377,18 @@ def text_section(onnx_file: str, precision: str, input_name="input_ids", output_
     }
 
 
+# The comment on bundle.toml's [vocabulary] line (models/BUNDLE.md).
+VOCABULARY_NOTE = "what the labels compete with (open-set scoring)"
+
+
 def write_bundle_toml(folder: Path, name: str, embed_dim: int, logit_scale: float, fingerprint: str,
                       image: dict, image_variants=(), text: dict | None = None, text_variants=(),
-                      comment: str = "", prompts_file: str | None = None):
+                      comment: str = "", prompts_file: str | None = None, vocabulary_file: str | None = None,
+                      vocabulary_note: str = VOCABULARY_NOTE):
     """Write bundle.toml with only the keys BUNDLE.md defines (the loader rejects unknown keys).
-    Variants are (onnx_file, precision) pairs; `prompts_file` adds the [prompts] table."""
+    Variants are (onnx_file, precision) pairs; `prompts_file` adds the [prompts] table,
+    `vocabulary_file` the [vocabulary] table (its header line carries `vocabulary_note` as a
+    comment)."""
     lines = [f"# {line}".rstrip() for line in comment.strip().splitlines()] if comment else []
     lines += [
         f"name = {_toml_value(name)}",
@@ -398,18 +405,24 @@ def write_bundle_toml(folder: Path, name: str, embed_dim: int, logit_scale: floa
             _toml_table(lines, "[[text.variants]]", {"onnx": onnx_file, "precision": precision})
     if prompts_file is not None:
         _toml_table(lines, "[prompts]", {"file": prompts_file})
+    if vocabulary_file is not None:
+        _toml_table(lines, f"{'[vocabulary]':<34}# {vocabulary_note}" if vocabulary_note else "[vocabulary]",
+                    {"file": vocabulary_file})
     (folder / "bundle.toml").write_text("\n".join(lines) + "\n")
 
 
 # The keys models/BUNDLE.md defines, per table (the Rust loader rejects any other).
 BUNDLE_KEYS = {
-    "": {"name", "embed_dim", "logit_scale", "fingerprint", "image", "text", "prompts"},
+    "": {"name", "embed_dim", "logit_scale", "fingerprint", "image", "text", "prompts", "vocabulary"},
     "image": {"onnx", "precision", "input", "output", "height", "width", "resize", "crop",
               "interpolation", "mean", "std", "channel_order", "variants"},
     "text": {"onnx", "precision", "input", "output", "tokenizer", "context_length", "variants"},
     "variants": {"onnx", "precision"},
     "prompts": {"file"},
+    "vocabulary": {"file"},
 }
+# The tables naming an embeddings file (prompts.safetensors' format).
+EMBEDDINGS_TABLES = ("prompts", "vocabulary")
 PRECISIONS = {"fp32", "fp16", "int8-qdq", "int8-dynamic", "int8-static"}
 
 
@@ -426,6 +439,10 @@ def validate_bundle(folder: Path):
         assert not unknown, f"{folder}/bundle.toml: unknown keys {unknown} in {where or 'top level'}"
 
     keys(manifest, BUNDLE_KEYS[""], "")
+    for table in EMBEDDINGS_TABLES:
+        if table in manifest:
+            keys(manifest[table], BUNDLE_KEYS[table], table)
+            assert (folder / manifest[table]["file"]).is_file(), f"{folder}/bundle.toml: [{table}] {manifest[table]}: no such file"
     for tower in ("image", "text"):
         if tower not in manifest:
             continue
@@ -683,12 +700,38 @@ def read_prompt_lines(path: Path) -> list[str]:
     return prompts
 
 
+def read_vocabulary_lines(path: Path) -> list[str]:
+    """A vocabulary list (models/tools/camera-vocabulary.txt's format: read_prompt_lines's), with
+    duplicates refused (case and spacing ignored): one entry twice would count twice in the
+    softmax."""
+    texts = read_prompt_lines(path)
+    seen = {}
+    for t in texts:
+        key = " ".join(t.lower().split())
+        if key in seen:
+            raise ValueError(f"{path}: {t!r} is listed twice (as {seen[key]!r} before); a vocabulary lists "
+                             "each entry once")
+        seen[key] = t
+    return texts
+
+
 def write_prompts(path: Path, texts, embeddings: np.ndarray, fingerprint: str):
     """prompts.safetensors as BUNDLE.md defines it: `embeddings` f32 [P,D], rows L2-normalised;
     metadata fingerprint, prompts (JSON array), dim."""
     emb = l2n(embeddings)
     save_safetensors(Path(path), {"embeddings": emb},
                      {"fingerprint": fingerprint, "prompts": json.dumps(list(texts)), "dim": str(emb.shape[1])})
+
+
+def write_vocabulary(path: Path, folder: Path, manifest: dict, texts, fingerprint: str) -> float:
+    """A vocabulary file (models/BUNDLE.md, [vocabulary]): `texts` embedded by the bundle's default
+    text tower (`manifest["text"]`, files in `folder`) under onnxruntime, written like the prompts
+    (write_prompts). Returns the seconds the embedding took."""
+    t0 = time.time()
+    emb = ort_text_embeds(folder, manifest, texts)
+    seconds = time.time() - t0
+    write_prompts(path, texts, emb, fingerprint)
+    return seconds
 
 
 def read_prompts(path: Path) -> tuple[list[str], np.ndarray, dict]:
@@ -702,12 +745,26 @@ def read_prompts(path: Path) -> tuple[list[str], np.ndarray, dict]:
 
 
 def validate_prompts(folder: Path, manifest: dict):
-    """The [prompts] file exists and carries the bundle's fingerprint and width."""
-    if "prompts" not in manifest:
-        return
-    texts, emb, meta = read_prompts(Path(folder) / manifest["prompts"]["file"])
-    assert meta.get("fingerprint") == manifest["fingerprint"], (meta.get("fingerprint"), manifest["fingerprint"])
-    assert emb.shape == (len(texts), manifest["embed_dim"]) and meta.get("dim") == str(manifest["embed_dim"]), emb.shape
+    """The [prompts] and [vocabulary] files exist, carry the bundle's fingerprint and width, and
+    have unit rows (validate_embeddings_file)."""
+    for table in EMBEDDINGS_TABLES:
+        if table in manifest:
+            validate_embeddings_file(Path(folder) / manifest[table]["file"], manifest, f"[{table}]")
+
+
+def validate_embeddings_file(path: Path, manifest: dict, what: str = ""):
+    """An embeddings file (prompts.safetensors' format: the prompts, a vocabulary) made for the
+    bundle `manifest`: its fingerprint and dim are the bundle's, one unit row per text. Raises
+    AssertionError naming the file."""
+    texts, emb, meta = read_prompts(path)
+    where = f"{path}" + (f" ({what})" if what else "")
+    assert meta.get("fingerprint") == manifest["fingerprint"], (
+        f"{where}: fingerprint {meta.get('fingerprint')}, the bundle's is {manifest['fingerprint']} "
+        "(embedded with other weights: re-embed it with this bundle's text tower)")
+    assert emb.shape == (len(texts), manifest["embed_dim"]) and meta.get("dim") == str(manifest["embed_dim"]), (
+        f"{where}: shape {emb.shape}, dim {meta.get('dim')}; expected {len(texts)} x {manifest['embed_dim']}")
+    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+    assert np.all(np.abs(norms - 1) < 1e-4), f"{where}: rows not L2-normalised (norms {norms.min()}..{norms.max()})"
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

@@ -10,13 +10,16 @@ models/BUNDLE.md) that `edgeclip info` accepts and `edgeclip classify` runs.
               python3 -m edgeclip_tools export --tinyclip ViT-8M-16-Text-3M-YFCC15M --out DIR
               python3 -m edgeclip_tools export --timm fastvit_mci0.apple_mclip --out DIR   # image tower only
             --random-init builds the same architecture with random weights (offline; the
-            embeddings then mean nothing), --prompts FILE adds prompts.safetensors.
+            embeddings then mean nothing), --prompts FILE adds prompts.safetensors; the
+            vocabulary of open-set scoring (models/tools/camera-vocabulary.txt, or --vocabulary
+            FILE; --no-vocabulary for none) goes into vocabulary.safetensors.
   quantize  adds int8 image variants (static QDQ, dynamic; --image-int8 int8-static for the
             calibrated integer form) and a dynamic int8 text tower, keeps
-            fp32 as a variant, re-embeds the prompts:
+            fp32 as a variant, re-embeds the prompts and the vocabulary:
               python3 -m edgeclip_tools quantize --bundle DIR [--calib IMAGE_DIR] --out DIR
   distill   trains a small student image tower on any image folder to the teacher bundle's
-            normalised image embeddings; the teacher's text tower, prompts and fingerprint stay:
+            normalised image embeddings; the teacher's text tower, prompts, vocabulary and
+            fingerprint stay:
               python3 -m edgeclip_tools distill --teacher DIR --images IMAGE_DIR --arch demo-conv --out DIR
   check     the Rust runtime against onnxruntime on a bundle (every image precision, the text
             tower, the prompts file); exit status 1 if they disagree:
@@ -50,6 +53,9 @@ from .nets import CONV_PLAN, conv_bn, cosine_lr
 CHECK_PHOTOS = [REPO / "tests/data/preprocess" / p for p in ("landscape_coffee.png", "portrait_rocket.jpg")]
 CHECK_TEXTS = ["a photo of a person", "an empty scene", "a red car parked in front of a house at night"]
 SEED = 20241128
+# The vocabulary export embeds unless told otherwise (models/BUNDLE.md, [vocabulary]).
+DEFAULT_VOCABULARY = REPO / "models/tools/camera-vocabulary.txt"
+VOCABULARY_FILE = "vocabulary.safetensors"
 
 
 def fail(msg: str):
@@ -420,13 +426,31 @@ def command_line() -> str:
     return "python3 -m edgeclip_tools " + " ".join(sys.argv[1:])
 
 
+def _repo_relative(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def cmd_export(a):
     bt.set_threads()
     out = a.out
     t0 = time.time()
     src = resolve_source(a)
+    vocabulary = None if a.no_vocabulary else (a.vocabulary or DEFAULT_VOCABULARY)
+    if vocabulary is not None and src.text is None:
+        if a.vocabulary:
+            fail("--vocabulary needs a text tower; this source is an image tower alone")
+        log("no vocabulary: an image tower alone has no text tower to embed it with (embed one with the "
+            "matching text model, models/BUNDLE.md)")
+        vocabulary = None
+    vocab_texts = None
+    if vocabulary is not None:  # read first: a bad list fails before the export's work
+        try:
+            vocab_texts = bt.read_vocabulary_lines(vocabulary)
+        except (OSError, ValueError) as e:
+            fail(f"--vocabulary: {e}")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob("*.onnx"), out / "prompts.safetensors", out / "bundle.toml"]:
+    for stale in [*out.glob("*.onnx"), out / "prompts.safetensors", out / VOCABULARY_FILE, out / "bundle.toml"]:
         stale.unlink(missing_ok=True)  # a previous export into the same folder
     log(f"{src.name}: input {src.size} px, {src.resize} + {src.interpolation}, mean {src.mean}, std {src.std}, "
         f"context {src.context_length}, logit scale {src.logit_scale:.2f}; weights: {src.provenance['weights']}")
@@ -477,13 +501,19 @@ def cmd_export(a):
         bt.write_prompts(out / "prompts.safetensors", texts, bt.ort_text_embeds(out, manifest_like, texts), fp)
         prompts_file = "prompts.safetensors"
         log(f"prompts.safetensors: {len(texts)} prompts")
+    vocabulary_file, vocab_s = None, None
+    if vocab_texts is not None:
+        vocab_s = bt.write_vocabulary(out / VOCABULARY_FILE, out, {"text": text_table}, vocab_texts, fp)
+        vocabulary_file = VOCABULARY_FILE
+        log(f"{VOCABULARY_FILE}: {len(vocab_texts)} entries of {vocabulary}, embedded in {vocab_s:.1f} s")
 
     name = a.name or (src.name + (" (random weights)" if src.random_init else ""))
     comment = f"Written by python3 -m edgeclip_tools export: {src.provenance['weights']}."
     if src.random_init:
         comment += "\nRANDOM WEIGHTS: the embeddings mean nothing (a check of the export path only)."
     bt.write_bundle_toml(out, name=name, embed_dim=embed_dim, logit_scale=src.logit_scale, fingerprint=fp,
-                         image=image_table, text=text_table, comment=comment, prompts_file=prompts_file)
+                         image=image_table, text=text_table, comment=comment, prompts_file=prompts_file,
+                         vocabulary_file=vocabulary_file)
     manifest = bt.validate_bundle(out)
     bt.validate_prompts(out, manifest)
 
@@ -506,6 +536,12 @@ def cmd_export(a):
     else:
         card += [f"- no text tower: fingerprint = sha256(visual.onnx)[:16] = `{fp}`; prompt embeddings "
                  "must come from the matching text model"]
+    if vocabulary_file:
+        card += [f"- vocabulary (open-set scoring): `{VOCABULARY_FILE}`, the {len(vocab_texts)} entries of "
+                 f"`{_repo_relative(vocabulary)}` embedded by `textual.onnx` (onnxruntime, 1 thread, "
+                 f"{vocab_s:.1f} s)"]
+    elif text_table:
+        card += ["- no vocabulary (`--no-vocabulary`): labels compete with each other and the background only"]
     card += [f"- logit scale {src.logit_scale:.4f}", "", "## Checks", "",
              f"On {', '.join(Path(p).name for p in photos)} and texts {json.dumps(CHECK_TEXTS)}:", ""]
     card += [f"- {tower}: {what}: cosine {', '.join(f'{c:.6f}' for c in cos)}" for tower, what, cos in checks]
@@ -585,7 +621,8 @@ def cmd_quantize(a):
         log("edgeclip binary not found: the int8 image towers are not checked with the runtime "
             "(build it, then run `python3 -m edgeclip_tools check`)")
     else:
-        # A temporary bundle.toml naming every file, so the runtime can load each precision.
+        # A temporary bundle.toml naming every file, so the runtime can load each precision
+        # (without the prompts and the vocabulary: their fingerprint may be about to change).
         _write_manifest(out, m, image_files, img_fp32, _text_files_after(m, made_txt), "fp32",
                         bt.tower_precisions(m, "text")[0] if "text" in m else None, prompts=False)
         for p in list(image_files):
@@ -624,19 +661,28 @@ def cmd_quantize(a):
         text_default = a.text_default if a.text_default in text_files else bt.tower_precisions(m, "text")[0]
     fp = _write_manifest(out, m, image_files, image_files[choice], text_files,
                          choice, text_default, prompts=True, name=a.name)
-    # Prompts: re-embedded with the new default text tower (its hash is the new fingerprint).
+    # Prompts and vocabulary: re-embedded with the new default text tower (its hash is the new
+    # fingerprint); the vocabulary once when it is the prompts file (the demo's).
     m2 = bt.read_manifest(out)
-    if "prompts" in m and fp == m["fingerprint"]:
-        log("prompts: the default text tower is unchanged; prompts.safetensors kept as it is")
-    elif "prompts" in m:
-        texts, old, _ = bt.read_prompts(src / m["prompts"]["file"])
+    redone = set()
+    for table in bt.EMBEDDINGS_TABLES:
+        if table not in m or m[table]["file"] in redone:
+            continue
+        file = m[table]["file"]
+        redone.add(file)
+        if fp == m["fingerprint"]:
+            log(f"{table}: the default text tower is unchanged; {file} kept as it is")
+            continue
+        texts, old, _ = bt.read_prompts(src / file)
         if "text" in m2:
+            t1 = time.time()
             new = bt.ort_text_embeds(out, m2, texts)
-            log(f"prompts: {len(texts)} re-embedded with the {text_default} text tower; cosine to the old "
-                f"embeddings: mean {cosine_rows(new, old).mean():.5f}, min {cosine_rows(new, old).min():.5f}")
+            log(f"{table}: {len(texts)} texts of {file} re-embedded with the {text_default} text tower in "
+                f"{time.time() - t1:.1f} s; cosine to the old embeddings: mean {cosine_rows(new, old).mean():.5f}, "
+                f"min {cosine_rows(new, old).min():.5f}")
         else:
             new = old  # an image-only bundle: same embedding space, re-keyed to the new fingerprint
-        bt.write_prompts(out / m["prompts"]["file"], texts, new, fp)
+        bt.write_prompts(out / file, texts, new, fp)
     text_cos = None
     if "text" in m2 and "int8-dynamic" in text_files and "fp32" in text_files:
         text_cos = cosine_rows(bt.ort_text_embeds(out, m2, CHECK_TEXTS, "int8-dynamic"),
@@ -681,7 +727,8 @@ def _text_files_after(m, made_txt) -> dict:
 
 def _write_manifest(out: Path, m: dict, image_files: dict, image_default_file: str, text_files: dict,
                     image_default: str, text_default: str | None, prompts: bool, name: str | None = None) -> str:
-    """bundle.toml for a bundle whose towers come in several files; returns the fingerprint."""
+    """bundle.toml for a bundle whose towers come in several files; returns the fingerprint.
+    `prompts`: keep m's [prompts] and [vocabulary] tables."""
     image = dict(m["image"])
     image.pop("variants", None)
     image["onnx"], image["precision"] = image_default_file, image_default
@@ -698,7 +745,8 @@ def _write_manifest(out: Path, m: dict, image_files: dict, image_default_file: s
                          fingerprint=fp, image=image, image_variants=image_variants, text=text,
                          text_variants=text_variants,
                          comment="Quantized by python3 -m edgeclip_tools quantize (see MODEL_CARD.md).",
-                         prompts_file=m["prompts"]["file"] if prompts and "prompts" in m else None)
+                         prompts_file=m["prompts"]["file"] if prompts and "prompts" in m else None,
+                         vocabulary_file=m["vocabulary"]["file"] if prompts and "vocabulary" in m else None)
     return fp
 
 
@@ -892,8 +940,9 @@ def cmd_distill(a):
     text_files = {p: bt.tower_file(t, "text", p)[0] for p in bt.tower_precisions(t, "text")}
     for f in text_files.values():
         shutil.copy2(teacher / f, out / f)
-    if "prompts" in t:
-        shutil.copy2(teacher / t["prompts"]["file"], out / t["prompts"]["file"])
+    for table in bt.EMBEDDINGS_TABLES:  # the prompts and vocabulary, made for the same fingerprint
+        if table in t:
+            shutil.copy2(teacher / t[table]["file"], out / t[table]["file"])
     text = dict(t["text"])
     text.pop("variants", None)
     text_variants = [(f, p) for p, f in text_files.items() if p != text["precision"]]
@@ -901,14 +950,15 @@ def cmd_distill(a):
     bt.write_bundle_toml(out, name=name, embed_dim=d, logit_scale=t["logit_scale"], fingerprint=t["fingerprint"],
                          image=s_img, text=text, text_variants=text_variants,
                          comment=f"Distilled by python3 -m edgeclip_tools distill from {t['name']} (see MODEL_CARD.md).",
-                         prompts_file=t["prompts"]["file"] if "prompts" in t else None)
+                         prompts_file=t["prompts"]["file"] if "prompts" in t else None,
+                         vocabulary_file=t["vocabulary"]["file"] if "vocabulary" in t else None)
     m = bt.validate_bundle(out)
     bt.validate_prompts(out, m)
     assert m["fingerprint"] == t["fingerprint"]
 
     card = card_header(name, command_line()) + [
         f"A student image tower distilled from the bundle `{teacher}` ({t['name']}), whose text tower, "
-        f"prompts and fingerprint (`{t['fingerprint']}`) it keeps: its embeddings live in the teacher's space.", "",
+        f"prompts, vocabulary and fingerprint (`{t['fingerprint']}`) it keeps: its embeddings live in the teacher's space.", "",
         "## Training", "",
         f"- student: `{a.arch}` ({STUDENT_ARCHS.get(a.arch, STUDENT_ARCHS['timm:NAME'] if a.arch.startswith('timm:') else '')}), "
         f"{n_params / 1e6:.2f} M parameters, {size} px input, "
@@ -986,6 +1036,15 @@ def run_check(folder: Path, binary: Path, images, texts, min_fp32: float, min_in
                 ok = False
                 line += "   FAIL (stale embeddings?)"
             say(line)
+        if "vocabulary" in m and m["vocabulary"]["file"] != m.get("prompts", {}).get("file"):
+            vtexts, emb, _ = bt.read_prompts(folder / m["vocabulary"]["file"])
+            cos = cosine_rows(emb, bt.ort_text_embeds(folder, m, vtexts))
+            line = (f"  {m['vocabulary']['file']} vs the default text tower (onnxruntime), {len(vtexts)} entries: "
+                    f"min {cos.min():.6f}")
+            if cos.min() < 0.9999:
+                ok = False
+                line += "   FAIL (stale embeddings?)"
+            say(line)
     if "prompts" in m:
         out = bt._run([binary, "classify", "--model", folder, images[0]])
         say("  edgeclip classify with the bundle's prompts:\n    " + "\n    ".join(out.strip().splitlines()[:4]))
@@ -1056,6 +1115,12 @@ def main():
                    help="random weights, same architecture and preprocessing (no download; a check of the "
                         "path, the embeddings mean nothing)")
     p.add_argument("--prompts", type=Path, help="a prompts file (one per line) -> prompts.safetensors")
+    v = p.add_mutually_exclusive_group()
+    v.add_argument("--vocabulary", type=Path, metavar="FILE",
+                   help="the vocabulary of open-set scoring (one entry per line, no duplicates) -> "
+                        f"{VOCABULARY_FILE} (default: models/tools/camera-vocabulary.txt when the source "
+                        "has a text tower)")
+    v.add_argument("--no-vocabulary", action="store_true", help=f"write no {VOCABULARY_FILE}")
     p.add_argument("--check-images", type=Path, nargs="+", help="images for the PyTorch/onnxruntime check")
     p.add_argument("--name", help="bundle name (default: the model's)")
     p.add_argument("--out", type=Path, required=True)

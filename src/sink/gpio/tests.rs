@@ -51,6 +51,8 @@ fn event(kind: EventKind, label: &str) -> Event {
         frame: 0,
         ts: SystemTime::UNIX_EPOCH,
         latency_ms: 0.0,
+        runner_up: None,
+        snapshot: None,
     }
 }
 

@@ -6,9 +6,11 @@
 //! |----------------------|-----------------------------|-------------|----------|
 //! | `P/C/events`         | event JSON                  | `mqtt.qos`  | no       |
 //! | `P/C/L/state`        | `ON` / `OFF`                | `mqtt.qos`  | yes      |
+//! | `P/C/L/snapshot`     | the latest snapshot (JPEG)  | `mqtt.qos`  | yes      |
 //! | `P/availability`     | `online` / `offline` (will) | `mqtt.qos`  | yes      |
 //! | `P/C/stats`          | statistics JSON             | 0           | no       |
 //! | `D/binary_sensor/N/L/config` (discovery) | Home Assistant config | `mqtt.qos` | yes |
+//! | `D/image/N/L/config` (discovery, with snapshots) | Home Assistant config | `mqtt.qos` | yes |
 //!
 //! # Delivery
 //!
@@ -24,7 +26,8 @@
 //!
 //! A worker thread drives rumqttc's [`rumqttc::Connection`]: it reconnects with a capped
 //! exponential backoff, republishes `online`, the discovery configs and the retained state of
-//! every label on each connect, and feeds the queue to rumqttc through a small window of
+//! every label on each connect (and each label's latest snapshot: like a state, only the latest
+//! per label is kept, so a broker that was away gets one JPEG per label), and feeds the queue to rumqttc through a small window of
 //! in-flight messages (smaller than rumqttc's bounded request channel and in-flight limit, so
 //! neither can fill up or collide).
 //!
@@ -45,7 +48,7 @@ use rumqttc::{Client, ConnectionError, Event as MqttEvent, LastWill, Packet, QoS
 
 use super::{EventSink, SinkError};
 use crate::config::{ConfigError, MqttConfig};
-use crate::event::{Event, Stats};
+use crate::event::{Event, Snapshot, Stats};
 
 mod options;
 mod queue;
@@ -157,6 +160,9 @@ pub struct MqttOptions {
     pub close_timeout: Duration,
     /// Most messages handed to rumqttc and not yet acknowledged. Default 32.
     pub window: usize,
+    /// The daemon writes snapshots: Home Assistant discovery (when on) announces an `image`
+    /// entity per label for its snapshot topic. Default off.
+    pub snapshots: bool,
 }
 
 impl Default for MqttOptions {
@@ -167,6 +173,7 @@ impl Default for MqttOptions {
             connect_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(5),
             window: 32,
+            snapshots: false,
         }
     }
 }
@@ -240,6 +247,7 @@ impl MqttSink {
             labels: labels.to_vec(),
             qos: options::qos_of(cfg.qos),
             discovery: cfg.homeassistant_discovery,
+            snapshots: options.snapshots,
             capacity: cfg.queue,
             window,
         });
@@ -382,6 +390,27 @@ impl EventSink for MqttSink {
         if st.queue.offer_stats(payload) {
             sh.flush(&mut st);
         }
+        Ok(())
+    }
+
+    /// Snapshots are state-like: the latest per label is published retained on `P/C/L/snapshot`
+    /// when connected, and again after every reconnect; one not yet sent is replaced.
+    fn publish_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), SinkError> {
+        let sh = &self.shared;
+        let topic = self.topics.snapshot(&snapshot.label);
+        MqttSink::check_size(&topic, &snapshot.jpeg)?;
+        let mut st = sh.lock();
+        if st.finished
+            || !st
+                .queue
+                .offer_snapshot(&snapshot.label, snapshot.jpeg.clone())
+        {
+            return Err(MqttError::Closed {
+                broker: sh.broker.clone(),
+            }
+            .into());
+        }
+        sh.flush(&mut st);
         Ok(())
     }
 
@@ -621,6 +650,8 @@ mod tests {
             frame,
             ts: std::time::SystemTime::UNIX_EPOCH,
             latency_ms: 0.0,
+            runner_up: None,
+            snapshot: None,
         }
     }
 

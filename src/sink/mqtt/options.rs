@@ -13,8 +13,8 @@ use rumqttc::{LastWill, QoS};
 use super::topics::{Topics, id_safe};
 use crate::config::MqttConfig;
 
-/// Largest MQTT packet the sink sends or accepts.
-pub(super) const MAX_PACKET: usize = 256 * 1024;
+/// Largest MQTT packet the sink sends or accepts: room for the JPEG snapshot of a 1080p frame.
+pub(super) const MAX_PACKET: usize = 2 * 1024 * 1024;
 /// rumqttc's in-flight limit; our window stays well below it so packet ids never collide.
 pub(super) const RUMQTTC_INFLIGHT: u16 = 100;
 

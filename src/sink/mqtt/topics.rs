@@ -53,10 +53,23 @@ impl Topics {
         format!("{}/{}/{label}/state", self.prefix, self.camera)
     }
 
+    /// `P/C/L/snapshot`: the label's latest snapshot (JPEG, retained).
+    pub fn snapshot(&self, label: &str) -> String {
+        format!("{}/{}/{label}/snapshot", self.prefix, self.camera)
+    }
+
     /// `D/binary_sensor/N/L/config`, where `N` is the node id (`P_C`, sanitised).
     pub fn discovery(&self, label: &str) -> String {
         format!(
             "{}/binary_sensor/{}/{label}/config",
+            self.discovery_prefix, self.node
+        )
+    }
+
+    /// `D/image/N/L/config`: the discovery topic of the label's snapshot image.
+    pub fn image_discovery(&self, label: &str) -> String {
+        format!(
+            "{}/image/{}/{label}/config",
             self.discovery_prefix, self.node
         )
     }
@@ -72,15 +85,36 @@ impl Topics {
             "payload_off": "OFF",
             "payload_available": "online",
             "payload_not_available": "offline",
-            "device": {
-                "identifiers": [self.node],
-                "name": format!("edgeclip {}", self.camera),
-                "model": "edgeclip",
-                "manufacturer": "edgeclip",
-                "sw_version": env!("CARGO_PKG_VERSION"),
-            },
+            "device": self.device(),
         })
         .to_string()
+    }
+
+    /// The Home Assistant discovery config of one label's snapshot, an `image` entity fed by
+    /// the JPEG on [`Topics::snapshot`].
+    pub fn image_discovery_payload(&self, label: &str) -> String {
+        serde_json::json!({
+            "name": format!("{label} snapshot"),
+            "unique_id": format!("{}_{label}_snapshot", self.node),
+            "image_topic": self.snapshot(label),
+            "content_type": "image/jpeg",
+            "availability_topic": self.availability,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": self.device(),
+        })
+        .to_string()
+    }
+
+    /// The device both entities of a label belong to.
+    fn device(&self) -> serde_json::Value {
+        serde_json::json!({
+            "identifiers": [self.node],
+            "name": format!("edgeclip {}", self.camera),
+            "model": "edgeclip",
+            "manufacturer": "edgeclip",
+            "sw_version": env!("CARGO_PKG_VERSION"),
+        })
     }
 }
 
@@ -95,6 +129,11 @@ mod tests {
         assert_eq!(t.availability, "edgeclip/availability");
         assert_eq!(t.stats, "edgeclip/cam0/stats");
         assert_eq!(t.state("person"), "edgeclip/cam0/person/state");
+        assert_eq!(t.snapshot("person"), "edgeclip/cam0/person/snapshot");
+        assert_eq!(
+            t.image_discovery("person"),
+            "homeassistant/image/edgeclip_cam0/person/config"
+        );
         assert_eq!(
             t.discovery("person"),
             "homeassistant/binary_sensor/edgeclip_cam0/person/config"
@@ -120,5 +159,12 @@ mod tests {
         assert_eq!(v["device"]["manufacturer"], "edgeclip");
         assert_eq!(v["device"]["model"], "edgeclip");
         assert!(v["device"]["name"].as_str().unwrap().contains("cam0"));
+        let image: serde_json::Value =
+            serde_json::from_str(&t.image_discovery_payload("person")).unwrap();
+        assert_eq!(image["image_topic"], "edgeclip/cam0/person/snapshot");
+        assert_eq!(image["content_type"], "image/jpeg");
+        assert_eq!(image["unique_id"], "edgeclip_cam0_person_snapshot");
+        assert_eq!(image["availability_topic"], "edgeclip/availability");
+        assert_eq!(image["device"], v["device"], "one device for both entities");
     }
 }

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..bundle_tools import (image_section, make_fp16, make_int8_dynamic, make_int8_qdq,
+from ..bundle_tools import (VOCABULARY_NOTE, image_section, make_fp16, make_int8_dynamic, make_int8_qdq,
                             make_int8_static, save_safetensors, strip_unused_opsets, text_section,
                             write_bundle_toml)
 from ..clip_common import CLIP_MEAN, CLIP_STD, fingerprint, log, to_tensor
@@ -103,7 +103,9 @@ def cmd_reference(a: argparse.Namespace) -> None:
 
 def write_prompts_and_manifest(bundle: str, logit_scale: float, size: int) -> None:
     """``prompts.safetensors`` (the 49 prompts through the bundle's int8 text tower under
-    onnxruntime, L2-normalised in f32) and ``bundle.toml`` (image tower ``size`` px)."""
+    onnxruntime, L2-normalised in f32) and ``bundle.toml`` (image tower ``size`` px). The
+    vocabulary of open-set scoring is the prompt set itself: the demo's text tower knows only its
+    colour-shape scenes, so a generic camera vocabulary would mean nothing to it."""
     import onnxruntime as ort
     txt8 = f"{bundle}/textual.onnx"
     fp = fingerprint(txt8)
@@ -119,7 +121,8 @@ def write_prompts_and_manifest(bundle: str, logit_scale: float, size: int) -> No
                       image_variants=[("visual.fp32.onnx", "fp32"), ("visual.fp16.onnx", "fp16")],
                       text=text_section("textual.onnx", "int8-dynamic", context_length=CONTEXT),
                       text_variants=[("textual.fp32.onnx", "fp32")],
-                      prompts_file="prompts.safetensors")
+                      prompts_file="prompts.safetensors", vocabulary_file="prompts.safetensors",
+                      vocabulary_note=f"{VOCABULARY_NOTE}: its own prompt set")
 
 
 def cmd_export(a: argparse.Namespace) -> None:

@@ -14,13 +14,18 @@
 //!   and counted.
 //! - [`Queue::next_to_send`] / [`Queue::sent`]: the next message for rumqttc, while fewer than
 //!   `window` messages are in flight: connect-time and best-effort messages first, then the
-//!   accepted events in order, then (once every event is handed over) the labels' states.
+//!   accepted events in order, then (once every event is handed over) the labels' states, then
+//!   their snapshots.
+//! - [`Queue::offer_snapshot`]: a label's latest snapshot (retained). Like a state, only the
+//!   latest per label is kept and delivered, after a reconnect too: memory is one JPEG per
+//!   label.
 //! - [`Queue::written`]: rumqttc wrote a PUBLISH (and gave it its packet id); this completes a
 //!   QoS 0 message.
 //! - [`Queue::acked`]: a PUBACK (QoS 1) or PUBREC (QoS 2) completes the message with that
 //!   packet id. An event leaves the queue once it and every older event are acknowledged.
 //! - [`Queue::connected`]: on every (re)connect: `online`, the discovery configs, the retained
-//!   state of every label, and every unacknowledged event again, in order.
+//!   state of every label, every unacknowledged event again, in order, and every label's latest
+//!   snapshot.
 //! - [`Queue::disconnected`]: whatever was in flight is to be sent again, in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -90,6 +95,8 @@ pub struct Settings {
     pub qos: QoS,
     /// Publish Home Assistant discovery configs on connect.
     pub discovery: bool,
+    /// The daemon writes snapshots: with `discovery`, each label also gets an `image` entity.
+    pub snapshots: bool,
     /// Most accepted events waiting for their acknowledgement (at least 1).
     pub capacity: usize,
     /// Most messages in flight: handed to rumqttc and not yet completed (at least 1).
@@ -134,6 +141,10 @@ pub struct Queue {
     states: BTreeMap<String, bool>,
     /// Labels whose state must be (re)sent once the events are through.
     dirty: BTreeSet<String>,
+    /// The latest snapshot (JPEG) of every label that has one.
+    snapshots: BTreeMap<String, Vec<u8>>,
+    /// Labels whose snapshot must be (re)sent once the states are through.
+    dirty_snapshots: BTreeSet<String>,
     dropped: u64,
     delivered: u64,
 }
@@ -143,6 +154,7 @@ enum Source {
     Control,
     Event,
     State,
+    Snapshot,
 }
 
 impl Queue {
@@ -160,6 +172,8 @@ impl Queue {
             control: VecDeque::new(),
             states,
             dirty: BTreeSet::new(),
+            snapshots: BTreeMap::new(),
+            dirty_snapshots: BTreeSet::new(),
             dropped: 0,
             delivered: 0,
         }
@@ -210,6 +224,18 @@ impl Queue {
         true
     }
 
+    /// Takes `label`'s latest snapshot (a JPEG), to be published retained after the states; it
+    /// replaces one not yet sent. Kept for the next connect when the broker is away; refused
+    /// (`false`) once closing.
+    pub fn offer_snapshot(&mut self, label: &str, jpeg: Vec<u8>) -> bool {
+        if self.closing {
+            return false;
+        }
+        self.snapshots.insert(label.to_owned(), jpeg);
+        self.dirty_snapshots.insert(label.to_owned());
+        true
+    }
+
     /// Where the next message comes from, skipping events acknowledged out of order. `None`
     /// while disconnected, while the window is full, or when nothing waits.
     fn source(&mut self) -> Option<Source> {
@@ -225,7 +251,10 @@ impl Queue {
             }
             self.sent += 1;
         }
-        (!self.dirty.is_empty()).then_some(Source::State)
+        if !self.dirty.is_empty() {
+            return Some(Source::State);
+        }
+        (!self.dirty_snapshots.is_empty()).then_some(Source::Snapshot)
     }
 
     /// The next message to hand to rumqttc, if the window has room. Call [`Queue::sent`] once
@@ -248,6 +277,18 @@ impl Queue {
                 ToSend {
                     tag: Tag::Other,
                     message: self.state_message(label),
+                }
+            }
+            Source::Snapshot => {
+                let label = self.dirty_snapshots.first()?;
+                ToSend {
+                    tag: Tag::Other,
+                    message: Message {
+                        topic: self.settings.topics.snapshot(label),
+                        payload: self.snapshots.get(label)?.clone(),
+                        qos: self.settings.qos,
+                        retain: true,
+                    },
                 }
             }
         })
@@ -277,6 +318,10 @@ impl Queue {
             }
             Some(Source::State) => {
                 self.dirty.pop_first();
+                Tag::Other
+            }
+            Some(Source::Snapshot) => {
+                self.dirty_snapshots.pop_first();
                 Tag::Other
             }
         };
@@ -330,8 +375,8 @@ impl Queue {
         Some(done.tag)
     }
 
-    /// A new session: `online` (unless closing), the discovery configs and every label's
-    /// state are to be sent, and every unacknowledged event again, in order.
+    /// A new session: `online` (unless closing), the discovery configs, every label's state
+    /// and latest snapshot are to be sent, and every unacknowledged event again, in order.
     pub fn connected(&mut self) {
         self.connected = true;
         self.inflight.clear();
@@ -355,9 +400,18 @@ impl Queue {
                     qos,
                     retain: true,
                 });
+                if self.settings.snapshots {
+                    self.control.push_back(Message {
+                        topic: topics.image_discovery(label),
+                        payload: topics.image_discovery_payload(label).into_bytes(),
+                        qos,
+                        retain: true,
+                    });
+                }
             }
         }
         self.dirty = self.states.keys().cloned().collect();
+        self.dirty_snapshots = self.snapshots.keys().cloned().collect();
     }
 
     /// The connection is gone: everything in flight is to be sent again after reconnecting,
@@ -422,9 +476,13 @@ impl Queue {
     }
 
     /// Everything not yet completed: accepted events, connect-time and best-effort messages,
-    /// states to send, and messages in flight.
+    /// states and snapshots to send, and messages in flight.
     pub fn pending(&self) -> usize {
-        self.events.len() + self.control.len() + self.dirty.len() + self.inflight.len()
+        self.events.len()
+            + self.control.len()
+            + self.dirty.len()
+            + self.dirty_snapshots.len()
+            + self.inflight.len()
     }
 
     /// Whether connect-time or best-effort messages wait or anything is in flight (what

@@ -11,6 +11,7 @@ fn settings(qos: QoS, capacity: usize, window: usize, discovery: bool) -> Settin
         labels: LABELS[..2].iter().map(|l| (*l).to_owned()).collect(),
         qos,
         discovery,
+        snapshots: false,
         capacity,
         window,
     }
@@ -748,4 +749,97 @@ proptest! {
         let offered = steps.iter().filter(|s| matches!(s, Step::Accept { .. })).count() as u64;
         prop_assert_eq!(w.accepted.len() as u64 + w.refused, offered);
     }
+}
+
+#[test]
+fn snapshots_go_after_the_states_retained_latest_per_label() {
+    let mut q = queue();
+    connected_and_idle(&mut q);
+    q.accept("person", true, payload(1)).unwrap();
+    assert!(q.offer_snapshot("person", b"\xFF\xD8old".to_vec()));
+    assert!(q.offer_snapshot("person", b"\xFF\xD8new".to_vec()));
+    assert!(q.offer_snapshot("cat", b"\xFF\xD8cat".to_vec()));
+    assert_eq!(
+        q.pending(),
+        1 + 1 + 2,
+        "the event, its state, two snapshots"
+    );
+    let sent = drain(&mut q);
+    assert_eq!(
+        brief(&sent),
+        vec![
+            pair("edgeclip/cam0/events", "{\"frame\":1}"),
+            pair("edgeclip/cam0/person/state", "ON"),
+            pair("edgeclip/cam0/cat/snapshot", "\u{FFFD}\u{FFFD}cat"),
+            pair("edgeclip/cam0/person/snapshot", "\u{FFFD}\u{FFFD}new"),
+        ],
+        "only the latest of a label is sent"
+    );
+    assert!(
+        sent[2..]
+            .iter()
+            .all(|s| s.message.retain && s.tag == Tag::Other)
+    );
+    assert_eq!(ack_all(&mut q, 4).len(), 4);
+    assert_eq!(q.pending(), 0);
+    assert_eq!(q.next_to_send(), None);
+}
+
+#[test]
+fn snapshots_wait_for_the_broker_and_are_sent_again_on_each_connect() {
+    let mut q = queue();
+    assert!(q.offer_snapshot("person", b"\xFF\xD8a".to_vec()));
+    assert_eq!(q.next_to_send(), None, "nothing while disconnected");
+    connected_and_idle(&mut q);
+    q.disconnected();
+    q.connected();
+    let topics: Vec<String> = drain(&mut q)
+        .iter()
+        .map(|s| s.message.topic.clone())
+        .collect();
+    assert_eq!(
+        topics.last().map(String::as_str),
+        Some("edgeclip/cam0/person/snapshot"),
+        "{topics:?}"
+    );
+    // In flight when the connection drops: sent again.
+    q.disconnected();
+    q.connected();
+    let again = drain(&mut q);
+    assert!(
+        again
+            .iter()
+            .any(|s| s.message.topic == "edgeclip/cam0/person/snapshot")
+    );
+    q.close();
+    assert!(
+        !q.offer_snapshot("person", b"\xFF\xD8late".to_vec()),
+        "closing"
+    );
+}
+
+#[test]
+fn discovery_announces_an_image_per_label_when_snapshots_are_on() {
+    let mut with = settings(QoS::AtLeastOnce, 4, 16, true);
+    with.snapshots = true;
+    let mut q = Queue::new(with);
+    q.connected();
+    let topics: Vec<String> = drain(&mut q)
+        .iter()
+        .map(|s| s.message.topic.clone())
+        .collect();
+    for l in ["person", "cat"] {
+        assert!(
+            topics.contains(&format!("homeassistant/image/edgeclip_cam0/{l}/config")),
+            "{topics:?}"
+        );
+    }
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 16, true));
+    q.connected();
+    assert!(
+        !drain(&mut q)
+            .iter()
+            .any(|s| s.message.topic.contains("/image/")),
+        "no image entity without snapshots"
+    );
 }
