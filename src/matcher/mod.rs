@@ -124,7 +124,9 @@ pub struct Scores {
     /// The cosine with every exemplar image (reused).
     exemplars: Vec<f32>,
     /// Every row's softmax term (reused).
-    exps: Vec<f64>,
+    exps: Vec<f32>,
+    /// The best shared rows (reused).
+    top: Vec<u32>,
 }
 
 /// The vocabulary, negatives and exemplars a matcher adds to its labels.
@@ -192,8 +194,14 @@ pub struct Matcher {
     matrix: Vec<f32>,
     /// The same rows in int8 when they are scored that way ([`Storage::Int8`]).
     int8: Option<Int8Rows>,
-    /// Per label: the rows it competes with.
-    competitors: Vec<Vec<u32>>,
+    /// The rows every label competes with (but itself and its aliases): the labels and the
+    /// vocabulary kept, `rows[..shared]`; the negatives follow.
+    shared: usize,
+    /// How many of the best shared rows a frame's scoring keeps apart: enough that each label
+    /// finds its best competitor among them (1 for itself, its aliases, 1 more).
+    top: usize,
+    /// Per label: its negatives' rows.
+    negatives: Vec<Vec<u32>>,
     exemplars: Exemplars,
     /// Vocabulary entries left out as synonyms of a label.
     synonyms: Vec<String>,
@@ -346,26 +354,29 @@ impl Matcher {
             }
         }
         let aliases = aliases_of(&rows, &matrix, dim, &exemplars, n_labels);
-        let competitors = (0..n_labels)
+        let negatives = (0..n_labels)
             .map(|i| {
                 rows.iter()
                     .enumerate()
-                    .filter(|(j, r)| match r.kind {
-                        RowKind::Label(l) => l != i,
-                        RowKind::Vocabulary => !aliases[i].contains(&(*j as u32)),
-                        RowKind::Negative(l) => l == i,
-                    } && *j != i)
+                    .filter(|(_, r)| r.kind == RowKind::Negative(i))
                     .map(|(j, _)| j as u32)
                     .collect()
             })
             .collect();
+        let shared = rows
+            .iter()
+            .take_while(|r| !matches!(r.kind, RowKind::Negative(_)))
+            .count();
+        let top = (2 + aliases.iter().map(Vec::len).max().unwrap_or(0)).min(shared);
         let storage = Storage::for_size(rows.len(), dim);
         Ok(Matcher {
             labels,
             rows,
             matrix,
             int8: None,
-            competitors,
+            shared,
+            top,
+            negatives,
             exemplars,
             synonyms,
             aliases,
@@ -472,34 +483,77 @@ impl Matcher {
             }
         }
         self.add_exemplar_terms(image, inv, out);
-        // Every row's exponential once, relative to the largest score (f64: with CLIP's scale of
-        // 100 a difference of 2 in cosine is exp(-200), below f32's range). The labels' rows
-        // compete with their exemplar terms included.
+        self.softmax(out);
+    }
+
+    /// Each label's open-set probability and runner-up from the scores in `out`.
+    ///
+    /// Linear in the rows: every row's exponential once, then per label the sum over the shared
+    /// rows less its own and its aliases', plus its negatives'. The largest shared rows are kept
+    /// apart (`top` of them) and summed per label, so no label subtracts a dominant term from
+    /// a total (no cancellation), and its runner-up is the best of them it competes with.
+    fn softmax(&self, out: &mut Scores) {
+        let n = self.labels.len();
+        // The labels' rows compete with their exemplar terms included.
         let score_of = |out: &Scores, j: usize| if j < n { out.cos[j] } else { out.rows[j] };
-        let max = (0..self.rows.len())
+        let max = (0..self.shared)
             .map(|j| score_of(out, j))
             .fold(f32::NEG_INFINITY, f32::max);
+        // Relative to the largest shared score, a shared row's exponential is at most 1 and a
+        // label's own too; only a negative can be larger (capped: its label's probability is 0
+        // to f32 precision then).
         out.exps.clear();
         for j in 0..self.rows.len() {
-            let e = (f64::from(self.logit_scale) * f64::from(score_of(out, j) - max)).exp();
-            out.exps.push(e);
+            let x = (self.logit_scale * (score_of(out, j) - max)).min(80.0);
+            out.exps.push(x.exp());
         }
+        // The `top` best shared rows, best first.
+        out.top.clear();
+        for j in 0..self.shared {
+            let s = score_of(out, j);
+            let at = out
+                .top
+                .iter()
+                .position(|&t| s > score_of(out, t as usize))
+                .unwrap_or(out.top.len());
+            if at < self.top {
+                out.top.insert(at, j as u32);
+                out.top.truncate(self.top);
+            }
+        }
+        let rest: f64 = (0..self.shared)
+            .filter(|j| !out.top.contains(&(*j as u32)))
+            .map(|j| f64::from(out.exps[j]))
+            .sum();
         out.prob.resize(n, 0.0);
         out.runner_up.resize(n, None);
         for i in 0..n {
+            let aliases = self.aliases.get(i).map_or(&[][..], Vec::as_slice);
+            let excluded = |j: u32| j as usize == i || aliases.contains(&j);
+            let mut sum = rest;
+            // Itself and its aliases, where they are in `rest`.
+            for j in std::iter::once(i as u32).chain(aliases.iter().copied()) {
+                if !out.top.contains(&j) {
+                    sum -= f64::from(out.exps[j as usize]);
+                }
+            }
             let mut best: Option<RunnerUp> = None;
-            let mut sum = 0f64;
-            for &j in &self.competitors[i] {
-                let j = j as usize;
-                sum += out.exps[j];
+            let mut consider = |j: usize, sum: &mut f64| {
+                *sum += f64::from(out.exps[j]);
                 let s = score_of(out, j);
                 if best.is_none_or(|b| s > b.score) {
                     best = Some(RunnerUp { row: j, score: s });
                 }
+            };
+            for &t in out.top.iter().filter(|&&t| !excluded(t)) {
+                consider(t as usize, &mut sum);
             }
-            let mine = out.exps[i];
+            for &j in &self.negatives[i] {
+                consider(j as usize, &mut sum);
+            }
+            let mine = f64::from(out.exps[i]);
             out.prob[i] = if mine > 0.0 {
-                (mine / (mine + sum)) as f32
+                (mine / (mine + sum.max(0.0))) as f32
             } else {
                 0.0
             };

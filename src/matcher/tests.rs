@@ -499,6 +499,11 @@ proptest! {
                 let best = (0..open.rows().len()).filter(|&j| j != i).map(|j| b.rows[j]).fold(f32::MIN, f32::max);
                 prop_assert!((r.score - best).abs() < 1e-6);
             }
+            // The softmax over every other row, the long way.
+            let e = |j: usize| (30.0f64 * f64::from(b.rows[j])).exp();
+            let others: f64 = (0..open.rows().len()).filter(|&j| j != i).map(e).sum();
+            let direct = e(i) / (e(i) + others);
+            prop_assert!((f64::from(b.prob[i]) - direct).abs() < 1e-5, "label {i}: {} vs {direct}", b.prob[i]);
         }
     }
 }
