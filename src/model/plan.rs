@@ -243,30 +243,10 @@ fn load_graph(
     input_fact: InferenceFact,
     output: &str,
 ) -> Result<InferenceModel, ModelError> {
-    let onnx = tract_fixes::onnx_parser();
-    let mut proto = onnx
+    let proto = tract_fixes::onnx_parser()
         .proto_model_for_path(path)
         .map_err(graph_err(path, "parsing the ONNX file"))?;
-    if let Some(graph) = proto.graph.as_mut() {
-        let fixed = tract_fixes::unfold_quantized_softmax(graph);
-        if fixed > 0 {
-            log::debug!(
-                "{}: {fixed} Softmax node(s) between DequantizeLinear and QuantizeLinear now read the float logits (tract 0.23 would fold them into a wrong lookup table)",
-                path.display()
-            );
-        }
-    }
-    let dir = path.parent().and_then(|d| d.to_str());
-    let parsed = onnx
-        .parse(&proto, dir)
-        .map_err(graph_err(path, "parsing the ONNX file"))?;
-    if !parsed.unresolved_inputs.is_empty() {
-        return Err(graph_err(path, "parsing the ONNX file")(anyhow::anyhow!(
-            "unresolved inputs {:?}",
-            parsed.unresolved_inputs
-        )));
-    }
-    let mut model = parsed.model;
+    let mut model = parse_proto(path, proto)?;
 
     let names: Vec<String> = model
         .input_outlets()
@@ -297,6 +277,38 @@ fn load_graph(
             message: format!("no output named {output:?}: {e:#}"),
         })?;
     Ok(model)
+}
+
+/// Turns the protobuf of `path` into tract's graph: the protobuf checks and rewrites of
+/// [`tract_fixes`] first, then tract's parser. A malformed graph is an error naming the file
+/// (and the node where the rewrites find it), not a panic.
+fn parse_proto(
+    path: &Path,
+    mut proto: tract_onnx::pb::ModelProto,
+) -> Result<InferenceModel, ModelError> {
+    if let Some(graph) = proto.graph.as_mut() {
+        tract_fixes::check_graph_outputs(graph)
+            .map_err(graph_err(path, "reading the ONNX graph"))?;
+        let fixed = tract_fixes::unfold_quantized_softmax(graph)
+            .map_err(graph_err(path, "reading the ONNX graph"))?;
+        if fixed > 0 {
+            log::debug!(
+                "{}: {fixed} Softmax node(s) between DequantizeLinear and QuantizeLinear now read the float logits (tract 0.23 would fold them into a wrong lookup table)",
+                path.display()
+            );
+        }
+    }
+    let dir = path.parent().and_then(|d| d.to_str());
+    let parsed = tract_fixes::onnx_parser()
+        .parse(&proto, dir)
+        .map_err(graph_err(path, "parsing the ONNX file"))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(graph_err(path, "parsing the ONNX file")(anyhow::anyhow!(
+            "unresolved inputs {:?}",
+            parsed.unresolved_inputs
+        )));
+    }
+    Ok(parsed.model)
 }
 
 /// Checks a concrete input shape the graph declares against the one the bundle gives (the
@@ -534,5 +546,135 @@ mod tests {
         );
         let after = std::fs::metadata(&left[0]).unwrap().modified().unwrap();
         assert_eq!(after, old);
+    }
+
+    /// A one-input graph (`x`, float [1, 4]) of `nodes`, its output `y`.
+    fn model_of(nodes: Vec<tract_onnx::pb::NodeProto>) -> tract_onnx::pb::ModelProto {
+        use tract_onnx::pb::*;
+        let value = |name: &str| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(TensorShapeProto {
+                        dim: [1, 4]
+                            .map(|d| tensor_shape_proto::Dimension {
+                                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .into(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                node: nodes,
+                input: vec![value("x")],
+                output: vec![value("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> tract_onnx::pb::NodeProto {
+        tract_onnx::pb::NodeProto {
+            name: format!("{op}_{}", outputs.first().unwrap_or(&"none")),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Malformed graphs are errors naming the file, not panics: the protobuf rewrites check
+    /// what they index (naming the node), tract checks the rest.
+    #[test]
+    fn malformed_graphs_are_errors_naming_the_file() {
+        let path = Path::new("/models/bad.onnx");
+        let error = |nodes| match parse_proto(path, model_of(nodes)) {
+            Ok(_) => panic!("a malformed graph parsed"),
+            Err(e) => e.to_string(),
+        };
+        // A QuantizeLinear with no inputs in front of DequantizeLinear -> Softmax.
+        let e = error(vec![
+            node("QuantizeLinear", &[], &["q"]),
+            node("DequantizeLinear", &["q", "s", "z"], &["dq"]),
+            node("Softmax", &["dq"], &["y"]),
+        ]);
+        assert!(e.starts_with("/models/bad.onnx: reading the ONNX graph: "), "{e}");
+        assert!(e.contains(r#"node "QuantizeLinear_q" (QuantizeLinear) has no input"#), "{e}");
+        // A graph output nothing produces (tract 0.23.9's parser would panic).
+        let e = error(vec![node("Relu", &["x"], &["z"])]);
+        assert!(e.contains(r#"output "y" is produced by no node"#), "{e}");
+        // Nodes with no inputs, no outputs, an unknown input, an unknown operator; no graph.
+        for nodes in [
+            vec![node("Relu", &[], &["y"])],
+            vec![node("Relu", &["x"], &[])],
+            vec![node("Relu", &["nowhere"], &["y"])],
+            vec![node("Softmax", &["x"], &["y", "extra"]), node("Relu", &["y"], &[])],
+            vec![node("NoSuchOp", &["x"], &["y"])],
+            vec![node("DequantizeLinear", &[], &["y"])],
+        ] {
+            // Some only fail when tract types the graph: `load_graph`'s caller does that next.
+            if let Ok(model) = parse_proto(path, model_of(nodes.clone())) {
+                assert!(model.into_typed().is_err(), "{nodes:?}");
+            }
+        }
+        let mut no_graph = model_of(vec![]);
+        no_graph.graph = None;
+        assert!(parse_proto(path, no_graph).is_err());
+    }
+
+    /// Random damage to the demo image tower's protobuf (nodes losing inputs or outputs,
+    /// inputs renamed, operators swapped for the ones the rewrites follow) gives an error or a
+    /// graph, never a panic, through parsing and typing. Cases: `EDGECLIP_FUZZ_CASES` (64).
+    #[test]
+    fn damaged_onnx_files_do_not_panic() {
+        use proptest::prelude::*;
+        let pristine = tract_fixes::onnx_parser()
+            .proto_model_for_path(demo("visual.fp32.onnx"))
+            .unwrap();
+        let nodes = pristine.graph.as_ref().unwrap().node.len();
+        let cases = std::env::var("EDGECLIP_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        let damage = prop::collection::vec((0..nodes, 0..6u8), 1..4);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&damage, |damage| {
+                let mut proto = pristine.clone();
+                let graph = proto.graph.as_mut().unwrap();
+                for (ix, how) in damage {
+                    let n = &mut graph.node[ix];
+                    match how {
+                        0 => n.input.clear(),
+                        1 => n.output.clear(),
+                        2 => n.input.truncate(1),
+                        3 => n.input.push("nowhere".into()),
+                        4 => n.op_type = "QuantizeLinear".into(),
+                        _ => n.op_type = "Softmax".into(),
+                    }
+                }
+                if let Ok(mut model) = parse_proto(Path::new("visual.onnx"), proto) {
+                    let _ = model.analyse(false);
+                    let _ = model.into_typed();
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }
