@@ -212,15 +212,17 @@ fn frame_decoding_never_panics() {
         prop::sample::select(vec![Interpolation::Bicubic, Interpolation::Bilinear]),
         prop::sample::select(vec![ChannelOrder::Rgb, ChannelOrder::Bgr]),
     )
-        .prop_map(|(height, width, resize, interpolation, channel_order)| Spec {
-            height,
-            width,
-            resize,
-            interpolation,
-            mean: [0.48, 0.46, 0.41],
-            std: [0.27, 0.26, 0.28],
-            channel_order,
-        });
+        .prop_map(
+            |(height, width, resize, interpolation, channel_order)| Spec {
+                height,
+                width,
+                resize,
+                interpolation,
+                mean: [0.48, 0.46, 0.41],
+                std: [0.27, 0.26, 0.28],
+                channel_order,
+            },
+        );
     fuzz("frame decoding", (specs, frames()), |(spec, frame)| {
         let mut pre = Preprocessor::new(spec);
         let mut out = vec![0f32; pre.output_len()];
@@ -268,7 +270,11 @@ fn event_texts() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "[\\[\\]{}\":,0-9a-z.eE+\\- ]{0,200}",
-        edits().prop_map(move |e| String::from_utf8_lossy(&apply(damaged.clone().into_bytes(), &e)).into_owned()),
+        edits().prop_map(move |e| String::from_utf8_lossy(&apply(
+            damaged.clone().into_bytes(),
+            &e
+        ))
+        .into_owned()),
         (field, odd_values).prop_map(move |(field, value)| {
             let v: serde_json::Value = serde_json::from_str(&example).unwrap();
             let mut v = v.as_object().unwrap().clone();

@@ -43,9 +43,18 @@ pub(super) fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto) -> anyhow:
         .iter()
         .map(|i| i.name.as_str())
         .chain(graph.initializer.iter().map(|t| t.name.as_str()))
-        .chain(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)))
+        .chain(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
         .collect();
-    if let Some(missing) = graph.output.iter().find(|o| !known.contains(o.name.as_str())) {
+    if let Some(missing) = graph
+        .output
+        .iter()
+        .find(|o| !known.contains(o.name.as_str()))
+    {
         let graph_name = if graph.name.is_empty() {
             String::new()
         } else {
@@ -132,13 +141,17 @@ pub(super) fn unfold_quantized_softmax(
         // remove the QuantizeLinear -> DequantizeLinear pair after the Softmax instead.
         let softmax_out = first(node, &node.output, "output")?;
         let mut dq_after: Vec<&String> = vec![];
-        for q in graph.node.iter().filter(|q| {
-            q.op_type == "QuantizeLinear" && q.input.first() == Some(softmax_out)
-        }) {
+        for q in graph
+            .node
+            .iter()
+            .filter(|q| q.op_type == "QuantizeLinear" && q.input.first() == Some(softmax_out))
+        {
             let q_out = first(q, &q.output, "output")?;
-            for d in graph.node.iter().filter(|d| {
-                d.op_type == "DequantizeLinear" && d.input.first() == Some(q_out)
-            }) {
+            for d in graph
+                .node
+                .iter()
+                .filter(|d| d.op_type == "DequantizeLinear" && d.input.first() == Some(q_out))
+            {
                 dq_after.push(first(d, &d.output, "output")?);
             }
         }
@@ -167,13 +180,9 @@ fn first<'a>(
     names: &'a [String],
     what: &str,
 ) -> anyhow::Result<&'a String> {
-    names.first().ok_or_else(|| {
-        anyhow::anyhow!(
-            "node {:?} ({}) has no {what}",
-            node.name,
-            node.op_type
-        )
-    })
+    names
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("node {:?} ({}) has no {what}", node.name, node.op_type))
 }
 
 /// Computes at load the column sums of integer weights that tract 0.23.9 would recompute on

@@ -203,8 +203,14 @@ fn malformed_graphs_are_errors_naming_the_file() {
         node("DequantizeLinear", &["q", "s", "z"], &["dq"]),
         node("Softmax", &["dq"], &["y"]),
     ]);
-    assert!(e.starts_with("/models/bad.onnx: reading the ONNX graph: "), "{e}");
-    assert!(e.contains(r#"node "QuantizeLinear_q" (QuantizeLinear) has no input"#), "{e}");
+    assert!(
+        e.starts_with("/models/bad.onnx: reading the ONNX graph: "),
+        "{e}"
+    );
+    assert!(
+        e.contains(r#"node "QuantizeLinear_q" (QuantizeLinear) has no input"#),
+        "{e}"
+    );
     // A graph output nothing produces (tract 0.23.9's parser would panic).
     let e = error(vec![node("Relu", &["x"], &["z"])]);
     assert!(e.contains(r#"output "y" is produced by no node"#), "{e}");
@@ -213,7 +219,10 @@ fn malformed_graphs_are_errors_naming_the_file() {
         vec![node("Relu", &[], &["y"])],
         vec![node("Relu", &["x"], &[])],
         vec![node("Relu", &["nowhere"], &["y"])],
-        vec![node("Softmax", &["x"], &["y", "extra"]), node("Relu", &["y"], &[])],
+        vec![
+            node("Softmax", &["x"], &["y", "extra"]),
+            node("Relu", &["y"], &[]),
+        ],
         vec![node("NoSuchOp", &["x"], &["y"])],
         vec![node("DequantizeLinear", &[], &["y"])],
     ] {
