@@ -90,6 +90,59 @@ pub enum Command {
         #[arg(long)]
         lossless: bool,
     },
+    /// Replay a recording through the daemon's pipeline, frame by frame and none dropped: print
+    /// the events as `run` does and a per-label summary; chart each label's score against its
+    /// threshold.
+    Replay {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The recording (`files:GLOB`, relative to the working folder) instead of
+        /// `camera.source`; a live camera (`v4l2:`, `pipe:`) runs until stopped (Ctrl-C).
+        #[arg(long)]
+        source: Option<String>,
+        /// Also one JSON line per frame: `{"frame","t_s","labels":{LABEL:{"score","prob",
+        /// "state"}},"runner_up":{LABEL:{"label","score","prob"}}}`; the summary goes to stderr.
+        #[arg(long)]
+        json: bool,
+        /// Write a PNG chart: per label, its trigger metric over the frames, the threshold,
+        /// the frames at or above it, the events and the strongest competitor.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The chart's size in pixels (default: 1200 wide, 260 high per label).
+        #[arg(long, value_parser = parse_size)]
+        plot_size: Option<(u32, u32)>,
+    },
+    /// Propose per-label thresholds from quiet footage (no label's object in view) and
+    /// positive examples, aimed at a false-alarm rate; write them as a calibration file for
+    /// `matcher.calibration`. Refuses a label whose quiet and positive scores overlap.
+    Calibrate {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The quiet footage (`files:GLOB`, or a camera) instead of `camera.source`.
+        #[arg(long)]
+        source: Option<String>,
+        /// At most this much footage (`10m`, `1h`); needed to calibrate on a live camera.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// A folder with one subfolder of example images (JPEG, PNG) per label:
+        /// `DIR/<label>/*.jpg`.
+        #[arg(long)]
+        positives: Option<PathBuf>,
+        /// The calibration file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write a PNG of each label's quiet and positive score histograms and its threshold.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The chart's size in pixels (default: 1000 wide, 240 high per label).
+        #[arg(long, value_parser = parse_size)]
+        plot_size: Option<(u32, u32)>,
+        /// The false alarms a day each label may raise on quiet footage.
+        #[arg(long, default_value_t = 1.0)]
+        false_alarms_per_day: f64,
+    },
     /// Prepare the GPU for a bundle at install time: compile tract-cuda's kernels into the
     /// kernel cache and run the image tower once, so that the daemon's start takes seconds
     /// instead of minutes. Run it as the daemon's user, with the daemon's cache folder.
@@ -233,6 +286,60 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run { config, lossless } => run_daemon(&config, lossless),
+        Command::Replay {
+            config,
+            source,
+            json,
+            plot,
+            plot_size,
+        } => {
+            let config = Config::from_file(&config)?;
+            let size = plot_size.unwrap_or((1200, 60 + 260 * config.prompts.len() as u32));
+            let options = crate::replay::ReplayOptions {
+                source,
+                json,
+                plot: plot.map(|p| (p, size)),
+            };
+            crate::replay::replay(
+                &config,
+                &options,
+                &*stop_on_signals()?,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr(),
+            )?;
+            Ok(())
+        }
+        Command::Calibrate {
+            config,
+            source,
+            duration,
+            positives,
+            out,
+            plot,
+            plot_size,
+            false_alarms_per_day,
+        } => {
+            if !(false_alarms_per_day.is_finite() && false_alarms_per_day > 0.0) {
+                bail!("--false-alarms-per-day: must be above 0, got {false_alarms_per_day}");
+            }
+            let config = Config::from_file(&config)?;
+            let size = plot_size.unwrap_or((1000, 40 + 240 * config.prompts.len() as u32));
+            let options = crate::replay::calibrate::CalibrateOptions {
+                source,
+                duration,
+                positives,
+                out,
+                plot: plot.map(|p| (p, size)),
+                false_alarms_per_day,
+            };
+            crate::replay::calibrate::calibrate(
+                &config,
+                &options,
+                &*stop_on_signals()?,
+                &mut std::io::stdout().lock(),
+            )?;
+            Ok(())
+        }
         Command::CheckConfig { config, probe } => check_config(&config, probe),
         Command::Exemplar {
             action:
@@ -268,7 +375,9 @@ pub fn run(cli: Cli) -> Result<()> {
 pub fn kernel_cache_for(cli: &Cli) -> Option<PathBuf> {
     use crate::model::device::kernel_cache_base;
     let (runtime, configured) = match &cli.command {
-        Command::Run { config, .. } => {
+        Command::Run { config, .. }
+        | Command::Replay { config, .. }
+        | Command::Calibrate { config, .. } => {
             let c = Config::from_file(config).ok()?;
             (c.model.runtime, c.model.kernel_cache)
         }
@@ -325,6 +434,24 @@ fn runtime_error(e: crate::model::ModelError) -> anyhow::Error {
         crate::model::ModelError::Runtime { .. } => anyhow::Error::new(e).context("--runtime"),
         e => e.into(),
     }
+}
+
+/// `WIDTHxHEIGHT` in pixels.
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    text.split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT in pixels (1200x800), got {text:?}"))
+}
+
+/// A flag that SIGINT and SIGTERM set: a replay or calibration stops taking frames and
+/// finishes its report.
+fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .with_context(|| format!("installing the handler for signal {signal}"))?;
+    }
+    Ok(stop)
 }
 
 fn run_daemon(path: &Path, lossless: bool) -> Result<()> {

@@ -13,6 +13,7 @@
 //! the module map, and `tests/architecture.rs` checks the rules.
 
 pub mod bench;
+pub mod calibration;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -24,8 +25,10 @@ pub mod mailbox;
 pub mod matcher;
 pub mod model;
 pub mod paths;
+pub mod plot;
 pub mod preprocess;
 pub mod prompts;
+pub mod replay;
 pub mod sink;
 pub mod snapshot;
 pub mod source;

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "preprocess",
             "matcher",
+            "calibration",
             "trigger",
             "mailbox",
             "prompts::tokenizer",
@@ -37,8 +38,11 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("engine", &["model", "prompts"]),
-    ("adapters", &["source", "sink", "snapshot"]),
-    ("orchestration", &["daemon", "doctor", "bench", "exemplar"]),
+    ("adapters", &["source", "sink", "snapshot", "plot"]),
+    (
+        "orchestration",
+        &["daemon", "doctor", "bench", "exemplar", "replay"],
+    ),
     ("face", &["cli"]),
 ];
 

@@ -10,12 +10,15 @@
 
 #[path = "common/scenes.rs"]
 mod scenes;
+#[path = "common/scoring.rs"]
+mod scoring;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use edgeclip::event::{Event, EventKind};
 use scenes::{Background, Colour, Recipe, Role, Shape, Truth, ensure, render_still};
+use scoring::{false_starts, visit_at, visits};
 
 const PROMPTS: [(&str, &str); 4] = [
     ("red_circle", "a photo of a red circle"),
@@ -76,63 +79,6 @@ fn starts(config: &Path) -> Vec<Event> {
         .filter(|l| l.starts_with("{\"type\":\"start\""))
         .map(|l| Event::from_json(l).unwrap())
         .filter(|e| e.kind == EventKind::Start)
-        .collect()
-}
-
-/// One visit of a clip: what passed and in which frames it was in view.
-#[derive(Debug, Clone)]
-struct Visit {
-    prompt: Option<String>,
-    role: Role,
-    colour: String,
-    shape: String,
-    first: u64,
-    last: u64,
-}
-
-fn visits(truth: &Truth) -> Vec<Visit> {
-    let mut out: Vec<(usize, Visit)> = Vec::new();
-    for f in &truth.frames {
-        for o in f.objects.iter().filter(|o| o.in_view) {
-            let frame = u64::from(f.frame);
-            match out.iter_mut().find(|(v, _)| *v == o.visit) {
-                Some((_, v)) => v.last = frame,
-                None => out.push((
-                    o.visit,
-                    Visit {
-                        prompt: o.prompt.clone(),
-                        role: o.role,
-                        colour: o.colour.clone(),
-                        shape: o.shape.clone(),
-                        first: frame,
-                        last: frame,
-                    },
-                )),
-            }
-        }
-    }
-    out.into_iter().map(|(_, v)| v).collect()
-}
-
-/// The visit a start at `frame` belongs to (slack: 10 frames before, 5 after).
-fn visit_at(visits: &[Visit], frame: u64) -> Option<&Visit> {
-    visits
-        .iter()
-        .find(|v| v.first.saturating_sub(10) <= frame && frame <= v.last + 5)
-}
-
-/// Starts of a label outside the visits of its own prompt.
-fn false_starts<'a>(
-    starts: &'a [Event],
-    visits: &[Visit],
-    labels: &[(&str, &str)],
-) -> Vec<&'a Event> {
-    starts
-        .iter()
-        .filter(|e| {
-            let prompt = labels.iter().find(|(l, _)| *l == e.label).unwrap().1;
-            visit_at(visits, e.frame).is_none_or(|v| v.prompt.as_deref() != Some(prompt))
-        })
         .collect()
 }
 

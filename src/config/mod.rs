@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::model::options::{Precision, Runtime};
 
+mod calibration;
 mod read;
 mod read_prompts;
 mod read_snapshots;
@@ -303,6 +304,9 @@ pub struct MatcherConfig {
     pub exemplar_sharpness: f32,
     /// The config's exemplar folder: `LABEL/` and `LABEL/negative/` inside.
     pub exemplars_dir: PathBuf,
+    /// `calibration`: the calibration file whose thresholds were read into the prompts'
+    /// `threshold` (resolved against the config file's folder).
+    pub calibration: Option<PathBuf>,
 }
 
 /// `matcher.vocabulary`.

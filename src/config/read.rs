@@ -29,7 +29,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
     );
     let model = read_model(r, &mut s, base);
     r.finish(s);
-    let prompts = r
+    let mut prompts: Vec<super::PromptConfig> = r
         .tables(
             &mut root,
             key(
@@ -51,6 +51,9 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         key("matcher", "How frames are scored against the prompts."),
     );
     let matcher = read_matcher(r, &mut s, base);
+    if let Some(file) = &matcher.calibration {
+        super::calibration::apply(r, &s, file, matcher.score, &mut prompts);
+    }
     r.finish(s);
     let mut s = r.defaults_table(
         &mut root,

@@ -221,6 +221,20 @@ pub(super) fn read_matcher(r: &mut Reader, s: &mut Section, base: Option<&Path>)
                 PathBuf::from("exemplars"),
             ),
         ),
+        calibration: r
+            .opt::<PathBuf>(
+                s,
+                key(
+                    "calibration",
+                    "A calibration file written by `edgeclip calibrate`: `score` (the metric it \
+                     was made for, which must be `matcher.score`) and a `[thresholds]` table of \
+                     label = threshold. A label's threshold is its own `threshold`, else the \
+                     file's, else `matcher.threshold`; the file and a label's own `threshold` \
+                     must not both set one. Not set: no calibration.",
+                )
+                .example("\"calib.toml\""),
+            )
+            .map(|p| resolve(base, p)),
     }
 }
 

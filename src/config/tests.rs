@@ -775,7 +775,16 @@ fn the_annotated_reference_is_a_valid_config_with_every_key() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let full = Config::from_toml_str(&all, None).unwrap_or_else(|e| panic!("{e}\n{all}"));
+    // The calibration file the example names, with no thresholds (the example prompt sets its
+    // own).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("calib.toml"),
+        "score = \"prob\"\n[thresholds]\n",
+    )
+    .unwrap();
+    let full = Config::from_toml_str(&all, Some(&dir.path().join("edgeclip.toml")))
+        .unwrap_or_else(|e| panic!("{e}\n{all}"));
     assert_eq!(full.model.threads, Some(1));
     assert_eq!(full.mqtt.unwrap().password.as_deref(), Some("secret"));
     for k in reference::keys().iter().filter(|k| k.table.is_none()) {

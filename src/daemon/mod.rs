@@ -20,24 +20,25 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{info, warn};
 
 use crate::config::{Config, ConfigError, ScoreKind};
 use crate::event::Event;
-use crate::matcher::{Matcher, MatcherError};
-use crate::model::{Bundle, Device, ImageEncoder, ModelError, set_threads};
-use crate::preprocess::{Preprocessor, Spec};
+use crate::matcher::MatcherError;
+use crate::model::ModelError;
 use crate::prompts::PromptError;
 use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 
 pub mod labels;
+mod pipeline;
 mod run;
 mod snapshots;
 mod stats;
 
 pub use crate::mailbox::Delivery;
+pub use pipeline::{FrameError, Pipeline, Step};
 pub use snapshots::SnapshotCounts;
 pub use stats::LatencyHistogram;
 
@@ -167,14 +168,10 @@ fn build_bank(config: &Config) -> TriggerBank {
     )
 }
 
-/// The model side of the daemon, loaded once.
+/// The daemon: its config, the [`Pipeline`] it runs every frame through and its snapshots.
 pub struct Daemon {
     config: Config,
-    bundle: Bundle,
-    encoder: ImageEncoder,
-    preprocessor: Preprocessor,
-    matcher: Matcher,
-    bank: TriggerBank,
+    pipeline: Pipeline,
     /// `None` when `snapshots.enabled` is off.
     snapshots: Option<snapshots::Snapshots>,
 }
@@ -183,7 +180,7 @@ impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
             .field("camera", &self.config.camera.name)
-            .field("bundle", &self.bundle.dir())
+            .field("bundle", &self.pipeline.bundle().dir())
             .finish()
     }
 }
@@ -193,45 +190,11 @@ impl Daemon {
     /// embeddings the config names, and checks that the snapshot folder is writable (first: a
     /// folder problem is reported before the model takes its time to load).
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let threads = config.model.threads.unwrap_or(1);
-        set_threads(threads);
         let snapshots = snapshots::Snapshots::open(&config)?;
-        let started = Instant::now();
-        let bundle = Bundle::load(&config.model.bundle).map_err(|error| DaemonError::Bundle {
-            file: config
-                .file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("<memory>")),
-            error,
-        })?;
-        let encoder = ImageEncoder::load_for(&bundle, config.model.precision, config.model.runtime)
-            .map_err(|e| match e {
-                ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
-                e => e.into(),
-            })?;
-        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image));
-        let matcher = labels::build_matcher(&config, &bundle, Some(&encoder))?;
-        let bank = build_bank(&config);
-        let on = match encoder.device() {
-            Device::Cpu => format!("on the CPU with {threads} thread(s)"),
-            Device::Cuda => "on the GPU (CUDA)".to_string(),
-        };
-        info!(
-            "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background",
-            bundle.name(),
-            encoder.path().display(),
-            encoder.precision(),
-            started.elapsed().as_secs_f64() * 1e3,
-            config.prompts.len(),
-            config.matcher.background.len()
-        );
+        let pipeline = Pipeline::new(&config)?;
         Ok(Daemon {
             config,
-            bundle,
-            encoder,
-            preprocessor,
-            matcher,
-            bank,
+            pipeline,
             snapshots,
         })
     }
@@ -262,12 +225,9 @@ impl Daemon {
         config.prompts = new.prompts;
         config.matcher = new.matcher;
         config.trigger = new.trigger;
-        match labels::build_matcher(&config, &self.bundle, Some(&self.encoder)) {
-            Ok(matcher) => {
-                let ends = self.bank.finish(frame);
-                self.matcher = matcher;
+        match self.pipeline.reload(&config, frame) {
+            Ok(ends) => {
                 self.config = config;
-                self.bank = build_bank(&self.config);
                 info!("prompts reloaded: {} labels", self.config.prompts.len());
                 ends
             }

@@ -9,10 +9,9 @@ use log::{info, warn};
 
 use super::stats::{StatsWindow, process_cpu_seconds};
 use super::{Control, Daemon, DaemonError, Delivery, Summary};
-use crate::event::{Event, RunnerUp};
+use crate::event::Event;
 use crate::frame::Frame;
 use crate::mailbox::{Mailbox, Shared};
-use crate::matcher::{Matcher, Scores};
 use crate::sink::EventSink;
 use crate::source::FrameSource;
 use crate::trigger::{FrameStamp, LabelScore};
@@ -98,9 +97,6 @@ impl Daemon {
         let started = Instant::now();
         let mut summary = Summary::default();
         let cpu_at_start = process_cpu_seconds();
-        let mut pixels = vec![0f32; self.preprocessor.output_len()];
-        let mut embedding = vec![0f32; self.encoder.dim()];
-        let mut scores = Scores::default();
         let mut label_scores: Vec<LabelScore> = Vec::with_capacity(self.config.prompts.len());
         let mut stats = StatsWindow::new(started);
         let stats_every = self.config.stats.interval();
@@ -133,32 +129,26 @@ impl Daemon {
                 }
                 break;
             };
-            if let Err(e) = self.preprocessor.frame_to_tensor(&frame, &mut pixels) {
-                summary.bad_frames += 1;
-                warn!("skipping frame {}: {e}", frame.seq);
-                continue;
-            }
-            if let Err(e) = self.encoder.encode_into(&pixels, &mut embedding) {
-                summary.bad_frames += 1;
-                warn!("frame {}: {e}", frame.seq);
-                continue;
-            }
-            self.matcher.score(&embedding, &mut scores);
-            label_scores.clear();
-            label_scores.extend((0..self.config.prompts.len()).map(|i| LabelScore {
-                label: i,
-                score: scores.cos[i],
-                prob: scores.prob[i],
-            }));
-            let latency_ms = frame.captured_at.elapsed().as_secs_f32() * 1e3;
-            last_stamp = FrameStamp {
+            let step = self.pipeline.step(&frame, || FrameStamp {
                 seq: frame.seq,
                 wall: frame.captured_wall,
                 now: frame.captured_at.duration_since(started),
-                latency_ms,
+                latency_ms: frame.captured_at.elapsed().as_secs_f32() * 1e3,
+            });
+            let (mut events, latency_ms) = match step {
+                Ok(step) => {
+                    last_stamp = step.stamp;
+                    (step.events, step.stamp.latency_ms)
+                }
+                Err(e) => {
+                    summary.bad_frames += 1;
+                    warn!("{e}");
+                    continue;
+                }
             };
-            let mut events = self.bank.update(last_stamp, &label_scores);
-            name_runners_up(&self.matcher, &scores, &mut events);
+            // The snapshot hook borrows the daemon whole: the scores go through a reused buffer.
+            label_scores.clear();
+            label_scores.extend_from_slice(self.pipeline.label_scores());
             self.snapshot_step(Some(frame), last_stamp.now, &label_scores, &mut events);
             publish(&mut sinks, &events, &mut summary);
             self.deliver_snapshots(&mut sinks);
@@ -188,7 +178,7 @@ impl Daemon {
         }
 
         control.shutdown.store(true, Ordering::Relaxed);
-        let mut ends = self.bank.finish(last_stamp);
+        let mut ends = self.pipeline.finish(last_stamp);
         self.snapshot_step(None, last_stamp.now, &[], &mut ends);
         publish(&mut sinks, &ends, &mut summary);
         summary.snapshots = self.finish_snapshots(&mut sinks);
@@ -219,19 +209,6 @@ impl Daemon {
             100.0 * summary.cpu_s.unwrap_or(f64::NAN) / summary.wall_s.max(1e-9)
         );
         Ok(summary)
-    }
-}
-
-/// Names each event's runner-up: its label's strongest competitor in the frame just scored.
-fn name_runners_up(matcher: &Matcher, scores: &Scores, events: &mut [Event]) {
-    for e in events {
-        let Some(i) = matcher.labels().iter().position(|l| l.name == e.label) else {
-            continue;
-        };
-        e.runner_up = scores.runner_up[i].map(|r| RunnerUp {
-            label: matcher.rows()[r.row].name.clone(),
-            score: r.score,
-        });
     }
 }
 

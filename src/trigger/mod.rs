@@ -221,6 +221,16 @@ impl TriggerBank {
         self.slots.is_empty()
     }
 
+    /// Which value the thresholds apply to.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The parameters of the label at `index`; `None` for an unknown index.
+    pub fn params(&self, index: usize) -> Option<TriggerParams> {
+        self.slots.get(index).map(|s| *s.trigger.params())
+    }
+
     /// Whether the label at `index` is active; `false` for an unknown index.
     pub fn is_active(&self, index: usize) -> bool {
         self.slots.get(index).is_some_and(|s| s.trigger.is_active())
