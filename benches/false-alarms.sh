@@ -6,7 +6,8 @@
 #
 #   bash benches/false-alarms.sh [--calibration FILE] [RECIPE...]
 #
-# Default recipes: every distractor, target and quiet clip of both splits. Prints a Markdown table.
+# Default recipes: every distractor, target and quiet clip of the tuning, held-out and stress sets
+# (`scenegen list`). Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --no-run --quiet

@@ -5,7 +5,7 @@
 //! scenegen list                                   the recipes of each split
 //! scenegen distractors_temple_1 [--out DIR]       one recipe by name
 //! scenegen quiet --bg raccoon --seed 3 --minutes 2 --fps 5
-//! scenegen tuning | held-out                      every recipe of a split
+//! scenegen tuning | held-out | stress             every recipe of a set
 //! ```
 //!
 //! A recipe goes to `target/scenes/<name>/` (or `--out DIR`) and is rendered only when that
@@ -25,7 +25,7 @@ use scenes::{Background, Recipe, RecipeKind};
 #[command(about = "Render edgeclip's test clips (tests/data/scenes.md)")]
 struct Args {
     /// A recipe name (`distractors_temple_1`), a kind (distractors, quiet, targets, stills),
-    /// `list`, `tuning` or `held-out`.
+    /// `list`, `tuning`, `held-out` or `stress`.
     what: String,
     /// Background, with a kind.
     #[arg(long, default_value = "temple")]
@@ -57,6 +57,7 @@ fn main() -> Result<()> {
             for (split, set) in [
                 ("tuning", scenes::tuning_set()),
                 ("held-out", scenes::held_out_set()),
+                ("stress (held out, reported apart)", scenes::stress_set()),
             ] {
                 println!("{split}:");
                 for r in set {
@@ -73,6 +74,7 @@ fn main() -> Result<()> {
         }
         "tuning" => scenes::tuning_set(),
         "held-out" => scenes::held_out_set(),
+        "stress" => scenes::stress_set(),
         w => vec![recipe(w, &args)?],
     };
     if args.out.is_some() && recipes.len() > 1 {

@@ -544,6 +544,13 @@ fn info(dir: &Path) -> Result<()> {
         }
         None => println!("prompts:      none"),
     }
+    match b.vocabulary_file() {
+        Some(p) => {
+            let e = PromptEmbeddings::load_for(&p, &b)?;
+            println!("vocabulary:   {} ({} entries)", p.display(), e.texts.len());
+        }
+        None => println!("vocabulary:   none (labels compete only with each other)"),
+    }
     Ok(())
 }
 

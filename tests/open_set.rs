@@ -152,7 +152,7 @@ fn three_examples_from_one_clip_make_a_label_fire_on_another() {
         )
         .unwrap();
     }
-    let other = ensure(&Recipe::targets(Background::Hopper, 1)).unwrap();
+    let other = ensure(&Recipe::targets(Background::Raccoon, 1)).unwrap();
     let other_visits = visits(&Truth::load(&other).unwrap());
     let prompts = vec![
         ("thing", "a photo of a pink heart", String::new()),
@@ -193,7 +193,7 @@ fn a_negative_image_stops_a_named_distractor() {
     let colour = Colour::parse(&distractor.colour).unwrap();
     let shape = Shape::parse(&distractor.shape).unwrap();
     let still = dir.path().join("not-this.jpg");
-    render_still(Background::Hopper, colour, shape, 5)
+    render_still(Background::Raccoon, colour, shape, 5)
         .save(&still)
         .unwrap();
     let prompts: Vec<(&str, &str, String)> = PROMPTS
