@@ -14,8 +14,9 @@
 //! EDGECLIP_FUZZ_CASES=200000 cargo test --test fuzz -- --nocapture
 //! ```
 //!
-//! A failure prints the shrunk input; no regression file is written (`failure_persistence` is
-//! off): a found case becomes a unit test next to the code it breaks.
+//! Each run draws a new seed (`PROPTEST_RNG_SEED=N` repeats one). A failure prints the shrunk
+//! input; no regression file is written (`failure_persistence` is off): a found case becomes a
+//! unit test next to the code it breaks, as `frame.rs`'s overflow test did.
 
 mod common;
 
@@ -42,9 +43,9 @@ fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> bool) {
     let accepted = std::cell::Cell::new(0u64);
     let mut runner = TestRunner::new(Config {
         cases: cases(),
+        // A new random seed each run, so that every CI run tries new cases;
+        // PROPTEST_RNG_SEED=N repeats a run.
         failure_persistence: None,
-        // Deterministic by default (CI reruns the same cases); PROPTEST_RNG_SEED varies them.
-        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
         ..Config::default()
     });
     let started = Instant::now();
