@@ -5,7 +5,7 @@
 //! it listens on.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +128,9 @@ impl Event {
     /// "snapshot":"/var/lib/edgeclip/snapshots/cam0/person/2026-11-26T23-59-00.123Z.jpg"}`
     /// (`runner_up` is `null` when the label had no competitor).
     ///
-    /// `ts` is RFC 3339 in UTC with milliseconds. Non-finite floats are written as `null`, and
-    /// so is `snapshot` when there is none.
+    /// `ts` is RFC 3339 in UTC with milliseconds ([`format_timestamp`]: a clock outside the
+    /// years 1970 to 9999 is written as the nearest end of that range). Non-finite floats are
+    /// written as `null`, and so is `snapshot` when there is none.
     pub fn to_json(&self) -> String {
         let wire = EventWire {
             kind: self.kind,
@@ -139,7 +140,7 @@ impl Event {
             score: self.score,
             prob: self.prob,
             frame: self.frame,
-            ts: humantime::format_rfc3339_millis(self.ts).to_string(),
+            ts: format_timestamp(self.ts),
             latency_ms: self.latency_ms,
             runner_up: self.runner_up.clone(),
             snapshot: self.snapshot.as_ref().map(|p| p.to_string_lossy()),
@@ -171,6 +172,26 @@ impl Event {
             snapshot: wire.snapshot.map(|p| PathBuf::from(p.into_owned())),
         })
     }
+}
+
+/// The latest time RFC 3339 can write (its years have four digits): 9999-12-31T23:59:59.999Z.
+const LAST_WRITABLE: Duration = Duration::from_millis(253_402_300_799_999);
+
+/// `ts` in RFC 3339, UTC, with milliseconds (`2026-11-26T23:59:00.123Z`), for every time:
+/// a clock before 1970 is written as `1970-01-01T00:00:00.000Z` and one after the year 9999 as
+/// `9999-12-31T23:59:59.999Z`.
+///
+/// Clamped rather than written as `null` or an error string so that `ts` stays a timestamp every
+/// consumer (and [`Event::from_json`]) can read; a clock that far off is wrong anyway, and the
+/// clamped value says so plainly. humantime alone panics on both: before the epoch
+/// (`format_rfc3339_millis`'s `expect`) and after 9999 (a formatting error `to_string` turns
+/// into a panic).
+pub fn format_timestamp(ts: SystemTime) -> String {
+    let since_epoch = ts
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .min(LAST_WRITABLE);
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + since_epoch).to_string()
 }
 
 /// A written snapshot: the JPEG of an event's best frame, handed to the sinks once the file is
@@ -225,12 +246,13 @@ struct StatsWire<'a> {
 
 impl Stats {
     /// One JSON object: `{"type":"stats","camera":"cam0","ts":"...","capture_fps":15.0,
-    /// "inference_fps":9.8,"p50_ms":80.1,"p95_ms":97.3,"dropped":12,"frames":9876}`.
+    /// "inference_fps":9.8,"p50_ms":80.1,"p95_ms":97.3,"dropped":12,"frames":9876}` (`ts` as
+    /// [`format_timestamp`] writes it).
     pub fn to_json(&self) -> String {
         let wire = StatsWire {
             kind: "stats",
             camera: &self.camera,
-            ts: humantime::format_rfc3339_millis(self.ts).to_string(),
+            ts: format_timestamp(self.ts),
             capture_fps: self.capture_fps,
             inference_fps: self.inference_fps,
             p50_ms: self.p50_ms,
@@ -307,6 +329,40 @@ mod tests {
         let mut e = example();
         e.ts = SystemTime::UNIX_EPOCH + Duration::from_millis(1_500);
         assert!(e.to_json().contains(r#""ts":"1970-01-01T00:00:01.500Z""#));
+    }
+
+    /// Clocks outside what RFC 3339 can write are clamped to 1970 and 9999, in events, stats
+    /// and snapshot names, and the events still read back.
+    #[test]
+    fn timestamps_outside_1970_to_9999_are_clamped_not_a_panic() {
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        let far = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(300_000 * 31_556_952));
+        let mut cases = vec![(before, "1970-01-01T00:00:00.000Z")];
+        // (`None` where the platform's clock cannot hold that time at all.)
+        cases.extend(far.map(|t| (t, "9999-12-31T23:59:59.999Z")));
+        let last = SystemTime::UNIX_EPOCH + LAST_WRITABLE;
+        cases.push((last, "9999-12-31T23:59:59.999Z"));
+        cases.push((last + Duration::from_millis(1), "9999-12-31T23:59:59.999Z"));
+        for (ts, written) in cases {
+            assert_eq!(format_timestamp(ts), written);
+            let mut e = example();
+            e.ts = ts;
+            let json = e.to_json();
+            assert!(json.contains(&format!(r#""ts":"{written}""#)), "{json}");
+            let back = Event::from_json(&json).unwrap();
+            assert_eq!(format_timestamp(back.ts), written);
+            let stats = Stats {
+                camera: "cam0".into(),
+                ts,
+                capture_fps: 1.0,
+                inference_fps: 1.0,
+                p50_ms: 1.0,
+                p95_ms: 1.0,
+                dropped: 0,
+                frames: 0,
+            };
+            assert!(stats.to_json().contains(written));
+        }
     }
 
     #[test]

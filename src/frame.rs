@@ -23,10 +23,12 @@ impl PixelFormat {
     /// The number of bytes a frame of this format and size must have, when the format has a
     /// fixed size (everything but MJPEG).
     pub fn expected_len(self, width: u32, height: u32) -> Option<usize> {
-        let pixels = width as usize * height as usize;
+        // Saturating: a size no buffer can have (a corrupt header, `u32::MAX` sides) is a length
+        // no frame matches, not an overflow.
+        let pixels = (width as usize).saturating_mul(height as usize);
         match self {
-            PixelFormat::Rgb24 => Some(pixels * 3),
-            PixelFormat::Yuyv => Some(pixels * 2),
+            PixelFormat::Rgb24 => Some(pixels.saturating_mul(3)),
+            PixelFormat::Yuyv => Some(pixels.saturating_mul(2)),
             PixelFormat::Grey => Some(pixels),
             PixelFormat::Mjpeg => None,
         }
@@ -50,4 +52,22 @@ pub struct Frame {
     pub captured_at: Instant,
     /// When the frame was captured, on the wall clock (for event timestamps).
     pub captured_wall: SystemTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `tests/fuzz.rs`: a frame claiming `u32::MAX` sides overflowed the size.
+    #[test]
+    fn sizes_no_buffer_can_have_do_not_overflow() {
+        assert_eq!(PixelFormat::Rgb24.expected_len(4, 2), Some(24));
+        assert_eq!(PixelFormat::Yuyv.expected_len(4, 2), Some(16));
+        assert_eq!(PixelFormat::Grey.expected_len(4, 2), Some(8));
+        assert_eq!(PixelFormat::Mjpeg.expected_len(4, 2), None);
+        for format in [PixelFormat::Rgb24, PixelFormat::Yuyv, PixelFormat::Grey] {
+            let len = format.expected_len(u32::MAX, 1_431_655_766).unwrap();
+            assert!(len >= u32::MAX as usize, "{format:?}: {len}");
+        }
+    }
 }

@@ -53,6 +53,21 @@ pub enum PreprocessError {
         /// Bytes received.
         actual: usize,
     },
+    /// A camera JPEG declares more pixels than its bytes can encode: damaged, and decoding it
+    /// would first allocate the declared size (up to 800 MB for 16384 x 16384).
+    #[error(
+        "{what}: declares {width}x{height} pixels in {bytes} bytes, more than a JPEG can encode (a damaged frame)"
+    )]
+    Implausible {
+        /// The frame.
+        what: String,
+        /// The declared width.
+        width: u32,
+        /// The declared height.
+        height: u32,
+        /// The frame's length.
+        bytes: usize,
+    },
     /// An empty image, or one too large to process.
     #[error("{what}: unsupported image size {width}x{height}")]
     Size {
@@ -641,6 +656,18 @@ fn decode_jpeg_into(bytes: &[u8], seq: u64, rgb: &mut RgbImage) -> Result<(), Pr
     let decoder = JpegDecoder::new(Cursor::new(bytes)).map_err(decode_err)?;
     let (w, h) = decoder.dimensions();
     check_size(w, h, &what())?;
+    // A baseline JPEG spends at least 2 bits (a DC and an end-of-block code) on each 8 x 8 block
+    // of each component: at most 256 pixels a byte. A header damaged into a larger size would
+    // have the decoder allocate and fill that size before the data runs out; twice the bound
+    // leaves room (a progressive frame can compress further, but only when it is blank).
+    if u64::from(w) * u64::from(h) > 512 * bytes.len() as u64 {
+        return Err(PreprocessError::Implausible {
+            what: what(),
+            width: w,
+            height: h,
+            bytes: bytes.len(),
+        });
+    }
     let color = decoder.color_type();
     let n = decoder.total_bytes() as usize;
     match color {
@@ -806,5 +833,48 @@ mod tests {
             p.frame_to_tensor(&frame, &mut out),
             Err(PreprocessError::Decode { .. })
         ));
+    }
+
+    /// A camera JPEG whose header was damaged into 16384 x 16384 is refused before the decoder
+    /// allocates 800 MB for it; the frame as it came decodes.
+    #[test]
+    fn a_jpeg_declaring_more_pixels_than_its_bytes_hold_is_refused() {
+        let jpeg = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/clip/frame_0030.jpg"),
+        )
+        .unwrap();
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut damaged = jpeg.clone();
+        damaged[sof + 5..sof + 9].copy_from_slice(&[0x40, 0, 0x40, 0]);
+        let mut p = Preprocessor::new(spec(8));
+        let mut out = vec![0.0; p.output_len()];
+        let mut frame = Frame {
+            data: damaged,
+            width: 640,
+            height: 480,
+            format: PixelFormat::Mjpeg,
+            seq: 4,
+            captured_at: std::time::Instant::now(),
+            captured_wall: std::time::SystemTime::now(),
+        };
+        let error = p.frame_to_tensor(&frame, &mut out).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PreprocessError::Implausible {
+                    width: 16384,
+                    height: 16384,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("MJPEG frame 4: declares 16384x16384 pixels in ")
+        );
+        frame.data = jpeg;
+        p.frame_to_tensor(&frame, &mut out).unwrap();
     }
 }

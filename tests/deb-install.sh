@@ -7,8 +7,8 @@
 # the real system is untouched) entered with chroot in a private mount namespace; run as root.
 # In it: `dpkg -i` (running the package's postinst for real), then checks that the system user
 # exists in the video and gpio groups, that /etc/edgeclip/edgeclip.toml is a conffile readable by
-# that user only, that the unit is installed but not enabled, and that `edgeclip check-config`
-# and `edgeclip classify` work from the installed files as the service user; then `dpkg --purge`.
+# that user only, that the unit (the repo's hardened one) is installed but not enabled, and that
+# `edgeclip check-config` and `edgeclip classify` work from the installed files as the service user; then `dpkg --purge`.
 set -euo pipefail
 deb=$(realpath "${1:?usage: tests/deb-install.sh PACKAGE.deb}")
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,8 +28,9 @@ image=$(ls "$repo"/tests/data/clip/frame_0030.jpg)
 cp "$image" "$work/frame.jpg"
 
 # Everything below runs in a private mount namespace: the mounts vanish with it.
-unshare --mount --propagation private bash -euo pipefail -s "$work" <<'INNER'
+unshare --mount --propagation private bash -euo pipefail -s "$work" "$repo" <<'INNER'
 work=$1
+repo=$2
 root=$work/root
 mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$root"
 mount -t proc proc "$root/proc"
@@ -56,6 +57,11 @@ in_root dpkg-query -W -f='${Conffiles}\n' edgeclip | grep -q /etc/edgeclip/edgec
 [[ ! -e $root/etc/systemd/system/multi-user.target.wants/edgeclip.service ]] \
   || { echo "FAIL: the service is enabled before it is configured"; exit 1; }
 [[ -f $root/usr/lib/udev/rules.d/99-edgeclip-gpio.rules ]] || { echo "FAIL: no udev rule"; exit 1; }
+# The unit tests/unit-security.sh scores is the one installed, its Jetson drop-in beside the examples.
+unit=$root/usr/lib/systemd/system/edgeclip.service
+[[ -f $unit ]] || unit=$root/lib/systemd/system/edgeclip.service
+cmp "$unit" "$repo/firmware-config/edgeclip.service" || { echo "FAIL: the installed unit differs from firmware-config/edgeclip.service"; exit 1; }
+[[ -f $root/usr/share/doc/edgeclip/examples/edgeclip-jetson.conf ]] || { echo "FAIL: no Jetson drop-in"; exit 1; }
 
 echo "== the installed binary, as the service user"
 as_user() { in_root runuser -u edgeclip -- "$@"; }

@@ -243,30 +243,10 @@ fn load_graph(
     input_fact: InferenceFact,
     output: &str,
 ) -> Result<InferenceModel, ModelError> {
-    let onnx = tract_fixes::onnx_parser();
-    let mut proto = onnx
+    let proto = tract_fixes::onnx_parser()
         .proto_model_for_path(path)
         .map_err(graph_err(path, "parsing the ONNX file"))?;
-    if let Some(graph) = proto.graph.as_mut() {
-        let fixed = tract_fixes::unfold_quantized_softmax(graph);
-        if fixed > 0 {
-            log::debug!(
-                "{}: {fixed} Softmax node(s) between DequantizeLinear and QuantizeLinear now read the float logits (tract 0.23 would fold them into a wrong lookup table)",
-                path.display()
-            );
-        }
-    }
-    let dir = path.parent().and_then(|d| d.to_str());
-    let parsed = onnx
-        .parse(&proto, dir)
-        .map_err(graph_err(path, "parsing the ONNX file"))?;
-    if !parsed.unresolved_inputs.is_empty() {
-        return Err(graph_err(path, "parsing the ONNX file")(anyhow::anyhow!(
-            "unresolved inputs {:?}",
-            parsed.unresolved_inputs
-        )));
-    }
-    let mut model = parsed.model;
+    let mut model = parse_proto(path, proto)?;
 
     let names: Vec<String> = model
         .input_outlets()
@@ -297,6 +277,38 @@ fn load_graph(
             message: format!("no output named {output:?}: {e:#}"),
         })?;
     Ok(model)
+}
+
+/// Turns the protobuf of `path` into tract's graph: the protobuf checks and rewrites of
+/// [`tract_fixes`] first, then tract's parser. A malformed graph is an error naming the file
+/// (and the node where the rewrites find it), not a panic.
+fn parse_proto(
+    path: &Path,
+    mut proto: tract_onnx::pb::ModelProto,
+) -> Result<InferenceModel, ModelError> {
+    if let Some(graph) = proto.graph.as_mut() {
+        tract_fixes::check_graph_outputs(graph)
+            .map_err(graph_err(path, "reading the ONNX graph"))?;
+        let fixed = tract_fixes::unfold_quantized_softmax(graph)
+            .map_err(graph_err(path, "reading the ONNX graph"))?;
+        if fixed > 0 {
+            log::debug!(
+                "{}: {fixed} Softmax node(s) between DequantizeLinear and QuantizeLinear now read the float logits (tract 0.23 would fold them into a wrong lookup table)",
+                path.display()
+            );
+        }
+    }
+    let dir = path.parent().and_then(|d| d.to_str());
+    let parsed = tract_fixes::onnx_parser()
+        .parse(&proto, dir)
+        .map_err(graph_err(path, "parsing the ONNX file"))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(graph_err(path, "parsing the ONNX file")(anyhow::anyhow!(
+            "unresolved inputs {:?}",
+            parsed.unresolved_inputs
+        )));
+    }
+    Ok(parsed.model)
 }
 
 /// Checks a concrete input shape the graph declares against the one the bundle gives (the
@@ -394,145 +406,4 @@ fn decluttered_graph(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Bundle;
-    use std::path::PathBuf;
-
-    fn demo(file: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models/demo")
-            .join(file)
-    }
-
-    /// The demo image tower's input side in pixels, as its bundle declares it.
-    fn demo_side() -> usize {
-        Bundle::load(demo("")).unwrap().manifest.image.height as usize
-    }
-
-    /// The demo image tower's output for a fixed image, from a decluttered graph optimized as
-    /// [`cpu_plan`] does.
-    fn run_graph(mut typed: TypedModel) -> Vec<f32> {
-        typed.optimize().unwrap();
-        let plan = typed.into_runnable().unwrap();
-        let side = demo_side();
-        let pixels: Vec<f32> = (0..3 * side * side)
-            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
-            .collect();
-        let input = Tensor::from_shape(&[1, 3, side, side], &pixels).unwrap();
-        let out = plan.run(tvec!(input.into())).unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
-    }
-
-    fn demo_graph(file: &Path, cache: Option<GraphCache>) -> TypedModel {
-        let fact = f32::fact([1, 3, demo_side(), demo_side()]).into();
-        decluttered_graph(
-            file,
-            "pixel_values",
-            fact,
-            "image_embeds",
-            cache,
-            &mut || 0.0,
-        )
-        .unwrap()
-    }
-
-    fn entry(cache: &Path, file: &Path) -> GraphCache {
-        let fact = f32::fact([1, 3, demo_side(), demo_side()]).into();
-        GraphCache::in_folder(cache, file, &fact, "image_embeds").unwrap()
-    }
-
-    /// An fp32 graph is cached on its first load, read back on the next, and computes the same
-    /// values to the bit; a changed model file or a damaged entry sends the load back to ONNX.
-    #[test]
-    fn cached_graphs_compute_what_the_onnx_file_computes() {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("visual.fp32.onnx");
-        std::fs::copy(demo("visual.fp32.onnx"), &model).unwrap();
-        let cache = dir.path().join("cache");
-        let uncached = run_graph(demo_graph(&model, None));
-
-        assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
-        let first = run_graph(demo_graph(&model, Some(entry(&cache, &model))));
-        let Cached::Graph(cached) = entry(&cache, &model).read() else {
-            panic!("the first load did not cache the graph");
-        };
-        assert_eq!(run_graph(cached), uncached);
-        assert_eq!(first, uncached);
-
-        // A damaged entry is ignored, then rewritten by the next load.
-        let tar = entry(&cache, &model).path().to_path_buf();
-        let len = std::fs::metadata(&tar).unwrap().len();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tar)
-            .unwrap()
-            .set_len(len / 2)
-            .unwrap();
-        assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
-        assert_eq!(
-            run_graph(demo_graph(&model, Some(entry(&cache, &model)))),
-            uncached
-        );
-        let Cached::Graph(rewritten) = entry(&cache, &model).read() else {
-            panic!("the damaged entry was not rewritten");
-        };
-        assert_eq!(run_graph(rewritten), uncached);
-
-        // Another modification time: the entry no longer matches.
-        std::fs::File::options()
-            .write(true)
-            .open(&model)
-            .unwrap()
-            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
-            .unwrap();
-        assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
-    }
-
-    /// tract 0.23 cannot write its int8 quantization operators to NNEF: the QDQ graph loads from
-    /// ONNX, leaves no graph in the cache folder, only a stamp marked unwritable, and the next
-    /// load does not try to write it again.
-    #[test]
-    fn int8_graphs_are_not_cached_nor_retried() {
-        let dir = tempfile::tempdir().unwrap();
-        let model = demo("visual.onnx");
-        let uncached = run_graph(demo_graph(&model, None));
-        assert_eq!(
-            run_graph(demo_graph(&model, Some(entry(dir.path(), &model)))),
-            uncached
-        );
-        assert!(matches!(
-            entry(dir.path(), &model).read(),
-            Cached::Unwritable
-        ));
-        let left: Vec<PathBuf> = std::fs::read_dir(dir.path().join("graphs"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(left.len(), 1, "{left:?}");
-        assert!(
-            left[0].extension().is_some_and(|x| x == "stamp"),
-            "{left:?}"
-        );
-
-        // A second load leaves the marker alone: no second attempt rewrites it.
-        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
-        std::fs::File::options()
-            .write(true)
-            .open(&left[0])
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        assert_eq!(
-            run_graph(demo_graph(&model, Some(entry(dir.path(), &model)))),
-            uncached
-        );
-        let after = std::fs::metadata(&left[0]).unwrap().modified().unwrap();
-        assert_eq!(after, old);
-    }
-}
+mod tests;

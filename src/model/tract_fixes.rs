@@ -25,6 +25,58 @@ pub(super) fn onnx_parser() -> tract_onnx::Onnx {
     tract_onnx::onnx().with_ignore_value_info(true)
 }
 
+/// Checks the one thing about a graph's outputs that tract-onnx 0.23.9's parser does not: that
+/// something produces each of them.
+///
+/// `ParsingContext::parse_graph` (tract-onnx `src/model.rs:187`) looks every graph output up with
+/// `outlets_by_name[&*output.name]`, which panics ("no entry found for key") when no node,
+/// graph input or initializer has that name: a damaged or hand-edited file would crash the
+/// daemon instead of failing to load. Here each graph (and each graph inside a node's
+/// attributes: If, Loop, Scan bodies, which tract parses the same way) is checked first, and a
+/// missing producer is an error naming the output.
+///
+/// Drop it when tract-onnx returns an error for an unknown graph output: re-test with this
+/// check turned off by running `plan`'s `malformed_graphs_are_errors_naming_the_file`.
+pub(super) fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto) -> anyhow::Result<()> {
+    let known: std::collections::HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+        .chain(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
+        .collect();
+    if let Some(missing) = graph
+        .output
+        .iter()
+        .find(|o| !known.contains(o.name.as_str()))
+    {
+        let graph_name = if graph.name.is_empty() {
+            String::new()
+        } else {
+            format!(" of graph {:?}", graph.name)
+        };
+        anyhow::bail!(
+            "output {:?}{graph_name} is produced by no node, input or initializer",
+            missing.name
+        );
+    }
+    for node in &graph.node {
+        for attribute in &node.attribute {
+            for sub in attribute.g.iter().chain(&attribute.graphs) {
+                check_graph_outputs(sub).map_err(|e| {
+                    e.context(format!("in node {:?} ({})", node.name, node.op_type))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Works around a tract 0.23.9 bug that makes QDQ attention blocks compute garbage.
 ///
 /// onnxruntime's static QDQ quantizer writes `DequantizeLinear -> Softmax -> QuantizeLinear`
@@ -51,14 +103,19 @@ pub(super) fn onnx_parser() -> tract_onnx::Onnx {
 /// rewrite turned off: `tests/runtime.rs`'s `qdq_softmax_stays_a_softmax` (the six-node repro,
 /// `tests/data/models/softmax-qdq.onnx`) and the QDQ image tower's match with onnxruntime must
 /// still pass.
-pub(super) fn unfold_quantized_softmax(graph: &mut tract_onnx::pb::GraphProto) -> usize {
+///
+/// A malformed graph (a node of the chain without the input or output the rewrite follows) is
+/// an error naming the node, not a panic: this runs on the protobuf before tract checks it.
+pub(super) fn unfold_quantized_softmax(
+    graph: &mut tract_onnx::pb::GraphProto,
+) -> anyhow::Result<usize> {
     use std::collections::HashMap;
     let is_default = |d: &str| d.is_empty() || d == "ai.onnx";
-    let producer: HashMap<String, usize> = graph
+    let producer: HashMap<&str, usize> = graph
         .node
         .iter()
         .enumerate()
-        .flat_map(|(ix, n)| n.output.iter().map(move |o| (o.clone(), ix)))
+        .flat_map(|(ix, n)| n.output.iter().map(move |o| (o.as_str(), ix)))
         .collect();
     let op_of = |name: &str| producer.get(name).map(|&ix| &graph.node[ix]);
     let mut rewires: Vec<(usize, usize, String)> = vec![]; // (node, input slot, new source)
@@ -67,36 +124,37 @@ pub(super) fn unfold_quantized_softmax(graph: &mut tract_onnx::pb::GraphProto) -
         if !matches!(node.op_type.as_str(), "Softmax" | "LogSoftmax") || !is_default(&node.domain) {
             continue;
         }
-        let Some(dq) = node.input.first().and_then(|i| op_of(i.as_str())) else {
+        let Some(dq) = node.input.first().and_then(|i| op_of(i)) else {
             continue;
         };
         if dq.op_type != "DequantizeLinear" {
             continue;
         }
-        if let Some(q) = dq.input.first().and_then(|i| op_of(i.as_str()))
+        if let Some(q) = dq.input.first().and_then(|i| op_of(i))
             && q.op_type == "QuantizeLinear"
         {
-            rewires.push((ix, 0, q.input[0].clone()));
+            rewires.push((ix, 0, first(q, &q.input, "input")?.clone()));
             fixed += 1;
             continue;
         }
         // The DequantizeLinear reads an integer tensor that was not quantized in the graph:
         // remove the QuantizeLinear -> DequantizeLinear pair after the Softmax instead.
-        let softmax_out = &node.output[0];
-        let dq_after: Vec<&String> = graph
+        let softmax_out = first(node, &node.output, "output")?;
+        let mut dq_after: Vec<&String> = vec![];
+        for q in graph
             .node
             .iter()
             .filter(|q| q.op_type == "QuantizeLinear" && q.input.first() == Some(softmax_out))
-            .flat_map(|q| {
-                graph
-                    .node
-                    .iter()
-                    .filter(move |d| {
-                        d.op_type == "DequantizeLinear" && d.input.first() == q.output.first()
-                    })
-                    .map(|d| &d.output[0])
-            })
-            .collect();
+        {
+            let q_out = first(q, &q.output, "output")?;
+            for d in graph
+                .node
+                .iter()
+                .filter(|d| d.op_type == "DequantizeLinear" && d.input.first() == Some(q_out))
+            {
+                dq_after.push(first(d, &d.output, "output")?);
+            }
+        }
         for (cix, consumer) in graph.node.iter().enumerate() {
             for (slot, input) in consumer.input.iter().enumerate() {
                 if dq_after.contains(&input) {
@@ -109,9 +167,22 @@ pub(super) fn unfold_quantized_softmax(graph: &mut tract_onnx::pb::GraphProto) -
         }
     }
     for (ix, slot, source) in rewires {
+        // Both indices come from enumerating the same, unchanged graph.
         graph.node[ix].input[slot] = source;
     }
-    fixed
+    Ok(fixed)
+}
+
+/// The first name of `names` (a node's `input` or `output` list, `what`), or an error naming
+/// the node.
+fn first<'a>(
+    node: &tract_onnx::pb::NodeProto,
+    names: &'a [String],
+    what: &str,
+) -> anyhow::Result<&'a String> {
+    names
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("node {:?} ({}) has no {what}", node.name, node.op_type))
 }
 
 /// Computes at load the column sums of integer weights that tract 0.23.9 would recompute on
@@ -144,14 +215,16 @@ pub(super) fn fold_constant_weight_sums(model: &mut TypedModel) -> TractResult<u
         for node in model.nodes() {
             if !node.op_is::<Reduce>()
                 || node.inputs.len() != 1
-                || node.outputs[0].successors.is_empty()
+                || node.outputs.first().is_none_or(|o| o.successors.is_empty())
             {
                 continue;
             }
             let producer = model.node(node.inputs[0].node);
-            let konst = if producer.op_is::<Cast>() {
+            let konst = if producer.op_is::<Cast>()
+                && let Some(&cast_input) = producer.inputs.first()
+            {
                 model
-                    .outlet_fact(producer.inputs[0])?
+                    .outlet_fact(cast_input)?
                     .konst
                     .clone()
                     .map(|k| (k, Some(producer)))
@@ -302,13 +375,81 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(unfold_quantized_softmax(&mut graph), 2);
+        assert_eq!(unfold_quantized_softmax(&mut graph).unwrap(), 2);
         assert_eq!(inputs_of(&graph, "p1"), ["logits"]);
         assert_eq!(inputs_of(&graph, "out1"), ["dq2", "v"]);
         assert_eq!(inputs_of(&graph, "p3"), ["dq3"]);
         assert_eq!(inputs_of(&graph, "out3"), ["p3", "v"]);
         assert_eq!(inputs_of(&graph, "p5"), ["plain"]);
         assert_eq!(inputs_of(&graph, "out5"), ["p5", "v"]);
+    }
+
+    /// A chain the rewrite follows, with a node missing the input or output it reads: an error
+    /// naming that node, not a panic (these index the protobuf before tract has checked it).
+    #[test]
+    fn malformed_quantized_chains_are_errors_naming_the_node() {
+        let no_output = |op: &str, inputs: &[&str], name: &str| {
+            let mut n = node(op, inputs, name);
+            n.output.clear();
+            n
+        };
+        let cases: Vec<(Vec<NodeProto>, &str)> = vec![
+            // A QuantizeLinear with no inputs feeds DQ -> Softmax.
+            (
+                vec![
+                    node("QuantizeLinear", &[], "q1"),
+                    node("DequantizeLinear", &["q1", "s", "z"], "dq1"),
+                    node("Softmax", &["dq1"], "p1"),
+                ],
+                "node \"q1\" (QuantizeLinear) has no input",
+            ),
+            // A Softmax without an output, after a DQ of an integer input.
+            (
+                vec![
+                    node("DequantizeLinear", &["int8", "s", "z"], "dq"),
+                    no_output("Softmax", &["dq"], "p"),
+                ],
+                "node \"p\" (Softmax) has no output",
+            ),
+            // The QuantizeLinear after the Softmax has no output.
+            (
+                vec![
+                    node("DequantizeLinear", &["int8", "s", "z"], "dq"),
+                    node("Softmax", &["dq"], "p"),
+                    no_output("QuantizeLinear", &["p", "s", "z"], "q"),
+                ],
+                "node \"q\" (QuantizeLinear) has no output",
+            ),
+            // The DequantizeLinear after it has none.
+            (
+                vec![
+                    node("DequantizeLinear", &["int8", "s", "z"], "dq"),
+                    node("Softmax", &["dq"], "p"),
+                    node("QuantizeLinear", &["p", "s", "z"], "q"),
+                    no_output("DequantizeLinear", &["q", "s", "z"], "dq2"),
+                ],
+                "node \"dq2\" (DequantizeLinear) has no output",
+            ),
+        ];
+        for (nodes, message) in cases {
+            let mut graph = GraphProto {
+                node: nodes,
+                ..Default::default()
+            };
+            let error = unfold_quantized_softmax(&mut graph).unwrap_err();
+            assert_eq!(error.to_string(), message);
+        }
+        // Nodes without inputs or outputs that the rewrite does not follow are left to tract.
+        let mut graph = GraphProto {
+            node: vec![
+                no_output("Relu", &[], "r"),
+                node("Softmax", &[], "p"),
+                node("DequantizeLinear", &[], "dq"),
+                node("Softmax", &["dq"], "p2"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(unfold_quantized_softmax(&mut graph).unwrap(), 0);
     }
 
     /// The one-pass weight sum gives what tract's own cast to i32 and `Reducer::Sum` give, for

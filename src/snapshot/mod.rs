@@ -100,11 +100,10 @@ pub fn folder(config: &SnapshotsConfig) -> Result<PathBuf, SnapshotError> {
 }
 
 /// A timestamp as a file name stem: RFC 3339 in UTC with milliseconds, `:` replaced by `-`
-/// (`2026-12-05T11-22-33.123Z`), so names sort in time order.
+/// (`2026-12-05T11-22-33.123Z`), so names sort in time order. A clock outside the years 1970 to
+/// 9999 is clamped to that range ([`crate::event::format_timestamp`]).
 pub fn file_stem(ts: SystemTime) -> String {
-    humantime::format_rfc3339_millis(ts)
-        .to_string()
-        .replace(':', "-")
+    crate::event::format_timestamp(ts).replace(':', "-")
 }
 
 /// The time a [`file_stem`] names, if it is one.

@@ -50,6 +50,16 @@ fn file_names_are_safe_sortable_timestamps() {
 }
 
 #[test]
+fn file_names_of_clocks_outside_1970_to_9999_are_clamped() {
+    let before = std::time::UNIX_EPOCH - Duration::from_secs(1);
+    assert_eq!(file_stem(before), "1970-01-01T00-00-00.000Z");
+    if let Some(far) = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(300_000 * 31_556_952))
+    {
+        assert_eq!(file_stem(far), "9999-12-31T23-59-59.999Z");
+    }
+}
+
+#[test]
 fn the_folder_defaults_to_the_state_folder() {
     let mut c = SnapshotsConfig {
         enabled: true,

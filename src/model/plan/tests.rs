@@ -1,0 +1,281 @@
+//! The plan builders' tests: the graph cache, and malformed or damaged ONNX graphs.
+
+use super::*;
+use crate::model::Bundle;
+use std::path::PathBuf;
+
+fn demo(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/demo")
+        .join(file)
+}
+
+/// The demo image tower's input side in pixels, as its bundle declares it.
+fn demo_side() -> usize {
+    Bundle::load(demo("")).unwrap().manifest.image.height as usize
+}
+
+/// The demo image tower's output for a fixed image, from a decluttered graph optimized as
+/// [`cpu_plan`] does.
+fn run_graph(mut typed: TypedModel) -> Vec<f32> {
+    typed.optimize().unwrap();
+    let plan = typed.into_runnable().unwrap();
+    let side = demo_side();
+    let pixels: Vec<f32> = (0..3 * side * side)
+        .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+        .collect();
+    let input = Tensor::from_shape(&[1, 3, side, side], &pixels).unwrap();
+    let out = plan.run(tvec!(input.into())).unwrap();
+    out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn demo_graph(file: &Path, cache: Option<GraphCache>) -> TypedModel {
+    let fact = f32::fact([1, 3, demo_side(), demo_side()]).into();
+    decluttered_graph(
+        file,
+        "pixel_values",
+        fact,
+        "image_embeds",
+        cache,
+        &mut || 0.0,
+    )
+    .unwrap()
+}
+
+fn entry(cache: &Path, file: &Path) -> GraphCache {
+    let fact = f32::fact([1, 3, demo_side(), demo_side()]).into();
+    GraphCache::in_folder(cache, file, &fact, "image_embeds").unwrap()
+}
+
+/// An fp32 graph is cached on its first load, read back on the next, and computes the same
+/// values to the bit; a changed model file or a damaged entry sends the load back to ONNX.
+#[test]
+fn cached_graphs_compute_what_the_onnx_file_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("visual.fp32.onnx");
+    std::fs::copy(demo("visual.fp32.onnx"), &model).unwrap();
+    let cache = dir.path().join("cache");
+    let uncached = run_graph(demo_graph(&model, None));
+
+    assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
+    let first = run_graph(demo_graph(&model, Some(entry(&cache, &model))));
+    let Cached::Graph(cached) = entry(&cache, &model).read() else {
+        panic!("the first load did not cache the graph");
+    };
+    assert_eq!(run_graph(cached), uncached);
+    assert_eq!(first, uncached);
+
+    // A damaged entry is ignored, then rewritten by the next load.
+    let tar = entry(&cache, &model).path().to_path_buf();
+    let len = std::fs::metadata(&tar).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tar)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
+    assert_eq!(
+        run_graph(demo_graph(&model, Some(entry(&cache, &model)))),
+        uncached
+    );
+    let Cached::Graph(rewritten) = entry(&cache, &model).read() else {
+        panic!("the damaged entry was not rewritten");
+    };
+    assert_eq!(run_graph(rewritten), uncached);
+
+    // Another modification time: the entry no longer matches.
+    std::fs::File::options()
+        .write(true)
+        .open(&model)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    assert!(matches!(entry(&cache, &model).read(), Cached::Missing));
+}
+
+/// tract 0.23 cannot write its int8 quantization operators to NNEF: the QDQ graph loads from
+/// ONNX, leaves no graph in the cache folder, only a stamp marked unwritable, and the next
+/// load does not try to write it again.
+#[test]
+fn int8_graphs_are_not_cached_nor_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo("visual.onnx");
+    let uncached = run_graph(demo_graph(&model, None));
+    assert_eq!(
+        run_graph(demo_graph(&model, Some(entry(dir.path(), &model)))),
+        uncached
+    );
+    assert!(matches!(
+        entry(dir.path(), &model).read(),
+        Cached::Unwritable
+    ));
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path().join("graphs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].extension().is_some_and(|x| x == "stamp"),
+        "{left:?}"
+    );
+
+    // A second load leaves the marker alone: no second attempt rewrites it.
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&left[0])
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(
+        run_graph(demo_graph(&model, Some(entry(dir.path(), &model)))),
+        uncached
+    );
+    let after = std::fs::metadata(&left[0]).unwrap().modified().unwrap();
+    assert_eq!(after, old);
+}
+
+/// A one-input graph (`x`, float [1, 4]) of `nodes`, its output `y`.
+fn model_of(nodes: Vec<tract_onnx::pb::NodeProto>) -> tract_onnx::pb::ModelProto {
+    use tract_onnx::pb::*;
+    let value = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: [1, 4]
+                        .map(|d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .into(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> tract_onnx::pb::NodeProto {
+    tract_onnx::pb::NodeProto {
+        name: format!("{op}_{}", outputs.first().unwrap_or(&"none")),
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Malformed graphs are errors naming the file, not panics: the protobuf rewrites check
+/// what they index (naming the node), tract checks the rest.
+#[test]
+fn malformed_graphs_are_errors_naming_the_file() {
+    let path = Path::new("/models/bad.onnx");
+    let error = |nodes| match parse_proto(path, model_of(nodes)) {
+        Ok(_) => panic!("a malformed graph parsed"),
+        Err(e) => e.to_string(),
+    };
+    // A QuantizeLinear with no inputs in front of DequantizeLinear -> Softmax.
+    let e = error(vec![
+        node("QuantizeLinear", &[], &["q"]),
+        node("DequantizeLinear", &["q", "s", "z"], &["dq"]),
+        node("Softmax", &["dq"], &["y"]),
+    ]);
+    assert!(
+        e.starts_with("/models/bad.onnx: reading the ONNX graph: "),
+        "{e}"
+    );
+    assert!(
+        e.contains(r#"node "QuantizeLinear_q" (QuantizeLinear) has no input"#),
+        "{e}"
+    );
+    // A graph output nothing produces (tract 0.23.9's parser would panic).
+    let e = error(vec![node("Relu", &["x"], &["z"])]);
+    assert!(e.contains(r#"output "y" is produced by no node"#), "{e}");
+    // Nodes with no inputs, no outputs, an unknown input, an unknown operator; no graph.
+    for nodes in [
+        vec![node("Relu", &[], &["y"])],
+        vec![node("Relu", &["x"], &[])],
+        vec![node("Relu", &["nowhere"], &["y"])],
+        vec![
+            node("Softmax", &["x"], &["y", "extra"]),
+            node("Relu", &["y"], &[]),
+        ],
+        vec![node("NoSuchOp", &["x"], &["y"])],
+        vec![node("DequantizeLinear", &[], &["y"])],
+    ] {
+        // Some only fail when tract types the graph: `load_graph`'s caller does that next.
+        if let Ok(model) = parse_proto(path, model_of(nodes.clone())) {
+            assert!(model.into_typed().is_err(), "{nodes:?}");
+        }
+    }
+    let mut no_graph = model_of(vec![]);
+    no_graph.graph = None;
+    assert!(parse_proto(path, no_graph).is_err());
+}
+
+/// Random damage to the demo image tower's protobuf (nodes losing inputs or outputs,
+/// inputs renamed, operators swapped for the ones the rewrites follow) gives an error or a
+/// graph, never a panic, through parsing and typing. Cases: `EDGECLIP_FUZZ_CASES` (64).
+#[test]
+fn damaged_onnx_files_do_not_panic() {
+    use proptest::prelude::*;
+    let pristine = tract_fixes::onnx_parser()
+        .proto_model_for_path(demo("visual.fp32.onnx"))
+        .unwrap();
+    let nodes = pristine.graph.as_ref().unwrap().node.len();
+    let cases = std::env::var("EDGECLIP_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let damage = prop::collection::vec((0..nodes, 0..6u8), 1..4);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&damage, |damage| {
+            let mut proto = pristine.clone();
+            let graph = proto.graph.as_mut().unwrap();
+            for (ix, how) in damage {
+                let n = &mut graph.node[ix];
+                match how {
+                    0 => n.input.clear(),
+                    1 => n.output.clear(),
+                    2 => n.input.truncate(1),
+                    3 => n.input.push("nowhere".into()),
+                    4 => n.op_type = "QuantizeLinear".into(),
+                    _ => n.op_type = "Softmax".into(),
+                }
+            }
+            if let Ok(mut model) = parse_proto(Path::new("visual.onnx"), proto) {
+                let _ = model.analyse(false);
+                let _ = model.into_typed();
+            }
+            Ok(())
+        })
+        .unwrap();
+}
