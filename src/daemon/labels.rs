@@ -15,7 +15,7 @@ use crate::config::{Config, Vocabulary};
 use crate::matcher::{Label, LabelExtras, Matcher, OpenSet};
 use crate::model::{Bundle, ImageEncoder};
 use crate::preprocess::{Preprocessor, Spec};
-use crate::prompts::images::{ExemplarEmbedder, expand, images_in, read_cache};
+use crate::prompts::images::{ExemplarEmbedder, expand, images_in};
 use crate::prompts::{PromptEmbedder, PromptEmbeddings};
 
 fn prompt_cache(bundle: &Bundle) -> Option<PathBuf> {
@@ -267,16 +267,16 @@ fn embed_exemplars(
         ));
     };
     let cache = exemplar_cache(bundle, encoder);
-    let known = match &cache {
-        Some(path) => {
-            let (known, problem) = read_cache(path, bundle.fingerprint(), bundle.embed_dim());
-            if let Some(e) = problem {
-                warn!("ignoring the exemplar cache: {e}");
-            }
-            known
-        }
-        None => PromptEmbeddings::empty(bundle.fingerprint(), bundle.embed_dim()),
-    };
+    // A stale or damaged cache is not fatal: it is rebuilt (as the prompt cache).
+    let known = cache
+        .as_deref()
+        .filter(|p| p.is_file())
+        .and_then(|p| {
+            PromptEmbeddings::load_for(p, bundle)
+                .map_err(|e| warn!("ignoring the exemplar cache: {e}"))
+                .ok()
+        })
+        .unwrap_or_else(|| PromptEmbeddings::empty(bundle.fingerprint(), bundle.embed_dim()));
     let mut embedder = ExemplarEmbedder::new(
         encoder,
         Preprocessor::new(Spec::from(&bundle.manifest.image)),

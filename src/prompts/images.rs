@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{PromptEmbeddings, PromptError};
+use super::PromptEmbeddings;
 use crate::matcher::normalize;
 use crate::model::{ImageEncoder, ModelError};
 use crate::preprocess::{PreprocessError, Preprocessor, load_image};
@@ -171,28 +171,5 @@ impl<'a> ExemplarEmbedder<'a> {
     /// Every embedding known so far (to cache on disk).
     pub fn known(&self) -> &PromptEmbeddings {
         &self.known
-    }
-}
-
-/// Reads an exemplar cache, or starts an empty one when it is missing, damaged or made for
-/// another bundle (logged by the caller through the returned error).
-pub fn read_cache(
-    path: &Path,
-    fingerprint: &str,
-    dim: usize,
-) -> (PromptEmbeddings, Option<PromptError>) {
-    if !path.is_file() {
-        return (PromptEmbeddings::empty(fingerprint, dim), None);
-    }
-    match PromptEmbeddings::read(path) {
-        Ok(e) if e.fingerprint == fingerprint && e.dim == dim => (e, None),
-        Ok(_) => (
-            PromptEmbeddings::empty(fingerprint, dim),
-            Some(PromptError::Mismatch {
-                path: path.into(),
-                message: "made for another bundle; rebuilt".into(),
-            }),
-        ),
-        Err(e) => (PromptEmbeddings::empty(fingerprint, dim), Some(e)),
     }
 }
