@@ -15,7 +15,9 @@ use crate::daemon::DaemonError;
 use crate::daemon::labels::{build_matcher, label_dir};
 use crate::matcher::{Matcher, Scores};
 use crate::model::{Bundle, ImageEncoder, ModelError, Runtime};
-use crate::preprocess::{PreprocessError, Preprocessor, Spec, load_image};
+use crate::preprocess::{Preprocessor, Spec};
+use crate::prompts::PromptEmbeddings;
+use crate::prompts::images::{ExemplarEmbedder, ExemplarError};
 
 /// Why `exemplar add` stopped (nothing was copied unless the error says so).
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +35,9 @@ pub enum ExemplarCmdError {
         /// The config's labels.
         known: Vec<String>,
     },
-    /// An image does not load.
+    /// An image does not load (the message names it).
     #[error(transparent)]
-    Image(#[from] PreprocessError),
+    Image(#[from] ExemplarError),
     /// The bundle or the image tower does not load, or the tower failed.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -171,14 +173,16 @@ pub fn add(
     };
     let bundle = Bundle::load(&config.model.bundle)?;
     let encoder = ImageEncoder::load_for(&bundle, config.model.precision, Runtime::Cpu)?;
-    let mut pre = Preprocessor::new(Spec::from(&bundle.manifest.image));
-    let mut pixels = vec![0f32; pre.output_len()];
+    // The daemon's own path for example images: the bundle's preprocessing, then the tower.
+    let mut embedder = ExemplarEmbedder::new(
+        &encoder,
+        Preprocessor::new(Spec::from(&bundle.manifest.image)),
+        PromptEmbeddings::empty(bundle.fingerprint(), bundle.embed_dim()),
+    );
     // Every image decodes and embeds before anything is copied.
     let mut embeddings = Vec::with_capacity(images.len());
     for path in images {
-        let img = load_image(path)?;
-        pre.image_to_tensor(&img, &mut pixels)?;
-        embeddings.push(encoder.encode(&pixels)?);
+        embeddings.push(embedder.embed("exemplar add", path)?);
     }
     let before = score_all(
         &build_matcher(&config, &bundle, Some(&encoder))?,

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::PromptEmbeddings;
 use crate::matcher::normalize;
 use crate::model::{ImageEncoder, ModelError};
-use crate::preprocess::{PreprocessError, Preprocessor, load_image};
+use crate::preprocess::{PreprocessError, Preprocessor, decode_image};
 
 /// Why an example image could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,22 +37,23 @@ pub enum ExemplarError {
         message: String,
     },
     /// A file that is not a readable image.
-    #[error("{key}: {source}")]
+    #[error("{key}: {error}")]
     Image {
         /// The config key.
         key: String,
-        /// The decoding or reading error (names the file).
-        source: Box<PreprocessError>,
+        /// The decoding or reading error (names the file; in the message, not a second link of
+        /// the error chain).
+        error: Box<PreprocessError>,
     },
     /// The image tower failed on an example.
-    #[error("{key}: {}: {source}", path.display())]
+    #[error("{key}: {}: {error}", path.display())]
     Model {
         /// The config key.
         key: String,
         /// The image.
         path: PathBuf,
         /// The tower's error.
-        source: Box<ModelError>,
+        error: Box<ModelError>,
     },
 }
 
@@ -131,9 +132,9 @@ impl<'a> ExemplarEmbedder<'a> {
 
     /// The normalised embedding of the image at `path`; `key` names it in errors.
     pub fn embed(&mut self, key: &str, path: &Path) -> Result<Vec<f32>, ExemplarError> {
-        let image_err = |source| ExemplarError::Image {
+        let image_err = |error| ExemplarError::Image {
             key: key.into(),
-            source: Box::new(source),
+            error: Box::new(error),
         };
         let bytes = std::fs::read(path).map_err(|source| {
             image_err(PreprocessError::Io {
@@ -145,7 +146,7 @@ impl<'a> ExemplarEmbedder<'a> {
         if let Some(e) = self.known.get(&hash) {
             return Ok(e.to_vec());
         }
-        let img = load_image(path).map_err(image_err)?;
+        let img = decode_image(&bytes, &path.display().to_string()).map_err(image_err)?;
         self.preprocessor
             .image_to_tensor(&img, &mut self.pixels)
             .map_err(image_err)?;
@@ -155,7 +156,7 @@ impl<'a> ExemplarEmbedder<'a> {
             .map_err(|source| ExemplarError::Model {
                 key: key.into(),
                 path: path.into(),
-                source: Box::new(source),
+                error: Box::new(source),
             })?;
         normalize(&mut e);
         self.known.insert(&hash, e.clone());
