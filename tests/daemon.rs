@@ -95,7 +95,7 @@ fn clip_events_match_the_ground_truth() {
     )
     .unwrap();
 
-    let daemon = Daemon::new(config).unwrap();
+    let daemon = Daemon::new(common::without_snapshots(config)).unwrap();
     let (summary, events) = replay(daemon, &Control::default());
     assert_eq!(
         summary.processed as usize,
@@ -160,7 +160,7 @@ fn corrupt_frames_are_skipped_and_counted() {
         common::root().join("models/demo").display()
     );
     let config = Config::from_toml_str(&text, None).unwrap();
-    let daemon = Daemon::new(config).unwrap();
+    let daemon = Daemon::new(common::without_snapshots(config)).unwrap();
     let (summary, _) = replay(daemon, &Control::default());
     // The files source reads each JPEG's header and reports this one as a source error; a frame
     // whose header parses but whose data does not decode is counted in `bad_frames` instead.
@@ -186,7 +186,7 @@ fn reload_takes_the_prompts_from_the_rewritten_config() {
     };
     let old = "[[prompts]]\nlabel = \"red_circle\"\ntext = \"a photo of a red circle\"\n";
     std::fs::write(&path, config_text(old)).unwrap();
-    let daemon = Daemon::new(Config::from_file(&path).unwrap()).unwrap();
+    let daemon = Daemon::new(common::without_snapshots(Config::from_file(&path).unwrap())).unwrap();
     let new = "[[prompts]]\nlabel = \"red\"\ntext = \"a photo of a red circle\"\n\
                [[prompts]]\nlabel = \"blue_square\"\ntext = [\"a photo of a blue square\", \"a blue square\"]\n";
     std::fs::write(&path, config_text(new)).unwrap();
@@ -261,7 +261,7 @@ fn frames_dropped_inside_the_pipe_source_are_counted() {
         common::root().join("models/demo").display()
     );
     let config = Config::from_toml_str(&text, None).unwrap();
-    let daemon = Daemon::new(config).unwrap();
+    let daemon = Daemon::new(common::without_snapshots(config)).unwrap();
     let control = Control::default();
     let source = StopWhenSilent {
         inner: edgeclip::source::open_source(&daemon.config().camera).unwrap(),

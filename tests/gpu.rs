@@ -24,7 +24,7 @@ fn demo() -> Bundle {
 fn demo_config(runtime: Runtime) -> Config {
     let mut config = Config::from_file(common::root().join("firmware-config/demo.toml")).unwrap();
     config.model.runtime = runtime;
-    config
+    common::without_snapshots(config)
 }
 
 /// Preprocessed inputs for `bundle`: the reference photographs and every 8th frame of the clip.
@@ -369,7 +369,7 @@ fn replay_events(config: Config) -> Vec<EventKey> {
             Ok(())
         }
     }
-    let daemon = Daemon::new(config).unwrap();
+    let daemon = Daemon::new(common::without_snapshots(config)).unwrap();
     let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
     let recorder = Recorder::default();
     let control = edgeclip::daemon::Control::default();

@@ -64,6 +64,7 @@ impl Daemon {
             .arg(config)
             .args(extra_args)
             .env("CACHE_DIRECTORY", cache)
+            .env("STATE_DIRECTORY", cache.join("state"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

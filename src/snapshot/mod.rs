@@ -125,9 +125,18 @@ pub fn check_folder(dir: &Path) -> Result<(), SnapshotError> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
-    let probe = dir.join(format!(".edgeclip-write-check-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(fail)?;
-    std::fs::remove_file(&probe).map_err(fail)
+    write_probe(dir).map_err(fail)
+}
+
+/// Writes and removes an empty file in `dir`. Its name is unique per call, not per process:
+/// two daemons in one process (tests; later, one per camera) may check the same folder at
+/// once, and one must not delete the other's probe.
+fn write_probe(dir: &Path) -> io::Result<()> {
+    static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".edgeclip-write-check-{}-{n}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 /// Checks, without creating anything, that `dir` could be created and written: a file can be
@@ -149,9 +158,7 @@ pub fn probe_folder(dir: &Path) -> Result<(), SnapshotError> {
         let what = format!("{} is not a folder", existing.display());
         return Err(fail(io::Error::new(io::ErrorKind::NotADirectory, what)));
     }
-    let probe = existing.join(format!(".edgeclip-write-check-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(fail)?;
-    std::fs::remove_file(&probe).map_err(fail)
+    write_probe(existing).map_err(fail)
 }
 
 /// Whether a JPEG carries Huffman tables (a DHT segment before its scan). Many UVC cameras'

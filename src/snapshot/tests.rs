@@ -76,6 +76,27 @@ fn the_folder_defaults_to_the_state_folder() {
     }
 }
 
+/// Two daemons in one process (the test suite's, and later one per camera) check the same
+/// folder at once: neither may delete the other's probe file (CI failed on this once).
+#[test]
+fn concurrent_checks_of_one_folder_all_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snapshots/demo");
+    std::thread::scope(|s| {
+        let checks: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| (0..50).try_for_each(|_| check_folder(&dir))))
+            .collect();
+        for c in checks {
+            c.join().unwrap().unwrap();
+        }
+    });
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no probe file left"
+    );
+}
+
 #[test]
 fn an_unwritable_folder_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();

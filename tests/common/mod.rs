@@ -10,6 +10,13 @@ pub fn data(rel: &str) -> PathBuf {
     root().join("tests/data").join(rel)
 }
 
+/// `config` with snapshots off: a daemon started by a test must not write into the user's
+/// state folder (`~/.local/share/edgeclip`), nor depend on it existing.
+pub fn without_snapshots(mut config: edgeclip::config::Config) -> edgeclip::config::Config {
+    config.snapshots.enabled = false;
+    config
+}
+
 /// The repository root: `$EDGECLIP_ROOT` when set (a test binary built on one machine and run in
 /// a copy of the repository on another, as `benches/gpu/run.sh` does), else the folder it was
 /// built from.
