@@ -26,6 +26,7 @@ use crate::model::options::{Precision, Runtime};
 
 mod calibration;
 mod read;
+mod read_mqtt;
 mod read_prompts;
 mod read_snapshots;
 mod reader;

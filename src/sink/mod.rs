@@ -36,6 +36,20 @@ pub enum SinkError {
     Gpio(#[from] GpioError),
 }
 
+/// Whether the camera delivers frames, as the daemon judges it: `Offline` when its source failed
+/// or gave no frame for a while, `Online` again with the next frame. Sinks learn it through
+/// [`EventSink::camera_status`] (MQTT: `PREFIX/CAMERA/availability`, retained).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraStatus {
+    /// Frames arrive.
+    Online,
+    /// No frame: why, in words for a log or a dashboard.
+    Offline {
+        /// What the source said (`pipe: command exited with status 1`, `no frame for 10 s`).
+        reason: String,
+    },
+}
+
 /// A consumer of events. `publish` must not block for long: the daemon calls it on the
 /// inference path.
 pub trait EventSink: Send {
@@ -53,6 +67,13 @@ pub trait EventSink: Send {
     /// Takes an event's snapshot once its file is written (up to `snapshots.window_s` after
     /// the start event that named it); ignored by default. Like `publish`, it must not block.
     fn publish_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Learns that the camera went offline or came back; called on each change (and once
+    /// with `Online` after the first frame). Ignored by default. Like `publish`, it must not
+    /// block.
+    fn camera_status(&mut self, _status: &CameraStatus) -> Result<(), SinkError> {
         Ok(())
     }
 
