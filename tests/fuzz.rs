@@ -3,7 +3,10 @@
 //!
 //! - the MJPEG splitter (`source::mjpeg`: the bytes of a pipe command's stdout),
 //! - frame decoding (`Preprocessor::frame_to_tensor`: a camera's bytes, sizes and format),
-//! - `Event::from_json` (what an MQTT or stdout consumer reads back).
+//! - `Event::from_json` (what an MQTT or stdout consumer reads back),
+//! - the config reader (`Config::from_toml_str`: what a user writes),
+//! - a bundle's manifest (`Bundle::load`: `bundle.toml`, beside the bundle's real files),
+//! - embeddings files (`PromptEmbeddings::read`: safetensors, the prompt cache and vocabularies).
 //!
 //! Inputs are random bytes and strings, and real data damaged at random (a camera JPEG, an
 //! event), so that the parsers get past their first checks. `cargo test` runs 256 cases each; a
@@ -297,5 +300,107 @@ fn event_parsing_never_panics() {
             return true;
         }
         false
+    });
+}
+
+/// Text damaged at random (its lossy UTF-8 form: the parsers take `&str`).
+fn damaged_text(text: String) -> impl Strategy<Value = String> {
+    edits().prop_map(move |e| {
+        String::from_utf8_lossy(&apply(text.clone().into_bytes(), &e)).into_owned()
+    })
+}
+
+/// TOML for the config reader: the shipped configs damaged at random, and short random strings
+/// made of TOML's own punctuation and the schema's names.
+fn config_texts() -> impl Strategy<Value = String> {
+    let read = |name: &str| {
+        std::fs::read_to_string(common::root().join("firmware-config").join(name)).unwrap()
+    };
+    let token = prop::sample::select(vec![
+        "[camera]",
+        "[model]",
+        "[[prompts]]",
+        "[matcher]",
+        "[mqtt]",
+        "[[gpio.lines]]",
+        "[snapshots]",
+        "label",
+        "text",
+        "negatives",
+        "images",
+        "source",
+        "fps",
+        "threshold",
+        "=",
+        "\"",
+        "'''",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "\n",
+        "1e999",
+        "-1",
+        "0",
+        "nan",
+        "true",
+        "\"files:*.jpg\"",
+        "\"pipe:cat\"",
+        "\\u0000",
+        "#",
+    ]);
+    prop_oneof![
+        damaged_text(read("demo.toml")),
+        damaged_text(read("edgeclip.toml")),
+        prop::collection::vec(token, 0..40).prop_map(|t| t.join(" ")),
+    ]
+}
+
+#[test]
+fn config_reading_never_panics() {
+    let base = common::root().join("firmware-config");
+    fuzz("Config::from_toml_str", config_texts(), |text| {
+        edgeclip::config::Config::from_toml_str(&text, Some(&base)).is_ok()
+    });
+}
+
+/// A folder in which every file of the demo bundle but `bundle.toml` is a link to the real one,
+/// so that a damaged manifest that still parses is checked against real files.
+fn bundle_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::root().join("models/demo")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if name != "bundle.toml" {
+            std::os::unix::fs::symlink(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn bundle_manifests_never_panic() {
+    let dir = bundle_folder();
+    let manifest = std::fs::read_to_string(common::root().join("models/demo/bundle.toml")).unwrap();
+    let path = dir.path().join("bundle.toml");
+    fuzz("Bundle::load", damaged_text(manifest), |text| {
+        std::fs::write(&path, text).unwrap();
+        edgeclip::model::Bundle::load(dir.path()).is_ok()
+    });
+}
+
+#[test]
+fn embeddings_files_never_panic() {
+    let real = std::fs::read(common::root().join("models/demo/prompts.safetensors")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prompts.safetensors");
+    let bytes = prop_oneof![
+        4 => edits().prop_map(move |e| apply(real.clone(), &e)),
+        1 => prop::collection::vec(any::<u8>(), 0..512),
+    ];
+    fuzz("PromptEmbeddings::read", bytes, |bytes| {
+        std::fs::write(&path, bytes).unwrap();
+        edgeclip::prompts::PromptEmbeddings::read(&path).is_ok()
     });
 }
