@@ -16,6 +16,9 @@ cd "$(dirname "$0")/.."
 minutes=${SOAK_MINUTES:-10}
 tolerance_mb=${SOAK_RSS_MB:-5}
 cargo test --no-run --quiet 2>/dev/null || { echo "cannot build the daemon"; exit 1; }
+# The work folder lives under target/, not /tmp: a first run lost its files to a cleanup of
+# /tmp/edgeclip-fault.* by another job sharing the machine.
+export TMPDIR=${SOAK_TMP:-$PWD/target}
 source tests/faults/lib.sh
 
 start_broker
