@@ -13,10 +13,14 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{ImageDecoder, codecs::jpeg::JpegDecoder, metadata::Orientation};
+use image::{ImageDecoder, metadata::Orientation};
 use serde::Deserialize;
 
 use crate::frame::{Frame, PixelFormat};
+
+mod decode;
+pub use decode::{CAMERA_SLACK, FrameLimit, MAX_IMAGE_PIXELS, check_image_size};
+use decode::{decode_jpeg_into, release_excess};
 
 /// What can go wrong turning a frame or a file into a tensor.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,19 @@ pub enum PreprocessError {
         height: u32,
         /// The frame's length.
         bytes: usize,
+    },
+    /// A frame or image declares a size over its limit ([`FrameLimit`], [`MAX_IMAGE_PIXELS`]);
+    /// refused from its header, before the decoder allocates anything.
+    #[error("{what}: declares {width}x{height} pixels, over {limit}; refused before decoding")]
+    TooLarge {
+        /// The file, or the source and frame.
+        what: String,
+        /// The declared width.
+        width: u32,
+        /// The declared height.
+        height: u32,
+        /// The limit, in words.
+        limit: String,
     },
     /// An empty image, or one too large to process.
     #[error("{what}: unsupported image size {width}x{height}")]
@@ -175,6 +192,7 @@ pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage, PreprocessErro
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (w, h) = decoder.dimensions();
     check_size(w, h, what)?;
+    check_image_size(w, h, what)?;
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
@@ -401,6 +419,8 @@ pub struct Preprocessor {
     out: Vec<u8>,
     /// `(v / 255 - mean) / std` for every byte value and channel, in model channel order.
     lut: [[f32; 256]; 3],
+    /// The largest frame `frame_to_tensor` decodes.
+    limit: FrameLimit,
 }
 
 impl Preprocessor {
@@ -420,7 +440,15 @@ impl Preprocessor {
             tmp: Vec::new(),
             out: Vec::new(),
             lut,
+            limit: FrameLimit::absolute(""),
         }
+    }
+
+    /// Bounds the frames [`frame_to_tensor`](Self::frame_to_tensor) takes (default:
+    /// [`FrameLimit::absolute`]): a larger one is refused from its header.
+    pub fn with_frame_limit(mut self, limit: FrameLimit) -> Preprocessor {
+        self.limit = limit;
+        self
     }
 
     /// The spec.
@@ -457,6 +485,9 @@ impl Preprocessor {
                 actual: frame.data.len(),
             });
         }
+        if frame.format != PixelFormat::Mjpeg {
+            self.limit.check(w, h, &self.limit.frame(frame.seq))?;
+        }
         let mut rgb = std::mem::take(&mut self.rgb);
         let result = (|| {
             match frame.format {
@@ -475,7 +506,9 @@ impl Preprocessor {
                     }
                     yuyv_to_rgb(&frame.data, w, h, &mut rgb)
                 }
-                PixelFormat::Mjpeg => decode_jpeg_into(&frame.data, frame.seq, &mut rgb)?,
+                PixelFormat::Mjpeg => {
+                    decode_jpeg_into(&frame.data, frame.seq, &self.limit, &mut rgb)?;
+                }
             }
             check_size(rgb.width, rgb.height, &format!("frame {}", frame.seq))?;
             self.rgb_to_tensor(rgb.width, rgb.height, &rgb.data, out)
@@ -549,6 +582,7 @@ fn resample(
     oh: usize,
 ) {
     let rows = plan.row_hi - plan.row_lo;
+    release_excess(tmp, rows * ow * 3);
     tmp.resize(rows * ow * 3, 0);
     out.resize(oh * ow * 3, 0);
     let hp = &plan.horizontal;
@@ -607,6 +641,7 @@ fn resample(
 pub fn grey_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
     rgb.width = w;
     rgb.height = h;
+    release_excess(&mut rgb.data, data.len() * 3);
     rgb.data.clear();
     rgb.data.extend(data.iter().flat_map(|&v| [v, v, v]));
 }
@@ -616,6 +651,7 @@ pub fn grey_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
 pub fn yuyv_to_rgb(data: &[u8], w: u32, h: u32, rgb: &mut RgbImage) {
     rgb.width = w;
     rgb.height = h;
+    release_excess(&mut rgb.data, w as usize * h as usize * 3);
     rgb.data.resize(w as usize * h as usize * 3, 0);
     for (src, dst) in data.chunks_exact(4).zip(rgb.data.chunks_exact_mut(6)) {
         let (y0, u, y1, v) = (src[0], src[1], src[2], src[3]);
@@ -644,54 +680,6 @@ pub fn yuv601(y: u8, u: u8, v: u8) -> (u8, u8, u8) {
         g.clamp(0, 255) as u8,
         b.clamp(0, 255) as u8,
     )
-}
-
-/// Decodes a camera JPEG into `rgb`, reusing its buffer. Camera frames carry no EXIF rotation.
-fn decode_jpeg_into(bytes: &[u8], seq: u64, rgb: &mut RgbImage) -> Result<(), PreprocessError> {
-    let what = || format!("MJPEG frame {seq}");
-    let decode_err = |source| PreprocessError::Decode {
-        what: what(),
-        source,
-    };
-    let decoder = JpegDecoder::new(Cursor::new(bytes)).map_err(decode_err)?;
-    let (w, h) = decoder.dimensions();
-    check_size(w, h, &what())?;
-    // A baseline JPEG spends at least 2 bits (a DC and an end-of-block code) on each 8 x 8 block
-    // of each component: at most 256 pixels a byte. A header damaged into a larger size would
-    // have the decoder allocate and fill that size before the data runs out; twice the bound
-    // leaves room (a progressive frame can compress further, but only when it is blank).
-    if u64::from(w) * u64::from(h) > 512 * bytes.len() as u64 {
-        return Err(PreprocessError::Implausible {
-            what: what(),
-            width: w,
-            height: h,
-            bytes: bytes.len(),
-        });
-    }
-    let color = decoder.color_type();
-    let n = decoder.total_bytes() as usize;
-    match color {
-        image::ColorType::Rgb8 => {
-            rgb.data.resize(n, 0);
-            decoder.read_image(&mut rgb.data).map_err(decode_err)?;
-        }
-        image::ColorType::L8 => {
-            let mut grey = vec![0u8; n];
-            decoder.read_image(&mut grey).map_err(decode_err)?;
-            grey_to_rgb(&grey, w, h, rgb);
-        }
-        _ => {
-            // CMYK and other rarities: take the general path.
-            let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)
-                .map_err(decode_err)?
-                .into_rgb8();
-            rgb.data.clear();
-            rgb.data.extend_from_slice(img.as_raw());
-        }
-    }
-    rgb.width = w;
-    rgb.height = h;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -835,8 +823,9 @@ mod tests {
         ));
     }
 
-    /// A camera JPEG whose header was damaged into 16384 x 16384 is refused before the decoder
-    /// allocates 800 MB for it; the frame as it came decodes.
+    /// A camera JPEG whose header was damaged into 6000 x 6000 (under every size limit, but more
+    /// pixels than its bytes can hold) is refused before the decoder allocates 108 MB for it;
+    /// the frame as it came decodes.
     #[test]
     fn a_jpeg_declaring_more_pixels_than_its_bytes_hold_is_refused() {
         let jpeg = std::fs::read(
@@ -845,7 +834,7 @@ mod tests {
         .unwrap();
         let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
         let mut damaged = jpeg.clone();
-        damaged[sof + 5..sof + 9].copy_from_slice(&[0x40, 0, 0x40, 0]);
+        damaged[sof + 5..sof + 9].copy_from_slice(&[0x17, 0x70, 0x17, 0x70]);
         let mut p = Preprocessor::new(spec(8));
         let mut out = vec![0.0; p.output_len()];
         let mut frame = Frame {
@@ -862,8 +851,8 @@ mod tests {
             matches!(
                 error,
                 PreprocessError::Implausible {
-                    width: 16384,
-                    height: 16384,
+                    width: 6000,
+                    height: 6000,
                     ..
                 }
             ),
@@ -872,9 +861,45 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .starts_with("MJPEG frame 4: declares 16384x16384 pixels in ")
+                .starts_with("frame 4: declares 6000x6000 pixels in ")
         );
         frame.data = jpeg;
         p.frame_to_tensor(&frame, &mut out).unwrap();
+    }
+
+    /// Issue 25: a frame declaring more than the camera's limit is refused from its header, and
+    /// the preprocessor's buffers shrink back after a large-but-allowed frame.
+    #[test]
+    fn camera_frames_over_the_limit_are_refused_and_buffers_shrink_back() {
+        let mut p = Preprocessor::new(spec(8)).with_frame_limit(FrameLimit::camera(
+            "camera c (pipe:cat)",
+            640,
+            480,
+        ));
+        let mut out = vec![0.0; p.output_len()];
+        let frame = |w: u32, h: u32, seq| Frame {
+            data: vec![128; w as usize * h as usize * 2],
+            width: w,
+            height: h,
+            format: PixelFormat::Yuyv,
+            seq,
+            captured_at: std::time::Instant::now(),
+            captured_wall: std::time::SystemTime::now(),
+        };
+        let error = p
+            .frame_to_tensor(&frame(1282, 960, 9), &mut out)
+            .unwrap_err();
+        assert!(
+            error.to_string().starts_with(
+                "camera c (pipe:cat): frame 9: declares 1282x960 pixels, over this camera's limit of 1280x960"
+            ),
+            "{error}"
+        );
+        p.frame_to_tensor(&frame(1280, 960, 10), &mut out).unwrap();
+        let peak = p.rgb.data.capacity() + p.tmp.capacity();
+        assert!(peak >= 1280 * 960 * 3, "{peak}");
+        p.frame_to_tensor(&frame(64, 48, 11), &mut out).unwrap();
+        let after = p.rgb.data.capacity() + p.tmp.capacity();
+        assert!(after <= 1 << 20, "kept {after} bytes after a small frame");
     }
 }

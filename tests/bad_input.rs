@@ -248,6 +248,28 @@ fn unreadable_and_non_image_files() {
     );
 }
 
+/// Issue 25: an image declaring 16000 x 16000 in a 1.5 MB file is refused from its header, before
+/// the decoder allocates 768 MB for it, with the file and the declared size in the error.
+#[test]
+fn an_image_over_the_pixel_cap_is_refused_from_its_header() {
+    let (d, b) = bundle_copy();
+    let mut bomb = std::fs::read(image()).unwrap();
+    let sof = bomb
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0] || w == [0xFF, 0xC2])
+        .unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&16000u16.to_be_bytes().repeat(2));
+    let file = d.path().join("bomb.jpg");
+    std::fs::write(&file, bomb).unwrap();
+    fails_with(
+        &["classify", "--model", s(&b), "--prompt", "a cat", s(&file)],
+        &[
+            "bomb.jpg: declares 16000x16000 pixels",
+            "over the limit of 40000000 pixels on images",
+        ],
+    );
+}
+
 #[test]
 fn missing_bundle_folder() {
     fails_with(

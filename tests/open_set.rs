@@ -286,6 +286,19 @@ fn bad_vocabularies_examples_and_negatives_are_refused_with_their_key() {
             && err.contains("not a decodable image"),
         "{err}"
     );
+    // An example image declaring 16000 x 16000 (issue 25): refused from its header.
+    let mut bomb =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/clip/frame_0030.jpg"))
+            .unwrap();
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&16000u16.to_be_bytes().repeat(2));
+    std::fs::write(dir.path().join("bomb.jpg"), bomb).unwrap();
+    let err = check_config_fails(dir.path(), &format!("{head}images = [\"bomb.jpg\"]\n"));
+    assert!(
+        err.contains("prompts[0].images[0]")
+            && err.contains("bomb.jpg: declares 16000x16000 pixels, over the limit of 40000000"),
+        "{err}"
+    );
     // A label listing its own text as a negative.
     let err = check_config_fails(
         dir.path(),

@@ -170,7 +170,9 @@ fn read_camera(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> CameraCo
             s,
             key(
                 "width",
-                "Frame width: requested from V4L2, or the actual width of raw frames on a pipe.",
+                "Frame width: requested from V4L2, or the actual width of raw frames on a pipe. \
+                 A `v4l2:` or `pipe:` frame more than twice as wide is refused from its header \
+                 (counted as a bad frame).",
             ),
             640,
         ),
@@ -178,7 +180,9 @@ fn read_camera(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> CameraCo
             s,
             key(
                 "height",
-                "Frame height: requested from V4L2, or the actual height of raw frames on a pipe.",
+                "Frame height: requested from V4L2, or the actual height of raw frames on a pipe. \
+                 A `v4l2:` or `pipe:` frame more than twice as high is refused from its header \
+                 (counted as a bad frame).",
             ),
             480,
         ),

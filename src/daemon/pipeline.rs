@@ -105,7 +105,8 @@ impl Pipeline {
                 ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
                 e => e.into(),
             })?;
-        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image));
+        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image))
+            .with_frame_limit(crate::source::frame_limit(&config.camera));
         let matcher = build_matcher(config, &bundle, Some(&encoder))?;
         let bank = build_bank(config);
         let on = match encoder.device() {

@@ -4,7 +4,8 @@
 //! The glob is expanded once, sorted, and replayed at `fps` (the source sleeps until each
 //! frame's due time; a source that falls behind does not burst to catch up). JPEG files are
 //! handed out as [`PixelFormat::Mjpeg`] frames carrying the file bytes (only the header is
-//! parsed, for the size); PNG files are decoded to [`PixelFormat::Rgb24`]. A file that cannot
+//! parsed, for the size); PNG files are decoded to [`PixelFormat::Rgb24`], once their header
+//! declares at most [`crate::preprocess::MAX_IMAGE_PIXELS`]. A file that cannot
 //! be read or is not a JPEG/PNG image yields a recoverable error and the replay moves on.
 
 use std::io::Cursor;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{FrameSource, SourceError};
 use crate::frame::{Frame, PixelFormat};
+use crate::preprocess::check_image_size;
 
 /// Replays a sorted list of image files.
 pub struct FilesSource {
@@ -118,6 +120,12 @@ pub fn load_image(path: &std::path::Path, seq: u64) -> Result<Frame, SourceError
             (bytes, w, h, PixelFormat::Mjpeg)
         }
         Some(image::ImageFormat::Png) => {
+            // Decoded here, so bounded here, from the header (issue 25).
+            let (w, h) =
+                image::ImageReader::with_format(Cursor::new(&bytes), image::ImageFormat::Png)
+                    .into_dimensions()
+                    .map_err(|e| bad(e.to_string()))?;
+            check_image_size(w, h, "PNG").map_err(|e| bad(e.to_string()))?;
             let img = reader.decode().map_err(|e| bad(e.to_string()))?.to_rgb8();
             let (w, h) = img.dimensions();
             (img.into_raw(), w, h, PixelFormat::Rgb24)

@@ -75,7 +75,12 @@ impl MjpegSplitter {
         match self.walk() {
             Walk::NeedMore => {
                 if self.buf.len() > self.max_frame {
+                    // Drop the frame up to the next start-of-image, and the memory it took.
                     self.resync(2);
+                    self.align();
+                    if self.buf.capacity() > 2 * self.buf.len() {
+                        self.buf.shrink_to_fit();
+                    }
                     return Some(Err(SplitError::TooLarge {
                         max: self.max_frame,
                     }));
@@ -310,6 +315,7 @@ mod tests {
         s.push(&big);
         let out = split_all(&mut s);
         assert_eq!(out, vec![Err(SplitError::TooLarge { max: 64 })]);
+        assert!(s.buf.capacity() <= 64, "{} bytes kept", s.buf.capacity());
         s.push(&[0xFF, 0xD9]);
         s.push(&fake_jpeg(3));
         assert_eq!(split_all(&mut s), vec![Ok(fake_jpeg(3))]);

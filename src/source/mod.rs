@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::config::{CameraConfig, CaptureFormat, SourceSpec};
 use crate::frame::{Frame, PixelFormat};
+use crate::preprocess::FrameLimit;
 
 pub mod files;
 pub mod mjpeg;
@@ -164,6 +165,20 @@ pub trait FrameSource: Send {
     /// adds them to its own dropped frames. Sources that never drop keep the default, 0.
     fn dropped(&self) -> u64 {
         0
+    }
+}
+
+/// The largest frame `camera` may deliver (issue 25): `v4l2:` and `pipe:` cameras have a
+/// configured size (`camera.width` x `camera.height`) and may send up to
+/// [`crate::preprocess::CAMERA_SLACK`] times it per side; `files:` have none and get the absolute
+/// limit. Checked from each frame's header before it is decoded.
+pub fn frame_limit(camera: &CameraConfig) -> FrameLimit {
+    let source = format!("camera {} ({})", camera.name, camera.source);
+    match camera.source {
+        SourceSpec::Files { .. } => FrameLimit::absolute(source),
+        SourceSpec::Pipe { .. } | SourceSpec::V4l2 { .. } => {
+            FrameLimit::camera(source, camera.width, camera.height)
+        }
     }
 }
 
