@@ -887,17 +887,17 @@ mod tests {
             captured_wall: std::time::SystemTime::now(),
         };
         let error = p
-            .frame_to_tensor(&frame(1282, 960, 9), &mut out)
+            .frame_to_tensor(&frame(3842, 2160, 9), &mut out)
             .unwrap_err();
         assert!(
             error.to_string().starts_with(
-                "camera c (pipe:cat): frame 9: declares 1282x960 pixels, over this camera's limit of 1280x960"
+                "camera c (pipe:cat): frame 9: declares 3842x2160 pixels, over this camera's limit of 3840x3840"
             ),
             "{error}"
         );
-        p.frame_to_tensor(&frame(1280, 960, 10), &mut out).unwrap();
+        p.frame_to_tensor(&frame(3840, 2160, 10), &mut out).unwrap();
         let peak = p.rgb.data.capacity() + p.tmp.capacity();
-        assert!(peak >= 1280 * 960 * 3, "{peak}");
+        assert!(peak >= 3840 * 2160 * 3, "{peak}");
         p.frame_to_tensor(&frame(64, 48, 11), &mut out).unwrap();
         let after = p.rgb.data.capacity() + p.tmp.capacity();
         assert!(after <= 1 << 20, "kept {after} bytes after a small frame");

@@ -171,8 +171,8 @@ fn read_camera(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> CameraCo
             key(
                 "width",
                 "Frame width: requested from V4L2, or the actual width of raw frames on a pipe. \
-                 A `v4l2:` or `pipe:` frame more than twice as wide is refused from its header \
-                 (counted as a bad frame).",
+                 A `v4l2:` or `pipe:` frame more than twice as wide, and larger than 4K UHD \
+                 (3840 x 2160, either way up), is refused from its header (a bad frame).",
             ),
             640,
         ),
@@ -181,8 +181,8 @@ fn read_camera(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> CameraCo
             key(
                 "height",
                 "Frame height: requested from V4L2, or the actual height of raw frames on a pipe. \
-                 A `v4l2:` or `pipe:` frame more than twice as high is refused from its header \
-                 (counted as a bad frame).",
+                 A `v4l2:` or `pipe:` frame more than twice as high, and larger than 4K UHD, is \
+                 refused from its header (a bad frame).",
             ),
             480,
         ),

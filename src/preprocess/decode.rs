@@ -31,6 +31,11 @@ pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
 /// 1280 x 720 given), and a portrait frame of a landscape configuration fits too.
 pub const CAMERA_SLACK: u32 = 2;
 
+/// Whatever its configured size, a camera may send frames up to 4K UHD (3840 x 2160, either
+/// way up): a pipe from ffmpeg or GStreamer streaming 1080p under the default 640 x 480 keeps
+/// working. Decoded, such a frame is 25 MB of RGB, within the 50 MB a bomb may cost.
+pub const CAMERA_FLOOR: (u32, u32) = (3840, 2160);
+
 /// Buffers kept across frames are released when they hold more than twice what the current frame
 /// needs, and more than this many bytes (below it, keeping them costs nothing worth a
 /// reallocation).
@@ -63,17 +68,22 @@ impl FrameLimit {
         }
     }
 
-    /// The limit for a camera configured at `width x height`: [`CAMERA_SLACK`] times each side.
+    /// The limit for a camera configured at `width x height`: [`CAMERA_SLACK`] times each side,
+    /// and never less than [`CAMERA_FLOOR`].
     pub fn camera(source: impl Into<String>, width: u32, height: u32) -> FrameLimit {
-        let w = width.saturating_mul(CAMERA_SLACK).min(MAX_SIDE);
-        let h = height.saturating_mul(CAMERA_SLACK).min(MAX_SIDE);
+        let (long, short) = CAMERA_FLOOR;
+        let w = width.saturating_mul(CAMERA_SLACK).clamp(long, MAX_SIDE);
+        let h = height.saturating_mul(CAMERA_SLACK).clamp(long, MAX_SIDE);
+        let pixels = (u64::from(width) * u64::from(height) * u64::from(CAMERA_SLACK).pow(2))
+            .max(u64::from(long) * u64::from(short));
         FrameLimit {
             width: w,
             height: h,
-            pixels: u64::from(w) * u64::from(h),
+            pixels,
             reason: format!(
-                "this camera's limit of {w}x{h} ({CAMERA_SLACK} x camera.width x camera.height, \
-                 {width}x{height}; set them to the size the camera sends)"
+                "this camera's limit of {w}x{h} and {pixels} pixels ({CAMERA_SLACK} x \
+                 camera.width x camera.height, {width}x{height}, and at least 4K UHD; set them \
+                 to the size the camera sends)"
             ),
             source: source.into(),
         }
@@ -193,20 +203,32 @@ mod tests {
 
     #[test]
     fn a_camera_frame_may_be_twice_the_configured_side() {
-        let limit = FrameLimit::camera("camera c (pipe:cat)", 640, 480);
-        limit.check(1280, 960, "f").unwrap();
-        limit.check(480, 640, "f").unwrap();
+        let limit = FrameLimit::camera("camera c (pipe:cat)", 2560, 1440);
+        limit.check(5120, 2880, "f").unwrap();
+        limit.check(2880, 3840, "f").unwrap();
         let e = limit
-            .check(1281, 960, "camera c (pipe:cat): frame 3")
+            .check(5121, 2880, "camera c (pipe:cat): frame 3")
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "camera c (pipe:cat): frame 3: declares 1281x960 pixels, over this camera's limit of \
-             1280x960 (2 x camera.width x camera.height, 640x480; set them to the size the \
-             camera sends); refused before decoding"
+            "camera c (pipe:cat): frame 3: declares 5121x2880 pixels, over this camera's limit of \
+             5120x3840 and 14745600 pixels (2 x camera.width x camera.height, 2560x1440, and at \
+             least 4K UHD; set them to the size the camera sends); refused before decoding"
         );
         assert_eq!(limit.frame(3), "camera c (pipe:cat): frame 3");
         assert_eq!(FrameLimit::absolute("").frame(3), "frame 3");
+    }
+
+    /// A pipe streaming 1080p (or 4K) under the default 640 x 480 keeps working; a bomb does not.
+    #[test]
+    fn any_camera_may_send_up_to_4k() {
+        let limit = FrameLimit::camera("c", 640, 480);
+        limit.check(1920, 1080, "f").unwrap();
+        limit.check(3840, 2160, "f").unwrap();
+        limit.check(2160, 3840, "f").unwrap();
+        limit.check(3841, 100, "f").unwrap_err();
+        limit.check(3840, 3840, "f").unwrap_err();
+        limit.check(16000, 16000, "f").unwrap_err();
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub trait FrameSource: Send {
 
 /// The largest frame `camera` may deliver (issue 25): `v4l2:` and `pipe:` cameras have a
 /// configured size (`camera.width` x `camera.height`) and may send up to
-/// [`crate::preprocess::CAMERA_SLACK`] times it per side; `files:` have none and get the absolute
+/// [`crate::preprocess::CAMERA_SLACK`] times it per side (at least 4K UHD); `files:` have none and get the absolute
 /// limit. Checked from each frame's header before it is decoded.
 pub fn frame_limit(camera: &CameraConfig) -> FrameLimit {
     let source = format!("camera {} ({})", camera.name, camera.source);

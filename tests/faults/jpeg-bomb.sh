@@ -48,7 +48,7 @@ note "peak RSS: $((normal_kb / 1024)) MB without the bomb, $((bomb_kb / 1024)) M
 line=$(grep -m1 'declares 16000x16000 pixels' "$work/daemon.1.log") ||
     fail "no log line refuses the 16000x16000 frame"
 note "log: ${line#* WARN }"
-[[ $line == *"camera demo (pipe:$work/camera.sh 1): frame "*"over this camera's limit of 1280x960"* ]] ||
+[[ $line == *"camera demo (pipe:$work/camera.sh 1): frame "*"over this camera's limit of 3840x3840"* ]] ||
     fail "the refusal does not name the source and the limit: $line"
 grep -qE 'stopped: .*, 1 bad,' "$work/daemon.1.log" ||
     fail "the bomb is not counted as one bad frame: $(grep 'stopped:' "$work/daemon.1.log")"
