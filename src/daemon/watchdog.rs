@@ -132,8 +132,9 @@ impl Notifier {
     /// Reads `$WATCHDOG_USEC` (and `$WATCHDOG_PID`); `capture_timeout` is `camera.timeout_s`.
     pub fn from_env(capture_timeout: Duration) -> Self {
         let bound = capture_timeout * 2 + CAPTURE_SLACK;
-        let schedule = sd_notify::watchdog_enabled().map(|w| PetSchedule::new(w, bound));
-        if let Some(w) = sd_notify::watchdog_enabled() {
+        let watchdog = sd_notify::watchdog_enabled();
+        let schedule = watchdog.map(|w| PetSchedule::new(w, bound));
+        if let Some(w) = watchdog {
             log::info!(
                 "watchdog: {:.1} s; a frame's inference is reported after {} s, a capture call \
                  counts as hung after {} s",
