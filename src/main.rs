@@ -6,6 +6,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // A panic on any thread ends the process (status 101) so that systemd restarts it.
+    edgeclip::daemon::exit_on_panic();
     let cli = edgeclip::cli::Cli::parse();
     pin_kernel_cache(&cli);
     match edgeclip::cli::run(cli) {

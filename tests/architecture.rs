@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "calibration",
             "trigger",
             "mailbox",
+            "log_limit",
             "prompts::tokenizer",
             "sink::mqtt::queue",
             "sink::mqtt::topics",

@@ -12,7 +12,7 @@ use edgeclip::config::Config;
 use edgeclip::daemon::{Control, Daemon, Delivery};
 use edgeclip::event::{Event, EventKind};
 use edgeclip::frame::Frame;
-use edgeclip::sink::{EventSink, SinkError};
+use edgeclip::sink::{CameraStatus, EventSink, SinkError};
 use edgeclip::source::{FrameSource, SourceError};
 
 /// Frames an object needs to be unambiguous while it slides in or out.
@@ -277,5 +277,107 @@ fn frames_dropped_inside_the_pipe_source_are_counted() {
         summary.processed + summary.dropped,
         N,
         "every frame the command wrote processed or counted as dropped: {summary:?}"
+    );
+}
+
+/// What a [`StatusRecorder`] saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Event(String, EventKind),
+    Online,
+    Offline(String),
+}
+
+#[derive(Clone, Default)]
+struct StatusRecorder(Arc<Mutex<Vec<Seen>>>);
+
+impl EventSink for StatusRecorder {
+    fn name(&self) -> &str {
+        "status recorder"
+    }
+    fn publish(&mut self, event: &Event) -> Result<(), SinkError> {
+        let seen = Seen::Event(event.label.clone(), event.kind);
+        self.0.lock().unwrap().push(seen);
+        Ok(())
+    }
+    fn camera_status(&mut self, status: &CameraStatus) -> Result<(), SinkError> {
+        self.0.lock().unwrap().push(match status {
+            CameraStatus::Online => Seen::Online,
+            CameraStatus::Offline { reason } => Seen::Offline(reason.clone()),
+        });
+        Ok(())
+    }
+}
+
+/// A camera as a script: frames (the clip's JPEGs, captured when taken) and failures (the
+/// error a pipe source returns when its command died), then the end.
+struct Script(std::collections::VecDeque<Option<std::path::PathBuf>>, u64);
+
+impl FrameSource for Script {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        let Some(step) = self.0.pop_front() else {
+            return Ok(None);
+        };
+        let Some(path) = step else {
+            return Err(SourceError::PipeExited {
+                command: "camera".into(),
+                status: "exit status: 3".into(),
+                restart_in: std::time::Duration::from_millis(500),
+            });
+        };
+        self.1 += 1;
+        Ok(Some(Frame {
+            data: std::fs::read(path).unwrap(),
+            width: 640,
+            height: 480,
+            format: edgeclip::frame::PixelFormat::Mjpeg,
+            seq: self.1,
+            captured_at: std::time::Instant::now(),
+            captured_wall: std::time::SystemTime::now(),
+        }))
+    }
+    fn describe(&self) -> String {
+        "script".into()
+    }
+}
+
+/// The camera dies (its command exits, three times) while a label is active: the label ends,
+/// then the sinks learn `Offline` with the error, once; the next frame brings `Online` and
+/// detection starts again. `Online` also comes once with the first frame.
+#[test]
+fn a_dead_camera_ends_the_labels_and_the_sinks_learn_it_once() {
+    let red: Vec<_> = (20..=40)
+        .map(|i| Some(common::data(&format!("clip/frame_{i:04}.jpg"))))
+        .collect();
+    let mut script: std::collections::VecDeque<_> = red.iter().cloned().collect();
+    script.extend([None, None, None]);
+    script.extend(red.iter().cloned());
+    let text = std::fs::read_to_string(common::root().join("firmware-config/demo.toml"))
+        .unwrap()
+        .replace("../", &format!("{}/", common::root().display()));
+    let config = Config::from_toml_str(&text, None).unwrap();
+    let daemon = Daemon::new(common::without_snapshots(config)).unwrap();
+    let recorder = StatusRecorder::default();
+    daemon
+        .run(
+            Box::new(Script(script, 0)),
+            vec![Box::new(recorder.clone())],
+            &Control::default(),
+            Delivery::Lossless,
+        )
+        .unwrap();
+    let seen = recorder.0.lock().unwrap().clone();
+    let red = |kind| Seen::Event("red_circle".into(), kind);
+    assert_eq!(
+        seen,
+        vec![
+            Seen::Online,
+            red(EventKind::Start),
+            red(EventKind::End),
+            Seen::Offline("pipe `camera`: exited (exit status: 3); restarting in 500ms".into()),
+            Seen::Online,
+            red(EventKind::Start),
+            red(EventKind::End),
+        ]
     );
 }

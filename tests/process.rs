@@ -1,10 +1,13 @@
 //! The `edgeclip` binary as a service manager runs it: real signals (SIGHUP reloads the prompts,
-//! SIGTERM ends the run with end events and exit code 0) and the on-disk prompt cache shared by
-//! successive starts (`$CACHE_DIRECTORY`, which systemd's `CacheDirectory=` sets).
+//! SIGTERM ends the run with end events and exit code 0), the on-disk prompt cache shared by
+//! successive starts (`$CACHE_DIRECTORY`, which systemd's `CacheDirectory=` sets), systemd's
+//! notification protocol on a real datagram socket (`$NOTIFY_SOCKET`: ready, watchdog,
+//! stopping), and the panic policy (a panic on any thread ends the process).
 
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -59,10 +62,21 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path, cache: &Path, extra_args: &[&str]) -> Daemon {
+        Daemon::start_with(config, cache, extra_args, &[])
+    }
+
+    /// As [`Daemon::start`], with more environment variables.
+    fn start_with(
+        config: &Path,
+        cache: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeclip"))
             .args(["run", "--config"])
             .arg(config)
             .args(extra_args)
+            .envs(env.iter().copied())
             .env("CACHE_DIRECTORY", cache)
             .env("STATE_DIRECTORY", cache.join("state"))
             .env("RUST_LOG", "info")
@@ -99,6 +113,8 @@ impl Daemon {
 
     fn take(&mut self, line: Line) {
         match line {
+            // Statistics lines (`[stats]`) are not events.
+            Line::Out(l) if l.starts_with("{\"type\":\"stats\"") => {}
             Line::Out(l) => self
                 .events
                 .push(Event::from_json(&l).unwrap_or_else(|e| panic!("stdout line {l:?}: {e}"))),
@@ -252,4 +268,140 @@ fn prompt_embeddings_are_cached_on_disk_between_starts() {
     );
     assert_eq!(second.events_of("blue"), by_name.events_of("blue"));
     assert_ne!(second.events_of("blue"), first.events_of("blue"));
+}
+
+/// Reads notification datagrams from `socket` into `got` until `done` holds, or fails after
+/// `timeout` naming what came.
+fn notifications(
+    socket: &UnixDatagram,
+    got: &mut Vec<String>,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 4096];
+    while !done(got) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; notifications: {got:?}"
+        );
+        match socket.recv(&mut buf) {
+            // One datagram may carry several lines (READY=1 and STATUS=...).
+            Ok(n) => got.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("reading the notify socket: {e}"),
+        }
+    }
+}
+
+/// As systemd runs a `Type=notify` unit with `WatchdogSec=2`: the daemon says READY=1 (with a
+/// status line), then pets the watchdog (WATCHDOG=1) from its frame loop, updates STATUS= and
+/// says STOPPING=1 at SIGTERM, on the datagram socket `$NOTIFY_SOCKET` names.
+#[test]
+fn tells_the_service_manager_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edgeclip.toml");
+    let stats = "[stats]\ninterval_s = 1\n";
+    let red = prompt("red", "a photo of a red circle");
+    std::fs::write(&path, format!("{}{stats}", config(30, true, &red))).unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut d = Daemon::start_with(
+        &path,
+        dir.path(),
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", "2000000".as_ref()),
+        ],
+    );
+    let mut got = Vec::new();
+    let count = |got: &[String], line: &str| got.iter().filter(|l| *l == line).count();
+    notifications(
+        &socket,
+        &mut got,
+        "READY=1 and three WATCHDOG=1",
+        Duration::from_secs(120),
+        |g| count(g, "READY=1") == 1 && count(g, "WATCHDOG=1") >= 3,
+    );
+    notifications(
+        &socket,
+        &mut got,
+        "a status line with the frame rates",
+        Duration::from_secs(60),
+        |g| g.iter().any(|l| l.starts_with("STATUS=running: capture ")),
+    );
+    d.signal("TERM");
+    notifications(
+        &socket,
+        &mut got,
+        "STOPPING=1",
+        Duration::from_secs(30),
+        |g| count(g, "STOPPING=1") == 1,
+    );
+    assert_eq!(d.finish(Duration::from_secs(30)), 0, "{}", d.log.join("\n"));
+    let at = |line: &str| got.iter().position(|l| l == line).unwrap();
+    assert!(at("READY=1") < at("WATCHDOG=1"), "{got:?}");
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("STATUS=stopping"),
+        "{got:?}"
+    );
+    assert_eq!(count(&got, "READY=1"), 1, "{got:?}");
+    assert!(
+        got.iter().rposition(|l| l == "WATCHDOG=1").unwrap() < at("STOPPING=1"),
+        "{got:?}"
+    );
+    assert!(d.logged("watchdog: 2.0 s"), "{}", d.log.join("\n"));
+}
+
+/// Set in the child process of [`a_panic_on_any_thread_ends_the_process`].
+const PANIC_CHILD: &str = "EDGECLIP_TEST_PANIC_CHILD";
+
+/// The binary's panic policy (`daemon::exit_on_panic`, installed by `main`): a panic on a
+/// thread other than main ends the whole process with status 101, so that systemd restarts it.
+/// The test runs itself again as a child process that installs the hook and panics on a thread.
+#[test]
+fn a_panic_on_any_thread_ends_the_process() {
+    if std::env::var_os(PANIC_CHILD).is_some() {
+        edgeclip::daemon::exit_on_panic();
+        std::thread::Builder::new()
+            .name("edgeclip-capture".into())
+            .spawn(|| panic!("the camera driver returned nonsense"))
+            .unwrap();
+        // The hook ends the process long before this.
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_panic_on_any_thread_ends_the_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PANIC_CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(edgeclip::daemon::PANIC_EXIT),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("thread 'edgeclip-capture'")
+            && stderr.contains("panicked")
+            && stderr.contains("the camera driver returned nonsense"),
+        "{stderr}"
+    );
 }

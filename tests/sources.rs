@@ -31,6 +31,7 @@ fn camera(source: SourceSpec) -> CameraConfig {
         format: CaptureFormat::Auto,
         looping: false,
         timeout_s: 5.0,
+        offline_after_s: 10.0,
     }
 }
 

@@ -77,9 +77,20 @@ if [[ -n $binary ]]; then
 
   bin=$(realpath "$binary")
   mkdir -p "$work/state" "$work/cache"
+  # The daemon talks to systemd (READY=1, WATCHDOG=1) over a datagram socket as it does under
+  # the unit: a receiver stands in for systemd, so those calls are traced too.
+  python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+while True:
+    s.recv(4096)' "$work/notify" &
+  receiver=$!
+  for _ in $(seq 50); do [[ -S $work/notify ]] && break; sleep 0.1; done
+  trap 'kill $receiver 2>/dev/null; rm -rf "$work"' EXIT
   run() {
     (cd "$repo" && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$work" RUST_LOG=warn \
       STATE_DIRECTORY="$work/state" CACHE_DIRECTORY="$work/cache" \
+      NOTIFY_SOCKET="$work/notify" WATCHDOG_USEC=30000000 \
       strace -f -qq -o "$work/trace.$1" -e trace=all -e signal=none "$bin" "${@:2}" >"$work/stdout.$1")
   }
   run check check-config firmware-config/demo.toml

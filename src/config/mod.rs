@@ -143,9 +143,20 @@ pub struct CameraConfig {
     /// `timeout_s`: a source that delivers no frame for this long reports an error instead of
     /// hanging.
     pub timeout_s: f32,
+    /// `offline_after_s`: the camera counts as offline when no frame arrives for this long (a
+    /// failing source makes it offline at once).
+    pub offline_after_s: f32,
 }
 
 impl CameraConfig {
+    /// How long without a frame makes the camera offline (10 s if the value is unusable).
+    pub fn offline_after(&self) -> Duration {
+        Duration::try_from_secs_f32(self.offline_after_s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(10))
+    }
+
     /// The capture timeout as a [`Duration`] (1 s if the configured value is unusable).
     pub fn timeout(&self) -> Duration {
         Duration::try_from_secs_f32(self.timeout_s)

@@ -221,6 +221,17 @@ fn read_camera(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> CameraCo
             ),
             5.0,
         ),
+        offline_after_s: r.or(
+            s,
+            key(
+                "offline_after_s",
+                "The camera counts as offline when no frame arrives for this many seconds (a \
+                 source that fails, such as a pipe command that exits, makes it offline at \
+                 once): active labels end, MQTT's `PREFIX/CAMERA/availability` says `offline`, \
+                 and the first frame after it makes the camera online again.",
+            ),
+            10.0,
+        ),
     }
 }
 

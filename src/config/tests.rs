@@ -210,6 +210,11 @@ fn camera_ranges() {
     assert_one(&cam("fps = nan"), "camera.fps", "got NaN");
     assert_one(&cam("timeout_s = -1"), "camera.timeout_s", "must be in");
     assert_one(
+        &cam("offline_after_s = 0"),
+        "camera.offline_after_s",
+        "must be in [0.1, 86400], got 0",
+    );
+    assert_one(
         &cam("format = \"yuyv\"\nwidth = 641"),
         "camera.width",
         "must be even",
@@ -671,6 +676,18 @@ fn camera_timeout_falls_back_when_unusable() {
     assert_eq!(c.timeout(), Duration::from_secs(5));
     c.timeout_s = f32::NAN;
     assert_eq!(c.timeout(), Duration::from_secs(1));
+}
+
+#[test]
+fn camera_offline_after_defaults_to_ten_seconds() {
+    let mut c = parse(MINIMAL).unwrap().camera;
+    assert_eq!(c.offline_after(), Duration::from_secs(10));
+    let cam = parse(&MINIMAL.replace("[model]", "offline_after_s = 2.5\n[model]"))
+        .unwrap()
+        .camera;
+    assert_eq!(cam.offline_after(), Duration::from_millis(2500));
+    c.offline_after_s = f32::NAN;
+    assert_eq!(c.offline_after(), Duration::from_secs(10));
 }
 
 // The reference, generated from the reader.

@@ -201,6 +201,7 @@ impl Config {
         }
         c.range_f32("camera.fps", cam.fps, 0.1, 1000.0);
         c.range_f32("camera.timeout_s", cam.timeout_s, 0.01, 3600.0);
+        c.range_f32("camera.offline_after_s", cam.offline_after_s, 0.1, 86400.0);
         let is_files = matches!(cam.source, SourceSpec::Files { .. });
         if is_files && cam.format != CaptureFormat::Auto {
             c.push(

@@ -31,16 +31,19 @@ use crate::model::ModelError;
 use crate::prompts::PromptError;
 use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 
+mod health;
 pub mod labels;
 mod pipeline;
 mod run;
 mod snapshots;
 mod stats;
+mod watchdog;
 
 pub use crate::mailbox::Delivery;
 pub use pipeline::{FrameError, Pipeline, Step};
 pub use snapshots::SnapshotCounts;
 pub use stats::LatencyHistogram;
+pub use watchdog::{INFERENCE_STUCK, PANIC_EXIT, exit_on_panic};
 
 /// Errors that stop the daemon at start-up (runtime faults are logged, not returned).
 #[derive(Debug, thiserror::Error)]

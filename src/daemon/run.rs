@@ -1,5 +1,10 @@
 //! The running daemon: the capture thread that moves frames from the source into the
 //! [`Mailbox`], and the inference loop that takes them out, with its stats line and summary.
+//!
+//! The loop also keeps the camera's health ([`CameraHealth`]: a failing source or no frame for
+//! `camera.offline_after_s` is offline; active labels end and the sinks learn it) and talks to
+//! the service manager ([`Notifier`]: ready, status, the watchdog). Repeated source warnings are
+//! rate-limited ([`Repeats`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,13 +12,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 
+use super::health::CameraHealth;
 use super::stats::{StatsWindow, process_cpu_seconds};
+use super::watchdog::{Busy, INFERENCE_STUCK, Notifier, StuckMonitor};
 use super::{Control, Daemon, DaemonError, Delivery, Summary};
 use crate::event::Event;
 use crate::frame::Frame;
+use crate::log_limit::{self, Repeats};
 use crate::mailbox::{Mailbox, Shared};
-use crate::sink::EventSink;
-use crate::source::FrameSource;
+use crate::sink::{CameraStatus, EventSink};
+use crate::source::{FrameSource, SourceError};
 use crate::trigger::{FrameStamp, LabelScore};
 
 /// What the capture thread counts besides the mailbox's own counts, under the same lock.
@@ -23,6 +31,9 @@ struct Capture {
     source_errors: u64,
     /// Frames the source dropped itself ([`FrameSource::dropped`]).
     source_dropped: u64,
+    /// The newest source failure that means the camera is offline, not yet seen by the loop:
+    /// when it happened and the error.
+    outage: Option<(Instant, String)>,
 }
 
 type FrameMailbox = Mailbox<Frame, Capture>;
@@ -41,16 +52,48 @@ impl Capture {
     }
 }
 
+/// The kind of a source error, for rate-limited logging, and whether it means that the camera
+/// is offline (a timeout does not by itself: `camera.offline_after_s` decides; a corrupt frame
+/// or an unreadable file does not: the camera delivers).
+fn classify(e: &SourceError) -> (&'static str, bool) {
+    match e {
+        SourceError::PipeExited { .. } => ("exited", true),
+        SourceError::Spawn { .. } => ("spawn", true),
+        SourceError::PipeRead { .. } => ("read", true),
+        SourceError::Device { .. } => ("device", true),
+        SourceError::Timeout { .. } => ("timeout", false),
+        SourceError::CorruptFrame { .. } | SourceError::BadImage { .. } => ("bad frame", false),
+        SourceError::ReadFile { .. } => ("file", false),
+        SourceError::NoFiles { .. }
+        | SourceError::Glob { .. }
+        | SourceError::Format { .. }
+        | SourceError::Unsupported { .. }
+        | SourceError::Stopped { .. } => ("fatal", true),
+    }
+}
+
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
     mailbox: Arc<FrameMailbox>,
     delivery: Delivery,
     shutdown: Arc<AtomicBool>,
+    busy: Arc<Busy>,
 ) {
     info!("capturing from {}", source.describe());
     let mut source_dropped = 0;
+    let mut repeats = Repeats::new(log_limit::EVERY);
     while !shutdown.load(Ordering::Relaxed) {
+        busy.enter(Instant::now());
         let next = source.next_frame();
+        busy.leave();
+        let now = Instant::now();
+        for (kind, count, over) in repeats.due(now) {
+            warn!(
+                "{}: {kind} errors repeated {count} more times in the last {} s",
+                source.describe(),
+                over.as_secs()
+            );
+        }
         // The source's drop count changes rarely; the lock is only taken when it did.
         let dropped = source.dropped();
         if dropped != source_dropped {
@@ -66,8 +109,20 @@ fn capture_loop(
                 break;
             }
             Err(e) => {
-                mailbox.lock().extra.source_errors += 1;
-                warn!("{}: {e}", source.describe());
+                let (kind, outage) = classify(&e);
+                {
+                    let mut m = mailbox.lock();
+                    m.extra.source_errors += 1;
+                    if outage {
+                        m.extra.outage = Some((now, e.to_string()));
+                    }
+                }
+                if outage {
+                    mailbox.notify();
+                }
+                if let Some(line) = repeats.note(&kind, now).text(&e) {
+                    warn!("{}: {line}", source.describe());
+                }
                 // Sources back off themselves; this only keeps a tight error loop from spinning.
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -85,21 +140,34 @@ impl Daemon {
         control: &Control,
         delivery: Delivery,
     ) -> Result<Summary, DaemonError> {
+        let started = Instant::now();
+        let describe = source.describe();
         let mailbox = Arc::new(FrameMailbox::default());
+        let capture_busy = Arc::new(Busy::new(started));
         let capture = {
             let mailbox = mailbox.clone();
             let shutdown = control.shutdown.clone();
+            let busy = capture_busy.clone();
             std::thread::Builder::new()
                 .name("edgeclip-capture".into())
-                .spawn(move || capture_loop(source, mailbox, delivery, shutdown))
+                .spawn(move || capture_loop(source, mailbox, delivery, shutdown, busy))
                 .map_err(DaemonError::Thread)?
         };
-        let started = Instant::now();
+        let inference_busy = Arc::new(Busy::new(started));
+        let monitor = StuckMonitor::start(inference_busy.clone()).map_err(DaemonError::Thread)?;
+        let mut watch = Watch {
+            health: CameraHealth::new(self.config.camera.offline_after(), Duration::ZERO),
+            notifier: Notifier::from_env(self.config.camera.timeout()),
+            offline_lines: Repeats::new(log_limit::EVERY),
+            offline_logged: true,
+        };
+        watch.notifier.ready("running: waiting for the first frame");
         let mut summary = Summary::default();
         let cpu_at_start = process_cpu_seconds();
         let mut label_scores: Vec<LabelScore> = Vec::with_capacity(self.config.prompts.len());
         let mut stats = StatsWindow::new(started);
         let stats_every = self.config.stats.interval();
+        let mut bad_frames = Repeats::new(log_limit::EVERY);
         let mut last_stamp = FrameStamp {
             seq: 0,
             wall: SystemTime::now(),
@@ -113,28 +181,65 @@ impl Daemon {
                 self.snapshot_step(None, last_stamp.now, &[], &mut ends);
                 publish(&mut sinks, &ends, &mut summary);
             }
-            let taken = mailbox.wait_for(None, Some(TAKE_POLL), |s| match s.take() {
-                Some(f) => Some(Some(f)),
-                None if s.is_closed()
-                    || control.shutdown.load(Ordering::Relaxed)
-                    || control.reload.load(Ordering::Relaxed) =>
-                {
-                    Some(None)
-                }
-                None => None,
+            // Wakes for a frame, a source failure or the end, and at least every TAKE_POLL (the
+            // flags are set without waking it; the health clock and the watchdog need turns).
+            let taken = mailbox.wait_for(Some(Instant::now() + TAKE_POLL), None, |s| {
+                let frame = s.take();
+                let end = frame.is_none()
+                    && (s.is_closed()
+                        || control.shutdown.load(Ordering::Relaxed)
+                        || control.reload.load(Ordering::Relaxed));
+                let outage = s.extra.outage.take();
+                (frame.is_some() || end || outage.is_some()).then_some((outage, frame, end))
             });
-            let Ok(Some(frame)) = taken else {
+            let (outage, frame, end) = taken.unwrap_or((None, None, false));
+            let now = Instant::now();
+            if let Some((at, reason)) = outage {
+                let change = watch
+                    .health
+                    .error(at.saturating_duration_since(started), &reason);
+                self.camera_changed(change, last_stamp, &mut sinks, &mut summary, &mut watch);
+            }
+            if let Some(f) = &frame {
+                let change = watch
+                    .health
+                    .frame(f.captured_at.saturating_duration_since(started));
+                self.camera_changed(change, last_stamp, &mut sinks, &mut summary, &mut watch);
+            }
+            let change = watch.health.tick(now.saturating_duration_since(started));
+            self.camera_changed(change, last_stamp, &mut sinks, &mut summary, &mut watch);
+            watch
+                .notifier
+                .pet(now, capture_busy.running_for(now), &describe);
+            if end {
                 if control.reload.load(Ordering::Relaxed) {
                     continue;
                 }
                 break;
+            }
+            // Nothing yet, or a frame captured before the source failed (dropped: the camera is
+            // offline until a newer one comes).
+            let Some(frame) = frame.filter(|_| watch.health.is_online()) else {
+                continue;
             };
+            let stepped_at = Instant::now();
+            inference_busy.enter(stepped_at);
             let step = self.pipeline.step(&frame, || FrameStamp {
                 seq: frame.seq,
                 wall: frame.captured_wall,
                 now: frame.captured_at.duration_since(started),
                 latency_ms: frame.captured_at.elapsed().as_secs_f32() * 1e3,
             });
+            inference_busy.leave();
+            let took = stepped_at.elapsed();
+            if took >= INFERENCE_STUCK {
+                warn!(
+                    "frame {} took {:.1} s to process (more than {} s)",
+                    frame.seq,
+                    took.as_secs_f32(),
+                    INFERENCE_STUCK.as_secs()
+                );
+            }
             let (mut events, latency_ms) = match step {
                 Ok(step) => {
                     last_stamp = step.stamp;
@@ -142,7 +247,9 @@ impl Daemon {
                 }
                 Err(e) => {
                     summary.bad_frames += 1;
-                    warn!("{e}");
+                    if let Some(line) = bad_frames.note(&(), now).text(&e) {
+                        warn!("{line}");
+                    }
                     continue;
                 }
             };
@@ -168,6 +275,10 @@ impl Daemon {
                         st.dropped,
                         st.frames
                     );
+                    watch.notifier.status(&format!(
+                        "running: capture {:.1} fps, inference {:.1} fps",
+                        st.capture_fps, st.inference_fps
+                    ));
                     for s in sinks.iter_mut() {
                         if let Err(e) = s.publish_stats(&st) {
                             warn!("{}: stats not published: {e}", s.name());
@@ -178,6 +289,8 @@ impl Daemon {
         }
 
         control.shutdown.store(true, Ordering::Relaxed);
+        watch.notifier.stopping();
+        drop(monitor);
         let mut ends = self.pipeline.finish(last_stamp);
         self.snapshot_step(None, last_stamp.now, &[], &mut ends);
         publish(&mut sinks, &ends, &mut summary);
@@ -209,6 +322,61 @@ impl Daemon {
             100.0 * summary.cpu_s.unwrap_or(f64::NAN) / summary.wall_s.max(1e-9)
         );
         Ok(summary)
+    }
+}
+
+/// The camera's health and what the loop says about itself: the log and the service manager.
+/// The offline line is rate-limited (a camera that flaps, a command that delivers one frame
+/// and exits, is logged once a minute with a count), and an online line is logged when the
+/// offline line before it was.
+struct Watch {
+    health: CameraHealth,
+    notifier: Notifier,
+    offline_lines: Repeats<()>,
+    /// The last offline line was logged (true at the start: the first online is).
+    offline_logged: bool,
+}
+
+impl Daemon {
+    /// Acts on a change of the camera's health: offline ends the active labels (their end
+    /// events, stamped with the last frame), then every sink learns the new status.
+    fn camera_changed(
+        &mut self,
+        change: Option<CameraStatus>,
+        last: FrameStamp,
+        sinks: &mut [Box<dyn EventSink>],
+        summary: &mut Summary,
+        watch: &mut Watch,
+    ) {
+        let Some(status) = change else {
+            return;
+        };
+        let camera = &self.config.camera.name;
+        match &status {
+            CameraStatus::Offline { reason } => {
+                let say = watch.offline_lines.note(&(), Instant::now());
+                let line = say.text(format_args!("camera {camera}: offline: {reason}"));
+                watch.offline_logged = line.is_some();
+                if let Some(line) = line {
+                    warn!("{line}");
+                }
+                watch.notifier.status(&format!("camera offline: {reason}"));
+                let mut ends = self.pipeline.finish(last);
+                self.snapshot_step(None, last.now, &[], &mut ends);
+                publish(sinks, &ends, summary);
+            }
+            CameraStatus::Online => {
+                if watch.offline_logged {
+                    info!("camera {camera}: online");
+                }
+                watch.notifier.status("running");
+            }
+        }
+        for s in sinks.iter_mut() {
+            if let Err(e) = s.camera_status(&status) {
+                warn!("{}: camera status not published: {e}", s.name());
+            }
+        }
     }
 }
 

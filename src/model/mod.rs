@@ -32,6 +32,7 @@ pub use encoder::{ImageEncoder, TextEncoder};
 pub use graph_cache::GRAPH_CACHE_ENV;
 pub use options::{Precision, Runtime};
 pub use plan::set_threads;
+pub use tract_fixes::panic_is_caught;
 
 /// Everything that can go wrong loading or running a bundle. Each variant names the file.
 ///

@@ -305,6 +305,17 @@ fn sum_int8_lanes(
     }
 }
 
+thread_local! {
+    /// Whether this thread is inside [`catch_cuda_panic`].
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread now is caught by [`catch_cuda_panic`] (and turned into an
+/// error) rather than a bug that should end the process.
+pub fn panic_is_caught() -> bool {
+    CATCHING.get()
+}
+
 /// Runs `f`, turning a panic into an error carrying the panic's message.
 ///
 /// tract-cuda 0.23.9 panics instead of returning an error where CUDA fails to start: it creates
@@ -317,9 +328,15 @@ fn sum_int8_lanes(
 ///
 /// Drop it when tract-cuda's `cuda_context` and `CUDA_STREAM` return errors instead of
 /// panicking (re-test on each tract upgrade by reading those two places in `context.rs`).
+///
+/// While `f` runs, [`panic_is_caught`] is true on this thread, so the process's panic hook (which
+/// ends the daemon on any other panic, `daemon::exit_on_panic`) lets this one unwind to here.
 pub(super) fn catch_cuda_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     use std::panic::{AssertUnwindSafe, catch_unwind};
-    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+    let outer = CATCHING.replace(true);
+    let caught = catch_unwind(AssertUnwindSafe(f));
+    CATCHING.set(outer);
+    caught.map_err(|panic| {
         panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -331,6 +348,17 @@ pub(super) fn catch_cuda_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_inside_catch_cuda_panic_is_known_as_caught() {
+        assert!(!panic_is_caught());
+        assert_eq!(catch_cuda_panic(panic_is_caught), Ok(true));
+        let nested = catch_cuda_panic(|| catch_cuda_panic(|| ()).map(|()| panic_is_caught()));
+        assert_eq!(nested, Ok(Ok(true)));
+        let e = catch_cuda_panic(|| -> () { panic!("Could not create CUDA context") });
+        assert_eq!(e, Err("Could not create CUDA context".to_owned()));
+        assert!(!panic_is_caught(), "reset after a caught panic");
+    }
     use tract_onnx::pb::{GraphProto, NodeProto};
     use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 

@@ -8,6 +8,11 @@
 //! restarted with a capped exponential backoff.
 //! `next_frame` waits at most the capture timeout; after three timeouts in a row the command is
 //! considered stalled and killed, so it restarts.
+//!
+//! An exit or a failed start is posted as an error for `next_frame` to return (the daemon logs
+//! those, rate-limited) and logged here at debug level only; the stall warning is this file's
+//! own and is rate-limited here (`log_limit`), so a command that hangs again and again writes
+//! it once a minute with a count.
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -21,6 +26,7 @@ use super::mjpeg::MjpegSplitter;
 use super::{FrameSource, SourceError};
 use crate::config::CameraConfig;
 use crate::frame::{Frame, PixelFormat};
+use crate::log_limit::{self, Repeats};
 use crate::mailbox::{Delivery, Mailbox};
 
 /// What the command writes to stdout.
@@ -148,6 +154,8 @@ pub struct PipeSource {
     timeouts_in_a_row: u32,
     /// The mailbox's drop count as of the last `next_frame`.
     dropped: u64,
+    /// Rate limit of the stall warning.
+    stalls: Repeats<()>,
 }
 
 impl PipeSource {
@@ -180,6 +188,7 @@ impl PipeSource {
             timeout,
             timeouts_in_a_row: 0,
             dropped: 0,
+            stalls: Repeats::new(log_limit::EVERY),
         })
     }
 }
@@ -214,11 +223,14 @@ impl FrameSource for PipeSource {
         if self.timeouts_in_a_row >= 3 {
             self.timeouts_in_a_row = 0;
             if let Some(child) = m.extra.child.as_mut() {
-                log::warn!(
+                let line = format!(
                     "{}: no frame for {:?}, killing the command to restart it",
                     self.name,
                     self.timeout * 3
                 );
+                if let Some(line) = self.stalls.note(&(), Instant::now()).text(line) {
+                    log::warn!("{line}");
+                }
                 kill_group(child);
             }
         }
@@ -283,7 +295,7 @@ fn run_reader(command: &str, options: &PipeOptions, mailbox: &PipeMailbox) {
         let mut child = match spawned {
             Ok(c) => c,
             Err(source) => {
-                log::warn!("{name}: cannot start: {source}; retrying in {backoff:?}");
+                log::debug!("{name}: cannot start: {source}; retrying in {backoff:?}");
                 post_error(
                     mailbox,
                     SourceError::Spawn {
@@ -341,7 +353,7 @@ fn run_reader(command: &str, options: &PipeOptions, mailbox: &PipeMailbox) {
         if produced {
             backoff = options.restart_min;
         }
-        log::warn!("{name}: exited ({status}); restarting in {backoff:?}");
+        log::debug!("{name}: exited ({status}); restarting in {backoff:?}");
         post_error(
             mailbox,
             SourceError::PipeExited {
