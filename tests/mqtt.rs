@@ -98,6 +98,8 @@ fn mqtt_config(port: u16, client_id: &str) -> MqttConfig {
         homeassistant_discovery: true,
         discovery_prefix: "homeassistant".into(),
         queue: 1000,
+        max_event_age_s: 3600,
+        device: None,
     }
 }
 
@@ -233,6 +235,7 @@ fn topics_payloads_retain_flags_and_discovery() {
         p95_ms: 95.0,
         dropped: 3,
         frames: 100,
+        events_dropped: 0,
     })
     .unwrap();
     sink.publish(&event(EventKind::End, "person", 9)).unwrap();

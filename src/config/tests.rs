@@ -649,6 +649,8 @@ fn validate_checks_configs_built_in_code() {
         homeassistant_discovery: false,
         discovery_prefix: "homeassistant".into(),
         queue: 10,
+        max_event_age_s: 3600,
+        device: None,
     });
     let e = c.validate().unwrap_err();
     let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();

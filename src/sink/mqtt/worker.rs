@@ -72,8 +72,18 @@ impl Shared {
         self.cond.notify_all();
     }
 
-    /// Hands rumqttc as many messages as the queue's window allows.
+    /// Hands rumqttc as many messages as the queue's window allows, after dropping the events
+    /// too old to send (`mqtt.max_event_age_s`).
     pub(super) fn flush(&self, st: &mut State) {
+        let expired = st.queue.expire(std::time::SystemTime::now());
+        if !expired.is_empty() {
+            log::warn!(
+                "mqtt {}: dropped {} event(s) older than mqtt.max_event_age_s; {} dropped so far",
+                self.broker,
+                expired.len(),
+                st.queue.dropped()
+            );
+        }
         while let Some(next) = st.queue.next_to_send() {
             let Some(client) = &st.client else { return };
             let m = next.message;
