@@ -376,14 +376,15 @@ impl EventSink for MqttSink {
             return Err(closed().into());
         }
         let on = event.kind == crate::event::EventKind::Start;
-        st.queue.expire(SystemTime::now());
         let dropped_before = st.queue.dropped();
+        st.queue.expire(SystemTime::now());
         let result = st.queue.accept(&event.label, on, event.ts, payload);
         let dropped = st.queue.dropped();
         if dropped > dropped_before {
             log::warn!(
                 "mqtt {}: dropped {} event(s) for room or age ({} waiting for the broker, the \
-                 {} event for {:?} in frame {} {}); {dropped} dropped so far",
+                 {} event for {:?} in frame {} {}); {dropped} dropped so far ({} for room, {} \
+                 for age)",
                 sh.broker,
                 dropped - dropped_before,
                 st.queue.queued(),
@@ -391,6 +392,8 @@ impl EventSink for MqttSink {
                 event.label,
                 event.frame,
                 if result.is_ok() { "kept" } else { "among them" },
+                st.queue.dropped_full(),
+                st.queue.dropped_old(),
             );
         }
         // The state changed either way: it goes out after the events.

@@ -78,10 +78,13 @@ impl Shared {
         let expired = st.queue.expire(std::time::SystemTime::now());
         if !expired.is_empty() {
             log::warn!(
-                "mqtt {}: dropped {} event(s) older than mqtt.max_event_age_s; {} dropped so far",
+                "mqtt {}: dropped {} event(s) older than mqtt.max_event_age_s; {} dropped so far \
+                 ({} for room, {} for age)",
                 self.broker,
                 expired.len(),
-                st.queue.dropped()
+                st.queue.dropped(),
+                st.queue.dropped_full(),
+                st.queue.dropped_old()
             );
         }
         while let Some(next) = st.queue.next_to_send() {
