@@ -208,22 +208,19 @@ impl Daemon {
     }
 
     /// Tells the sinks the labels after a reload (call it once the old labels' end events are
-    /// published) and learns how many events they dropped so far.
-    fn tell_sinks(&self, sinks: &mut [Box<dyn EventSink>], summary: &mut Summary, reloaded: bool) {
-        if reloaded {
-            let labels: Vec<String> = self
-                .config
-                .prompts
-                .iter()
-                .map(|p| p.label.clone())
-                .collect();
-            for s in sinks.iter_mut() {
-                if let Err(e) = s.labels_changed(&labels) {
-                    warn!("{}: new labels not announced: {e}", s.name());
-                }
+    /// published): MQTT announces new labels to Home Assistant and deletes removed ones.
+    fn announce_labels(&self, sinks: &mut [Box<dyn EventSink>]) {
+        let labels: Vec<String> = self
+            .config
+            .prompts
+            .iter()
+            .map(|p| p.label.clone())
+            .collect();
+        for s in sinks.iter_mut() {
+            if let Err(e) = s.labels_changed(&labels) {
+                warn!("{}: new labels not announced: {e}", s.name());
             }
         }
-        summary.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
     }
 
     /// Re-reads the prompts from the config file and rebuilds the matcher and triggers. Active

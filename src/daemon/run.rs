@@ -112,7 +112,7 @@ impl Daemon {
                 let mut ends = self.reload(last_stamp);
                 self.snapshot_step(None, last_stamp.now, &[], &mut ends);
                 publish(&mut sinks, &ends, &mut summary);
-                self.tell_sinks(&mut sinks, &mut summary, true);
+                self.announce_labels(&mut sinks);
             }
             let taken = mailbox.wait_for(None, Some(TAKE_POLL), |s| match s.take() {
                 Some(f) => Some(Some(f)),
@@ -159,7 +159,7 @@ impl Daemon {
                 let now = Instant::now();
                 if stats.due(now, every) {
                     Capture::count_into(&mailbox.lock(), &mut summary);
-                    self.tell_sinks(&mut sinks, &mut summary, false);
+                    summary.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
                     let st = stats.take(&self.config.camera.name, now, SystemTime::now(), &summary);
                     info!(
                         "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}",

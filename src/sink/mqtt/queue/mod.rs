@@ -1,7 +1,7 @@
 //! The MQTT sink's delivery queue: what to send next, and what a broker's answer settles.
 //!
-//! Delivery is where the sink's promises live (accepted events are never lost within the
-//! bound, never reordered within a session, every label's retained state ends equal to its
+//! Delivery is where the sink's promises live (accepted events are dropped only by the rule
+//! below, never reordered within a session, every label's retained state ends equal to its
 //! last event), and those promises are about orderings of events a live broker rarely shows:
 //! a disconnect between a write and its PUBACK, a reconnect with half the window in flight.
 //! So the logic is a state machine with no locks, no I/O, no clock and no rumqttc client: the
