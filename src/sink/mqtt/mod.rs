@@ -652,7 +652,7 @@ mod tests {
     /// The event of `frame`: a start when it is even, else an end; `ts` now.
     fn event(frame: u64) -> Event {
         Event {
-            kind: if frame % 2 == 0 {
+            kind: if frame.is_multiple_of(2) {
                 crate::event::EventKind::Start
             } else {
                 crate::event::EventKind::End

@@ -12,9 +12,7 @@ impl Queue {
     /// whose start was dropped (`Err`), and when `capacity` events wait, makes room by dropping
     /// the oldest waiting episode; returns the ids dropped for room. Counts every drop.
     pub(super) fn make_room(&mut self, label: &str, on: bool) -> Result<Vec<u64>, Refused> {
-        if let Err(refused) = self.drop_orphan_end(label, on, vec![]) {
-            return Err(refused);
-        }
+        self.drop_orphan_end(label, on, vec![])?;
         let mut evicted = Vec::new();
         if self.events.len() >= self.settings.capacity.max(1) {
             // The oldest start not in flight, else the oldest end not in flight.
