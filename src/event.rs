@@ -228,6 +228,9 @@ pub struct Stats {
     pub dropped: u64,
     /// Frames run through the encoder since start.
     pub frames: u64,
+    /// Events a sink accepted and later dropped, since start (MQTT: the oldest episode when
+    /// its queue was full, or events older than `mqtt.max_event_age_s`).
+    pub events_dropped: u64,
 }
 
 #[derive(Serialize)]
@@ -242,12 +245,14 @@ struct StatsWire<'a> {
     p95_ms: f32,
     dropped: u64,
     frames: u64,
+    events_dropped: u64,
 }
 
 impl Stats {
     /// One JSON object: `{"type":"stats","camera":"cam0","ts":"...","capture_fps":15.0,
-    /// "inference_fps":9.8,"p50_ms":80.1,"p95_ms":97.3,"dropped":12,"frames":9876}` (`ts` as
-    /// [`format_timestamp`] writes it).
+    /// "inference_fps":9.8,"p50_ms":80.1,"p95_ms":97.3,"dropped":12,"frames":9876,
+    /// "events_dropped":0}` (`ts` as [`format_timestamp`] writes it; `dropped` counts frames,
+    /// `events_dropped` events).
     pub fn to_json(&self) -> String {
         let wire = StatsWire {
             kind: "stats",
@@ -259,6 +264,7 @@ impl Stats {
             p95_ms: self.p95_ms,
             dropped: self.dropped,
             frames: self.frames,
+            events_dropped: self.events_dropped,
         };
         serde_json::to_string(&wire).unwrap_or_default()
     }
@@ -360,6 +366,7 @@ mod tests {
                 p95_ms: 1.0,
                 dropped: 0,
                 frames: 0,
+                events_dropped: 0,
             };
             assert!(stats.to_json().contains(written));
         }
@@ -404,10 +411,11 @@ mod tests {
             p95_ms: 97.5,
             dropped: 12,
             frames: 9876,
+            events_dropped: 3,
         };
         assert_eq!(
             s.to_json(),
-            r#"{"type":"stats","camera":"cam0","ts":"1970-01-01T00:00:00.000Z","capture_fps":15.0,"inference_fps":9.5,"p50_ms":80.25,"p95_ms":97.5,"dropped":12,"frames":9876}"#
+            r#"{"type":"stats","camera":"cam0","ts":"1970-01-01T00:00:00.000Z","capture_fps":15.0,"inference_fps":9.5,"p50_ms":80.25,"p95_ms":97.5,"dropped":12,"frames":9876,"events_dropped":3}"#
         );
     }
 }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use edgeclip::config::MqttConfig;
 use edgeclip::event::{Event, EventKind, Snapshot, Stats};
-use edgeclip::sink::EventSink;
 use edgeclip::sink::mqtt::{MqttOptions, MqttSink, probe};
+use edgeclip::sink::{CameraStatus, EventSink};
 use rumqttc::{Client, Event as MqttEvent, Packet, QoS};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -98,6 +98,9 @@ fn mqtt_config(port: u16, client_id: &str) -> MqttConfig {
         homeassistant_discovery: true,
         discovery_prefix: "homeassistant".into(),
         queue: 1000,
+        // The test events happened in 1970 (`ts` is their frame in milliseconds).
+        max_event_age_s: 0,
+        device: Some("testhost".into()),
     }
 }
 
@@ -223,6 +226,7 @@ fn topics_payloads_retain_flags_and_discovery() {
     let labels = vec!["person".to_owned(), "cat".to_owned()];
     let mut sink = MqttSink::connect(&cfg, "cam0", &labels, fast()).unwrap();
     assert!(sink.wait_connected(WAIT), "sink never connected");
+    sink.camera_status(&CameraStatus::Online).unwrap();
     sink.publish(&event(EventKind::Start, "person", 7)).unwrap();
     sink.publish_stats(&Stats {
         camera: "cam0".into(),
@@ -233,20 +237,34 @@ fn topics_payloads_retain_flags_and_discovery() {
         p95_ms: 95.0,
         dropped: 3,
         frames: 100,
+        events_dropped: 0,
     })
     .unwrap();
     sink.publish(&event(EventKind::End, "person", 9)).unwrap();
+    // A reload added a label and removed one.
+    sink.labels_changed(&["person".to_owned(), "dog".to_owned()])
+        .unwrap();
     assert!(sink.wait_idle(WAIT), "events not acknowledged");
     sink.close().expect("clean close");
 
     live.wait_until("offline after online", |seen| {
         let avail: Vec<&str> = seen
             .iter()
-            .filter(|m| m.topic == "edgeclip/availability")
+            .filter(|m| m.topic == "edgeclip/testhost/availability")
             .map(|m| m.payload.as_str())
             .collect();
         avail.first() == Some(&"online") && avail.last() == Some(&"offline")
     });
+    let camera: Vec<&str> = live
+        .on("edgeclip/cam0/availability")
+        .iter()
+        .map(|m| m.payload.as_str())
+        .collect();
+    assert_eq!(
+        camera,
+        vec!["online", "offline"],
+        "the camera's own availability"
+    );
     live.wait_until("both events", |seen| {
         seen.iter()
             .filter(|m| m.topic == "edgeclip/cam0/events")
@@ -290,10 +308,24 @@ fn topics_payloads_retain_flags_and_discovery() {
     for label in &labels {
         let topic = format!("homeassistant/binary_sensor/edgeclip_cam0/{label}/config");
         let msgs = live.on(&topic);
-        assert_eq!(msgs.len(), 1, "{topic}");
+        // The cat's is deleted later (a reload removed it).
+        assert_eq!(msgs.len(), if label == "cat" { 2 } else { 1 }, "{topic}");
         let v: serde_json::Value = serde_json::from_str(&msgs[0].payload).unwrap();
         assert_eq!(v["state_topic"], format!("edgeclip/cam0/{label}/state"));
-        assert_eq!(v["availability_topic"], "edgeclip/availability");
+        let topics: Vec<&str> = v["availability"]
+            .as_array()
+            .expect("an availability list")
+            .iter()
+            .map(|a| a["topic"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                "edgeclip/testhost/availability",
+                "edgeclip/cam0/availability"
+            ]
+        );
+        assert_eq!(v["availability_mode"], "all");
         assert_eq!(v["payload_on"], "ON");
         assert_eq!(v["payload_off"], "OFF");
         assert_eq!(v["unique_id"], format!("edgeclip_cam0_{label}"));
@@ -302,6 +334,17 @@ fn topics_payloads_retain_flags_and_discovery() {
             assert!(v["device"][key].is_string(), "device.{key} in {v}");
         }
     }
+
+    // The label a reload added got its config and its state; the removed one's config was
+    // deleted (an empty payload).
+    let dog = live.on("homeassistant/binary_sensor/edgeclip_cam0/dog/config");
+    assert!(
+        dog.len() == 1 && dog[0].payload.contains("edgeclip/cam0/dog/state"),
+        "{dog:?}"
+    );
+    assert_eq!(live.on("edgeclip/cam0/dog/state")[0].payload, "OFF");
+    let cat = live.on("homeassistant/binary_sensor/edgeclip_cam0/cat/config");
+    assert_eq!(cat.last().map(|m| m.payload.as_str()), Some(""), "{cat:?}");
 
     // A subscriber arriving later gets exactly the retained messages: availability, states and
     // discovery, not events. A marker published after subscribing arrives after every retained
@@ -320,7 +363,7 @@ fn topics_payloads_retain_flags_and_discovery() {
         .map(|m| (m.topic.as_str(), (m.payload.as_str(), m.retain)))
         .collect();
     assert_eq!(
-        retained.get("edgeclip/availability"),
+        retained.get("edgeclip/testhost/availability"),
         Some(&("offline", true))
     );
     assert_eq!(
@@ -336,6 +379,14 @@ fn topics_payloads_retain_flags_and_discovery() {
         Some((_, true))
     ));
     assert!(
+        !retained.contains_key("homeassistant/binary_sensor/edgeclip_cam0/cat/config"),
+        "a removed label's config is deleted"
+    );
+    assert_eq!(
+        retained.get("edgeclip/cam0/availability"),
+        Some(&("offline", true))
+    );
+    assert!(
         !retained.contains_key("edgeclip/cam0/events"),
         "events must not be retained"
     );
@@ -345,7 +396,7 @@ fn topics_payloads_retain_flags_and_discovery() {
 #[test]
 fn last_will_marks_the_camera_offline_when_the_connection_dies() {
     let port = start_broker_in_process();
-    let mut live = Subscriber::connect(port, "will-watcher", &["edgeclip/availability"]);
+    let mut live = Subscriber::connect(port, "will-watcher", &["edgeclip/testhost/availability"]);
     let cfg = mqtt_config(port, "edgeclip-test-will");
     let sink = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast()).unwrap();
     assert!(sink.wait_connected(WAIT));
@@ -384,7 +435,7 @@ fn events_arrive_in_order_at_every_qos() {
             events.len() >= 40
                 && seen[events[events.len() - 1]..]
                     .iter()
-                    .any(|m| m.topic == "edgeclip/availability" && m.payload == "offline")
+                    .any(|m| m.topic == "edgeclip/testhost/availability" && m.payload == "offline")
         });
         let frames: Vec<u64> = live
             .on("edgeclip/cam0/events")
@@ -615,6 +666,10 @@ fn accepted_events_survive_a_broker_restart() {
         ChildBroker::event_frames(&first.seen),
         (0..10).collect::<Vec<_>>()
     );
+    assert!(
+        !first.seen.iter().any(|(_, p)| p.contains("replayed")),
+        "live events are not marked"
+    );
     first.kill();
 
     // Phase 2: events while the broker is down are accepted and queued.
@@ -644,12 +699,25 @@ fn accepted_events_survive_a_broker_restart() {
     );
     assert!(sink.wait_idle(WAIT));
     assert_eq!(sink.dropped(), 0);
+    // The events that waited for the broker say so, and keep their time; the live ones do not.
+    let events = |seen: &[(String, String)]| -> Vec<serde_json::Value> {
+        seen.iter()
+            .filter(|(t, _)| t == "edgeclip/cam0/events")
+            .map(|(_, p)| serde_json::from_str(p).unwrap())
+            .collect()
+    };
+    for e in events(&second.seen) {
+        assert_eq!(e["replayed"], true, "{e}");
+        let frame = e["frame"].as_u64().unwrap();
+        let ts = edgeclip::event::format_timestamp(event(kind_of(frame), "person", frame).ts);
+        assert_eq!(e["ts"], ts.as_str(), "the original ts");
+    }
 
     // Retained state and availability are republished to the new broker; the last state comes
     // after the replayed events and matches the last event (frame 29 = end).
     second.wait_until("online and the state", |seen| {
         seen.iter()
-            .any(|(t, p)| t == "edgeclip/availability" && p == "online")
+            .any(|(t, p)| t == "edgeclip/testhost/availability" && p == "online")
             && seen.iter().any(|(t, _)| t == "edgeclip/cam0/person/state")
     });
     let last_event = second
@@ -668,7 +736,7 @@ fn accepted_events_survive_a_broker_restart() {
     sink.close().expect("clean close");
     second.wait_until("offline", |seen| {
         seen.iter()
-            .any(|(t, p)| t == "edgeclip/availability" && p == "offline")
+            .any(|(t, p)| t == "edgeclip/testhost/availability" && p == "offline")
     });
 }
 

@@ -388,8 +388,12 @@ pub struct MqttConfig {
     pub homeassistant_discovery: bool,
     /// Home Assistant's discovery prefix.
     pub discovery_prefix: String,
-    /// Most events held while the broker is away; beyond it events are dropped.
+    /// Most events held while the broker is away; beyond it the oldest episode is dropped.
     pub queue: usize,
+    /// Events older than this when (re)sent are dropped; 0: no limit.
+    pub max_event_age_s: u64,
+    /// The device (this process) in `PREFIX/DEVICE/availability`; `None`: the host name.
+    pub device: Option<String>,
 }
 
 /// `[gpio]`.

@@ -83,10 +83,30 @@ pub(super) fn read(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> Mqtt
             s,
             key(
                 "queue",
-                "Most events held while the broker is away; beyond it new events are refused \
-                 and counted.",
+                "Most events held while the broker is away. When it is full the oldest waiting \
+                 episode (a start and its end) is dropped whole and counted (`events_dropped` \
+                 in the stats); label states are not queued and always end right.",
             ),
             256,
+        ),
+        max_event_age_s: r.or(
+            s,
+            key(
+                "max_event_age_s",
+                "Events older than this (by their `ts`) when they would be sent or resent are \
+                 dropped and counted, with the end of a dropped start. 0: no limit.",
+            ),
+            3600,
+        ),
+        device: r.opt(
+            s,
+            key(
+                "device",
+                "This device's name in `PREFIX/DEVICE/availability` (retained `online`/\
+                 `offline`, also the last will). Not set: the host name, with characters other \
+                 than A-Z, a-z, 0-9 and '-' made '_'. Must differ from the camera's name.",
+            )
+            .example("\"pi-frontdoor\""),
         ),
     }
 }

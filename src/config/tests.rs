@@ -411,6 +411,8 @@ fn mqtt_defaults() {
     assert_eq!(m.queue, 256);
     assert!(!m.homeassistant_discovery);
     assert_eq!(m.discovery_prefix, "homeassistant");
+    assert_eq!(m.max_event_age_s, 3600);
+    assert_eq!(m.device, None, "the host name, found by the sink");
 }
 
 #[test]
@@ -432,6 +434,15 @@ fn mqtt_rules() {
     );
     assert_one(&m("keep_alive_s = 70000"), "mqtt.keep_alive_s", "got 70000");
     assert_one(&m("queue = 0"), "mqtt.queue", "must be in [1, 100000]");
+    assert_one(&m("device = \"pi/4\""), "mqtt.device", "A-Z");
+    assert_one(&m("device = \"\""), "mqtt.device", "must not be empty");
+    assert_one(
+        &m("device = \"cam0\""),
+        "mqtt.device",
+        "must differ from camera.name",
+    );
+    assert_one(&m("max_event_age_s = -1"), "mqtt.max_event_age_s", "");
+    assert!(parse(&m("device = \"pi-4\"\nmax_event_age_s = 0")).is_ok());
     assert_one(&m("prefix = \"home/#\""), "mqtt.prefix", "wildcards");
     assert_one(
         &m("prefix = \"/home\""),
@@ -654,6 +665,8 @@ fn validate_checks_configs_built_in_code() {
         homeassistant_discovery: false,
         discovery_prefix: "homeassistant".into(),
         queue: 10,
+        max_event_age_s: 3600,
+        device: None,
     });
     let e = c.validate().unwrap_err();
     let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();

@@ -138,6 +138,16 @@ impl Config {
         c.range_f32("trigger.cooldown_s", self.trigger.cooldown_s, 0.0, 86_400.0);
         if let Some(m) = &self.mqtt {
             check_mqtt(&mut c, m);
+            if m.device.as_deref() == Some(self.camera.name.as_str()) {
+                c.push(
+                    "mqtt.device",
+                    format!(
+                        "must differ from camera.name ({:?}): both would publish \
+                         PREFIX/{}/availability",
+                        self.camera.name, self.camera.name
+                    ),
+                );
+            }
         }
         if let Some(g) = &self.gpio {
             self.check_gpio(&mut c, g);
@@ -428,4 +438,13 @@ fn check_mqtt(c: &mut Checker, m: &MqttConfig) {
     // rumqttc asserts on sub-second keep-alives; MQTT carries it in 16 bits.
     c.range_u64("mqtt.keep_alive_s", m.keep_alive_s, 5, u64::from(u16::MAX));
     c.range_u64("mqtt.queue", m.queue as u64, 1, 100_000);
+    c.range_u64(
+        "mqtt.max_event_age_s",
+        m.max_event_age_s,
+        0,
+        10 * 365 * 86_400,
+    );
+    if let Some(device) = &m.device {
+        check_name(&mut c.problems, "mqtt.device".into(), device);
+    }
 }

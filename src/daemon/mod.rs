@@ -29,6 +29,7 @@ use crate::event::Event;
 use crate::matcher::MatcherError;
 use crate::model::ModelError;
 use crate::prompts::PromptError;
+use crate::sink::EventSink;
 use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 
 mod health;
@@ -121,6 +122,8 @@ pub struct Summary {
     pub source_errors: u64,
     /// Events published.
     pub events: u64,
+    /// Events the sinks accepted and later dropped ([`EventSink::events_dropped`], summed).
+    pub events_dropped: u64,
     /// Frame-to-event latencies of every processed frame.
     pub latency: LatencyHistogram,
     /// CPU time the process used during the run (user + system, every thread), in seconds;
@@ -205,6 +208,22 @@ impl Daemon {
     /// The config it runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Tells the sinks the labels after a reload (call it once the old labels' end events are
+    /// published): MQTT announces new labels to Home Assistant and deletes removed ones.
+    fn announce_labels(&self, sinks: &mut [Box<dyn EventSink>]) {
+        let labels: Vec<String> = self
+            .config
+            .prompts
+            .iter()
+            .map(|p| p.label.clone())
+            .collect();
+        for s in sinks.iter_mut() {
+            if let Err(e) = s.labels_changed(&labels) {
+                warn!("{}: new labels not announced: {e}", s.name());
+            }
+        }
     }
 
     /// Re-reads the prompts from the config file and rebuilds the matcher and triggers. Active

@@ -180,6 +180,7 @@ impl Daemon {
                 let mut ends = self.reload(last_stamp);
                 self.snapshot_step(None, last_stamp.now, &[], &mut ends);
                 publish(&mut sinks, &ends, &mut summary);
+                self.announce_labels(&mut sinks);
             }
             // Wakes for a frame, a source failure or the end, and at least every TAKE_POLL (the
             // flags are set without waking it; the health clock and the watchdog need turns).
@@ -265,6 +266,7 @@ impl Daemon {
                 let now = Instant::now();
                 if stats.due(now, every) {
                     Capture::count_into(&mailbox.lock(), &mut summary);
+                    summary.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
                     let st = stats.take(&self.config.camera.name, now, SystemTime::now(), &summary);
                     info!(
                         "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}",

@@ -140,6 +140,7 @@ impl StatsWindow {
             p95_ms: ms(0.95),
             dropped: totals.dropped + totals.bad_frames,
             frames: totals.processed,
+            events_dropped: totals.events_dropped,
         };
         self.since = now;
         self.captured_before = totals.captured;
@@ -235,6 +236,13 @@ mod tests {
         assert!(st.p50_ms >= 20.0 && st.p50_ms <= 20.0 * 1.021, "{st:?}");
         // Dropped: the source's and the mailbox's (the run's `dropped`) and the bad frames.
         assert_eq!((st.dropped, st.frames), (93, 100));
+        assert_eq!(st.events_dropped, 0);
+        run.events_dropped = 7;
+        let st = w.take("cam0", t0 + every, wall, &run);
+        assert_eq!(
+            st.events_dropped, 7,
+            "the sinks' drops, as the run counted them"
+        );
 
         // The next window: 5 s, 50 more frames captured, 10 processed at 5 ms.
         let (captured, processed) = (run.captured + 50, run.processed + 10);

@@ -77,6 +77,19 @@ pub trait EventSink: Send {
         Ok(())
     }
 
+    /// Learns the labels after a reload (SIGHUP), once the end events of the old ones were
+    /// published; ignored by default (MQTT: discovery configs for new labels, deletion for
+    /// removed ones).
+    fn labels_changed(&mut self, _labels: &[String]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Events this sink accepted and then dropped since start (MQTT: a full queue, too old to
+    /// send); reported as `events_dropped` in the stats. 0 by default.
+    fn events_dropped(&self) -> u64 {
+        0
+    }
+
     /// Flushes and releases the transport; called once at shutdown. Does nothing by default.
     fn close(&mut self) -> Result<(), SinkError> {
         Ok(())

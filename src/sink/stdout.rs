@@ -114,6 +114,7 @@ mod tests {
             p95_ms: 1.0,
             dropped: 0,
             frames: 2,
+            events_dropped: 0,
         };
         sink.publish_stats(&stats).unwrap();
         sink.close().unwrap();

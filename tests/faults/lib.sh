@@ -14,6 +14,10 @@ broker_pid=""
 daemon_pid=""
 port=$((20000 + RANDOM % 20000))
 edgeclip="${CARGO_TARGET_DIR:-$root/target}/debug/edgeclip"
+# The daemon's device name (mqtt.device in demo_config) and its availability topic (retained
+# online/offline, the last will); the demo camera's own availability is edgeclip/demo/availability.
+device=faulthost
+avail="edgeclip/$device/availability"
 
 cleanup() {
     local p
@@ -96,14 +100,16 @@ retained() {
 }
 
 # demo_config FILE [TOML...]: firmware-config/demo.toml with absolute paths, looped, an [mqtt]
-# section for the broker on $port (qos 1, discovery on) and snapshots in the work folder; extra
-# TOML lines are appended (later keys of a table cannot repeat earlier ones: pass whole tables).
+# section for the broker on $port (qos 1, discovery on, device $device, and the lines of
+# $mqtt_extra when set) and snapshots in the work folder; extra TOML lines are appended (later
+# keys of a table cannot repeat earlier ones: pass whole tables).
 demo_config() {
     local file=$1
     shift
     sed -e "s|\.\./|$root/|g" -e 's|^loop = false.*|loop = true|' firmware-config/demo.toml >"$file"
-    printf '\n[mqtt]\nhost = "127.0.0.1"\nport = %s\nprefix = "edgeclip"\nqos = 1\nhomeassistant_discovery = true\n' \
-        "$port" >>"$file"
+    printf '\n[mqtt]\nhost = "127.0.0.1"\nport = %s\nprefix = "edgeclip"\nqos = 1\nhomeassistant_discovery = true\ndevice = "%s"\n' \
+        "$port" "$device" >>"$file"
+    if [[ -n ${mqtt_extra:-} ]]; then printf '%s\n' "$mqtt_extra" >>"$file"; fi
     printf '\n[snapshots]\ndir = "%s/snapshots"\n' "$work" >>"$file"
     if [[ $# -gt 0 ]]; then printf '%s\n' "$@" >>"$file"; fi
 }

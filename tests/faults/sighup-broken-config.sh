@@ -1,5 +1,8 @@
 # SIGHUP after the config file was broken: the daemon logs an error naming the file and the
-# problem, keeps running on its old prompts, and takes the config again once it is fixed.
+# problem, keeps running on its old prompts, and takes the config again once it is fixed; Home
+# Assistant then gets a discovery config for the new label, and the removed one's is deleted.
+start_broker
+record "$work/live.txt"
 demo_config "$work/demo.toml"
 cp "$work/demo.toml" "$work/good.toml"
 start_daemon "$work/demo.toml"
@@ -21,5 +24,7 @@ sed 's/label = "red_circle"/label = "red"/' "$work/good.toml" >"$work/demo.toml"
 kill -HUP "$daemon_pid"
 wait_for "$work/daemon.log" 'prompts reloaded: 4 labels' 15
 wait_for "$work/stdout.jsonl" '"label":"red"' 30
+wait_for "$work/live.txt" '^homeassistant/binary_sensor/edgeclip_demo/red/config 0 \{' 15
+wait_for "$work/live.txt" '^homeassistant/binary_sensor/edgeclip_demo/red_circle/config 0 $' 15
 stop_daemon TERM
 [[ $daemon_status == 0 ]] || fail "exit status $daemon_status after SIGTERM"

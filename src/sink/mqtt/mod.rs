@@ -1,18 +1,27 @@
 //! Events to an MQTT broker (rumqttc), with a bounded queue that survives broker restarts.
 //!
-//! Topics (`P` = `mqtt.prefix`, `C` = camera name, `L` = label):
+//! Topics (`P` = `mqtt.prefix`, `D` = `mqtt.device`, `C` = camera name, `L` = label):
 //!
 //! | topic                | payload                     | QoS         | retained |
 //! |----------------------|-----------------------------|-------------|----------|
 //! | `P/C/events`         | event JSON                  | `mqtt.qos`  | no       |
 //! | `P/C/L/state`        | `ON` / `OFF`                | `mqtt.qos`  | yes      |
 //! | `P/C/L/snapshot`     | the latest snapshot (JPEG)  | `mqtt.qos`  | yes      |
-//! | `P/availability`     | `online` / `offline` (will) | `mqtt.qos`  | yes      |
+//! | `P/D/availability`   | `online` / `offline` (will) | `mqtt.qos`  | yes      |
+//! | `P/C/availability`   | `online` / `offline`        | `mqtt.qos`  | yes      |
 //! | `P/C/stats`          | statistics JSON             | 0           | no       |
 //! | `D/binary_sensor/N/L/config` (discovery) | Home Assistant config | `mqtt.qos` | yes |
 //! | `D/image/N/L/config` (discovery, with snapshots) | Home Assistant config | `mqtt.qos` | yes |
 //!
 //! # Delivery
+//!
+//! Accepted events are sent in order, at least once, and an event is only ever dropped (and
+//! counted, `events_dropped` in the stats) when the queue is full (then the oldest waiting
+//! episode, a start with its end, goes whole) or when it is older than `mqtt.max_event_age_s`
+//! when (re)sent, while the retained states are not queued events at all: every label's latest
+//! state is republished after each (re)connect, so they always equal the trigger's. An event
+//! that waited for a (re)connect carries `"replayed":true` and its original `ts`. (The details
+//! and the reasons: the `queue` module.)
 //!
 //! [`MqttSink::publish`] never touches the network: it appends the event to the sink's own
 //! bounded queue and returns. An event is *accepted* when `publish` returns `Ok`; an accepted
@@ -21,12 +30,11 @@
 //! connection drops, every unacknowledged event is sent again, in order, after the reconnect
 //! (at-least-once; a consumer may see an event twice, never out of order within a session).
 //! rumqttc's own replay of unacknowledged packets is switched off by clearing its pending list,
-//! so this queue is the single source of truth. When the queue is full, new events are refused
-//! (`Err(QueueFull)`), counted and logged at WARN.
+//! so this queue is the single source of truth. Drops are logged at WARN.
 //!
 //! A worker thread drives rumqttc's [`rumqttc::Connection`]: it reconnects with a capped
-//! exponential backoff, republishes `online`, the discovery configs and the retained state of
-//! every label on each connect (and each label's latest snapshot: like a state, only the latest
+//! exponential backoff, republishes `online`, the camera's availability, the discovery configs
+//! and the retained state of every label on each connect (and each label's latest snapshot: like a state, only the latest
 //! per label is kept, so a broker that was away gets one JPEG per label), and feeds the queue to rumqttc through a small window of
 //! in-flight messages (smaller than rumqttc's bounded request channel and in-flight limit, so
 //! neither can fill up or collide).
@@ -42,19 +50,21 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{Client, ConnectionError, Event as MqttEvent, LastWill, Packet, QoS};
+use rumqttc::{Client, ConnectionError};
 
-use super::{EventSink, SinkError};
+use super::{CameraStatus, EventSink, SinkError};
 use crate::config::{ConfigError, MqttConfig};
 use crate::event::{Event, Snapshot, Stats};
 
 mod options;
+mod probe;
 mod queue;
 mod topics;
 mod worker;
 
+pub use probe::probe;
 pub use topics::Topics;
 
 use options::{MAX_PACKET, RUMQTTC_INFLIGHT};
@@ -82,9 +92,9 @@ pub enum MqttError {
         #[source]
         source: std::io::Error,
     },
-    /// The offline queue is full: the event was dropped.
+    /// The offline queue is full and every waiting event is in flight: the event was dropped.
     #[error(
-        "mqtt {broker}: event queue full ({capacity} events waiting for the broker); event \
+        "mqtt {broker}: event queue full ({capacity} events in flight to the broker); event \
          dropped ({dropped} dropped so far)"
     )]
     QueueFull {
@@ -92,6 +102,14 @@ pub enum MqttError {
         broker: String,
         /// The queue bound (`mqtt.queue`).
         capacity: usize,
+        /// Events dropped since start.
+        dropped: u64,
+    },
+    /// The end of an episode whose start was dropped (full queue or too old): dropped with it.
+    #[error("mqtt {broker}: end event dropped with its start ({dropped} dropped so far)")]
+    StartDropped {
+        /// `host:port`.
+        broker: String,
         /// Events dropped since start.
         dropped: u64,
     },
@@ -241,7 +259,8 @@ impl MqttSink {
         let window = options.window.clamp(1, usize::from(RUMQTTC_INFLIGHT) / 2);
         let (client, mut connection) = Client::new(opts, window + 4);
         connection.eventloop.set_network_options(net);
-        let topics = Topics::new(&cfg.prefix, camera, &cfg.discovery_prefix);
+        let device = options::device_name(cfg, camera);
+        let topics = Topics::new(&cfg.prefix, &device, camera, &cfg.discovery_prefix);
         let queue = Queue::new(Settings {
             topics: topics.clone(),
             labels: labels.to_vec(),
@@ -249,6 +268,7 @@ impl MqttSink {
             discovery: cfg.homeassistant_discovery,
             snapshots: options.snapshots,
             capacity: cfg.queue,
+            max_age: (cfg.max_event_age_s > 0).then(|| Duration::from_secs(cfg.max_event_age_s)),
             window,
         });
         let shared = Arc::new(Shared::new(client, queue, broker.clone()));
@@ -288,7 +308,7 @@ impl MqttSink {
         self.shared.lock().queue.queued()
     }
 
-    /// Events refused because the queue was full, since start.
+    /// Events dropped since start: for room in a full queue, or too old to send.
     pub fn dropped(&self) -> u64 {
         self.shared.lock().queue.dropped()
     }
@@ -356,28 +376,42 @@ impl EventSink for MqttSink {
             return Err(closed().into());
         }
         let on = event.kind == crate::event::EventKind::Start;
-        match st.queue.accept(&event.label, on, payload) {
-            Ok(_) => {
-                sh.flush(&mut st);
-                Ok(())
-            }
+        let dropped_before = st.queue.dropped();
+        st.queue.expire(SystemTime::now());
+        let result = st.queue.accept(&event.label, on, event.ts, payload);
+        let dropped = st.queue.dropped();
+        if dropped > dropped_before {
+            log::warn!(
+                "mqtt {}: dropped {} event(s) for room or age ({} waiting for the broker, the \
+                 {} event for {:?} in frame {} {}); {dropped} dropped so far ({} for room, {} \
+                 for age)",
+                sh.broker,
+                dropped - dropped_before,
+                st.queue.queued(),
+                event.kind.as_str(),
+                event.label,
+                event.frame,
+                if result.is_ok() { "kept" } else { "among them" },
+                st.queue.dropped_full(),
+                st.queue.dropped_old(),
+            );
+        }
+        // The state changed either way: it goes out after the events.
+        sh.flush(&mut st);
+        match result {
+            Ok(_) => Ok(()),
             Err(Refused::Closed) => Err(closed().into()),
-            Err(Refused::Full { queued, dropped }) => {
-                log::warn!(
-                    "mqtt {}: queue full ({queued} events waiting for the broker), dropped {} \
-                     event for {:?} (frame {}); {dropped} dropped so far",
-                    sh.broker,
-                    event.kind.as_str(),
-                    event.label,
-                    event.frame
-                );
-                Err(MqttError::QueueFull {
-                    broker: sh.broker.clone(),
-                    capacity: self.capacity,
-                    dropped,
-                }
-                .into())
+            Err(Refused::Full { .. }) => Err(MqttError::QueueFull {
+                broker: sh.broker.clone(),
+                capacity: self.capacity,
+                dropped,
             }
+            .into()),
+            Err(Refused::StartDropped { .. }) => Err(MqttError::StartDropped {
+                broker: sh.broker.clone(),
+                dropped,
+            }
+            .into()),
         }
     }
 
@@ -414,8 +448,30 @@ impl EventSink for MqttSink {
         Ok(())
     }
 
-    /// Waits (up to the close timeout) for the queue to drain, publishes `offline` (retained),
-    /// disconnects and stops the connection thread. Returns `Undelivered` when accepted events
+    /// `P/C/availability`, retained: `online` or `offline` (the reason goes to the log only);
+    /// republished on each connect.
+    fn camera_status(&mut self, status: &CameraStatus) -> Result<(), SinkError> {
+        let mut st = self.shared.lock();
+        st.queue
+            .camera_status(matches!(status, CameraStatus::Online));
+        self.shared.flush(&mut st);
+        Ok(())
+    }
+
+    /// Discovery configs for labels a reload added, deleted for the ones it removed.
+    fn labels_changed(&mut self, labels: &[String]) -> Result<(), SinkError> {
+        let mut st = self.shared.lock();
+        st.queue.set_labels(labels);
+        self.shared.flush(&mut st);
+        Ok(())
+    }
+
+    fn events_dropped(&self) -> u64 {
+        self.dropped()
+    }
+
+    /// Waits (up to the close timeout) for the queue to drain, publishes `offline` (retained) for
+    /// the camera and the device, disconnects and stops the connection thread. Returns `Undelivered` when accepted events
     /// could not be delivered in time.
     fn close(&mut self) -> Result<(), SinkError> {
         if self.closed {
@@ -510,54 +566,6 @@ impl Drop for MqttSink {
     }
 }
 
-/// Connects once to the configured broker (with a client id suffixed `-probe`, so a running
-/// daemon is not kicked off), waits up to `timeout` for the CONNACK, and disconnects. `cfg` is
-/// validated first, as by [`MqttSink::connect`].
-pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String, MqttError> {
-    let broker = format!("{}:{}", cfg.host, cfg.port);
-    let (mut opts, net) = rumqttc_options(cfg, camera, "-probe", timeout)?;
-    // Should the probe die mid-way, its will must not overwrite the daemon's availability.
-    opts.set_last_will(LastWill::new(
-        format!("{}/probe", cfg.prefix),
-        "",
-        QoS::AtMostOnce,
-        false,
-    ));
-    let (client, mut connection) = Client::new(opts, 4);
-    connection.eventloop.set_network_options(net);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(MqttError::Timeout {
-                broker,
-                after: timeout,
-            });
-        }
-        match connection.recv_timeout(left) {
-            Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => {
-                let _ = client.try_disconnect();
-                // Let the DISCONNECT go out.
-                let _ = connection.recv_timeout(Duration::from_millis(200));
-                return Ok(format!("connected to {broker}"));
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(source)) => {
-                return Err(MqttError::Connect {
-                    broker,
-                    source: Box::new(source),
-                });
-            }
-            Err(_) => {
-                return Err(MqttError::Timeout {
-                    broker,
-                    after: timeout,
-                });
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +585,8 @@ mod tests {
             homeassistant_discovery: true,
             discovery_prefix: "homeassistant".into(),
             queue: 4,
+            max_event_age_s: 3600,
+            device: Some("pi4".into()),
         }
     }
 
@@ -607,7 +617,7 @@ mod tests {
         assert_eq!(o.client_id(), "test-probe");
         assert_eq!(o.keep_alive(), Duration::from_secs(30));
         let will = o.last_will().unwrap();
-        assert_eq!(will.topic, "edgeclip/availability");
+        assert_eq!(will.topic, "edgeclip/pi4/availability");
         assert_eq!(&will.message[..], b"offline");
         assert!(will.retain);
     }
@@ -639,16 +649,21 @@ mod tests {
         assert!(err.to_string().contains("mqtt.host"), "{err}");
     }
 
+    /// The event of `frame`: a start when it is even, else an end; `ts` now.
     fn event(frame: u64) -> Event {
         Event {
-            kind: crate::event::EventKind::Start,
+            kind: if frame.is_multiple_of(2) {
+                crate::event::EventKind::Start
+            } else {
+                crate::event::EventKind::End
+            },
             camera: "cam0".into(),
             label: "person".into(),
             prompt: "p".into(),
             score: 0.0,
             prob: 1.0,
             frame,
-            ts: std::time::SystemTime::UNIX_EPOCH,
+            ts: SystemTime::now(),
             latency_ms: 0.0,
             runner_up: None,
             snapshot: None,
@@ -674,14 +689,25 @@ mod tests {
         for f in 0..4 {
             sink.publish(&event(f)).unwrap();
         }
-        let err = sink.publish(&event(4)).unwrap_err();
-        assert!(err.to_string().contains("queue full"), "{err}");
+        // Full: the oldest episode (frames 0 and 1) makes room for the newest event.
+        sink.publish(&event(4)).unwrap();
+        assert_eq!((sink.dropped(), sink.queued()), (2, 3));
+        assert_eq!(sink.events_dropped(), 2);
+        // Too old to send (mqtt.max_event_age_s is an hour): dropped at once, with its end.
+        let mut old = event(6);
+        old.label = "cat".into();
+        old.ts = SystemTime::now() - Duration::from_secs(7200);
+        sink.publish(&old).unwrap();
+        assert_eq!((sink.dropped(), sink.queued()), (3, 3));
+        let mut end = event(7);
+        end.label = "cat".into();
+        let err = sink.publish(&end).unwrap_err();
+        assert!(err.to_string().contains("dropped with its start"), "{err}");
         assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
-        assert_eq!(sink.dropped(), 1);
-        assert_eq!(sink.queued(), 4);
+        assert_eq!(sink.dropped(), 4);
         assert!(!sink.is_connected());
         let err = sink.close().unwrap_err();
-        assert!(err.to_string().contains("4 accepted events"), "{err}");
+        assert!(err.to_string().contains("3 accepted events"), "{err}");
         let err = sink.publish(&event(5)).unwrap_err();
         assert!(err.to_string().contains("closed"), "{err}");
     }

@@ -27,14 +27,39 @@ pub(super) fn qos_of(n: u8) -> QoS {
     }
 }
 
-/// The default client id: `edgeclip-<hostname>-<camera>`.
-pub(super) fn default_client_id(camera: &str) -> String {
+/// The host name, [`id_safe`]; empty when unknown.
+fn host_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_default();
-    let host = id_safe(host.trim());
+    id_safe(host.trim())
+}
+
+/// The device name of `P/D/availability`: `mqtt.device`, else the host name (`edgeclip` when
+/// unknown; suffixed `-device` when it equals the camera's name, whose availability topic it
+/// would otherwise share).
+pub(super) fn device_name(cfg: &MqttConfig, camera: &str) -> String {
+    if let Some(device) = &cfg.device {
+        return device.clone();
+    }
+    let host = host_name();
+    let host = if host.is_empty() {
+        "edgeclip".to_owned()
+    } else {
+        host
+    };
+    if host == camera {
+        format!("{host}-device")
+    } else {
+        host
+    }
+}
+
+/// The default client id: `edgeclip-<hostname>-<camera>`.
+pub(super) fn default_client_id(camera: &str) -> String {
+    let host = host_name();
     if host.is_empty() {
         format!("edgeclip-{camera}")
     } else {
@@ -56,7 +81,12 @@ pub(super) fn build(
         Some(id) => id.clone(),
         None => default_client_id(camera),
     };
-    let topics = Topics::new(&cfg.prefix, camera, &cfg.discovery_prefix);
+    let topics = Topics::new(
+        &cfg.prefix,
+        &device_name(cfg, camera),
+        camera,
+        &cfg.discovery_prefix,
+    );
     let mut o = rumqttc::MqttOptions::new(
         format!("{client_id}{client_suffix}"),
         cfg.host.clone(),
@@ -100,7 +130,10 @@ mod tests {
         assert!(o.clean_session());
         assert_eq!(o.inflight(), RUMQTTC_INFLIGHT);
         let will = o.last_will().unwrap();
-        assert_eq!(will.topic, "edgeclip/availability");
+        assert_eq!(
+            will.topic,
+            format!("edgeclip/{}/availability", device_name(&cfg(), "cam0"))
+        );
         assert_eq!(&will.message[..], b"offline");
         assert_eq!(will.qos, QoS::AtLeastOnce);
         assert!(will.retain);
@@ -128,6 +161,28 @@ mod tests {
         assert_eq!(qos_of(0), QoS::AtMostOnce);
         assert_eq!(qos_of(1), QoS::AtLeastOnce);
         assert_eq!(qos_of(2), QoS::ExactlyOnce);
+    }
+
+    #[test]
+    fn the_device_is_the_config_s_or_the_host_s() {
+        let mut c = cfg();
+        c.device = Some("pi4".into());
+        assert_eq!(device_name(&c, "cam0"), "pi4");
+        let (o, _) = build(&c, "cam0", "", Duration::from_secs(1)).unwrap();
+        assert_eq!(o.last_will().unwrap().topic, "edgeclip/pi4/availability");
+        c.device = None;
+        let host = device_name(&c, "cam0");
+        assert!(
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
+        );
+        assert_eq!(
+            device_name(&c, &host),
+            format!("{host}-device"),
+            "never the camera's topic"
+        );
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! automations depend on can be read (and tested) in one place. The table of topics is in the
 //! documentation of [`crate::sink::mqtt`].
 
-/// The topic names of one camera.
+/// The topic names of one camera on one device (`D`: `mqtt.device`, the process).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     /// `P/C/events`.
     pub events: String,
-    /// `P/availability`.
+    /// `P/D/availability`: the process (`online` while it runs, `offline` at a clean stop and
+    /// as its last will).
     pub availability: String,
+    /// `P/C/availability`: the camera (`online` while frames arrive).
+    pub camera_availability: String,
     /// `P/C/stats`.
     pub stats: String,
     prefix: String,
@@ -34,12 +37,14 @@ pub fn id_safe(text: &str) -> String {
 }
 
 impl Topics {
-    /// The topics for `camera` under `prefix` (and `discovery_prefix` for Home Assistant).
-    pub fn new(prefix: &str, camera: &str, discovery_prefix: &str) -> Topics {
+    /// The topics for `camera` of `device` under `prefix` (and `discovery_prefix` for Home
+    /// Assistant).
+    pub fn new(prefix: &str, device: &str, camera: &str, discovery_prefix: &str) -> Topics {
         let node = id_safe(&format!("{prefix}_{camera}"));
         Topics {
             events: format!("{prefix}/{camera}/events"),
-            availability: format!("{prefix}/availability"),
+            availability: format!("{prefix}/{device}/availability"),
+            camera_availability: format!("{prefix}/{camera}/availability"),
             stats: format!("{prefix}/{camera}/stats"),
             prefix: prefix.to_owned(),
             camera: camera.to_owned(),
@@ -80,11 +85,10 @@ impl Topics {
             "name": label,
             "unique_id": format!("{}_{label}", self.node),
             "state_topic": self.state(label),
-            "availability_topic": self.availability,
+            "availability": self.availability(),
+            "availability_mode": "all",
             "payload_on": "ON",
             "payload_off": "OFF",
-            "payload_available": "online",
-            "payload_not_available": "offline",
             "device": self.device(),
         })
         .to_string()
@@ -98,12 +102,24 @@ impl Topics {
             "unique_id": format!("{}_{label}_snapshot", self.node),
             "image_topic": self.snapshot(label),
             "content_type": "image/jpeg",
-            "availability_topic": self.availability,
-            "payload_available": "online",
-            "payload_not_available": "offline",
+            "availability": self.availability(),
+            "availability_mode": "all",
             "device": self.device(),
         })
         .to_string()
+    }
+
+    /// Both availabilities an entity depends on (Home Assistant's `availability` list, with
+    /// `availability_mode: all`): the process's and the camera's.
+    fn availability(&self) -> serde_json::Value {
+        let entry = |topic: &str| {
+            serde_json::json!({
+                "topic": topic,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            })
+        };
+        serde_json::json!([entry(&self.availability), entry(&self.camera_availability)])
     }
 
     /// The device both entities of a label belong to.
@@ -124,9 +140,10 @@ mod tests {
 
     #[test]
     fn topic_names() {
-        let t = Topics::new("edgeclip", "cam0", "homeassistant");
+        let t = Topics::new("edgeclip", "pi4", "cam0", "homeassistant");
         assert_eq!(t.events, "edgeclip/cam0/events");
-        assert_eq!(t.availability, "edgeclip/availability");
+        assert_eq!(t.availability, "edgeclip/pi4/availability");
+        assert_eq!(t.camera_availability, "edgeclip/cam0/availability");
         assert_eq!(t.stats, "edgeclip/cam0/stats");
         assert_eq!(t.state("person"), "edgeclip/cam0/person/state");
         assert_eq!(t.snapshot("person"), "edgeclip/cam0/person/snapshot");
@@ -138,7 +155,7 @@ mod tests {
             t.discovery("person"),
             "homeassistant/binary_sensor/edgeclip_cam0/person/config"
         );
-        let t = Topics::new("home/cams", "front-door", "ha");
+        let t = Topics::new("home/cams", "pi4", "front-door", "ha");
         assert_eq!(
             t.discovery("cat"),
             "ha/binary_sensor/home_cams_front-door/cat/config"
@@ -147,12 +164,19 @@ mod tests {
 
     #[test]
     fn discovery_payload_fields() {
-        let t = Topics::new("edgeclip", "cam0", "homeassistant");
+        let t = Topics::new("edgeclip", "pi4", "cam0", "homeassistant");
         let v: serde_json::Value = serde_json::from_str(&t.discovery_payload("person")).unwrap();
         assert_eq!(v["name"], "person");
         assert_eq!(v["unique_id"], "edgeclip_cam0_person");
         assert_eq!(v["state_topic"], "edgeclip/cam0/person/state");
-        assert_eq!(v["availability_topic"], "edgeclip/availability");
+        let availability = serde_json::json!([
+            {"topic": "edgeclip/pi4/availability", "payload_available": "online",
+             "payload_not_available": "offline"},
+            {"topic": "edgeclip/cam0/availability", "payload_available": "online",
+             "payload_not_available": "offline"},
+        ]);
+        assert_eq!(v["availability"], availability);
+        assert_eq!(v["availability_mode"], "all");
         assert_eq!(v["payload_on"], "ON");
         assert_eq!(v["payload_off"], "OFF");
         assert_eq!(v["device"]["identifiers"][0], "edgeclip_cam0");
@@ -164,7 +188,8 @@ mod tests {
         assert_eq!(image["image_topic"], "edgeclip/cam0/person/snapshot");
         assert_eq!(image["content_type"], "image/jpeg");
         assert_eq!(image["unique_id"], "edgeclip_cam0_person_snapshot");
-        assert_eq!(image["availability_topic"], "edgeclip/availability");
+        assert_eq!(image["availability"], availability);
+        assert_eq!(image["availability_mode"], "all");
         assert_eq!(image["device"], v["device"], "one device for both entities");
     }
 }

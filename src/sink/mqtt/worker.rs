@@ -72,8 +72,21 @@ impl Shared {
         self.cond.notify_all();
     }
 
-    /// Hands rumqttc as many messages as the queue's window allows.
+    /// Hands rumqttc as many messages as the queue's window allows, after dropping the events
+    /// too old to send (`mqtt.max_event_age_s`).
     pub(super) fn flush(&self, st: &mut State) {
+        let expired = st.queue.expire(std::time::SystemTime::now());
+        if !expired.is_empty() {
+            log::warn!(
+                "mqtt {}: dropped {} event(s) older than mqtt.max_event_age_s; {} dropped so far \
+                 ({} for room, {} for age)",
+                self.broker,
+                expired.len(),
+                st.queue.dropped(),
+                st.queue.dropped_full(),
+                st.queue.dropped_old()
+            );
+        }
         while let Some(next) = st.queue.next_to_send() {
             let Some(client) = &st.client else { return };
             let m = next.message;

@@ -1,17 +1,35 @@
 //! The MQTT sink's delivery queue: what to send next, and what a broker's answer settles.
 //!
-//! Delivery is where the sink's promises live (accepted events are never lost within the
-//! bound, never reordered within a session, every label's retained state ends equal to its
+//! Delivery is where the sink's promises live (accepted events are dropped only by the rule
+//! below, never reordered within a session, every label's retained state ends equal to its
 //! last event), and those promises are about orderings of events a live broker rarely shows:
 //! a disconnect between a write and its PUBACK, a reconnect with half the window in flight.
 //! So the logic is a state machine with no locks, no I/O, no clock and no rumqttc client: the
 //! connection thread ([`super::worker`]) feeds it the events of delivery and hands rumqttc
 //! what it says to send, and the tests drive it through any interleaving they like.
 //!
+//! **The rule, in one sentence:** accepted events are sent in order, at least once, and an event
+//! is only ever dropped (and counted) when the queue is full (then the oldest waiting episode, a
+//! start with its end, goes whole) or when it is older than `max_age` when (re)sent, while the
+//! retained states are not queued events at all: every label's latest state is republished
+//! after each (re)connect, so they always equal the trigger's.
+//!
+//! Why episodes: dropping the oldest event keeps the newest (what a doorbell wants), but a
+//! dropped start would leave its end an orphan. So whenever a start is dropped its end goes too
+//! (at once when it waits already, on arrival when the label is still active), and a consumer
+//! never gets an end whose start it did not get. A full queue drops the oldest waiting start
+//! (and its end); only when no start waits does it drop the oldest end (whose start was
+//! delivered: that consumer then sees a start without its end, the state topic still says
+//! `OFF`); when every waiting event is already in flight, the new event is dropped instead.
+//! An event that waited for a (re)connect (accepted while the broker was away, or in flight
+//! when the connection dropped) is sent with `"replayed":true` added, its `ts` unchanged.
+//!
 //! The events of delivery:
 //!
-//! - [`Queue::accept`]: an event to deliver. Bounded: when `capacity` events wait, it is refused
-//!   and counted.
+//! - [`Queue::accept`]: an event to deliver. Bounded: when `capacity` events wait, the oldest
+//!   episode is dropped to make room (see above); the label's state follows the event always.
+//! - [`Queue::expire`]: drops the waiting events older than `max_age` (and the ends of expired
+//!   starts), before anything is handed over.
 //! - [`Queue::next_to_send`] / [`Queue::sent`]: the next message for rumqttc, while fewer than
 //!   `window` messages are in flight: connect-time and best-effort messages first, then the
 //!   accepted events in order, then (once every event is handed over) the labels' states, then
@@ -23,12 +41,17 @@
 //!   QoS 0 message.
 //! - [`Queue::acked`]: a PUBACK (QoS 1) or PUBREC (QoS 2) completes the message with that
 //!   packet id. An event leaves the queue once it and every older event are acknowledged.
-//! - [`Queue::connected`]: on every (re)connect: `online`, the discovery configs, the retained
-//!   state of every label, every unacknowledged event again, in order, and every label's latest
-//!   snapshot.
+//! - [`Queue::connected`]: on every (re)connect: `online`, the camera's availability, the
+//!   discovery configs, the retained state of every label, every unacknowledged event again, in
+//!   order, and every label's latest snapshot.
+//! - [`Queue::camera_status`]: the camera's availability (retained, like a state: the latest is
+//!   republished on each connect).
+//! - [`Queue::set_labels`]: the labels after a reload: discovery configs for new labels, empty
+//!   retained configs (Home Assistant's delete) for removed ones.
 //! - [`Queue::disconnected`]: whatever was in flight is to be sent again, in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, SystemTime};
 
 use rumqttc::QoS;
 
@@ -69,17 +92,36 @@ pub struct ToSend {
     pub message: Message,
 }
 
-/// Why [`Queue::accept`] refused an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`Queue::accept`] did with an event it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The event's id.
+    pub id: u64,
+    /// Ids of older events dropped to make room (an episode: a start and its end), oldest
+    /// first; empty when there was room.
+    pub evicted: Vec<u64>,
+}
+
+/// Why [`Queue::accept`] did not take an event (the label's state follows it anyway, unless
+/// closed).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     /// [`Queue::close`] was called.
     Closed,
-    /// `capacity` events are waiting; the event was dropped and counted.
+    /// `capacity` events wait and every one is already in flight: the event was dropped and
+    /// counted.
     Full {
         /// Events waiting (the capacity).
         queued: usize,
         /// Events dropped so far, this one included.
         dropped: u64,
+    },
+    /// The end of an episode whose start was dropped: dropped and counted with it.
+    StartDropped {
+        /// Events dropped so far, this one included.
+        dropped: u64,
+        /// Ids dropped to make room (its start among them, when the queue was full).
+        evicted: Vec<u64>,
     },
 }
 
@@ -99,6 +141,9 @@ pub struct Settings {
     pub snapshots: bool,
     /// Most accepted events waiting for their acknowledgement (at least 1).
     pub capacity: usize,
+    /// Events older than this (by their `ts`) when they would be (re)sent are dropped; `None`:
+    /// no limit.
+    pub max_age: Option<Duration>,
     /// Most messages in flight: handed to rumqttc and not yet completed (at least 1).
     pub window: usize,
 }
@@ -116,7 +161,15 @@ struct Inflight {
 #[derive(Debug)]
 struct Queued {
     id: u64,
+    label: String,
+    /// A start (else an end).
+    start: bool,
+    /// When it happened (the event's `ts`).
+    ts: SystemTime,
     message: Message,
+    /// Accepted in the current session and not yet through a disconnect: its first send is
+    /// live; otherwise it waited for a (re)connect and is sent as replayed.
+    live: bool,
     acked: bool,
 }
 
@@ -127,8 +180,9 @@ pub struct Queue {
     connected: bool,
     /// `close` started: no new events are accepted, no `online` is sent.
     closing: bool,
-    /// Accepted events not yet acknowledged, oldest first; ids are contiguous. An event
-    /// acknowledged out of order stays (marked) until every older one is acknowledged.
+    /// Accepted events not yet acknowledged, oldest first; ids increase (dropped events leave
+    /// gaps). An event acknowledged out of order stays (marked) until every older one is
+    /// acknowledged.
     events: VecDeque<Queued>,
     /// Entries of `events` handed to rumqttc in this session (always a prefix).
     sent: usize,
@@ -145,7 +199,17 @@ pub struct Queue {
     snapshots: BTreeMap<String, Vec<u8>>,
     /// Labels whose snapshot must be (re)sent once the states are through.
     dirty_snapshots: BTreeSet<String>,
-    dropped: u64,
+    /// Labels whose active episode's start was dropped: their end is dropped on arrival
+    /// (and counted like its start: `true` for age).
+    orphans: BTreeMap<String, bool>,
+    /// The camera's availability, once known.
+    camera_online: Option<bool>,
+    /// Labels removed by a reload: their discovery configs are deleted on each connect.
+    retired: BTreeSet<String>,
+    /// Events dropped because the queue was full (the ends of their episodes included).
+    dropped_full: u64,
+    /// Events dropped because they were older than `max_age`.
+    dropped_old: u64,
     delivered: u64,
 }
 
@@ -174,39 +238,50 @@ impl Queue {
             dirty: BTreeSet::new(),
             snapshots: BTreeMap::new(),
             dirty_snapshots: BTreeSet::new(),
-            dropped: 0,
+            orphans: BTreeMap::new(),
+            camera_online: None,
+            retired: BTreeSet::new(),
+            dropped_full: 0,
+            dropped_old: 0,
             delivered: 0,
         }
     }
 
-    /// Takes an event for `label` (`on`: the label's state after it) with its JSON `payload`;
-    /// returns the event's id. The label's state is (re)sent after the event.
-    pub fn accept(&mut self, label: &str, on: bool, payload: Vec<u8>) -> Result<u64, Refused> {
+    /// Takes an event for `label` (`on`: the label's state after it, i.e. a start) that
+    /// happened at `ts`, with its JSON `payload` (an object: a replay adds a member to it). The
+    /// label's state follows the event whatever becomes of the event (unless closing), and is
+    /// (re)sent after the events. When `capacity` events wait, the oldest episode is dropped to
+    /// make room (see the module documentation).
+    pub fn accept(
+        &mut self,
+        label: &str,
+        on: bool,
+        ts: SystemTime,
+        payload: Vec<u8>,
+    ) -> Result<Accepted, Refused> {
         if self.closing {
             return Err(Refused::Closed);
         }
-        if self.events.len() >= self.settings.capacity.max(1) {
-            self.dropped += 1;
-            return Err(Refused::Full {
-                queued: self.events.len(),
-                dropped: self.dropped,
-            });
-        }
+        self.states.insert(label.to_owned(), on);
+        self.dirty.insert(label.to_owned());
+        let evicted = self.make_room(label, on)?;
         let id = self.next_id;
         self.next_id += 1;
         self.events.push_back(Queued {
             id,
+            label: label.to_owned(),
+            start: on,
+            ts,
             message: Message {
                 topic: self.settings.topics.events.clone(),
                 payload,
                 qos: self.settings.qos,
                 retain: false,
             },
+            live: self.connected,
             acked: false,
         });
-        self.states.insert(label.to_owned(), on);
-        self.dirty.insert(label.to_owned());
-        Ok(id)
+        Ok(Accepted { id, evicted })
     }
 
     /// Takes statistics, best effort (QoS 0, not retained): only while connected and not
@@ -267,9 +342,13 @@ impl Queue {
             },
             Source::Event => {
                 let q = self.events.get(self.sent)?;
+                let mut message = q.message.clone();
+                if !q.live {
+                    message.payload = replayed(&message.payload);
+                }
                 ToSend {
                     tag: Tag::Event(q.id),
-                    message: q.message.clone(),
+                    message,
                 }
             }
             Source::State => {
@@ -360,19 +439,21 @@ impl Queue {
     fn complete(&mut self, index: usize) -> Option<Tag> {
         let done = self.inflight.remove(index)?;
         if let Tag::Event(id) = done.tag {
-            if let Some(front) = self.events.front().map(|q| q.id)
-                && id >= front
-                && let Some(q) = self.events.get_mut((id - front) as usize)
-            {
-                q.acked = true;
+            if let Ok(i) = self.events.binary_search_by_key(&id, |q| q.id) {
+                self.events[i].acked = true;
             }
-            while self.events.front().is_some_and(|q| q.acked) {
-                self.events.pop_front();
-                self.sent = self.sent.saturating_sub(1);
-                self.delivered += 1;
-            }
+            self.pop_delivered();
         }
         Some(done.tag)
+    }
+
+    /// Removes the acknowledged events at the front: delivered, with every older one.
+    fn pop_delivered(&mut self) {
+        while self.events.front().is_some_and(|q| q.acked) {
+            self.events.pop_front();
+            self.sent = self.sent.saturating_sub(1);
+            self.delivered += 1;
+        }
     }
 
     /// A new session: `online` (unless closing), the discovery configs, every label's state
@@ -391,37 +472,107 @@ impl Queue {
                 qos,
                 retain: true,
             });
-        }
-        if self.settings.discovery {
-            for label in &self.settings.labels {
-                self.control.push_back(Message {
-                    topic: topics.discovery(label),
-                    payload: topics.discovery_payload(label).into_bytes(),
-                    qos,
-                    retain: true,
-                });
-                if self.settings.snapshots {
-                    self.control.push_back(Message {
-                        topic: topics.image_discovery(label),
-                        payload: topics.image_discovery_payload(label).into_bytes(),
-                        qos,
-                        retain: true,
-                    });
-                }
+            if let Some(online) = self.camera_online {
+                self.push_camera(online);
             }
         }
+        let labels = self.settings.labels.clone();
+        self.announce(&labels, true);
+        let retired: Vec<String> = self.retired.iter().cloned().collect();
+        self.announce(&retired, false);
         self.dirty = self.states.keys().cloned().collect();
         self.dirty_snapshots = self.snapshots.keys().cloned().collect();
     }
 
+    /// With discovery on: queues the discovery configs of `labels` (`add`), or their
+    /// deletion (an empty retained payload, Home Assistant's way to remove an entity).
+    fn announce(&mut self, labels: &[String], add: bool) {
+        if !self.settings.discovery {
+            return;
+        }
+        let (topics, qos) = (&self.settings.topics, self.settings.qos);
+        for label in labels {
+            let mut configs = vec![(topics.discovery(label), topics.discovery_payload(label))];
+            if self.settings.snapshots {
+                configs.push((
+                    topics.image_discovery(label),
+                    topics.image_discovery_payload(label),
+                ));
+            }
+            for (topic, payload) in configs {
+                self.control.push_back(Message {
+                    topic,
+                    payload: if add { payload.into_bytes() } else { vec![] },
+                    qos,
+                    retain: true,
+                });
+            }
+        }
+    }
+
+    /// The labels after a reload: new ones get their discovery configs (now when connected,
+    /// and on each connect), removed ones get theirs deleted. The states of removed labels
+    /// stay (their end events set them `OFF`).
+    pub fn set_labels(&mut self, labels: &[String]) {
+        let old: BTreeSet<String> = self.settings.labels.iter().cloned().collect();
+        let new: BTreeSet<String> = labels.iter().cloned().collect();
+        let added: Vec<String> = labels
+            .iter()
+            .filter(|l| !old.contains(*l))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = old.difference(&new).cloned().collect();
+        for l in &added {
+            self.retired.remove(l);
+            if !self.states.contains_key(l) {
+                self.states.insert(l.clone(), false);
+                self.dirty.insert(l.clone());
+            }
+        }
+        self.retired.extend(removed.iter().cloned());
+        self.settings.labels = labels.to_vec();
+        if self.connected && !self.closing {
+            self.announce(&added, true);
+            self.announce(&removed, false);
+        }
+    }
+
+    /// The camera's availability: `online` (frames arrive) or not; published retained now when
+    /// connected, and again on each connect.
+    pub fn camera_status(&mut self, online: bool) {
+        if self.closing {
+            return;
+        }
+        self.camera_online = Some(online);
+        if self.connected {
+            self.push_camera(online);
+        }
+    }
+
+    fn push_camera(&mut self, online: bool) {
+        self.control.push_back(Message {
+            topic: self.settings.topics.camera_availability.clone(),
+            payload: if online {
+                b"online".to_vec()
+            } else {
+                b"offline".to_vec()
+            },
+            qos: self.settings.qos,
+            retain: true,
+        });
+    }
+
     /// The connection is gone: everything in flight is to be sent again after reconnecting,
-    /// in order; connect-time and best-effort messages are dropped (the next connect
-    /// regenerates the former).
+    /// in order, as replayed; connect-time and best-effort messages are dropped (the next
+    /// connect regenerates the former).
     pub fn disconnected(&mut self) {
         self.connected = false;
         self.inflight.clear();
         self.sent = 0;
         self.control.clear();
+        for q in &mut self.events {
+            q.live = false;
+        }
     }
 
     /// Closing: no new events are accepted, and a reconnect no longer announces `online`.
@@ -429,9 +580,10 @@ impl Queue {
         self.closing = true;
     }
 
-    /// Queues `offline` (retained) before anything else not yet sent: the goodbye of a clean
-    /// disconnect, which sends no will.
+    /// Queues `offline` (retained) for the camera and the process before anything else not
+    /// yet sent: the goodbye of a clean disconnect, which sends no will.
     pub fn say_offline(&mut self) {
+        self.push_camera(false);
         self.control.push_back(Message {
             topic: self.settings.topics.availability.clone(),
             payload: b"offline".to_vec(),
@@ -465,9 +617,20 @@ impl Queue {
         self.events.len()
     }
 
-    /// Events refused because the queue was full.
+    /// Events dropped: for room ([`Queue::dropped_full`]) and for age
+    /// ([`Queue::dropped_old`]).
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.dropped_full + self.dropped_old
+    }
+
+    /// Events dropped because the queue was full (the ends of their episodes included).
+    pub fn dropped_full(&self) -> u64 {
+        self.dropped_full
+    }
+
+    /// Events dropped because they were older than `max_age` when they would be (re)sent.
+    pub fn dropped_old(&self) -> u64 {
+        self.dropped_old
     }
 
     /// Events acknowledged (and gone from the queue).
@@ -491,6 +654,9 @@ impl Queue {
         !self.control.is_empty() || !self.inflight.is_empty()
     }
 }
+
+mod drops;
+pub use drops::replayed;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, SystemTime};
 
 use super::*;
 use proptest::prelude::*;
@@ -7,15 +8,19 @@ const LABELS: [&str; 3] = ["person", "cat", "car"];
 
 fn settings(qos: QoS, capacity: usize, window: usize, discovery: bool) -> Settings {
     Settings {
-        topics: Topics::new("edgeclip", "cam0", "homeassistant"),
+        topics: Topics::new("edgeclip", "pi4", "cam0", "homeassistant"),
         labels: LABELS[..2].iter().map(|l| (*l).to_owned()).collect(),
         qos,
         discovery,
         snapshots: false,
         capacity,
+        max_age: None,
         window,
     }
 }
+
+/// The time of the tests' events.
+const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
 fn queue() -> Queue {
     Queue::new(settings(QoS::AtLeastOnce, 4, 8, false))
@@ -80,8 +85,14 @@ fn ack_all(q: &mut Queue, n: usize) -> Vec<Tag> {
 #[test]
 fn nothing_is_sent_while_disconnected() {
     let mut q = queue();
-    assert_eq!(q.accept("person", true, payload(1)), Ok(0));
-    assert_eq!(q.accept("person", false, payload(2)), Ok(1));
+    assert_eq!(
+        q.accept("person", true, T0, payload(1)).map(|a| a.id),
+        Ok(0)
+    );
+    assert_eq!(
+        q.accept("person", false, T0, payload(2)).map(|a| a.id),
+        Ok(1)
+    );
     assert!(!q.is_connected());
     assert_eq!(q.next_to_send(), None);
     q.sent();
@@ -96,8 +107,8 @@ fn nothing_is_sent_while_disconnected() {
 #[test]
 fn a_connect_announces_then_replays_then_sends_states() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 16, true));
-    q.accept("person", true, payload(1)).unwrap();
-    q.accept("person", false, payload(2)).unwrap();
+    q.accept("person", true, T0, payload(1)).unwrap();
+    q.accept("person", false, T0, payload(2)).unwrap();
     q.connected();
     let sent = drain(&mut q);
     let disco = |l: &str| format!("homeassistant/binary_sensor/edgeclip_cam0/{l}/config");
@@ -105,7 +116,7 @@ fn a_connect_announces_then_replays_then_sends_states() {
     assert_eq!(
         topics,
         vec![
-            "edgeclip/availability".to_owned(),
+            "edgeclip/pi4/availability".to_owned(),
             disco("person"),
             disco("cat"),
             "edgeclip/cam0/events".to_owned(),
@@ -117,13 +128,17 @@ fn a_connect_announces_then_replays_then_sends_states() {
     assert_eq!(sent[0].message.payload, b"online");
     assert_eq!(
         sent[1].message.payload,
-        Topics::new("edgeclip", "cam0", "homeassistant")
+        Topics::new("edgeclip", "pi4", "cam0", "homeassistant")
             .discovery_payload("person")
             .into_bytes()
     );
     assert_eq!(sent[3].tag, Tag::Event(0));
     assert_eq!(sent[4].tag, Tag::Event(1));
-    assert_eq!(sent[3].message.payload, payload(1));
+    assert_eq!(
+        sent[3].message.payload,
+        replayed(&payload(1)),
+        "accepted while the broker was away"
+    );
     assert_eq!(sent[5].message.payload, b"OFF");
     assert_eq!(sent[6].message.payload, b"OFF", "the last event ended it");
     for s in &sent {
@@ -137,7 +152,7 @@ fn a_connect_announces_then_replays_then_sends_states() {
 #[test]
 fn next_to_send_repeats_until_sent() {
     let mut q = queue();
-    q.accept("person", true, payload(1)).unwrap();
+    q.accept("person", true, T0, payload(1)).unwrap();
     q.connected();
     let first = q.next_to_send().unwrap();
     assert_eq!(q.next_to_send(), Some(first.clone()));
@@ -150,7 +165,7 @@ fn the_window_bounds_what_is_in_flight() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 3, false));
     connected_and_idle(&mut q);
     for f in 0..5 {
-        q.accept("person", f % 2 == 0, payload(f)).unwrap();
+        q.accept("person", f % 2 == 0, T0, payload(f)).unwrap();
     }
     let sent = drain(&mut q);
     assert_eq!(
@@ -171,7 +186,7 @@ fn the_window_bounds_what_is_in_flight() {
 fn an_event_leaves_the_queue_when_acknowledged() {
     let mut q = queue();
     connected_and_idle(&mut q);
-    q.accept("person", true, payload(1)).unwrap();
+    q.accept("person", true, T0, payload(1)).unwrap();
     assert_eq!(drain(&mut q).len(), 2, "the event, the state");
     assert_eq!(q.queued(), 1);
     assert_eq!(q.written(7), None);
@@ -193,7 +208,7 @@ fn an_event_leaves_the_queue_when_acknowledged() {
 fn qos_0_completes_when_written() {
     let mut q = Queue::new(settings(QoS::AtMostOnce, 4, 8, false));
     connected_and_idle(&mut q);
-    q.accept("person", true, payload(1)).unwrap();
+    q.accept("person", true, T0, payload(1)).unwrap();
     assert_eq!(drain(&mut q).len(), 2);
     assert_eq!(q.written(0), Some(Tag::Event(0)));
     assert_eq!(q.written(0), Some(Tag::Other));
@@ -206,7 +221,7 @@ fn qos_0_completes_when_written() {
 fn qos_2_completes_on_pubrec() {
     let mut q = Queue::new(settings(QoS::ExactlyOnce, 4, 8, false));
     connected_and_idle(&mut q);
-    q.accept("person", true, payload(1)).unwrap();
+    q.accept("person", true, T0, payload(1)).unwrap();
     drain(&mut q);
     for pkid in 1..=2 {
         q.written(pkid);
@@ -244,50 +259,280 @@ fn statistics_are_best_effort_and_bounded() {
     q.disconnected();
     q.connected();
     let sent = drain(&mut q);
-    assert_eq!(brief(&sent), vec![pair("edgeclip/availability", "online")]);
+    assert_eq!(
+        brief(&sent),
+        vec![pair("edgeclip/pi4/availability", "online")]
+    );
 }
 
 #[test]
-fn a_full_queue_refuses_and_counts() {
-    let mut q = Queue::new(settings(QoS::AtLeastOnce, 2, 8, false));
-    assert_eq!(q.accept("person", true, payload(0)), Ok(0));
-    assert_eq!(q.accept("person", false, payload(1)), Ok(1));
+fn a_full_queue_drops_the_oldest_episode_whole_and_states_follow_every_event() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 3, 8, false));
+    q.accept("person", true, T0, payload(0)).unwrap();
+    q.accept("cat", true, T0, payload(1)).unwrap();
+    q.accept("person", false, T0, payload(2)).unwrap();
+    // Full: the oldest start (person's) goes with its end; the cat's start stays.
+    let a = q.accept("cat", false, T0, payload(3)).unwrap();
     assert_eq!(
-        q.accept("person", true, payload(2)),
+        a,
+        Accepted {
+            id: 3,
+            evicted: vec![0, 2]
+        }
+    );
+    assert_eq!((q.queued(), q.dropped(), q.dropped_full()), (2, 2, 2));
+    q.accept("person", true, T0, payload(4)).unwrap();
+    // Full again: the cat's episode is the oldest.
+    let a = q.accept("person", false, T0, payload(5)).unwrap();
+    assert_eq!(a.evicted, vec![1, 3]);
+    assert_eq!(q.dropped(), 4);
+    q.connected();
+    let sent = drain(&mut q);
+    let events: Vec<Tag> = sent
+        .iter()
+        .map(|s| s.tag)
+        .filter(|t| *t != Tag::Other)
+        .collect();
+    assert_eq!(
+        events,
+        vec![Tag::Event(4), Tag::Event(5)],
+        "the newest kept, in order"
+    );
+    assert!(brief(&sent).contains(&pair("edgeclip/cam0/person/state", "OFF")));
+    assert!(brief(&sent).contains(&pair("edgeclip/cam0/cat/state", "OFF")));
+    ack_all(&mut q, sent.len());
+    assert_eq!(q.accept("cat", true, T0, payload(6)).map(|a| a.id), Ok(6));
+}
+
+#[test]
+fn a_start_dropped_while_its_label_is_active_takes_its_end_with_it() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 2, 8, false));
+    q.accept("person", true, T0, payload(0)).unwrap();
+    q.accept("cat", true, T0, payload(1)).unwrap();
+    let a = q.accept("car", true, T0, payload(2)).unwrap();
+    assert_eq!(
+        a.evicted,
+        vec![0],
+        "the person's start; its end is still to come"
+    );
+    assert_eq!(
+        q.accept("person", false, T0, payload(3)),
+        Err(Refused::StartDropped {
+            dropped: 2,
+            evicted: vec![]
+        })
+    );
+    assert_eq!(q.queued(), 2);
+    // The state is right anyway; the next person episode is kept.
+    let a = q.accept("person", true, T0, payload(4)).unwrap();
+    assert_eq!(a.evicted, vec![1]);
+    q.connected();
+    let sent = drain(&mut q);
+    assert!(brief(&sent).contains(&pair("edgeclip/cam0/person/state", "ON")));
+}
+
+#[test]
+fn only_ends_waiting_the_oldest_end_goes_and_in_flight_events_are_never_dropped() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 2, 8, false));
+    connected_and_idle(&mut q);
+    q.accept("person", true, T0, payload(0)).unwrap();
+    q.accept("cat", true, T0, payload(1)).unwrap();
+    assert_eq!(
+        drain(&mut q).len(),
+        2 + 2,
+        "both starts and both states in flight"
+    );
+    // Full, everything in flight: the new start is dropped, and its end with it.
+    assert_eq!(
+        q.accept("car", true, T0, payload(2)),
         Err(Refused::Full {
             queued: 2,
             dropped: 1
         })
     );
     assert_eq!(
-        q.accept("cat", true, payload(3)),
-        Err(Refused::Full {
-            queued: 2,
-            dropped: 2
+        q.accept("car", false, T0, payload(3)),
+        Err(Refused::StartDropped {
+            dropped: 2,
+            evicted: vec![]
         })
     );
-    assert_eq!(q.dropped(), 2);
-    assert_eq!(q.queued(), 2);
-    // A refused event changes no state.
+    ack_all(&mut q, 4);
+    q.disconnected();
+    q.accept("person", false, T0, payload(4)).unwrap();
+    q.accept("cat", false, T0, payload(5)).unwrap();
+    let a = q.accept("car", true, T0, payload(6)).unwrap();
+    assert_eq!(
+        a.evicted,
+        vec![2],
+        "no start waits: the oldest end (the person's)"
+    );
+    assert_eq!(q.dropped(), 3);
+}
+
+#[test]
+fn events_past_the_age_limit_are_dropped_before_sending_with_their_ends() {
+    let mut set = settings(QoS::AtLeastOnce, 10, 8, false);
+    set.max_age = Some(Duration::from_secs(60));
+    let mut q = Queue::new(set);
+    let at = |s: u64| T0 + Duration::from_secs(s);
+    q.accept("person", true, at(0), payload(0)).unwrap();
+    q.accept("cat", true, at(10), payload(1)).unwrap();
+    q.accept("person", false, at(100), payload(2)).unwrap();
+    q.accept("cat", false, at(100), payload(3)).unwrap();
+    assert_eq!(
+        q.expire(at(60)),
+        Vec::<u64>::new(),
+        "60 s old is not past 60 s"
+    );
+    // The person's start is too old: its (young) end goes with it.
+    assert_eq!(q.expire(at(61)), vec![0, 2]);
+    assert_eq!((q.dropped(), q.dropped_old(), q.queued()), (2, 2, 2));
+    // The cat's start too, later.
+    assert_eq!(q.expire(at(71)), vec![1, 3]);
+    // A start expired while its label is active: its end is dropped on arrival.
+    q.accept("car", true, at(100), payload(4)).unwrap();
+    assert_eq!(q.expire(at(200)), vec![4]);
+    assert_eq!(
+        q.accept("car", false, at(200), payload(5)),
+        Err(Refused::StartDropped {
+            dropped: 6,
+            evicted: vec![]
+        })
+    );
+    assert_eq!(q.dropped_old(), 6);
+    // In flight is never expired.
+    q.connected();
+    q.accept("car", true, at(300), payload(6)).unwrap();
+    drain(&mut q);
+    assert_eq!(q.expire(at(1000)), Vec::<u64>::new());
+    // No limit, no expiry.
+    let mut q = queue();
+    q.accept("person", true, T0, payload(0)).unwrap();
+    assert!(q.expire(at(1_000_000)).is_empty());
+}
+
+#[test]
+fn an_event_that_waited_for_a_reconnect_is_marked_replayed() {
+    assert_eq!(
+        replayed(b"{\"frame\":1}"),
+        b"{\"frame\":1,\"replayed\":true}"
+    );
+    assert_eq!(replayed(b"{}"), b"{\"replayed\":true}");
+    let mut q = queue();
+    connected_and_idle(&mut q);
+    q.accept("person", true, T0, payload(0)).unwrap();
+    q.accept("person", false, T0, payload(1)).unwrap();
+    let sent = drain(&mut q);
+    assert_eq!(
+        sent[0].message.payload,
+        payload(0),
+        "first try, live: no mark"
+    );
+    // Event 0 delivered; event 1 in flight when the connection drops.
+    q.written(1);
+    q.acked(1, QoS::AtLeastOnce);
+    q.disconnected();
+    q.accept("person", true, T0, payload(2)).unwrap();
+    q.connected();
+    let sent = drain(&mut q);
+    let events: Vec<&[u8]> = sent
+        .iter()
+        .filter(|s| matches!(s.tag, Tag::Event(_)))
+        .map(|s| s.message.payload.as_slice())
+        .collect();
+    assert_eq!(events, vec![replayed(&payload(1)), replayed(&payload(2))]);
+    // Accepted while connected in the new session: live again.
+    q.accept("person", false, T0, payload(3)).unwrap();
+    assert_eq!(drain(&mut q)[0].message.payload, payload(3));
+}
+
+#[test]
+fn the_camera_s_availability_is_retained_republished_and_offline_at_close() {
+    let mut q = queue();
     q.connected();
     let sent = drain(&mut q);
     assert!(
-        brief(&sent).contains(&pair("edgeclip/cam0/person/state", "OFF")),
-        "{sent:?}"
+        !sent
+            .iter()
+            .any(|s| s.message.topic == "edgeclip/cam0/availability"),
+        "unknown until the daemon says"
     );
-    assert!(brief(&sent).contains(&pair("edgeclip/cam0/cat/state", "OFF")));
-    // Room again once the broker acknowledged.
-    ack_all(&mut q, sent.len());
-    assert_eq!(q.accept("person", true, payload(4)), Ok(2));
+    q.camera_status(true);
+    let sent = drain(&mut q);
+    assert_eq!(
+        brief(&sent),
+        vec![pair("edgeclip/cam0/availability", "online")]
+    );
+    assert!(sent[0].message.retain);
+    q.camera_status(false);
+    q.disconnected();
+    q.connected();
+    let sent = brief(&drain(&mut q));
+    assert_eq!(
+        sent[..2],
+        [
+            pair("edgeclip/pi4/availability", "online"),
+            pair("edgeclip/cam0/availability", "offline")
+        ]
+    );
+    q.camera_status(true);
+    q.close();
+    q.camera_status(false);
+    q.say_offline();
+    let sent = brief(&drain(&mut q));
+    assert_eq!(
+        sent[sent.len() - 2..],
+        [
+            pair("edgeclip/cam0/availability", "offline"),
+            pair("edgeclip/pi4/availability", "offline")
+        ]
+    );
+}
+
+#[test]
+fn a_reload_announces_new_labels_and_deletes_removed_ones() {
+    let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 16, true));
+    connected_and_idle(&mut q);
+    let disco = |l: &str| format!("homeassistant/binary_sensor/edgeclip_cam0/{l}/config");
+    q.set_labels(&["person".into(), "dog".into()]);
+    let sent = brief(&drain(&mut q));
+    let topics = Topics::new("edgeclip", "pi4", "cam0", "homeassistant");
+    assert_eq!(
+        sent,
+        vec![
+            (disco("dog"), topics.discovery_payload("dog")),
+            (disco("cat"), String::new()),
+            pair("edgeclip/cam0/dog/state", "OFF"),
+        ]
+    );
+    // On the next connect too (a broker without persistence forgot them).
+    q.disconnected();
+    q.connected();
+    let sent = brief(&drain(&mut q));
+    assert!(sent.contains(&(disco("dog"), topics.discovery_payload("dog"))));
+    assert!(sent.contains(&(disco("cat"), String::new())));
+    assert!(!sent.contains(&(disco("cat"), topics.discovery_payload("cat"))));
+    // Back again: announced, no longer deleted.
+    q.set_labels(&["person".into(), "cat".into()]);
+    q.disconnected();
+    q.connected();
+    let sent = brief(&drain(&mut q));
+    assert!(sent.contains(&(disco("cat"), topics.discovery_payload("cat"))));
+    assert!(sent.contains(&(disco("dog"), String::new())));
+    assert!(!sent.contains(&(disco("cat"), String::new())));
 }
 
 #[test]
 fn closing_refuses_events_and_stops_announcing_online() {
     let mut q = queue();
-    q.accept("person", true, payload(0)).unwrap();
+    q.accept("person", true, T0, payload(0)).unwrap();
     q.close();
     assert!(q.is_closing());
-    assert_eq!(q.accept("person", false, payload(1)), Err(Refused::Closed));
+    assert_eq!(
+        q.accept("person", false, T0, payload(1)),
+        Err(Refused::Closed)
+    );
     assert_eq!(q.dropped(), 0, "a refusal at close is not a drop");
     q.connected();
     assert!(!q.offer_stats(b"{}".to_vec()));
@@ -295,7 +540,7 @@ fn closing_refuses_events_and_stops_announcing_online() {
     assert_eq!(
         brief(&sent),
         vec![
-            pair("edgeclip/cam0/events", "{\"frame\":0}"),
+            pair("edgeclip/cam0/events", "{\"frame\":0,\"replayed\":true}"),
             pair("edgeclip/cam0/cat/state", "OFF"),
             pair("edgeclip/cam0/person/state", "ON"),
         ]
@@ -306,22 +551,27 @@ fn closing_refuses_events_and_stops_announcing_online() {
 fn offline_goes_before_what_was_not_yet_sent() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 1, false));
     q.connected();
-    q.accept("person", true, payload(0)).unwrap();
+    q.accept("person", true, T0, payload(0)).unwrap();
     q.close();
     assert!(q.control_or_inflight(), "online waits");
     drain(&mut q); // online
     q.say_offline();
     q.written(1);
     q.acked(1, QoS::AtLeastOnce);
-    let s = q.next_to_send().unwrap();
-    assert_eq!(
-        brief(&[s]),
-        vec![pair("edgeclip/availability", "offline")],
-        "before the queued event"
-    );
-    q.sent();
-    q.written(2);
-    q.acked(2, QoS::AtLeastOnce);
+    for (pkid, topic) in [
+        (2, "edgeclip/cam0/availability"),
+        (3, "edgeclip/pi4/availability"),
+    ] {
+        let s = q.next_to_send().unwrap();
+        assert_eq!(
+            brief(&[s]),
+            vec![pair(topic, "offline")],
+            "before the queued event"
+        );
+        q.sent();
+        q.written(pkid);
+        q.acked(pkid, QoS::AtLeastOnce);
+    }
     assert!(!q.control_or_inflight());
     assert_eq!(q.queued(), 1);
 }
@@ -331,7 +581,7 @@ fn a_disconnect_sends_what_was_in_flight_again_in_order() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 4, false));
     connected_and_idle(&mut q);
     for f in 0..6 {
-        q.accept("person", f % 2 == 0, payload(f)).unwrap();
+        q.accept("person", f % 2 == 0, T0, payload(f)).unwrap();
     }
     let sent = drain(&mut q);
     assert_eq!(sent.len(), 4);
@@ -357,7 +607,7 @@ fn an_event_acknowledged_out_of_order_is_not_sent_again() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 8, false));
     connected_and_idle(&mut q);
     for f in 0..3 {
-        q.accept("person", true, payload(f)).unwrap();
+        q.accept("person", true, T0, payload(f)).unwrap();
     }
     drain(&mut q); // events 0, 1, 2 and the state
     for pkid in 1..=4 {
@@ -392,12 +642,12 @@ fn an_event_acknowledged_out_of_order_is_not_sent_again() {
 #[test]
 fn a_state_changed_during_the_replay_is_sent_once_with_its_last_value() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 2, false));
-    q.accept("person", true, payload(0)).unwrap();
+    q.accept("person", true, T0, payload(0)).unwrap();
     q.connected();
     let s = drain(&mut q);
     assert_eq!(s.len(), 2, "online and event 0");
-    q.accept("person", false, payload(1)).unwrap();
-    q.accept("cat", true, payload(2)).unwrap();
+    q.accept("person", false, T0, payload(1)).unwrap();
+    q.accept("cat", true, T0, payload(2)).unwrap();
     let mut all = s;
     for pkid in 1..=20 {
         q.written(pkid);
@@ -407,8 +657,8 @@ fn a_state_changed_during_the_replay_is_sent_once_with_its_last_value() {
     assert_eq!(
         brief(&all),
         vec![
-            pair("edgeclip/availability", "online"),
-            pair("edgeclip/cam0/events", "{\"frame\":0}"),
+            pair("edgeclip/pi4/availability", "online"),
+            pair("edgeclip/cam0/events", "{\"frame\":0,\"replayed\":true}"),
             pair("edgeclip/cam0/events", "{\"frame\":1}"),
             pair("edgeclip/cam0/events", "{\"frame\":2}"),
             pair("edgeclip/cam0/cat/state", "ON"),
@@ -421,7 +671,7 @@ fn a_state_changed_during_the_replay_is_sent_once_with_its_last_value() {
 #[test]
 fn an_unknown_label_gets_a_state_too() {
     let mut q = queue();
-    q.accept("dog", true, payload(0)).unwrap();
+    q.accept("dog", true, T0, payload(0)).unwrap();
     q.connected();
     let sent = drain(&mut q);
     assert!(brief(&sent).contains(&pair("edgeclip/cam0/dog/state", "ON")));
@@ -438,8 +688,9 @@ fn an_unknown_label_gets_a_state_too() {
 /// One step of the world around the queue.
 #[derive(Debug, Clone)]
 enum Step {
-    /// An event for `LABELS[label]`.
-    Accept { label: usize, on: bool },
+    /// The next event for `LABELS[label]` (a start when it is off, else an end: the trigger
+    /// alternates).
+    Accept { label: usize },
     /// Statistics.
     Stats,
     /// rumqttc takes up to `n` messages (its request channel may be full).
@@ -456,7 +707,7 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..LABELS.len(), any::<bool>()).prop_map(|(label, on)| Step::Accept { label, on }),
+        4 => (0..LABELS.len()).prop_map(|label| Step::Accept { label }),
         1 => Just(Step::Stats),
         3 => (1usize..6).prop_map(Step::Hand),
         3 => (1usize..6).prop_map(Step::Write),
@@ -493,7 +744,11 @@ struct World {
     /// Ids of accepted events, and the last state accepted per label.
     accepted: Vec<u64>,
     last_state: BTreeMap<String, bool>,
+    /// Ids dropped for room, and events refused (no id).
+    evicted: BTreeSet<u64>,
     refused: u64,
+    /// (label, start) of every accepted event, by id.
+    kinds: BTreeMap<u64, (String, bool)>,
 }
 
 impl World {
@@ -514,7 +769,9 @@ impl World {
                 .iter()
                 .map(|l| ((*l).to_owned(), false))
                 .collect(),
+            evicted: BTreeSet::new(),
             refused: 0,
+            kinds: BTreeMap::new(),
         }
     }
 
@@ -527,21 +784,37 @@ impl World {
     /// Applies one step; checks the invariants that hold after every step.
     fn apply(&mut self, step: &Step) -> Result<(), TestCaseError> {
         match *step {
-            Step::Accept { label, on } => {
+            Step::Accept { label } => {
                 let label = LABELS[label];
+                let on = !self.last_state.get(label).copied().unwrap_or(false);
                 let before = self.q.queued();
                 let dropped = self.q.dropped();
-                match self.q.accept(label, on, payload(0)) {
-                    Ok(id) => {
-                        prop_assert!(before < self.capacity);
-                        prop_assert_eq!(id, self.accepted.len() as u64);
+                let result = self.q.accept(label, on, T0, payload(0));
+                // The state follows every event, kept or not.
+                self.last_state.insert(label.to_owned(), on);
+                match result {
+                    Ok(Accepted { id, evicted }) => {
+                        prop_assert_eq!(evicted.is_empty(), before < self.capacity);
+                        prop_assert!(evicted.len() <= 2);
+                        prop_assert_eq!(self.q.dropped(), dropped + evicted.len() as u64);
+                        prop_assert!(id >= self.accepted.last().map_or(0, |l| l + 1));
                         self.accepted.push(id);
-                        self.last_state.insert(label.to_owned(), on);
+                        self.kinds.insert(id, (label.to_owned(), on));
+                        self.evicted.extend(evicted);
                     }
                     Err(Refused::Full { queued, dropped: d }) => {
                         prop_assert_eq!(before, self.capacity);
                         prop_assert_eq!(queued, self.capacity);
                         prop_assert_eq!(d, dropped + 1);
+                        self.refused += 1;
+                    }
+                    Err(Refused::StartDropped {
+                        dropped: d,
+                        evicted,
+                    }) => {
+                        prop_assert!(!on);
+                        prop_assert_eq!(d, dropped + 1 + evicted.len() as u64);
+                        self.evicted.extend(evicted);
                         self.refused += 1;
                     }
                     Err(Refused::Closed) => prop_assert!(false, "never closed here"),
@@ -623,9 +896,10 @@ impl World {
         prop_assert!(in_flight <= self.window, "{in_flight} in flight");
         prop_assert!(self.q.queued() <= self.capacity);
         prop_assert_eq!(
-            self.q.queued() as u64 + self.q.delivered(),
+            self.q.queued() as u64 + self.q.delivered() + self.evicted.len() as u64,
             self.accepted.len() as u64
         );
+        prop_assert_eq!(self.q.dropped(), self.evicted.len() as u64 + self.refused);
         Ok(())
     }
 
@@ -668,25 +942,45 @@ proptest! {
         }
         w.settle()?;
 
-        // No loss: every accepted event completed exactly once.
+        // No loss but the counted drops: every accepted event completed exactly once or
+        // dropped for room, never both.
         let mut completed = w.completed.clone();
         completed.sort_unstable();
-        prop_assert_eq!(&completed, &w.accepted);
+        prop_assert!(completed.windows(2).all(|p| p[0] < p[1]), "completed twice");
+        prop_assert!(completed.iter().all(|id| !w.evicted.contains(id)));
+        let mut all: Vec<u64> = completed.iter().chain(&w.evicted).copied().collect();
+        all.sort_unstable();
+        prop_assert_eq!(&all, &w.accepted);
         prop_assert_eq!(w.q.queued(), 0);
-        prop_assert_eq!(w.q.delivered(), w.accepted.len() as u64);
-        // Counted drops.
-        prop_assert_eq!(w.q.dropped(), w.refused);
+        prop_assert_eq!(w.q.dropped(), w.evicted.len() as u64 + w.refused);
 
-        // Order: within a session, ids increase; no unfinished event is skipped.
+        // Order: within a session, ids increase; every completed event was sent.
         let mut sent_ever: BTreeSet<u64> = BTreeSet::new();
         for session in &w.sessions {
             prop_assert!(session.windows(2).all(|p| p[0] < p[1]), "{:?}", session);
             sent_ever.extend(session.iter().copied());
         }
-        prop_assert_eq!(sent_ever.into_iter().collect::<Vec<_>>(), w.accepted.clone());
+        prop_assert!(completed.iter().all(|id| sent_ever.contains(id)));
+
+        // What a consumer gets per label: every end right after its start (episodes are
+        // dropped whole; only a start may lose its end).
+        for label in LABELS {
+            let kept: Vec<bool> = completed
+                .iter()
+                .filter_map(|id| w.kinds.get(id))
+                .filter(|(l, _)| l == label)
+                .map(|(_, start)| *start)
+                .collect();
+            for (i, start) in kept.iter().enumerate() {
+                prop_assert!(
+                    *start || (i > 0 && kept[i - 1]),
+                    "{}: an end without its start in {:?}", label, kept
+                );
+            }
+        }
 
         // Retained state equals the last accepted state per label.
-        let topics = Topics::new("edgeclip", "cam0", "homeassistant");
+        let topics = Topics::new("edgeclip", "pi4", "cam0", "homeassistant");
         for (label, on) in &w.last_state {
             let want: &[u8] = if *on { b"ON" } else { b"OFF" };
             prop_assert_eq!(
@@ -719,14 +1013,18 @@ proptest! {
             let completed_before: BTreeSet<u64> = w.completed.iter().copied().collect();
             let session_len = w.sessions.last().map_or(0, Vec::len);
             w.apply(s)?;
+            let gone = &w.evicted;
             let Some(session) = w.sessions.last() else { continue };
             for &id in &session[session_len.min(session.len())..] {
                 // Never an event already completed.
                 prop_assert!(!completed_before.contains(&id), "event {} sent again", id);
-                // Never past an older event that is neither completed nor sent this session.
-                for older in 0..id {
+                // Never past an older event that is neither completed, dropped nor sent this
+                // session.
+                for older in w.accepted.iter().copied().filter(|&o| o < id) {
                     prop_assert!(
-                        completed_before.contains(&older) || session.contains(&older),
+                        completed_before.contains(&older)
+                            || session.contains(&older)
+                            || gone.contains(&older),
                         "event {} sent before event {}", id, older
                     );
                 }
@@ -734,7 +1032,7 @@ proptest! {
         }
     }
 
-    /// Refusals are counted exactly and only when the bound is reached, whatever the
+    /// Drops are counted exactly and only when the bound is reached, whatever the
     /// connection does.
     #[test]
     fn drops_are_counted_exactly(
@@ -745,7 +1043,7 @@ proptest! {
         for s in &steps {
             w.apply(s)?;
         }
-        prop_assert_eq!(w.q.dropped(), w.refused);
+        prop_assert_eq!(w.q.dropped(), w.refused + w.evicted.len() as u64);
         let offered = steps.iter().filter(|s| matches!(s, Step::Accept { .. })).count() as u64;
         prop_assert_eq!(w.accepted.len() as u64 + w.refused, offered);
     }
@@ -755,7 +1053,7 @@ proptest! {
 fn snapshots_go_after_the_states_retained_latest_per_label() {
     let mut q = queue();
     connected_and_idle(&mut q);
-    q.accept("person", true, payload(1)).unwrap();
+    q.accept("person", true, T0, payload(1)).unwrap();
     assert!(q.offer_snapshot("person", b"\xFF\xD8old".to_vec()));
     assert!(q.offer_snapshot("person", b"\xFF\xD8new".to_vec()));
     assert!(q.offer_snapshot("cat", b"\xFF\xD8cat".to_vec()));
