@@ -50,6 +50,7 @@ use super::{EventSink, SinkError};
 use crate::config::{ConfigError, MqttConfig};
 use crate::event::{Event, Snapshot, Stats};
 
+mod diagnose;
 mod options;
 mod queue;
 mod topics;
@@ -73,14 +74,22 @@ pub enum MqttError {
         /// What is wrong (followed by any further problems, each with its key).
         message: String,
     },
-    /// The TLS CA file could not be read.
-    #[error("mqtt.tls_ca {path}: cannot read the CA certificate: {source}")]
-    TlsCa {
-        /// The CA file.
+    /// A TLS file (`mqtt.tls_ca`, `mqtt.tls_cert`, `mqtt.tls_key`) cannot be read or holds no
+    /// usable PEM.
+    #[error("{key} {}: {message}", path.display())]
+    TlsFile {
+        /// The config key.
+        key: &'static str,
+        /// The file.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The system's CA certificates (`mqtt.tls = true` without `mqtt.tls_ca`) cannot be used.
+    #[error("mqtt.tls: {message}")]
+    TlsRoots {
+        /// Why.
+        message: String,
     },
     /// The offline queue is full: the event was dropped.
     #[error(
@@ -129,10 +138,12 @@ pub enum MqttError {
         source: std::io::Error,
     },
     /// Connecting to the broker failed (probe).
-    #[error("mqtt {broker}: cannot connect: {source}")]
+    #[error("mqtt {broker}: {words}")]
     Connect {
         /// `host:port`.
         broker: String,
+        /// What failed, in words (`the broker refused the credentials ...`).
+        words: String,
         /// rumqttc's error.
         #[source]
         source: Box<ConnectionError>,
@@ -251,7 +262,7 @@ impl MqttSink {
             capacity: cfg.queue,
             window,
         });
-        let shared = Arc::new(Shared::new(client, queue, broker.clone()));
+        let shared = Arc::new(Shared::new(client, queue, diagnose::Context::of(cfg)));
         let worker_shared = Arc::clone(&shared);
         let opts = options.clone();
         let worker = std::thread::Builder::new()
@@ -545,6 +556,7 @@ pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String
             Ok(Err(source)) => {
                 return Err(MqttError::Connect {
                     broker,
+                    words: diagnose::describe(&source, &diagnose::Context::of(cfg)).words,
                     source: Box::new(source),
                 });
             }
@@ -571,7 +583,10 @@ mod tests {
             client_id: Some("test".into()),
             username: None,
             password: None,
+            tls: false,
             tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             qos: 1,
             keep_alive_s: 30,
             homeassistant_discovery: true,
@@ -598,6 +613,7 @@ mod tests {
         c.qos = 7;
         assert!(rumqttc_options(&c, "cam0", "", Duration::from_secs(1)).is_err());
         let mut c = cfg();
+        c.tls = true;
         c.tls_ca = Some("/nonexistent/ca.pem".into());
         let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
             .err()
