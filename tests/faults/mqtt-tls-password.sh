@@ -2,7 +2,8 @@
 # openssl-made CA and certificate, `password_file` made with mosquitto_passwd, no anonymous
 # clients). With `tls_ca`, `username` and `password_file` every event arrives; with a wrong
 # password, or a CA that did not sign the broker's certificate, the daemon keeps running, says
-# once and in words what the broker refused, never logs the password, and keeps retrying.
+# once and in words what the broker refused, never logs the password, and keeps retrying. The
+# password from EDGECLIP_MQTT_PASSWORD and `tls = true` with the system's roots connect too.
 make_certs
 tls_port=$((port + 1))
 good="Good-pw-$RANDOM$RANDOM"
@@ -45,10 +46,13 @@ note "right password over TLS: $(grep -c '/events ' "$work/live.txt") events arr
 mv "$work/daemon.log" "$work/daemon-good.log"
 rm -f "$work/stdout.jsonl"
 
-# 2. A wrong password: one clear line, the daemon runs on, the broker sees it try again.
-printf '%s\n' "$wrong" >"$work/mqtt-password"
+# 2. A wrong password, inline this time, in a config anyone may read: a warning naming the
+# file, one clear line about the refusal, the daemon runs on, the broker sees it try again.
+sed -e 's|^password_file = .*|password = "'"$wrong"'"|' "$work/tls.toml" >"$work/inline.toml"
+chmod 644 "$work/inline.toml"
 before=$(count "$work/mosquitto.log" "on port $tls_port")
-start_daemon "$work/tls.toml"
+start_daemon "$work/inline.toml"
+wait_for "$work/daemon.log" "WARN .*$work/inline.toml: holds mqtt.password .*chmod 640" 30
 wait_for "$work/daemon.log" "mqtt $broker: the broker refused the credentials of user \"edgeclip\"" 60
 for _ in $(seq 150); do
     (($(count "$work/mosquitto.log" "on port $tls_port") - before >= 4)) && break
@@ -67,7 +71,6 @@ stop_daemon TERM
 mv "$work/daemon.log" "$work/daemon-wrong.log"
 
 # 3. A CA that did not sign the broker's certificate.
-printf '%s\n' "$good" >"$work/mqtt-password"
 sed -i "s|^tls_ca = .*|tls_ca = \"$work/tls/other-ca.pem\"|" "$work/tls.toml"
 start_daemon "$work/tls.toml"
 wait_for "$work/daemon.log" \
