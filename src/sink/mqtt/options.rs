@@ -222,6 +222,114 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
+    /// The test-only TLS files of `tests/data/tls`.
+    fn tls_file(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/tls")
+            .join(name)
+    }
+
+    fn tls_cfg() -> MqttConfig {
+        let mut c = cfg();
+        c.tls = true;
+        c.tls_ca = Some(tls_file("ca.pem"));
+        c.tls_cert = Some(tls_file("client.pem"));
+        c.tls_key = Some(tls_file("client.key"));
+        c
+    }
+
+    /// The error `build` gives for `c`, as text.
+    fn tls_error(c: &MqttConfig) -> String {
+        build(c, "cam0", "", Duration::from_secs(1))
+            .err()
+            .expect("an error")
+            .to_string()
+    }
+
+    #[test]
+    fn tls_with_a_client_certificate_builds() {
+        let (o, _) = build(&tls_cfg(), "cam0", "", Duration::from_secs(1)).unwrap();
+        match o.transport() {
+            Transport::Tls(TlsConfiguration::Rustls(c)) => {
+                assert!(c.client_auth_cert_resolver.has_certs())
+            }
+            _ => panic!("not rustls TLS"),
+        }
+        let mut c = tls_cfg();
+        c.tls_cert = None;
+        c.tls_key = None;
+        let (o, _) = build(&c, "cam0", "", Duration::from_secs(1)).unwrap();
+        match o.transport() {
+            Transport::Tls(TlsConfiguration::Rustls(c)) => {
+                assert!(!c.client_auth_cert_resolver.has_certs())
+            }
+            _ => panic!("not rustls TLS"),
+        }
+        // Without `tls`, plain TCP whatever else is set (validation refuses that mix first).
+        c.tls = false;
+        let (o, _) = build(&c, "cam0", "", Duration::from_secs(1)).unwrap();
+        assert!(matches!(o.transport(), Transport::Tcp));
+    }
+
+    #[test]
+    fn bad_tls_files_name_their_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("text.pem");
+        std::fs::write(&text, "not a certificate\n").unwrap();
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let shown = |p: &Path| p.display().to_string();
+
+        let mut c = tls_cfg();
+        c.tls_ca = Some(text.clone());
+        let e = tls_error(&c);
+        assert!(
+            e.starts_with(&format!(
+                "mqtt.tls_ca {}: no CA certificate in it",
+                shown(&text)
+            )),
+            "{e}"
+        );
+        c.tls_ca = Some(broken.clone());
+        let e = tls_error(&c);
+        assert!(
+            e.starts_with(&format!("mqtt.tls_ca {}: not a valid PEM", shown(&broken))),
+            "{e}"
+        );
+        c.tls_ca = Some(dir.path().join("missing.pem"));
+        let e = tls_error(&c);
+        assert!(
+            e.starts_with("mqtt.tls_ca ") && e.contains("missing.pem: cannot read it"),
+            "{e}"
+        );
+
+        // A key where the certificate belongs, a certificate where the key belongs.
+        let mut c = tls_cfg();
+        c.tls_cert = Some(tls_file("client.key"));
+        let e = tls_error(&c);
+        assert!(
+            e.starts_with(&format!(
+                "mqtt.tls_cert {}: no certificate in it",
+                shown(&tls_file("client.key"))
+            )),
+            "{e}"
+        );
+        let mut c = tls_cfg();
+        c.tls_key = Some(tls_file("client.pem"));
+        let e = tls_error(&c);
+        assert!(
+            e.starts_with(&format!(
+                "mqtt.tls_key {}: no private key in it",
+                shown(&tls_file("client.pem"))
+            )),
+            "{e}"
+        );
+    }
+
     #[test]
     fn qos_numbers() {
         assert_eq!(qos_of(0), QoS::AtMostOnce);
