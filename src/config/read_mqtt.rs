@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::reader::{Reader, Section, key, resolve};
+use super::reader::{Presence, Reader, Section, key, resolve};
 use super::{MqttConfig, secrets};
 
 /// Reads the keys of `[mqtt]`; paths are resolved against `base`, the config file's folder.
@@ -46,7 +46,9 @@ pub(super) fn read(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> Mqtt
         s,
         key("username", "User name. Not set: no authentication.").example("\"edgeclip\""),
     );
-    let inline: Option<String> = r.opt(
+    // Read raw: a value of the wrong type must not be echoed in the problem (serde's message
+    // would quote it, and an unquoted numeric password is one).
+    let inline = match r.raw(
         s,
         key(
             "password",
@@ -55,7 +57,23 @@ pub(super) fn read(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> Mqtt
              holds it is readable by others: prefer `password_file`.",
         )
         .example("\"secret\""),
-    );
+        "string",
+        Presence::Optional,
+    ) {
+        None => None,
+        Some(toml::Value::String(p)) => Some(p),
+        Some(other) => {
+            r.problem(
+                s,
+                "password",
+                format!(
+                    "expected a string, got a {} (quote the password)",
+                    other.type_str()
+                ),
+            );
+            None
+        }
+    };
     let password_file = r
         .opt::<PathBuf>(
             s,

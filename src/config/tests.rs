@@ -569,6 +569,17 @@ fn mqtt_tls_keys() {
 }
 
 #[test]
+fn a_password_of_the_wrong_type_is_not_echoed() {
+    let p = problems(&with(
+        "[mqtt]\nhost = \"b\"\nusername = \"u\"\npassword = 73915462",
+    ));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(p[0].key, "mqtt.password");
+    assert!(p[0].message.contains("quote the password"), "{p:?}");
+    assert!(!p[0].message.contains("73915462"), "{p:?}");
+}
+
+#[test]
 fn the_debug_of_a_config_never_shows_the_password() {
     let c = parse(&with(
         "[mqtt]\nhost = \"b\"\nusername = \"u\"\npassword = \"hunter2-Zq9\"",
