@@ -69,6 +69,15 @@ grep -E 'refused the credentials' "$work/daemon.log" | grep -q ERROR ||
 note "wrong password: $attempts attempts, one log line: $(grep -o 'mqtt 127.*' "$work/daemon.log" | grep refused)"
 stop_daemon TERM
 mv "$work/daemon.log" "$work/daemon-wrong.log"
+# `check-config --probe` says the same, and the same warning.
+if "$edgeclip" check-config --probe "$work/inline.toml" >"$work/probe.out" 2>&1; then
+    fail "check-config --probe passed with a wrong password"
+fi
+grep -q "mqtt $broker: the broker refused the credentials" "$work/probe.out" ||
+    fail "check-config --probe: $(cat "$work/probe.out")"
+grep -q "^warning: $work/inline.toml: holds mqtt.password" "$work/probe.out" ||
+    fail "check-config does not warn about the readable password: $(cat "$work/probe.out")"
+cp "$work/probe.out" "$work/daemon-probe.log"
 
 # 3. A CA that did not sign the broker's certificate.
 sed -i "s|^tls_ca = .*|tls_ca = \"$work/tls/other-ca.pem\"|" "$work/tls.toml"
