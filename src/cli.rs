@@ -457,6 +457,9 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
 fn run_daemon(path: &Path, lossless: bool) -> Result<()> {
     use crate::daemon::{Control, Daemon, Delivery};
     let config = Config::from_file(path)?;
+    for warning in config.warnings() {
+        log::warn!("{warning}");
+    }
     let control = Control::default();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, control.shutdown.clone())
@@ -478,6 +481,9 @@ fn run_daemon(path: &Path, lossless: bool) -> Result<()> {
 
 fn check_config(path: &Path, probe: bool) -> Result<()> {
     let config = Config::from_file(path)?;
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     // The model is part of the config: check the bundle and that every prompt can be embedded.
     crate::doctor::check_model(&config)?;
     if probe {

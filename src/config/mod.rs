@@ -31,11 +31,13 @@ mod read_prompts;
 mod read_snapshots;
 mod reader;
 pub mod reference;
+mod secrets;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use reader::{KeyDoc, Presence, TableKind};
+pub use secrets::{PASSWORD_ENV, Password, PasswordOrigin};
 pub use validate::bcm_from_name;
 
 /// One problem found in a config, with the key path it concerns.
@@ -368,7 +370,7 @@ pub struct TriggerConfig {
 pub struct MqttConfig {
     /// Broker host name or address.
     pub host: String,
-    /// Broker port.
+    /// Broker port (read as 1883, or 8883 with TLS, when the file does not set it).
     pub port: u16,
     /// Topic prefix.
     pub prefix: String,
@@ -376,10 +378,19 @@ pub struct MqttConfig {
     pub client_id: Option<String>,
     /// User name.
     pub username: Option<String>,
-    /// Password (needs `username`).
-    pub password: Option<String>,
-    /// CA certificate (PEM) to connect with TLS; resolved against the config file's folder.
+    /// Password (needs `username`): from `password_file`, the environment variable
+    /// [`PASSWORD_ENV`] or `password`, in that order. Its `Debug` does not show it.
+    pub password: Option<Password>,
+    /// Connect with TLS. A file sets it with `tls = true`, or implies it with `tls_ca` or
+    /// `tls_cert`.
+    pub tls: bool,
+    /// CA certificate(s) (PEM) the broker's certificate must chain to; `None` with `tls`: the
+    /// system's roots. Resolved against the config file's folder.
     pub tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for brokers that ask for one (mutual TLS); with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// QoS of events and state messages: 0, 1 or 2.
     pub qos: u8,
     /// Keep-alive interval, at least 5 s.
@@ -585,6 +596,27 @@ impl Config {
                 problems,
             })
         }
+    }
+
+    /// What is risky in a config that loads: an inline `mqtt.password` in a file that anyone
+    /// on the machine may read (the file's permissions are the one thing looked at). The daemon
+    /// logs these at start; `check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        #[cfg(unix)]
+        if let (Some(file), Some(m)) = (&self.file, &self.mqtt)
+            && m.password
+                .as_ref()
+                .is_some_and(|p| *p.origin() == PasswordOrigin::Inline)
+            && let Ok(meta) = std::fs::metadata(file)
+        {
+            use std::os::unix::fs::PermissionsExt;
+            out.extend(secrets::world_readable_warning(
+                file,
+                meta.permissions().mode(),
+            ));
+        }
+        out
     }
 
     /// The index of a prompt label.

@@ -1,58 +1,146 @@
 //! The `[mqtt]` table, read like every other table of [`super::read`] (each key once, with its
 //! type, default and meaning), in a file of its own: the broker's address, credentials, TLS,
-//! topics and the delivery queue.
+//! topics and the delivery queue. The password is resolved here (`password_file`, the
+//! environment, `password`: see [`super::secrets`]), so a missing password file is a config
+//! problem like any other.
 
 use std::path::{Path, PathBuf};
 
-use super::MqttConfig;
-use super::reader::{Reader, Section, key, resolve};
+use super::reader::{Presence, Reader, Section, key, resolve};
+use super::{MqttConfig, secrets};
 
 /// Reads the keys of `[mqtt]`; paths are resolved against `base`, the config file's folder.
 pub(super) fn read(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> MqttConfig {
+    let host = r
+        .req(
+            s,
+            key("host", "The broker's host name or address (not a URL).").example("\"localhost\""),
+        )
+        .unwrap_or_default();
+    let port: Option<u16> = r.opt(
+        s,
+        key(
+            "port",
+            "The broker's port. Not set: 1883, or 8883 with TLS.",
+        )
+        .example("8883"),
+    );
+    let prefix = r.or(
+        s,
+        key(
+            "prefix",
+            "Topic prefix: events go to `PREFIX/CAMERA/events`, states to \
+             `PREFIX/CAMERA/LABEL/state`.",
+        ),
+        "edgeclip".to_owned(),
+    );
+    let client_id = r.opt(
+        s,
+        key(
+            "client_id",
+            "The MQTT client id. Not set: `edgeclip-HOSTNAME-CAMERA`.",
+        )
+        .example("\"edgeclip-door\""),
+    );
+    let username = r.opt(
+        s,
+        key("username", "User name. Not set: no authentication.").example("\"edgeclip\""),
+    );
+    // Read raw: a value of the wrong type must not be echoed in the problem (serde's message
+    // would quote it, and an unquoted numeric password is one).
+    let inline = match r.raw(
+        s,
+        key(
+            "password",
+            "Password (needs `username`). Used when neither `password_file` nor the environment \
+             variable `EDGECLIP_MQTT_PASSWORD` gives one. The daemon warns when a file that \
+             holds it is readable by others: prefer `password_file`.",
+        )
+        .example("\"secret\""),
+        "string",
+        Presence::Optional,
+    ) {
+        None => None,
+        Some(toml::Value::String(p)) => Some(p),
+        Some(other) => {
+            r.problem(
+                s,
+                "password",
+                format!(
+                    "expected a string, got a {} (quote the password)",
+                    other.type_str()
+                ),
+            );
+            None
+        }
+    };
+    let password_file = r
+        .opt::<PathBuf>(
+            s,
+            key(
+                "password_file",
+                "A file holding the password (needs `username`; not with `password`), its \
+                 trailing line break ignored. It wins over `EDGECLIP_MQTT_PASSWORD`, which wins \
+                 over `password`. An absolute path works with systemd's `LoadCredential=`.",
+            )
+            .example("\"mqtt-password\""),
+        )
+        .map(|p| resolve(base, p));
+    let password = match secrets::resolve(
+        inline,
+        password_file,
+        std::env::var_os(secrets::PASSWORD_ENV),
+    ) {
+        Ok(p) => p,
+        Err((k, message)) => {
+            r.problem(s, k, message);
+            None
+        }
+    };
+    let tls_flag: Option<bool> = r.opt(
+        s,
+        key(
+            "tls",
+            "Connect with TLS. Not set: TLS when `tls_ca` or `tls_cert` is set. Without \
+             `tls_ca` the broker's certificate is checked against the system's CA \
+             certificates.",
+        )
+        .example("true"),
+    );
+    let mut path = |name: &'static str, doc: &'static str, example: &'static str| {
+        r.opt::<PathBuf>(s, key(name, doc).example(example))
+            .map(|p| resolve(base, p))
+    };
+    let tls_ca = path(
+        "tls_ca",
+        "CA certificate(s) (PEM) the broker's certificate must chain to; implies TLS. Not set: \
+         plain TCP, or with `tls = true` the system's CA certificates.",
+        "\"/etc/edgeclip/ca.pem\"",
+    );
+    let tls_cert = path(
+        "tls_cert",
+        "Client certificate (PEM, may hold its chain) for a broker that asks for one (mutual \
+         TLS); needs `tls_key`; implies TLS.",
+        "\"/etc/edgeclip/client.pem\"",
+    );
+    let tls_key = path(
+        "tls_key",
+        "The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); needs \
+         `tls_cert`.",
+        "\"/etc/edgeclip/client.key\"",
+    );
+    let tls = tls_flag.unwrap_or(tls_ca.is_some() || tls_cert.is_some());
     MqttConfig {
-        host: r
-            .req(
-                s,
-                key("host", "The broker's host name or address (not a URL).")
-                    .example("\"localhost\""),
-            )
-            .unwrap_or_default(),
-        port: r.or(s, key("port", "The broker's port."), 1883),
-        prefix: r.or(
-            s,
-            key(
-                "prefix",
-                "Topic prefix: events go to `PREFIX/CAMERA/events`, states to \
-                 `PREFIX/CAMERA/LABEL/state`.",
-            ),
-            "edgeclip".to_owned(),
-        ),
-        client_id: r.opt(
-            s,
-            key(
-                "client_id",
-                "The MQTT client id. Not set: `edgeclip-HOSTNAME-CAMERA`.",
-            )
-            .example("\"edgeclip-door\""),
-        ),
-        username: r.opt(
-            s,
-            key("username", "User name. Not set: no authentication.").example("\"edgeclip\""),
-        ),
-        password: r.opt(
-            s,
-            key("password", "Password (needs `username`).").example("\"secret\""),
-        ),
-        tls_ca: r
-            .opt::<PathBuf>(
-                s,
-                key(
-                    "tls_ca",
-                    "A CA certificate (PEM) to connect with TLS. Not set: plain TCP.",
-                )
-                .example("\"/etc/edgeclip/ca.pem\""),
-            )
-            .map(|p| resolve(base, p)),
+        host,
+        port: port.unwrap_or(if tls { 8883 } else { 1883 }),
+        prefix,
+        client_id,
+        username,
+        password,
+        tls,
+        tls_ca,
+        tls_cert,
+        tls_key,
         qos: r.or(
             s,
             key("qos", "QoS of events and state messages: 0, 1 or 2."),

@@ -469,10 +469,169 @@ fn mqtt_rules() {
         .is_ok()
     );
     let c = parse(&m("tls_ca = \"ca.pem\"")).unwrap();
+    let mqtt = c.mqtt.unwrap();
+    assert_eq!(mqtt.tls_ca, Some(PathBuf::from("/etc/edgeclip/ca.pem")));
+    // `tls_ca` implies TLS, and TLS the port 8883 unless one is given.
+    assert!(mqtt.tls);
+    assert_eq!(mqtt.port, 8883);
+}
+
+/// `[mqtt]` with `host` and `extra`, in a config file `edgeclip.toml` written to `dir`.
+fn mqtt_file(dir: &Path, extra: &str) -> Result<Config, ConfigError> {
+    let file = dir.join("edgeclip.toml");
+    std::fs::write(&file, with(&format!("[mqtt]\nhost = \"broker\"\n{extra}"))).unwrap();
+    Config::from_file(&file)
+}
+
+#[test]
+fn mqtt_password_file_is_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mqtt-password"), "s3cret-pw\n").unwrap();
+    let c = mqtt_file(
+        dir.path(),
+        "username = \"u\"\npassword_file = \"mqtt-password\"",
+    )
+    .unwrap();
+    let p = c.mqtt.unwrap().password.unwrap();
+    assert_eq!(p.expose(), "s3cret-pw");
     assert_eq!(
-        c.mqtt.unwrap().tls_ca,
-        Some(PathBuf::from("/etc/edgeclip/ca.pem"))
+        p.origin(),
+        &PasswordOrigin::File(dir.path().join("mqtt-password"))
     );
+    // An absolute path (systemd's credentials folder, say) is taken as it is.
+    let abs = dir.path().join("abs");
+    std::fs::write(&abs, "other\n").unwrap();
+    let c = parse(&with(&format!(
+        "[mqtt]\nhost = \"b\"\nusername = \"u\"\npassword_file = \"{}\"",
+        abs.display()
+    )))
+    .unwrap();
+    assert_eq!(c.mqtt.unwrap().password.unwrap().expose(), "other");
+}
+
+#[test]
+fn mqtt_password_file_problems_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let p = match mqtt_file(dir.path(), "username = \"u\"\npassword_file = \"nope\"") {
+        Err(e) => e.problems,
+        Ok(_) => panic!("a missing password file was accepted"),
+    };
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(p[0].key, "mqtt.password_file");
+    assert!(p[0].message.contains(&*missing.to_string_lossy()), "{p:?}");
+    assert!(
+        p[0].message.contains("cannot read the password file"),
+        "{p:?}"
+    );
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    let e = mqtt_file(dir.path(), "username = \"u\"\npassword_file = \"empty\"").unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].key, "mqtt.password_file");
+    assert!(e.problems[0].message.contains("is empty"), "{e}");
+    // Both, or without a user name.
+    std::fs::write(dir.path().join("pw"), "x").unwrap();
+    let e = mqtt_file(
+        dir.path(),
+        "username = \"u\"\npassword = \"y\"\npassword_file = \"pw\"",
+    )
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].key, "mqtt.password_file");
+    assert!(e.problems[0].message.contains("not both"), "{e}");
+    let e = mqtt_file(dir.path(), "password_file = \"pw\"").unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].key, "mqtt.password_file");
+    assert!(e.problems[0].message.contains("needs mqtt.username"), "{e}");
+}
+
+#[test]
+fn mqtt_tls_keys() {
+    let m = |extra: &str| with(&format!("[mqtt]\nhost = \"broker\"\n{extra}"));
+    let c = parse(&m("tls = true")).unwrap().mqtt.unwrap();
+    assert!(c.tls && c.tls_ca.is_none());
+    assert_eq!(c.port, 8883);
+    let c = parse(&m("tls = true\nport = 1884")).unwrap().mqtt.unwrap();
+    assert_eq!(c.port, 1884);
+    let c = parse(&m("")).unwrap().mqtt.unwrap();
+    assert!(!c.tls);
+    assert_eq!(c.port, 1883);
+    let c = parse(&m(
+        "tls_cert = \"client.pem\"\ntls_key = \"/keys/client.key\"",
+    ))
+    .unwrap()
+    .mqtt
+    .unwrap();
+    assert!(c.tls, "a client certificate implies TLS");
+    assert_eq!(c.tls_cert, Some(PathBuf::from("/etc/edgeclip/client.pem")));
+    assert_eq!(c.tls_key, Some(PathBuf::from("/keys/client.key")));
+    assert_one(
+        &m("tls_cert = \"client.pem\""),
+        "mqtt.tls_key",
+        "needs its private key",
+    );
+    assert_one(
+        &m("tls_key = \"client.key\""),
+        "mqtt.tls_cert",
+        "needs its certificate",
+    );
+    assert_one(
+        &m("tls = false\ntls_ca = \"ca.pem\""),
+        "mqtt.tls",
+        "mqtt.tls_ca is set",
+    );
+    assert_one(&m("tls_ca = \"\""), "mqtt.tls_ca", "must not be empty");
+    assert_one(&m("tls = \"yes\""), "mqtt.tls", "bool");
+}
+
+#[test]
+fn a_password_of_the_wrong_type_is_not_echoed() {
+    let p = problems(&with(
+        "[mqtt]\nhost = \"b\"\nusername = \"u\"\npassword = 73915462",
+    ));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(p[0].key, "mqtt.password");
+    assert!(p[0].message.contains("quote the password"), "{p:?}");
+    assert!(!p[0].message.contains("73915462"), "{p:?}");
+}
+
+#[test]
+fn the_debug_of_a_config_never_shows_the_password() {
+    let c = parse(&with(
+        "[mqtt]\nhost = \"b\"\nusername = \"u\"\npassword = \"hunter2-Zq9\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.mqtt.as_ref().unwrap().password.as_ref().unwrap().expose(),
+        "hunter2-Zq9"
+    );
+    for shown in [format!("{c:?}"), format!("{c:#?}"), format!("{:?}", c.mqtt)] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn an_inline_password_in_a_file_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edgeclip.toml");
+    let chmod = |mode| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode));
+    let c = mqtt_file(dir.path(), "username = \"u\"\npassword = \"pw-Zq9\"").unwrap();
+    chmod(0o644).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains(&*file.to_string_lossy()), "{w:?}");
+    assert!(w[0].contains("chmod 640"), "{w:?}");
+    assert!(!w[0].contains("pw-Zq9"), "{w:?}");
+    chmod(0o640).unwrap();
+    assert_eq!(c.warnings(), Vec::<String>::new());
+    // A password in a file of its own: nothing to warn about in the config.
+    std::fs::write(dir.path().join("pw"), "x").unwrap();
+    let c = mqtt_file(dir.path(), "username = \"u\"\npassword_file = \"pw\"").unwrap();
+    chmod(0o644).unwrap();
+    assert_eq!(c.warnings(), Vec::<String>::new());
 }
 
 #[test]
@@ -659,7 +818,10 @@ fn validate_checks_configs_built_in_code() {
         client_id: None,
         username: None,
         password: None,
+        tls: false,
         tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
         qos: 1,
         keep_alive_s: 1,
         homeassistant_discovery: false,
@@ -813,13 +975,26 @@ fn the_annotated_reference_is_a_valid_config_with_every_key() {
         "score = \"prob\"\n[thresholds]\n",
     )
     .unwrap();
+    // The password file it names; `password` and `password_file` exclude each other, so the
+    // inline one is left commented out.
+    std::fs::write(dir.path().join("mqtt-password"), "secret\n").unwrap();
+    let uncommented = all.clone();
+    let all: String = all
+        .lines()
+        .map(|l| match l.starts_with("password = ") {
+            true => format!("# {l}\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
     let full = Config::from_toml_str(&all, Some(&dir.path().join("edgeclip.toml")))
         .unwrap_or_else(|e| panic!("{e}\n{all}"));
     assert_eq!(full.model.threads, Some(1));
-    assert_eq!(full.mqtt.unwrap().password.as_deref(), Some("secret"));
+    assert_eq!(full.mqtt.unwrap().password.unwrap().expose(), "secret");
     for k in reference::keys().iter().filter(|k| k.table.is_none()) {
         assert!(
-            all.lines().any(|l| l.starts_with(&format!("{} = ", k.key))),
+            uncommented
+                .lines()
+                .any(|l| l.starts_with(&format!("{} = ", k.key))),
             "{}.{} is missing from the annotated reference",
             k.section,
             k.key

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::{
     CaptureFormat, Config, ConfigError, GpioBackend, GpioConfig, LineMode, LineRef, MqttConfig,
-    Problem, SnapshotsConfig, SourceSpec,
+    PASSWORD_ENV, PasswordOrigin, Problem, SnapshotsConfig, SourceSpec,
 };
 
 /// Labels and camera names end up in MQTT topics, Home Assistant ids and file names.
@@ -424,14 +424,21 @@ fn check_mqtt(c: &mut Checker, m: &MqttConfig) {
             );
         }
     }
-    if m.password.is_some() && m.username.is_none() {
-        c.push("mqtt.password", "a password needs mqtt.username");
-    }
-    if let Some(ca) = &m.tls_ca
-        && ca.as_os_str().is_empty()
+    if let Some(p) = &m.password
+        && m.username.is_none()
     {
-        c.push("mqtt.tls_ca", "must not be empty");
+        match p.origin() {
+            PasswordOrigin::Inline => c.push("mqtt.password", "a password needs mqtt.username"),
+            PasswordOrigin::File(_) => {
+                c.push("mqtt.password_file", "a password needs mqtt.username")
+            }
+            PasswordOrigin::Env => c.push(
+                "mqtt.username",
+                format!("{PASSWORD_ENV} is set: a password needs mqtt.username"),
+            ),
+        }
     }
+    check_mqtt_tls(c, m);
     if m.qos > 2 {
         c.push("mqtt.qos", format!("must be 0, 1 or 2, got {}", m.qos));
     }
@@ -446,5 +453,41 @@ fn check_mqtt(c: &mut Checker, m: &MqttConfig) {
     );
     if let Some(device) = &m.device {
         check_name(&mut c.problems, "mqtt.device".into(), device);
+    }
+}
+
+/// The TLS keys: files named, a client certificate with its key, and no `tls = false` beside
+/// them. What the files hold is checked where they are read (the sink's options), once.
+fn check_mqtt_tls(c: &mut Checker, m: &MqttConfig) {
+    for (key, file) in [
+        ("mqtt.tls_ca", &m.tls_ca),
+        ("mqtt.tls_cert", &m.tls_cert),
+        ("mqtt.tls_key", &m.tls_key),
+    ] {
+        if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+            c.push(key, "must not be empty");
+        }
+    }
+    match (&m.tls_cert, &m.tls_key) {
+        (Some(_), None) => c.push(
+            "mqtt.tls_key",
+            "mqtt.tls_cert needs its private key: set mqtt.tls_key",
+        ),
+        (None, Some(_)) => c.push(
+            "mqtt.tls_cert",
+            "mqtt.tls_key needs its certificate: set mqtt.tls_cert",
+        ),
+        _ => {}
+    }
+    let tls_file = [("mqtt.tls_ca", &m.tls_ca), ("mqtt.tls_cert", &m.tls_cert)]
+        .into_iter()
+        .find(|(_, f)| f.is_some());
+    if !m.tls
+        && let Some((key, _)) = tls_file
+    {
+        c.push(
+            "mqtt.tls",
+            format!("is false, but {key} is set: remove one of them"),
+        );
     }
 }

@@ -42,11 +42,17 @@ note() { echo "  $*"; }
 
 # start_broker [CONFIG LINES...]: mosquitto on $port (loopback, anonymous unless the lines say
 # otherwise, no persistence), waited for until it accepts a client. Its log: $work/mosquitto.log.
+# A case that sets `broker_conf` gets that text as the whole config instead (it must still open
+# a listener on $port, the one `record` subscribes on).
 start_broker() {
-    {
-        printf 'listener %s 127.0.0.1\npersistence false\n' "$port"
-        if [[ $# -eq 0 ]]; then printf 'allow_anonymous true\n'; else printf '%s\n' "$@"; fi
-    } >"$work/mosquitto.conf"
+    if [[ -n ${broker_conf:-} ]]; then
+        printf '%s\n' "$broker_conf" >"$work/mosquitto.conf"
+    else
+        {
+            printf 'listener %s 127.0.0.1\npersistence false\n' "$port"
+            if [[ $# -eq 0 ]]; then printf 'allow_anonymous true\n'; else printf '%s\n' "$@"; fi
+        } >"$work/mosquitto.conf"
+    fi
     mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
     broker_pid=$!
     local _
@@ -152,3 +158,48 @@ count() { grep -cE -- "$2" "$1" 2>/dev/null || true; }
 # rss_kb PID / peak_rss_kb PID: resident and peak resident memory of a process, in kB.
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 peak_rss_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+# make_certs: with openssl, in $work/tls: a CA (ca.pem), a broker certificate for 127.0.0.1 and
+# localhost signed by it (server.pem, server.key), a client certificate with the CN edgeclip-cam
+# (client.pem, client.key), and a second CA that signed nothing here (other-ca.pem).
+make_certs() {
+    local d=$work/tls
+    mkdir -p "$d"
+    (
+        cd "$d"
+        local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=edgeclip test CA" -keyout ca.key -out ca.pem
+        openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=another CA" -keyout other-ca.key \
+            -out other-ca.pem
+        openssl req "${ec[@]}" -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.pem
+        openssl req "${ec[@]}" -subj "/CN=edgeclip-cam" -keyout client.key -out client.csr
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile client.ext -out client.pem
+    ) >"$work/openssl.log" 2>&1 || fail "openssl: $(tail -n 5 "$work/openssl.log")"
+}
+
+# wait_port PORT: waits until something listens on PORT (loopback), else fails.
+wait_port() {
+    local _
+    for _ in $(seq 100); do
+        if [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; then return 0; fi
+        sleep 0.05
+    done
+    fail "nothing listens on port $1: $(tail -n 5 "$work/mosquitto.log")"
+}
+
+# mqtt_keys FILE PORT [TOML LINES...]: points the [mqtt] table of a demo_config FILE at PORT and
+# adds the lines to it (keys demo_config does not write: credentials, TLS).
+mqtt_keys() {
+    local file=$1 to=$2 line
+    shift 2
+    sed -i "s/^port = $port\$/port = $to/" "$file"
+    for line in "$@"; do
+        LINE=$line awk '{print} /^\[mqtt\]$/ {print ENVIRON["LINE"]}' "$file" >"$file.new"
+        mv "$file.new" "$file"
+    done
+}

@@ -58,6 +58,7 @@ use super::{CameraStatus, EventSink, SinkError};
 use crate::config::{ConfigError, MqttConfig};
 use crate::event::{Event, Snapshot, Stats};
 
+mod diagnose;
 mod options;
 mod probe;
 mod queue;
@@ -83,14 +84,22 @@ pub enum MqttError {
         /// What is wrong (followed by any further problems, each with its key).
         message: String,
     },
-    /// The TLS CA file could not be read.
-    #[error("mqtt.tls_ca {path}: cannot read the CA certificate: {source}")]
-    TlsCa {
-        /// The CA file.
+    /// A TLS file (`mqtt.tls_ca`, `mqtt.tls_cert`, `mqtt.tls_key`) cannot be read or holds no
+    /// usable PEM.
+    #[error("{key} {}: {message}", path.display())]
+    TlsFile {
+        /// The config key.
+        key: &'static str,
+        /// The file.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The system's CA certificates (`mqtt.tls = true` without `mqtt.tls_ca`) cannot be used.
+    #[error("mqtt.tls: {message}")]
+    TlsRoots {
+        /// Why.
+        message: String,
     },
     /// The offline queue is full and every waiting event is in flight: the event was dropped.
     #[error(
@@ -147,10 +156,12 @@ pub enum MqttError {
         source: std::io::Error,
     },
     /// Connecting to the broker failed (probe).
-    #[error("mqtt {broker}: cannot connect: {source}")]
+    #[error("mqtt {broker}: {words}")]
     Connect {
         /// `host:port`.
         broker: String,
+        /// What failed, in words (`the broker refused the credentials ...`).
+        words: String,
         /// rumqttc's error.
         #[source]
         source: Box<ConnectionError>,
@@ -271,7 +282,7 @@ impl MqttSink {
             max_age: (cfg.max_event_age_s > 0).then(|| Duration::from_secs(cfg.max_event_age_s)),
             window,
         });
-        let shared = Arc::new(Shared::new(client, queue, broker.clone()));
+        let shared = Arc::new(Shared::new(client, queue, diagnose::Context::of(cfg)));
         let worker_shared = Arc::clone(&shared);
         let opts = options.clone();
         let worker = std::thread::Builder::new()
@@ -579,7 +590,10 @@ mod tests {
             client_id: Some("test".into()),
             username: None,
             password: None,
+            tls: false,
             tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             qos: 1,
             keep_alive_s: 30,
             homeassistant_discovery: true,
@@ -608,6 +622,7 @@ mod tests {
         c.qos = 7;
         assert!(rumqttc_options(&c, "cam0", "", Duration::from_secs(1)).is_err());
         let mut c = cfg();
+        c.tls = true;
         c.tls_ca = Some("/nonexistent/ca.pem".into());
         let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
             .err()

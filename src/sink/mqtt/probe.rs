@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event as MqttEvent, LastWill, Packet, QoS};
 
-use super::{MqttError, rumqttc_options};
+use super::{MqttError, diagnose, rumqttc_options};
 use crate::config::MqttConfig;
 
 /// Connects once to the configured broker (with a client id suffixed `-probe`, so a running
@@ -43,6 +43,7 @@ pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String
             Ok(Err(source)) => {
                 return Err(MqttError::Connect {
                     broker,
+                    words: diagnose::describe(&source, &diagnose::Context::of(cfg)).words,
                     source: Box::new(source),
                 });
             }

@@ -5,7 +5,8 @@
 //! notifications into the events of the pure [`Queue`] (written, acknowledged, connected,
 //! disconnected), and [`Shared::flush`], which hands rumqttc what the queue says to send.
 //! The queue lives behind one `Mutex` with a `Condvar` that wakes whoever waits on delivery
-//! (`close`, `wait_idle`) and the backoff sleep.
+//! (`close`, `wait_idle`) and the backoff sleep. A failed attempt is logged in words
+//! ([`super::diagnose`]): the first of its kind at once, a repeat once a minute with a count.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, Connection, Event as MqttEvent, Outgoing, Packet, QoS};
 
 use super::MqttOptions;
+use super::diagnose::{self, Context, Reporter, Severity};
 use super::queue::Queue;
 
 /// What the sink and its connection thread share.
@@ -34,10 +36,12 @@ pub(super) struct Shared {
     cond: Condvar,
     /// `host:port`.
     pub(super) broker: String,
+    /// How the sink connects, for the words of a failed attempt.
+    pub(super) context: Context,
 }
 
 impl Shared {
-    pub(super) fn new(client: Client, queue: Queue, broker: String) -> Shared {
+    pub(super) fn new(client: Client, queue: Queue, context: Context) -> Shared {
         Shared {
             state: Mutex::new(State {
                 client: Some(client),
@@ -46,7 +50,8 @@ impl Shared {
                 finished: false,
             }),
             cond: Condvar::new(),
-            broker,
+            broker: format!("{}:{}", context.host, context.port),
+            context,
         }
     }
 
@@ -119,6 +124,7 @@ impl Shared {
 pub(super) fn run(sh: &Shared, connection: &mut Connection, opts: &MqttOptions) {
     let mut backoff = opts.reconnect_min;
     let mut failures: u32 = 0;
+    let mut reporter = Reporter::default();
     loop {
         if sh.lock().stop {
             break;
@@ -138,6 +144,7 @@ pub(super) fn run(sh: &Shared, connection: &mut Connection, opts: &MqttOptions) 
                             log::info!("mqtt {}: connected", sh.broker);
                         }
                         failures = 0;
+                        reporter.connected();
                         backoff = opts.reconnect_min;
                         st.queue.connected();
                         true
@@ -179,19 +186,15 @@ pub(super) fn run(sh: &Shared, connection: &mut Connection, opts: &MqttOptions) 
                     break;
                 }
                 failures = failures.saturating_add(1);
-                if was_connected || failures == 1 {
+                if was_connected {
                     log::warn!(
-                        "mqtt {}: {} ({e}); {} events queued, retrying in {backoff:?}",
+                        "mqtt {}: connection lost ({e}); {} events queued, retrying in \
+                         {backoff:?}",
                         sh.broker,
-                        if was_connected {
-                            "connection lost"
-                        } else {
-                            "cannot connect"
-                        },
                         st.queue.queued()
                     );
                 } else {
-                    log::debug!("mqtt {}: still cannot connect: {e}", sh.broker);
+                    log_failure(sh, &mut reporter, &e, backoff, opts, st.queue.queued());
                 }
                 // Sleep the backoff, waking early on close.
                 let until = Instant::now() + backoff;
@@ -212,4 +215,40 @@ pub(super) fn run(sh: &Shared, connection: &mut Connection, opts: &MqttOptions) 
     st.queue.disconnected();
     st.finished = true;
     sh.notify();
+}
+
+/// Logs a failed connection attempt, if [`Reporter`] says it is news: the first line of a
+/// kind, then a reminder with a count once a minute. Refusals (credentials, certificates) are
+/// errors an operator must fix; an absent broker is a warning.
+fn log_failure(
+    sh: &Shared,
+    reporter: &mut Reporter,
+    e: &rumqttc::ConnectionError,
+    backoff: Duration,
+    opts: &MqttOptions,
+    queued: usize,
+) {
+    let failure = diagnose::describe(e, &sh.context);
+    let level = match failure.severity {
+        Severity::Refused => log::Level::Error,
+        Severity::Transient => log::Level::Warn,
+    };
+    match reporter.failed(&failure.words, Instant::now()) {
+        Some(diagnose::Report::First) => log::log!(
+            level,
+            "mqtt {}: {}; retrying in {backoff:?}, then up to every {:?}; {queued} events queued",
+            sh.broker,
+            failure.words,
+            opts.reconnect_max
+        ),
+        Some(diagnose::Report::Reminder { attempts }) => log::log!(
+            level,
+            "mqtt {}: still: {} ({attempts} more attempts since the last report, retrying every \
+             {:?}); {queued} events queued",
+            sh.broker,
+            failure.words,
+            opts.reconnect_max
+        ),
+        None => log::debug!("mqtt {}: still cannot connect: {e}", sh.broker),
+    }
 }
