@@ -4,11 +4,9 @@
 # command exited: at once, not after camera.offline_after_s), end the active label (its end
 # event), say so in the log once (the repeated exits rate-limited to one line), and when the
 # flag is gone and the command runs again, say online and detect again (a new start event).
-#
-# TODO(mqtt, once the MQTT side of camera health lands): record with `record "$work/mqtt.txt"`
-# and assert on edgeclip/demo/availability: `online` (retained) after the first frame;
-# `offline` once when the camera dies, after edgeclip/demo/red_circle/state `OFF`; `online`
-# again when it is back; and `retained` shows `edgeclip/demo/availability 1 online` at the end.
+# On MQTT, edgeclip/demo/availability goes online, offline once (after the label's state OFF),
+# online again, and is retained online until the clean stop makes it offline; the device's own
+# availability stays online throughout.
 frames="$root/tests/data/clip"
 cat >"$work/camera.sh" <<CAM
 #!/bin/sh
@@ -26,6 +24,7 @@ chmod +x "$work/camera.sh"
 demo_config "$work/demo.toml"
 sed -i -e "s|^source = .*|source = \"pipe:$work/camera.sh\"\noffline_after_s = 3|" -e '/^loop = /d' "$work/demo.toml"
 start_broker
+record "$work/mqtt.txt"
 start_daemon "$work/demo.toml"
 events="$work/stdout.jsonl"
 wait_for "$work/daemon.log" 'camera demo: online' 120
@@ -62,8 +61,23 @@ for _ in $(seq 300); do
 done
 [[ $(count "$events" '"type":"start".*"label":"red_circle"') == 2 ]] || fail "no new start event after the camera came back"
 note "camera online again, red_circle started again"
+retained "$work/retained.txt"
+grep -qx 'edgeclip/demo/availability 1 online' "$work/retained.txt" ||
+    fail "edgeclip/demo/availability not retained online after the camera came back"
+# The camera's availability in order, and the label's state before the camera's offline.
+seq=$(grep -E '^edgeclip/demo/(availability|red_circle/state) ' "$work/mqtt.txt" | cut -d' ' -f1,3 |
+    sed -e 's|edgeclip/demo/availability|camera|' -e 's|edgeclip/demo/red_circle/state|red|' | tr '\n' ' ')
+note "on MQTT: $seq"
+[[ $seq =~ camera\ online.*red\ ON.*red\ OFF\ camera\ offline\ camera\ online.*red\ ON ]] ||
+    fail "edgeclip/demo/availability and red_circle's state not in the expected order: $seq"
+[[ $(grep -c '^edgeclip/demo/availability 0 offline' "$work/mqtt.txt") == 1 ]] ||
+    fail "the camera's offline not published exactly once while it was down"
+grep -q "^$avail 0 offline" "$work/mqtt.txt" && fail "the device's availability went offline with the camera"
 stop_daemon TERM
 [[ $daemon_status == 0 ]] || fail "exit status $daemon_status after SIGTERM"
 starts=$(count "$events" '"type":"start"')
 ends=$(count "$events" '"type":"end"')
 [[ $starts == "$ends" ]] || fail "$starts start events but $ends end events"
+retained "$work/retained.txt"
+grep -qx 'edgeclip/demo/availability 1 offline' "$work/retained.txt" ||
+    fail "edgeclip/demo/availability not retained offline after the stop"
