@@ -55,12 +55,7 @@ start_broker() {
     fi
     mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
     broker_pid=$!
-    local _
-    for _ in $(seq 100); do
-        if [[ -n $(ss -Hltn "sport = :$port" 2>/dev/null) ]]; then return 0; fi
-        sleep 0.05
-    done
-    fail "mosquitto did not listen on port $port: $(tail -n 5 "$work/mosquitto.log")"
+    wait_port "$port"
 }
 
 # kill_broker [SIGNAL]: stops the broker (SIGKILL by default) and waits until it is gone.
@@ -190,6 +185,25 @@ wait_port() {
         sleep 0.05
     done
     fail "nothing listens on port $1: $(tail -n 5 "$work/mosquitto.log")"
+}
+
+# tls_broker_conf [CONFIG LINES...]: a broker_conf with the plain listener on $port (for the
+# subscribers) and a TLS listener on $tls_port ($port + 1) with make_certs' server certificate,
+# no anonymous clients there, and the lines given (how clients must authenticate).
+tls_port=$((port + 1))
+tls_broker_conf() {
+    # `user`: a broker started as root would otherwise drop to "mosquitto" and not read $work.
+    broker_conf="per_listener_settings true
+user $(id -un)
+persistence false
+listener $port 127.0.0.1
+allow_anonymous true
+listener $tls_port 127.0.0.1
+cafile $work/tls/ca.pem
+certfile $work/tls/server.pem
+keyfile $work/tls/server.key
+allow_anonymous false
+$(printf '%s\n' "$@")"
 }
 
 # mqtt_keys FILE PORT [TOML LINES...]: points the [mqtt] table of a demo_config FILE at PORT and

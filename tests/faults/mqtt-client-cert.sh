@@ -3,20 +3,7 @@
 # every event arrives; without them the daemon keeps running, says in words that the broker
 # wants a client certificate, and keeps retrying.
 make_certs
-tls_port=$((port + 1))
-# `user`: a broker started as root would otherwise drop to "mosquitto" and not read $work.
-broker_conf="per_listener_settings true
-user $(id -un)
-persistence false
-listener $port 127.0.0.1
-allow_anonymous true
-listener $tls_port 127.0.0.1
-cafile $work/tls/ca.pem
-certfile $work/tls/server.pem
-keyfile $work/tls/server.key
-require_certificate true
-use_identity_as_username true
-allow_anonymous false"
+tls_broker_conf "require_certificate true" "use_identity_as_username true"
 start_broker
 wait_port "$tls_port"
 broker="127.0.0.1:$tls_port"

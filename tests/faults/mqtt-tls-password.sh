@@ -5,22 +5,10 @@
 # once and in words what the broker refused, never logs the password, and keeps retrying. The
 # password from EDGECLIP_MQTT_PASSWORD and `tls = true` with the system's roots connect too.
 make_certs
-tls_port=$((port + 1))
 good="Good-pw-$RANDOM$RANDOM"
 wrong="Wrong-pw-$RANDOM$RANDOM"
 mosquitto_passwd -c -b "$work/passwd" edgeclip "$good" >/dev/null 2>&1 || fail "mosquitto_passwd"
-# `user`: a broker started as root would otherwise drop to "mosquitto" and not read $work.
-broker_conf="per_listener_settings true
-user $(id -un)
-persistence false
-listener $port 127.0.0.1
-allow_anonymous true
-listener $tls_port 127.0.0.1
-cafile $work/tls/ca.pem
-certfile $work/tls/server.pem
-keyfile $work/tls/server.key
-allow_anonymous false
-password_file $work/passwd"
+tls_broker_conf "password_file $work/passwd"
 start_broker
 wait_port "$tls_port"
 broker="127.0.0.1:$tls_port"
