@@ -90,6 +90,8 @@ pub enum Command {
         #[arg(long)]
         lossless: bool,
     },
+    /// Search the stored history (`[store]`) by text: moments best first.
+    Search(crate::search::SearchArgs),
     /// Replay a recording through the daemon's pipeline, frame by frame and none dropped: print
     /// the events as `run` does and a per-label summary; chart each label's score against its
     /// threshold.
@@ -286,6 +288,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run { config, lossless } => run_daemon(&config, lossless),
+        Command::Search(args) => crate::search::run(&args),
         Command::Replay {
             config,
             source,
@@ -393,6 +396,7 @@ pub fn kernel_cache_for(cli: &Cli) -> Option<PathBuf> {
             ..
         } => (*runtime, kernel_cache.clone()),
         Command::Info { .. }
+        | Command::Search(_)
         | Command::Embed { .. }
         | Command::CheckConfig { .. }
         | Command::Exemplar { .. }

@@ -36,13 +36,16 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sink::mqtt::topics",
             "snapshot::select",
             "snapshot::retention",
+            "store::sample",
+            "store::moments",
+            "store::retention",
         ],
     ),
     ("engine", &["model", "prompts"]),
-    ("adapters", &["source", "sink", "snapshot", "plot"]),
+    ("adapters", &["source", "sink", "snapshot", "store", "plot"]),
     (
         "orchestration",
-        &["daemon", "doctor", "bench", "exemplar", "replay"],
+        &["daemon", "doctor", "bench", "exemplar", "replay", "search"],
     ),
     ("face", &["cli"]),
 ];

@@ -29,6 +29,7 @@ mod read;
 mod read_mqtt;
 mod read_prompts;
 mod read_snapshots;
+mod read_store;
 mod reader;
 pub mod reference;
 mod secrets;
@@ -36,6 +37,7 @@ mod secrets;
 mod tests;
 mod validate;
 
+pub use read_store::StoreConfig;
 pub use reader::{KeyDoc, Presence, TableKind};
 pub use secrets::{PASSWORD_ENV, Password, PasswordOrigin};
 pub use validate::bcm_from_name;
@@ -120,6 +122,8 @@ pub struct Config {
     pub stats: StatsConfig,
     /// `[snapshots]`.
     pub snapshots: SnapshotsConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
     /// The file this config was read from, if any (for messages).
     pub file: Option<PathBuf>,
 }

@@ -116,6 +116,8 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
     r.finish(s);
     let mut snapshots = super::read_snapshots::read(r, &mut root);
     snapshots.dir = snapshots.dir.map(|p| resolve(base, p));
+    let mut store = super::read_store::read(r, &mut root);
+    store.path = store.path.map(|p| resolve(base, p));
     r.finish(root);
     Config {
         camera,
@@ -128,6 +130,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         events,
         stats,
         snapshots,
+        store,
         file: None,
     }
 }

@@ -15,7 +15,8 @@
 //!
 //! This file builds the daemon (model, matcher, trigger bank) and reloads its prompts; `run.rs`
 //! is the capture thread and the loop, `stats.rs` the latency histogram and the stats line,
-//! `snapshots.rs` the hook that picks and writes each start event's snapshot.
+//! `snapshots.rs` the hook that picks and writes each start event's snapshot, `history.rs` the hook
+//! that samples frames and events into the store (`[store]`, read by `edgeclip search`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::sink::EventSink;
 use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
 
 mod health;
+mod history;
 pub mod labels;
 mod pipeline;
 mod run;
@@ -94,6 +96,9 @@ pub enum DaemonError {
     /// The snapshot folder cannot be written (its message names it).
     #[error(transparent)]
     Snapshots(#[from] crate::snapshot::SnapshotError),
+    /// The store cannot be opened (its message names the file).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Flags that steer a running daemon, set from signal handlers or tests.
@@ -180,6 +185,8 @@ pub struct Daemon {
     pipeline: Pipeline,
     /// `None` when `snapshots.enabled` is off.
     snapshots: Option<snapshots::Snapshots>,
+    /// `None` when `store.enabled` is off.
+    history: Option<history::History>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -197,11 +204,13 @@ impl Daemon {
     /// folder problem is reported before the model takes its time to load).
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
         let snapshots = snapshots::Snapshots::open(&config)?;
+        let history = history::History::open(&config)?;
         let pipeline = Pipeline::new(&config)?;
         Ok(Daemon {
             config,
             pipeline,
             snapshots,
+            history,
         })
     }
 

@@ -158,6 +158,11 @@ impl Pipeline {
         self.bank.params(index)
     }
 
+    /// The image embedding of the last frame scored (as the encoder returned it).
+    pub fn embedding(&self) -> &[f32] {
+        &self.embedding
+    }
+
     /// The labels' scores of the last [`step`](Self::step), as the triggers got them.
     pub fn label_scores(&self) -> &[LabelScore] {
         &self.label_scores

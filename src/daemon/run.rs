@@ -257,7 +257,9 @@ impl Daemon {
             // The snapshot hook borrows the daemon whole: the scores go through a reused buffer.
             label_scores.clear();
             label_scores.extend_from_slice(self.pipeline.label_scores());
+            let stored = (frame.seq, frame.captured_wall, last_stamp.now);
             self.snapshot_step(Some(frame), last_stamp.now, &label_scores, &mut events);
+            self.history_step(Some(stored), &events);
             publish(&mut sinks, &events, &mut summary);
             self.deliver_snapshots(&mut sinks);
             summary.processed += 1;
@@ -295,8 +297,10 @@ impl Daemon {
         drop(monitor);
         let mut ends = self.pipeline.finish(last_stamp);
         self.snapshot_step(None, last_stamp.now, &[], &mut ends);
+        self.history_step(None, &ends);
         publish(&mut sinks, &ends, &mut summary);
         summary.snapshots = self.finish_snapshots(&mut sinks);
+        self.finish_history();
         for s in sinks.iter_mut() {
             if let Err(e) = s.close() {
                 warn!("{}: close failed: {e}", s.name());

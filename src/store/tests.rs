@@ -1,0 +1,282 @@
+use std::time::Duration;
+
+use super::moments::{Hit, hit_threshold, moments};
+use super::retention::{cutoff_ms, excess_rows};
+use super::sample::{Sampler, cosine_distance, dequantize, quantize, score};
+use super::*;
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
+#[test]
+fn sampler_keeps_the_first_frame_then_one_per_interval() {
+    let mut s = Sampler::new(Duration::from_secs(1), 0.5);
+    let e = [1.0, 0.0, 0.0];
+    let kept: Vec<bool> = (0..25)
+        .map(|i| s.offer(Duration::from_millis(i * 100), &e))
+        .collect();
+    let at: Vec<usize> = kept
+        .iter()
+        .enumerate()
+        .filter(|k| *k.1)
+        .map(|k| k.0)
+        .collect();
+    assert_eq!(at, vec![0, 10, 20]);
+}
+
+#[test]
+fn sampler_keeps_a_frame_that_moved_past_the_distance_at_once() {
+    let mut s = Sampler::new(Duration::from_secs(10), 0.1);
+    assert!(s.offer(Duration::ZERO, &[1.0, 0.0]));
+    // cos 0.995: distance 0.005, under 0.1.
+    assert!(!s.offer(Duration::from_millis(100), &unit(&[1.0, 0.1])));
+    // Orthogonal: distance 1.
+    assert!(s.offer(Duration::from_millis(200), &[0.0, 1.0]));
+    // Compared with the last stored one, not the first.
+    assert!(!s.offer(Duration::from_millis(300), &[0.0, 1.0]));
+}
+
+#[test]
+fn cosine_distance_of_same_orthogonal_and_opposite() {
+    assert!(cosine_distance(&[1.0, 2.0], &[2.0, 4.0]).abs() < 1e-6);
+    assert!((cosine_distance(&[1.0, 0.0], &[0.0, 3.0]) - 1.0).abs() < 1e-6);
+    assert!((cosine_distance(&[1.0, 0.0], &[-1.0, 0.0]) - 2.0).abs() < 1e-6);
+    assert_eq!(cosine_distance(&[0.0, 0.0], &[1.0, 0.0]), 1.0);
+}
+
+#[test]
+fn quantization_round_trips_within_half_a_step_and_keeps_the_cosine() {
+    let v: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
+    let u = unit(&v);
+    let (q, scale) = quantize(&v);
+    assert_eq!(q.len(), 512);
+    let back = dequantize(&q, scale);
+    for (a, b) in u.iter().zip(&back) {
+        assert!((a - b).abs() <= scale / 2.0 + 1e-7, "{a} vs {b}");
+    }
+    // Scored against itself: its cosine 1, within the quantization error.
+    assert!((score(&q, scale, &u) - 1.0).abs() < 1e-3);
+    let other = unit(&(0..512).map(|i| (i % 7) as f32).collect::<Vec<_>>());
+    let exact: f32 = u.iter().zip(&other).map(|(a, b)| a * b).sum();
+    assert!((score(&q, scale, &other) - exact).abs() < 1e-3);
+    // The largest value maps to 127; a zero vector stays zero.
+    assert_eq!(q.iter().map(|x| x.unsigned_abs()).max(), Some(127));
+    let (z, _) = quantize(&[0.0; 4]);
+    assert_eq!(z, vec![0; 4]);
+}
+
+fn hit(ts_ms: i64, camera: &str, frame: u64, score: f32) -> Hit {
+    Hit {
+        ts_ms,
+        camera: camera.into(),
+        frame,
+        score,
+        thumbnail: None,
+    }
+}
+
+#[test]
+fn hits_are_halfway_from_the_median_to_the_best() {
+    assert_eq!(hit_threshold(&[]), None);
+    assert_eq!(hit_threshold(&[0.1, 0.1, 0.1, 0.5]), Some(0.3));
+    assert_eq!(hit_threshold(&[0.4]), Some(0.4));
+}
+
+#[test]
+fn neighbouring_hits_merge_into_moments_best_first() {
+    let mut frames: Vec<Hit> = (0..20).map(|i| hit(i * 1000, "a", i as u64, 0.1)).collect();
+    // Two runs of hits on camera a (3-5, 14-15), one on camera b at the same time as the first.
+    for (i, s) in [(3, 0.30), (4, 0.31), (5, 0.29), (14, 0.35), (15, 0.34)] {
+        frames[i].score = s;
+    }
+    frames.push(hit(4000, "b", 7, 0.33));
+    frames.reverse();
+    let m = moments(frames, 2000, 10);
+    assert_eq!(m.len(), 3);
+    assert_eq!(
+        (m[0].start_ms, m[0].end_ms, m[0].frames),
+        (14_000, 15_000, (14, 15))
+    );
+    assert_eq!(m[0].best.frame, 14);
+    assert_eq!((m[1].best.camera.as_str(), m[1].hits), ("b", 1));
+    assert_eq!((m[2].start_ms, m[2].end_ms, m[2].hits), (3000, 5000, 3));
+    assert_eq!(m[2].best.frame, 4);
+}
+
+#[test]
+fn hits_further_apart_than_the_gap_are_separate_moments_and_the_limit_holds() {
+    let frames = vec![
+        hit(0, "a", 0, 0.0),
+        hit(1000, "a", 1, 0.0),
+        hit(10_000, "a", 10, 0.9),
+        hit(13_001, "a", 13, 0.8),
+    ];
+    let m = moments(frames.clone(), 3000, 10);
+    assert_eq!(m.len(), 2);
+    assert_eq!(moments(frames, 3000, 1).len(), 1);
+    assert!(moments(Vec::new(), 3000, 10).is_empty());
+}
+
+#[test]
+fn retention_cutoff_and_excess_rows() {
+    assert_eq!(cutoff_ms(10 * 86_400_000, 3), 7 * 86_400_000);
+    assert_eq!(excess_rows(900, 1000, 100), 0);
+    assert_eq!(excess_rows(1000, 1000, 100), 0);
+    // 1200 bytes for 100 rows, limit 1000: down to 900 bytes, a quarter of the rows.
+    assert_eq!(excess_rows(1200, 1000, 100), 25);
+    // Just over: at least one row.
+    assert_eq!(excess_rows(1001, 1000, 1), 1);
+    assert_eq!(excess_rows(5000, 1000, 0), 0);
+}
+
+fn frame(ts_ms: i64, camera: &str, n: u64, v: &[f32]) -> Record {
+    let (embedding, scale) = quantize(v);
+    Record::Frame(FrameRecord {
+        ts_ms,
+        camera: camera.into(),
+        frame: n,
+        embedding,
+        scale,
+    })
+}
+
+#[test]
+fn frames_and_events_round_trip_through_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/store.sqlite");
+    let (mut store, aside) = Store::open(&path).unwrap();
+    assert_eq!(aside, None);
+    store
+        .write(&[
+            frame(1000, "a", 1, &[1.0, 0.0]),
+            frame(2000, "b", 2, &[0.0, 1.0]),
+            Record::Event(EventRecord {
+                ts_ms: 1500,
+                camera: "a".into(),
+                label: "red".into(),
+                kind: "start".into(),
+                snapshot: Some("/x/y.jpg".into()),
+                json: "{}".into(),
+            }),
+        ])
+        .unwrap();
+    drop(store);
+    let store = Store::open_read(&path).unwrap().unwrap();
+    let mut seen = Vec::new();
+    store
+        .for_each_frame(0, 5000, Some("b"), |f| seen.push(f))
+        .unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].ts_ms, seen[0].frame), (2000, 2));
+    assert!((score(&seen[0].embedding, seen[0].scale, &[0.0, 1.0]) - 1.0).abs() < 1e-3);
+    let events = store.events(0, 5000).unwrap();
+    assert_eq!(events[0].snapshot.as_deref(), Some("/x/y.jpg"));
+    let mut all = 0;
+    store.for_each_frame(0, 1500, None, |_| all += 1).unwrap();
+    assert_eq!(all, 1);
+}
+
+#[test]
+fn trim_deletes_what_is_older_than_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(&dir.path().join("s.sqlite")).unwrap();
+    let day = 86_400_000;
+    let records: Vec<Record> = (0..10)
+        .map(|d| frame(d * day, "a", d as u64, &[1.0]))
+        .collect();
+    store.write(&records).unwrap();
+    assert_eq!(store.trim(10 * day, 3, u64::MAX).unwrap(), 7);
+    assert_eq!(store.frame_count().unwrap(), 3);
+}
+
+#[test]
+fn trim_keeps_the_database_under_max_bytes_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(&dir.path().join("s.sqlite")).unwrap();
+    let v: Vec<f32> = (0..512).map(|i| i as f32).collect();
+    let records: Vec<Record> = (0..2000)
+        .map(|i| frame(1000 + i, "a", i as u64, &v))
+        .collect();
+    store.write(&records).unwrap();
+    let max = store.used_bytes().unwrap() / 2;
+    let deleted = store.trim(5000, 30, max).unwrap();
+    assert!(deleted >= 1000, "{deleted}");
+    assert!(store.used_bytes().unwrap() <= max);
+    let mut first = None;
+    store
+        .for_each_frame(0, i64::MAX, None, |f| {
+            first.get_or_insert(f.frame);
+        })
+        .unwrap();
+    assert_eq!(first, Some(deleted));
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_renamed_aside_and_a_new_one_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite");
+    std::fs::write(
+        &path,
+        b"this is not a database, just some text ".repeat(200),
+    )
+    .unwrap();
+    let (mut store, aside) = Store::open(&path).unwrap();
+    let aside = aside.expect("renamed aside");
+    assert!(
+        aside.to_string_lossy().contains("store.sqlite.corrupt-"),
+        "{}",
+        aside.display()
+    );
+    assert!(std::fs::read(&aside).unwrap().starts_with(b"this is not"));
+    store.write(&[frame(1, "a", 1, &[1.0])]).unwrap();
+    assert_eq!(store.frame_count().unwrap(), 1);
+}
+
+#[test]
+fn another_programs_database_is_renamed_aside_and_refused_by_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite");
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("CREATE TABLE notes (t TEXT)").unwrap();
+    drop(other);
+    let err = Store::open_read(&path).unwrap_err().to_string();
+    assert!(err.contains("not an edgeclip store"), "{err}");
+    let (_, aside) = Store::open(&path).unwrap();
+    assert!(aside.is_some());
+}
+
+#[test]
+fn a_missing_file_reads_as_nothing_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        Store::open_read(&dir.path().join("none.sqlite"))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn the_writer_never_waits_and_counts_what_a_full_queue_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let (store, _) = Store::open(&path).unwrap();
+    let limits = Limits {
+        retention_days: 30,
+        max_bytes: u64::MAX,
+    };
+    let writer = Writer::start(store, 1, limits).unwrap();
+    let now = millis(SystemTime::now());
+    let sent = 500;
+    for i in 0..sent {
+        writer.submit(frame(now + i, "a", i as u64, &[1.0, 2.0]));
+    }
+    let c = writer.finish();
+    assert_eq!(c.written + c.dropped, sent as u64);
+    assert_eq!(c.failed, 0);
+    let store = Store::open_read(&path).unwrap().unwrap();
+    assert_eq!(store.frame_count().unwrap(), c.written);
+}
