@@ -91,6 +91,23 @@ pub enum StoreError {
     Thread(std::io::Error),
 }
 
+impl StoreError {
+    /// Whether the file itself is bad (not SQLite, damaged, another program's database), as
+    /// opposed to a problem of the moment (locked, unreadable, disk full) that moving the file
+    /// aside would not fix.
+    fn is_damage(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match self {
+            StoreError::Foreign { .. } => true,
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(NotADatabase | DatabaseCorrupt)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// A sampled frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameRecord {
@@ -149,9 +166,12 @@ impl Store {
         }
         match Store::open_checked(path) {
             Ok(s) => Ok((s, None)),
-            Err(e @ (StoreError::Foreign { .. } | StoreError::Sqlite { .. })) if path.exists() => {
+            Err(e) if path.exists() && e.is_damage() => {
                 let aside = rename_aside(path)?;
-                warn!("{e}: moved to {} and a new store started", aside.display());
+                warn!(
+                    "{e}: not a readable edgeclip store; moved to {} and a new store started",
+                    aside.display()
+                );
                 Ok((Store::open_checked(path)?, Some(aside)))
             }
             Err(e) => Err(e),
