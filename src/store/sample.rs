@@ -85,18 +85,30 @@ pub fn dequantize(values: &[i8], scale: f32) -> Vec<f32> {
 /// The dot product of a stored int8 embedding with a unit-length `query`: its cosine, within
 /// the quantization error.
 pub fn score(values: &[i8], scale: f32, query: &[f32]) -> f32 {
+    dot(values, query, |v| f32::from(v)) * scale
+}
+
+/// [`score`] of an embedding as the database holds it: its int8 values as bytes.
+pub fn score_bytes(bytes: &[u8], scale: f32, query: &[f32]) -> f32 {
+    dot(bytes, query, |b| f32::from(b as i8)) * scale
+}
+
+/// `values` dotted with `query` in eight lanes (which the compiler vectorizes); the shorter
+/// length counts.
+#[inline(always)]
+fn dot<T: Copy>(values: &[T], query: &[f32], f: impl Fn(T) -> f32) -> f32 {
     let mut sums = [0f32; 8];
-    let mut chunks = values.chunks_exact(8).zip(query.chunks_exact(8));
-    for (v, q) in &mut chunks {
+    let chunks = values.chunks_exact(8).zip(query.chunks_exact(8));
+    let body = chunks.len() * 8;
+    for (v, q) in chunks {
         for i in 0..8 {
-            sums[i] += f32::from(v[i]) * q[i];
+            sums[i] += f(v[i]) * q[i];
         }
     }
-    let tail = values.len() / 8 * 8;
-    let rest: f32 = values[tail..]
+    let rest: f32 = values[body..]
         .iter()
-        .zip(&query[tail.min(query.len())..])
-        .map(|(&v, q)| f32::from(v) * q)
+        .zip(query.get(body..).unwrap_or(&[]))
+        .map(|(&v, q)| f(v) * q)
         .sum();
-    (sums.iter().sum::<f32>() + rest) * scale
+    sums.iter().sum::<f32>() + rest
 }

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::moments::{Hit, hit_threshold, moments};
 use super::retention::{cutoff_ms, excess_rows};
-use super::sample::{Sampler, cosine_distance, dequantize, quantize, score};
+use super::sample::{self, Sampler, cosine_distance, dequantize, quantize, score};
 use super::*;
 
 fn unit(v: &[f32]) -> Vec<f32> {
@@ -63,6 +63,12 @@ fn quantization_round_trips_within_half_a_step_and_keeps_the_cosine() {
     let other = unit(&(0..512).map(|i| (i % 7) as f32).collect::<Vec<_>>());
     let exact: f32 = u.iter().zip(&other).map(|(a, b)| a * b).sum();
     assert!((score(&q, scale, &other) - exact).abs() < 1e-3);
+    // As the database holds it (bytes), the same score.
+    let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
+    assert_eq!(
+        sample::score_bytes(&bytes, scale, &other),
+        score(&q, scale, &other)
+    );
     // The largest value maps to 127; a zero vector stays zero.
     assert_eq!(q.iter().map(|x| x.unsigned_abs()).max(), Some(127));
     let (z, _) = quantize(&[0.0; 4]);
@@ -168,7 +174,7 @@ fn frames_and_events_round_trip_through_the_database() {
     let store = Store::open_read(&path).unwrap().unwrap();
     let mut seen = Vec::new();
     store
-        .for_each_frame(0, 5000, Some("b"), |f| seen.push(f))
+        .for_each_frame(0, 5000, Some("b"), |f| seen.push(f.to_record()))
         .unwrap();
     assert_eq!(seen.len(), 1);
     assert_eq!((seen[0].ts_ms, seen[0].frame), (2000, 2));
