@@ -65,11 +65,11 @@ pub fn run(args: &SearchArgs) -> Result<()> {
     let since = args.since.map_or(0, |d| {
         millis(now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
     });
+    let query = embed_text(&config, text)?;
     let Some(store) = Store::open_read(&path)? else {
         report_empty(args.json, &path);
         return Ok(());
     };
-    let query = embed_text(&config, text)?;
     let gap_ms = (config.store.sample_s.max(0.0) * 3000.0).max(1000.0) as i64;
     let found = search(
         &store,

@@ -174,3 +174,50 @@ fn a_search_before_anything_is_stored_finds_nothing_and_an_empty_text_is_refused
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--until \"soon\""), "{err}");
 }
+
+#[test]
+fn a_bundle_without_a_text_tower_refuses_a_text_it_has_no_embedding_for() {
+    let dir = tempfile::tempdir().unwrap();
+    // The demo bundle's image tower alone: no text tower, no precomputed prompts (they belong to
+    // the text tower's fingerprint), its fingerprint then the image tower's.
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    let demo = root().join("models/demo");
+    for f in ["visual.onnx", "visual.fp32.onnx", "visual.fp16.onnx"] {
+        std::fs::copy(demo.join(f), bundle.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(demo.join("bundle.toml")).unwrap();
+    let fingerprint = edgeclip::model::fingerprint_of(&bundle.join("visual.onnx")).unwrap();
+    let mut kept = Vec::new();
+    let mut dropped = false;
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            dropped = !(line.starts_with("[image]") || line.starts_with("[[image"));
+        }
+        if line.starts_with("fingerprint") {
+            kept.push(format!("fingerprint = \"{fingerprint}\""));
+        } else if !dropped {
+            kept.push(line.to_owned());
+        }
+    }
+    std::fs::write(bundle.join("bundle.toml"), kept.join("\n")).unwrap();
+    let config = config(dir.path());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &root().join("models/demo").display().to_string(),
+            &bundle.display().to_string(),
+        )
+        .replace("[matcher]", "[matcher]\nvocabulary = \"none\"");
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+
+    let out = edgeclip(
+        dir.path(),
+        &["search", "--config", c, "a photo of a red car"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no text tower"), "{err}");
+    assert!(err.contains("a photo of a red car"), "{err}");
+}

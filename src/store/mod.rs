@@ -261,7 +261,8 @@ impl Store {
         check_format(&conn, path)?;
         // A search reads every frame of its window: mapped pages are read in place, not copied
         // through SQLite's page cache (about a sixth less time for a day of frames).
-        conn.pragma_update(None, "mmap_size", 1i64 << 30).map_err(sql)?;
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)
+            .map_err(sql)?;
         Ok(Some(Store {
             conn,
             path: path.to_path_buf(),

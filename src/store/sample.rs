@@ -85,7 +85,7 @@ pub fn dequantize(values: &[i8], scale: f32) -> Vec<f32> {
 /// The dot product of a stored int8 embedding with a unit-length `query`: its cosine, within
 /// the quantization error.
 pub fn score(values: &[i8], scale: f32, query: &[f32]) -> f32 {
-    dot(values, query, |v| f32::from(v)) * scale
+    dot(values, query, f32::from) * scale
 }
 
 /// [`score`] of an embedding as the database holds it: its int8 values as bytes.
