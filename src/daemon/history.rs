@@ -104,9 +104,9 @@ impl History {
 }
 
 impl Daemon {
-    /// The store's part of one frame (`frame`: its number, wall time, time since the start and
-    /// embedding; `None` for the end events of a shutdown): samples the frame, queues the
-    /// events.
+    /// The store's part of one frame (`frame`: its number, wall time and time since the start;
+    /// the embedding is the pipeline's last; `None` for the end events of a reload, an offline
+    /// camera or a shutdown): samples the frame, queues the events.
     pub(super) fn history_step(
         &mut self,
         frame: Option<(u64, SystemTime, Duration)>,

@@ -179,6 +179,7 @@ impl Daemon {
             if control.reload.swap(false, Ordering::Relaxed) {
                 let mut ends = self.reload(last_stamp);
                 self.snapshot_step(None, last_stamp.now, &[], &mut ends);
+                self.history_step(None, &ends);
                 publish(&mut sinks, &ends, &mut summary);
                 self.announce_labels(&mut sinks);
             }
@@ -369,6 +370,7 @@ impl Daemon {
                 watch.notifier.status(&format!("camera offline: {reason}"));
                 let mut ends = self.pipeline.finish(last);
                 self.snapshot_step(None, last.now, &[], &mut ends);
+                self.history_step(None, &ends);
                 publish(sinks, &ends, summary);
             }
             CameraStatus::Online => {
