@@ -355,8 +355,17 @@ mod tests {
             e.ts = ts;
             let json = e.to_json();
             assert!(json.contains(&format!(r#""ts":"{written}""#)), "{json}");
-            let back = Event::from_json(&json).unwrap();
-            assert_eq!(format_timestamp(back.ts), written);
+            match Event::from_json(&json) {
+                Ok(back) => assert_eq!(format_timestamp(back.ts), written),
+                // humantime reads no time after 2038-01-19 where pointers are 32 bits (armv7,
+                // CI's qemu run): an error naming the timestamp, not a panic.
+                Err(e) => assert!(
+                    cfg!(target_pointer_width = "32")
+                        && written.starts_with("9999")
+                        && e.to_string().contains(written),
+                    "{e}"
+                ),
+            }
             let stats = Stats {
                 camera: "cam0".into(),
                 ts,
