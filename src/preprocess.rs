@@ -486,7 +486,7 @@ impl Preprocessor {
             });
         }
         if frame.format != PixelFormat::Mjpeg {
-            self.limit.check(w, h, &self.limit.frame(frame.seq))?;
+            self.limit.check_frame(w, h, frame.seq)?;
         }
         let mut rgb = std::mem::take(&mut self.rgb);
         let result = (|| {

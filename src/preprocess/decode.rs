@@ -100,10 +100,30 @@ impl FrameLimit {
 
     /// Whether a frame declaring `width x height` may be decoded; `what` names it in the error.
     pub fn check(&self, width: u32, height: u32, what: &str) -> Result<(), PreprocessError> {
+        self.check_with(width, height, || what.to_owned())
+    }
+
+    /// [`check`](Self::check) for frame `seq` of the source: the frame's name is written only
+    /// when the frame is refused, not for every frame that passes.
+    pub(crate) fn check_frame(
+        &self,
+        width: u32,
+        height: u32,
+        seq: u64,
+    ) -> Result<(), PreprocessError> {
+        self.check_with(width, height, || self.frame(seq))
+    }
+
+    fn check_with(
+        &self,
+        width: u32,
+        height: u32,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), PreprocessError> {
         let pixels = u64::from(width) * u64::from(height);
         if width > self.width || height > self.height || pixels > self.pixels {
             return Err(PreprocessError::TooLarge {
-                what: what.to_owned(),
+                what: what(),
                 width,
                 height,
                 limit: self.reason.clone(),
@@ -157,7 +177,7 @@ pub(crate) fn decode_jpeg_into(
     // by the image.
     let decoder = JpegDecoder::new(Cursor::new(bytes)).map_err(decode_err)?;
     let (w, h) = decoder.dimensions();
-    limit.check(w, h, &what())?;
+    limit.check_frame(w, h, seq)?;
     // A baseline JPEG spends at least 2 bits (a DC and an end-of-block code) on each 8 x 8 block
     // of each component: at most 256 pixels a byte. A header damaged into a larger size would
     // have the decoder allocate and fill that size before the data runs out; twice the bound

@@ -150,6 +150,20 @@ wait_for() {
 # count FILE PATTERN: how many lines of FILE match the extended regex PATTERN (0 when none).
 count() { grep -cE -- "$2" "$1" 2>/dev/null || true; }
 
+# broker_attempts PATTERN BEFORE: waits up to 15 s until the broker's log has at least 4 more
+# lines matching PATTERN (connection attempts) than BEFORE, else fails; sets `attempts`.
+broker_attempts() {
+    local pattern=$1 before=$2 n _
+    attempts=0
+    for _ in $(seq 150); do
+        n=$(count "$work/mosquitto.log" "$pattern")
+        ((${n:-0} - before > attempts)) && attempts=$((n - before))
+        ((attempts >= 4)) && return 0
+        sleep 0.1
+    done
+    fail "the daemon tried only $attempts times in 15 s"
+}
+
 # rss_kb PID / peak_rss_kb PID: resident and peak resident memory of a process, in kB.
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 peak_rss_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }

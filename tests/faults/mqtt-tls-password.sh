@@ -42,14 +42,7 @@ before=$(count "$work/mosquitto.log" "on port $tls_port")
 start_daemon "$work/inline.toml"
 wait_for "$work/daemon.log" "WARN .*$work/inline.toml: holds mqtt.password .*chmod 640" 30
 wait_for "$work/daemon.log" "mqtt $broker: the broker refused the credentials of user \"edgeclip\"" 60
-attempts=0
-for _ in $(seq 150); do
-    n=$(count "$work/mosquitto.log" "on port $tls_port")
-    ((${n:-0} - before > attempts)) && attempts=$((n - before))
-    ((attempts >= 4)) && break
-    sleep 0.1
-done
-((attempts >= 4)) || fail "the daemon tried only $attempts times in 15 s"
+broker_attempts "on port $tls_port" "$before"
 kill -0 "$daemon_pid" 2>/dev/null || fail "the daemon died after the broker refused it"
 wait_for "$work/stdout.jsonl" '"type":"start"' 30
 refusals=$(count "$work/daemon.log" 'refused the credentials')
