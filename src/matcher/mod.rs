@@ -511,6 +511,15 @@ impl Matcher {
         out.top.clear();
         for j in 0..self.shared {
             let s = score_of(out, j);
+            // Full and no better than its last (the smallest): the search below would not place it.
+            if out.top.len() == self.top
+                && out
+                    .top
+                    .last()
+                    .is_some_and(|&t| s <= score_of(out, t as usize))
+            {
+                continue;
+            }
             let at = out
                 .top
                 .iter()
@@ -529,6 +538,33 @@ impl Matcher {
         out.runner_up.resize(n, None);
         for i in 0..n {
             let aliases = self.aliases.get(i).map_or(&[][..], Vec::as_slice);
+            if aliases.is_empty() && self.negatives[i].is_empty() {
+                // Most labels: every shared row but their own competes, and the runner-up is the
+                // best of `top` that is not the label (the same sums, in the same order, as the
+                // general case below, without its per-row closures: 1000 labels paid for them).
+                let own = i as u32;
+                let mut sum = rest;
+                if !out.top.contains(&own) {
+                    sum -= f64::from(out.exps[i]);
+                }
+                let mut best = None;
+                for &t in out.top.iter().filter(|&&t| t != own) {
+                    let t = t as usize;
+                    sum += f64::from(out.exps[t]);
+                    best = best.or(Some(RunnerUp {
+                        row: t,
+                        score: score_of(out, t),
+                    }));
+                }
+                let mine = f64::from(out.exps[i]);
+                out.prob[i] = if mine > 0.0 {
+                    (mine / (mine + sum.max(0.0))) as f32
+                } else {
+                    0.0
+                };
+                out.runner_up[i] = best;
+                continue;
+            }
             let excluded = |j: u32| j as usize == i || aliases.contains(&j);
             let mut sum = rest;
             // Itself and its aliases, where they are in `rest`.
