@@ -62,6 +62,7 @@ t = t.replace("[events]\nstdout = true\n", "", 1)
 open(p, "w").write(t)
 PY
 
+touch "$work/daemon.log"
 XDG_CACHE_HOME=$work/cache RUST_LOG=info "$edgeclip" run --config "$work/edgeclip.toml" \
     >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
@@ -91,7 +92,7 @@ page() {
     local flags=(--headless --no-sandbox --disable-gpu --disable-background-networking
         --disable-component-update --disable-sync --no-first-run --hide-scrollbars
         --user-data-dir="$(mktemp -d "$work/profile.XXXXXX")" --virtual-time-budget=4000
-        --window-size=1100,760 --enable-logging=stderr --v=0)
+        --window-size=1040,700 --enable-logging=stderr --v=0)
     timeout 120 "$browser" "${flags[@]}" --dump-dom "$url" >"$work/$name.html" 2>"$work/$name.log" || true
     local problems=()
     if grep -a "CONSOLE" "$work/$name.log" >"$work/$name.console"; then
@@ -116,7 +117,7 @@ page() {
 page live /live 'data-label="red_circle"' 'data-label="orange_triangle"' 'processed, scores as prob'
 page events "/events?label=red_circle" 'class="event" data-label="red_circle" data-type="start"' \
     '/api/snapshot?path='
-page search "/search?q=a+photo+of+a+red+circle" 'class="moment"' 'moments for "a photo of a red circle"'
+page search "/search?q=a+photo+of+a+red+circle" 'class="moment"' 'for "a photo of a red circle"'
 page tune "/tune?q=a+photo+of+a+red+circle" '[[prompts]]' 'text = "a photo of a red circle"' \
     'stored frames scored'
 ((failed == 0)) || fail "a page failed"

@@ -186,6 +186,9 @@ fn every_endpoint_answers_with_the_token_and_survives_bad_clients() {
         assert_eq!(curl(&d, page, true).0, 200, "{page}");
     }
     assert_eq!(curl(&d, "/no-such-page", true).0, 404);
+    assert_eq!(curl(&d, "/no-such-page", false).0, 401);
+    // The script and style sheet are the same for everyone: no token needed.
+    assert_eq!(curl(&d, "/assets/app.js", false).0, 200);
 
     // Live: the labels with their thresholds, scores moving, the latest frame as a JPEG.
     let live = wait_for(&d, "/api/live", |v| v["frames"].as_u64() > Some(20));

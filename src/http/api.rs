@@ -43,16 +43,15 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 type Shared = Arc<AppState>;
 
-/// The router, every route behind the token check.
+/// The router: every route behind the token check but the script and the style sheet (the
+/// same for everyone, and loaded by the page without the token in their address).
 pub(super) fn router(state: Shared) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/", get(|| async { pages::page("live") }))
         .route("/live", get(|| async { pages::page("live") }))
         .route("/events", get(|| async { pages::page("events") }))
         .route("/search", get(|| async { pages::page("search") }))
         .route("/tune", get(|| async { pages::page("tune") }))
-        .route("/assets/app.js", get(|| async { pages::script() }))
-        .route("/assets/style.css", get(|| async { pages::style() }))
         .route("/api/live", get(live))
         .route("/api/frame.jpg", get(frame))
         .route("/api/events", get(events))
@@ -64,7 +63,11 @@ pub(super) fn router(state: Shared) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             super::require_token,
-        ))
+        ));
+    Router::new()
+        .route("/assets/app.js", get(|| async { pages::script() }))
+        .route("/assets/style.css", get(|| async { pages::style() }))
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -14,7 +14,7 @@ const PAGES: [(&str, &str, &str); 4] = [
         "live",
         "Live",
         r#"<section class="live"><figure><img id="frame" alt="the latest frame"><figcaption id="frame-info">waiting for a frame</figcaption></figure>
-<div><canvas id="chart" width="720" height="300"></canvas><table id="labels"><thead><tr><th>label</th><th>now</th><th>threshold</th><th>enter / exit</th><th>state</th></tr></thead><tbody></tbody></table></div></section>"#,
+<div><canvas id="chart" width="600" height="260"></canvas><table id="labels"><thead><tr><th>label</th><th>now</th><th>threshold</th><th>enter / exit</th><th>state</th></tr></thead><tbody></tbody></table></div></section>"#,
     ),
     (
         "events",

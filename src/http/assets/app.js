@@ -96,7 +96,7 @@ async function live() {
       chart(document.getElementById("chart"),
         d.labels.map((l, i) => ({ t: d.t, v: d.scores[i], color: COLORS[i % COLORS.length] })),
         d.labels.map((l, i) => ({ y: l.threshold, color: COLORS[i % COLORS.length] })),
-        now - 300000, now);
+        Math.max(now - 300000, d.t.length ? d.t[0] : now - 300000), now);
       const body = document.querySelector("#labels tbody");
       body.replaceChildren(...d.labels.map((l, i) => {
         const s = d.scores[i];
@@ -155,7 +155,7 @@ function search() {
       const q = new URLSearchParams({ q: text, since: since });
       const list = await api("/api/search?" + q);
       showError(null);
-      summary.textContent = list.length ? list.length + " moments for \"" + text + "\"" : "no moments";
+      summary.textContent = list.length ? list.length + (list.length === 1 ? " moment" : " moments") + " for \"" + text + "\"" : "no moments";
       document.getElementById("results").replaceChildren(...list.map((m) =>
         el("li", { class: "moment" },
           m.thumbnail ? el("img", { src: withToken(m.thumbnail), alt: text }) : "",
@@ -177,7 +177,7 @@ function tune() {
       showError(null);
       summary.textContent = d.frames + " stored frames scored (" + d.metric + "), best " + fmt(d.max) +
         (d.threshold !== null ? "; proposed threshold " + fmt(d.threshold) + " for " +
-          d.target_per_day + " false alarms a day" : "; no threshold: " + d.refused);
+          d.target_per_day + " false alarm(s) a day, were this history free of it" : "; no threshold: " + d.refused);
       const lo = d.t.length ? d.t[0] : Date.now() - 86400000;
       const hi = d.t.length ? d.t[d.t.length - 1] : Date.now();
       chart(document.getElementById("chart"), [{ t: d.t, v: d.scores, color: COLORS[1] }],
