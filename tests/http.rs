@@ -285,6 +285,41 @@ fn every_endpoint_answers_with_the_token_and_survives_bad_clients() {
     assert_eq!(curl(&d, "/api/live", true).0, 200);
     drop(idle);
     assert!(d.log.lock().unwrap().contains("http: serving"));
+
+    // SIGHUP reloads the prompts: the Live page shows the new threshold.
+    let config = dir.path().join("edgeclip.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("threshold = 0.5", "threshold = 0.625"),
+    )
+    .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for(&d, "/api/live", |v| v["labels"][0]["threshold"] == 0.625);
+}
+
+#[test]
+fn without_the_store_events_come_from_memory_and_search_says_the_store_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(
+        dir.path(),
+        "[snapshots]\nenabled = false\n\n[http]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
+    );
+    // On the loopback without a token: no token asked for.
+    let events = wait_for(&d, "/api/events", |v| !v.as_array().unwrap().is_empty());
+    let first = &events[0];
+    assert_eq!(first["camera"], "demo");
+    assert!(first["snapshot_url"].is_null(), "{first}");
+    assert!(first["score"].as_f64().is_some(), "{first}");
+    let (code, body) = curl(&d, "/api/search?q=a+photo+of+a+red+circle", false);
+    assert_eq!(code, 409);
+    assert!(String::from_utf8_lossy(&body).contains("[store] enabled = false"));
+    let live = json(&d, "/api/live");
+    assert!(live["labels"].as_array().unwrap().len() == 4, "{live}");
 }
 
 #[test]
