@@ -271,7 +271,7 @@ impl Daemon {
             if self.web_totals_due(Instant::now()) {
                 Capture::count_into(&mailbox.lock(), &mut summary);
                 summary.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
-                self.web_totals(&summary);
+                self.web_totals(&summary, sinks.iter().map(|s| s.events_queued()).sum());
             }
             if let Some(every) = stats_every {
                 let now = Instant::now();

@@ -151,8 +151,9 @@ impl Daemon {
         due
     }
 
-    /// The run's totals for `/metrics` (the store's drops from its writer).
-    pub(super) fn web_totals(&self, summary: &Summary) {
+    /// The run's totals for `/metrics` (the store's drops from its writer), and the events the
+    /// sinks hold undelivered (`queued`).
+    pub(super) fn web_totals(&self, summary: &Summary, queued: u64) {
         if let Some(web) = &self.web {
             web.live.metrics.totals(Totals {
                 captured: summary.captured,
@@ -160,6 +161,7 @@ impl Daemon {
                 bad_frames: summary.bad_frames,
                 events_dropped: summary.events_dropped,
                 store_dropped: self.history_dropped(),
+                events_queued: queued,
             });
         }
     }

@@ -29,6 +29,8 @@ pub struct Totals {
     pub events_dropped: u64,
     /// Store records dropped because its writer was busy.
     pub store_dropped: u64,
+    /// Events the sinks hold undelivered (the MQTT delivery queue).
+    pub events_queued: u64,
 }
 
 /// The metrics (see the module docs).
@@ -45,6 +47,7 @@ pub struct Metrics {
     latency: Histogram,
     store_bytes: Gauge<i64, AtomicI64>,
     store_frames: Gauge<i64, AtomicI64>,
+    events_queued: Gauge<i64, AtomicI64>,
     last: Mutex<Totals>,
 }
 
@@ -70,6 +73,7 @@ impl Metrics {
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             store_bytes: Gauge::default(),
             store_frames: Gauge::default(),
+            events_queued: Gauge::default(),
             last: Mutex::new(Totals::default()),
             registry: Registry::default(),
         };
@@ -103,6 +107,11 @@ impl Metrics {
             "events_dropped",
             "Events the sinks accepted and later dropped (the MQTT queue)",
             m.events_dropped.clone(),
+        );
+        r.register(
+            "events_queued",
+            "Events accepted and not yet delivered (the MQTT delivery queue)",
+            m.events_queued.clone(),
         );
         r.register(
             "store_dropped",
@@ -158,6 +167,8 @@ impl Metrics {
             now.events_dropped,
         );
         grow(&self.store_dropped, last.store_dropped, now.store_dropped);
+        self.events_queued
+            .set(i64::try_from(now.events_queued).unwrap_or(i64::MAX));
         *last = now;
     }
 
@@ -197,6 +208,12 @@ mod tests {
             dropped: 3,
             ..Totals::default()
         });
+        m.totals(Totals {
+            captured: 15,
+            dropped: 3,
+            events_queued: 2,
+            ..Totals::default()
+        });
         m.store(2048, 7);
         let text = m.encode();
         assert!(
@@ -217,6 +234,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("edgeclip_store_bytes 2048\n"), "{text}");
+        assert!(text.contains("edgeclip_events_queued 2\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

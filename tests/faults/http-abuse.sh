@@ -39,5 +39,9 @@ starts_after=$(count "$work/live.txt" '/events 0 \{"type":"start"')
 code=$(curl -s -o /dev/null --max-time 30 -w '%{http_code}' "$base/api/live")
 [[ $code == 200 ]] || fail "the server answered $code after the abuse"
 note "$((starts_after - starts_before)) start events during the abuse; /api/live answers 200 after it"
+curl -s --max-time 30 "$base/metrics" >"$work/metrics.txt"
+grep -q '^edgeclip_events_queued ' "$work/metrics.txt" || fail "/metrics has no MQTT queue gauge"
+grep -q '^edgeclip_events_total{label="red_circle",type="start"} ' "$work/metrics.txt" ||
+    fail "/metrics does not count the red circle's starts"
 stop_daemon TERM
 [[ $daemon_status == 0 ]] || fail "exit status $daemon_status after SIGTERM"
