@@ -75,7 +75,11 @@ fn command(dir: &Path) -> Command {
 
 /// Starts `edgeclip run` and waits for the line that says where it serves.
 fn start(dir: &Path, extra: &str) -> Daemon {
-    let config = config(dir, extra);
+    start_with(dir, &config(dir, extra))
+}
+
+/// Starts `edgeclip run` with `config`, as [`start`].
+fn start_with(dir: &Path, config: &Path) -> Daemon {
     let mut child = command(dir)
         .args(["run", "--config", config.to_str().unwrap()])
         .stdout(Stdio::null())
@@ -360,4 +364,35 @@ fn an_open_address_without_a_token_is_refused_at_config_check() {
         err.contains("http.listen") && err.contains("token"),
         "{err}"
     );
+}
+
+#[test]
+fn before_anything_is_stored_search_finds_no_moments_and_tune_proposes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        "[snapshots]\nenabled = false\n\n[store]\nenabled = true\npath = \"store.sqlite\"\n\n\
+         [http]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
+    );
+    // A camera that never delivers a frame: nothing is ever stored.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let source = text.lines().find(|l| l.starts_with("source = ")).unwrap();
+    let text = text
+        .replace(source, "source = \"pipe:sleep 600\"")
+        .replace("loop = true", "");
+    std::fs::write(&config, text).unwrap();
+    let d = start_with(dir.path(), &config);
+    let found = json(&d, "/api/search?q=a+photo+of+a+red+circle");
+    assert_eq!(found, serde_json::json!([]));
+    let tune = json(&d, "/api/tune?q=a+photo+of+a+red+circle");
+    assert_eq!(tune["frames"], 0);
+    assert!(tune["threshold"].is_null(), "{tune}");
+    assert!(
+        tune["toml"]
+            .as_str()
+            .unwrap()
+            .contains("no threshold proposed")
+    );
+    assert_eq!(json(&d, "/api/events"), serde_json::json!([]));
+    assert_eq!(curl(&d, "/api/frame.jpg", false).0, 404);
 }
