@@ -21,6 +21,7 @@ pub mod doctor;
 pub mod event;
 pub mod exemplar;
 pub mod frame;
+pub mod http;
 pub mod log_limit;
 pub mod mailbox;
 pub mod matcher;

@@ -42,7 +42,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("engine", &["model", "prompts"]),
-    ("adapters", &["source", "sink", "snapshot", "store", "plot"]),
+    (
+        "adapters",
+        &["source", "sink", "snapshot", "store", "plot", "http"],
+    ),
     (
         "orchestration",
         &["daemon", "doctor", "bench", "exemplar", "replay", "search"],

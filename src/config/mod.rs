@@ -26,6 +26,7 @@ use crate::model::options::{Precision, Runtime};
 
 mod calibration;
 mod read;
+mod read_http;
 mod read_mqtt;
 mod read_prompts;
 mod read_snapshots;
@@ -37,6 +38,7 @@ mod secrets;
 mod tests;
 mod validate;
 
+pub use read_http::HttpConfig;
 pub use read_store::StoreConfig;
 pub use reader::{KeyDoc, Presence, TableKind};
 pub use secrets::{PASSWORD_ENV, Password, PasswordOrigin};
@@ -124,6 +126,8 @@ pub struct Config {
     pub snapshots: SnapshotsConfig,
     /// `[store]`.
     pub store: StoreConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
     /// The file this config was read from, if any (for messages).
     pub file: Option<PathBuf>,
 }

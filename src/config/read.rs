@@ -118,6 +118,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
     snapshots.dir = snapshots.dir.map(|p| resolve(base, p));
     let mut store = super::read_store::read(r, &mut root);
     store.path = store.path.map(|p| resolve(base, p));
+    let http = super::read_http::read(r, &mut root, base);
     r.finish(root);
     Config {
         camera,
@@ -131,6 +132,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         stats,
         snapshots,
         store,
+        http,
         file: None,
     }
 }

@@ -978,13 +978,17 @@ fn the_annotated_reference_is_a_valid_config_with_every_key() {
     // The password file it names; `password` and `password_file` exclude each other, so the
     // inline one is left commented out.
     std::fs::write(dir.path().join("mqtt-password"), "secret\n").unwrap();
+    // The same for `[http]`'s token and token file.
+    std::fs::write(dir.path().join("http-token"), "a-long-random-string\n").unwrap();
     let uncommented = all.clone();
     let all: String = all
         .lines()
-        .map(|l| match l.starts_with("password = ") {
-            true => format!("# {l}\n"),
-            false => format!("{l}\n"),
-        })
+        .map(
+            |l| match l.starts_with("password = ") || l.starts_with("token = ") {
+                true => format!("# {l}\n"),
+                false => format!("{l}\n"),
+            },
+        )
         .collect();
     let full = Config::from_toml_str(&all, Some(&dir.path().join("edgeclip.toml")))
         .unwrap_or_else(|e| panic!("{e}\n{all}"));
@@ -1106,4 +1110,65 @@ fn snapshots_defaults_and_rules() {
     let mut built = parse(MINIMAL).unwrap();
     built.snapshots.window_s = f32::NAN;
     assert!(built.validate().unwrap_err().has_problem_at("snapshots"));
+}
+
+#[test]
+fn http_defaults_to_the_loopback_and_off() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(!c.http.enabled);
+    assert_eq!(c.http.addr(), Some("127.0.0.1:8080".parse().unwrap()));
+    assert!(c.http.token.is_none());
+}
+
+#[test]
+fn http_off_the_loopback_needs_a_token() {
+    assert_one(
+        &with("[http]\nenabled = true\nlisten = \"0.0.0.0:8080\""),
+        "http.listen",
+        "http.token_file",
+    );
+    let c = parse(&with(
+        "[http]\nlisten = \"0.0.0.0:8080\"\ntoken = \"0123456789abcdef\"",
+    ))
+    .unwrap();
+    assert_eq!(c.http.token.unwrap().expose(), "0123456789abcdef");
+}
+
+#[test]
+fn http_bad_values_are_named() {
+    assert_one(
+        &with("[http]\nlisten = \"localhost\""),
+        "http.listen",
+        "IP:PORT",
+    );
+    assert_one(
+        &with("[http]\ntoken = \"short\""),
+        "http.token",
+        "8 characters",
+    );
+    assert_one(
+        &with("[http]\nmax_connections = 0"),
+        "http.max_connections",
+        "[1, 4096]",
+    );
+    assert_one(
+        &with("[http]\ntoken_file = \"/nonexistent/edgeclip-token\""),
+        "http.token_file",
+        "/nonexistent/edgeclip-token",
+    );
+    assert_one(
+        &with("[http]\ntoken = \"0123456789\"\ntoken_file = \"t\""),
+        "http.token_file",
+        "not both",
+    );
+}
+
+#[test]
+fn http_token_file_is_read_and_hidden_from_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tok"), "0123456789abcdef\n").unwrap();
+    let text = with("[http]\nlisten = \"[::]:0\"\ntoken_file = \"tok\"");
+    let c = Config::from_toml_str(&text, Some(&dir.path().join("edgeclip.toml"))).unwrap();
+    assert_eq!(c.http.token.as_ref().unwrap().expose(), "0123456789abcdef");
+    assert!(!format!("{:?}", c.http).contains("0123456789abcdef"));
 }

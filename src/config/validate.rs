@@ -155,6 +155,7 @@ impl Config {
         c.range_f32("stats.interval_s", self.stats.interval_s, 0.0, 86_400.0);
         check_snapshots(&mut c, &self.snapshots);
         super::read_store::check(&self.store, |k, m| c.push(k, m));
+        super::read_http::check(&self.http, |k, m| c.push(k, m));
         if c.problems.is_empty() {
             Ok(())
         } else {

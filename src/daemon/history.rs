@@ -118,6 +118,13 @@ impl Daemon {
         }
     }
 
+    /// Store records dropped so far because the writer was busy (0 when the store is off).
+    pub(super) fn history_dropped(&self) -> u64 {
+        self.history
+            .as_ref()
+            .map_or(0, |h| h.writer.counts().dropped)
+    }
+
     /// At shutdown: writes what is queued and logs the counts.
     pub(super) fn finish_history(&mut self) {
         if let Some(h) = self.history.take() {

@@ -41,6 +41,7 @@ mod run;
 mod snapshots;
 mod stats;
 mod watchdog;
+mod web;
 
 pub use crate::mailbox::Delivery;
 pub use pipeline::{FrameError, Pipeline, Step};
@@ -99,6 +100,9 @@ pub enum DaemonError {
     /// The store cannot be opened (its message names the file).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The web page's listener cannot be bound (its message names `http.listen`).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// Flags that steer a running daemon, set from signal handlers or tests.
@@ -187,6 +191,8 @@ pub struct Daemon {
     snapshots: Option<snapshots::Snapshots>,
     /// `None` when `store.enabled` is off.
     history: Option<history::History>,
+    /// `None` when `http.enabled` is off.
+    web: Option<web::Web>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -204,6 +210,7 @@ impl Daemon {
     /// folder problem is reported before the model takes its time to load).
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
         let snapshots = snapshots::Snapshots::open(&config)?;
+        let web = web::Web::open(&config)?;
         let history = history::History::open(&config)?;
         let pipeline = Pipeline::new(&config)?;
         Ok(Daemon {
@@ -211,6 +218,7 @@ impl Daemon {
             pipeline,
             snapshots,
             history,
+            web,
         })
     }
 

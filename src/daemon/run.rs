@@ -140,6 +140,7 @@ impl Daemon {
         control: &Control,
         delivery: Delivery,
     ) -> Result<Summary, DaemonError> {
+        self.start_web(&mut sinks)?;
         let started = Instant::now();
         let describe = source.describe();
         let mailbox = Arc::new(FrameMailbox::default());
@@ -182,6 +183,7 @@ impl Daemon {
                 self.history_step(None, &ends);
                 publish(&mut sinks, &ends, &mut summary);
                 self.announce_labels(&mut sinks);
+                self.reload_web();
             }
             // Wakes for a frame, a source failure or the end, and at least every TAKE_POLL (the
             // flags are set without waking it; the health clock and the watchdog need turns).
@@ -259,12 +261,18 @@ impl Daemon {
             label_scores.clear();
             label_scores.extend_from_slice(self.pipeline.label_scores());
             let stored = (frame.seq, frame.captured_wall, last_stamp.now);
+            self.web_step(&frame, latency_ms, &label_scores);
             self.snapshot_step(Some(frame), last_stamp.now, &label_scores, &mut events);
             self.history_step(Some(stored), &events);
             publish(&mut sinks, &events, &mut summary);
             self.deliver_snapshots(&mut sinks);
             summary.processed += 1;
             summary.latency.record(latency_ms);
+            if self.web_totals_due(Instant::now()) {
+                Capture::count_into(&mailbox.lock(), &mut summary);
+                summary.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
+                self.web_totals(&summary, sinks.iter().map(|s| s.events_queued()).sum());
+            }
             if let Some(every) = stats_every {
                 let now = Instant::now();
                 if stats.due(now, every) {
@@ -302,6 +310,7 @@ impl Daemon {
         publish(&mut sinks, &ends, &mut summary);
         summary.snapshots = self.finish_snapshots(&mut sinks);
         self.finish_history();
+        self.stop_web();
         for s in sinks.iter_mut() {
             if let Err(e) = s.close() {
                 warn!("{}: close failed: {e}", s.name());

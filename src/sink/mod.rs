@@ -90,6 +90,12 @@ pub trait EventSink: Send {
         0
     }
 
+    /// Events accepted and not yet delivered (MQTT: the delivery queue's length); shown by
+    /// `/metrics`. 0 by default.
+    fn events_queued(&self) -> u64 {
+        0
+    }
+
     /// Flushes and releases the transport; called once at shutdown. Does nothing by default.
     fn close(&mut self) -> Result<(), SinkError> {
         Ok(())

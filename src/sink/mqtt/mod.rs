@@ -481,6 +481,10 @@ impl EventSink for MqttSink {
         self.dropped()
     }
 
+    fn events_queued(&self) -> u64 {
+        self.queued() as u64
+    }
+
     /// Waits (up to the close timeout) for the queue to drain, publishes `offline` (retained) for
     /// the camera and the device, disconnects and stops the connection thread. Returns `Undelivered` when accepted events
     /// could not be delivered in time.
