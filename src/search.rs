@@ -6,6 +6,10 @@
 //! against the unit text embedding: the cosine), and the frames that stand out are merged into
 //! moments ([`crate::store::moments`]): hits of one camera at most three sample intervals apart
 //! (at least one second). Moments print best first.
+//!
+//! The scoring uses the matcher's int8 kernels ([`Int8Query`]): the stored rows are int8
+//! already, so the text embedding goes to i16 once and each batch of rows is integer
+//! multiply-adds (`benches/README.md`: a day of frames, f32 lanes against int8 kernels).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,6 +18,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
 use crate::event::format_timestamp;
+use crate::matcher::Int8Query;
 use crate::model::Bundle;
 use crate::prompts::PromptEmbedder;
 use crate::store::moments::{Hit, Moment, hit_threshold, merge};
@@ -38,9 +43,14 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
     /// One JSON object per line: `{"ts", "camera", "frame", "score", "thumbnail"}` (plus the
-    /// moment's `start`, `end` and `frames`).
+    /// moment's `start`, `end` and `frames`); `thumbnail` is the file `--thumbnails` wrote, or
+    /// null.
     #[arg(long)]
     pub json: bool,
+    /// Writes each moment's thumbnail (the nearest of its camera at or before its best frame)
+    /// to DIR as `CAMERA-TIME-FRAME.jpg`, and prints its path.
+    #[arg(long, value_name = "DIR")]
+    pub thumbnails: Option<PathBuf>,
     /// What to look for ("a red car").
     pub text: String,
 }
@@ -84,11 +94,28 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         report_empty(args.json, &path);
         return Ok(());
     }
+    let mut found = found;
+    if let Some(dir) = &args.thumbnails {
+        write_thumbnails(&store, &mut found, dir)?;
+    }
     for m in &found {
         print_moment(m, args.json);
     }
     Ok(())
 }
+
+/// How [`search_using`] scores the stored frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The matcher's int8 kernels ([`Int8Query`]): the query in i16, rows copied into batches of
+    /// [`BATCH_ROWS`] and scored with integer multiply-adds (the default).
+    Int8,
+    /// Each row in place against the f32 query ([`sample::score_bytes`]), for comparison.
+    F32,
+}
+
+/// Rows scored together by [`Kernel::Int8`] (512 kB at D=512: within a core's L2).
+pub const BATCH_ROWS: usize = 1024;
 
 /// Scores every frame of `store` between `since_ms` and `until_ms` (of `camera`) against the
 /// unit vector `query` and merges them into moments, best first.
@@ -101,11 +128,33 @@ pub fn search(
     gap_ms: i64,
     limit: usize,
 ) -> Result<Vec<Moment>> {
+    search_using(
+        Kernel::Int8,
+        store,
+        query,
+        (since_ms, until_ms),
+        camera,
+        gap_ms,
+        limit,
+    )
+}
+
+/// [`search`] with the scoring `kernel` (the window: `(since_ms, until_ms)`).
+pub fn search_using(
+    kernel: Kernel,
+    store: &Store,
+    query: &[f32],
+    (since_ms, until_ms): (i64, i64),
+    camera: Option<&str>,
+    gap_ms: i64,
+    limit: usize,
+) -> Result<Vec<Moment>> {
     // Scored compactly first (the camera as an index into `cameras`); only the hits become
     // [`Hit`]s.
     let mut cameras: Vec<String> = Vec::new();
     let mut scored: Vec<(i64, u64, f32, usize)> = Vec::new();
     let mut wrong_width = 0usize;
+    let mut batch = Batch::new(query, kernel);
     store.for_each_frame(since_ms, until_ms, camera, |f| {
         if f.embedding.len() != query.len() {
             wrong_width += 1;
@@ -118,9 +167,9 @@ pub fn search(
                 cameras.len() - 1
             }
         };
-        let score = sample::score_bytes(f.embedding, f.scale, query);
-        scored.push((f.ts_ms, f.frame, score, cam));
+        batch.push(f.ts_ms, f.frame, cam, f.scale, f.embedding, &mut scored);
     })?;
+    batch.flush(&mut scored);
     if wrong_width > 0 {
         log::warn!(
             "search: {wrong_width} stored frames have another embedding width than the bundle's \
@@ -144,6 +193,104 @@ pub fn search(
         })
         .collect();
     Ok(merge(hits, gap_ms, limit))
+}
+
+/// Rows waiting to be scored together ([`Kernel::Int8`]), or scored at once ([`Kernel::F32`]).
+struct Batch<'q> {
+    kernel: Kernel,
+    query: &'q [f32],
+    int8: Int8Query,
+    matrix: Vec<i8>,
+    scales: Vec<f32>,
+    rows: Vec<(i64, u64, usize)>,
+    out: Vec<f32>,
+}
+
+impl<'q> Batch<'q> {
+    fn new(query: &'q [f32], kernel: Kernel) -> Batch<'q> {
+        let (rows, width) = match kernel {
+            Kernel::Int8 => (BATCH_ROWS, query.len()),
+            Kernel::F32 => (0, 0),
+        };
+        Batch {
+            kernel,
+            query,
+            int8: Int8Query::new(query),
+            matrix: Vec::with_capacity(rows * width),
+            scales: Vec::with_capacity(rows),
+            rows: Vec::with_capacity(rows),
+            out: vec![0.0; rows],
+        }
+    }
+
+    fn push(
+        &mut self,
+        ts_ms: i64,
+        frame: u64,
+        cam: usize,
+        scale: f32,
+        embedding: &[u8],
+        scored: &mut Vec<(i64, u64, f32, usize)>,
+    ) {
+        if self.kernel == Kernel::F32 {
+            let score = sample::score_bytes(embedding, scale, self.query);
+            scored.push((ts_ms, frame, score, cam));
+            return;
+        }
+        self.matrix.extend(embedding.iter().map(|&b| b as i8));
+        self.scales.push(scale);
+        self.rows.push((ts_ms, frame, cam));
+        if self.rows.len() == BATCH_ROWS {
+            self.flush(scored);
+        }
+    }
+
+    fn flush(&mut self, scored: &mut Vec<(i64, u64, f32, usize)>) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let n = self.rows.len();
+        self.int8
+            .score_rows(&self.matrix, &self.scales, &mut self.out[..n]);
+        scored.extend(
+            self.rows
+                .iter()
+                .zip(&self.out)
+                .map(|(&(ts, frame, cam), &score)| (ts, frame, score, cam)),
+        );
+        self.matrix.clear();
+        self.scales.clear();
+        self.rows.clear();
+    }
+}
+
+/// Writes the thumbnail of each moment's best frame (its camera's nearest at or before it) to
+/// `dir` and sets the moment's `thumbnail` to its path; a moment with none keeps `None`.
+pub fn write_thumbnails(store: &Store, found: &mut [Moment], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("search: --thumbnails {}", dir.display()))?;
+    for m in found {
+        let Some(t) = store.thumbnail(&m.best.camera, m.best.ts_ms)? else {
+            continue;
+        };
+        let safe: String = m
+            .best
+            .camera
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let file = dir.join(format!("{safe}-{}-{}.jpg", t.ts_ms, t.frame));
+        std::fs::write(&file, &t.jpeg)
+            .with_context(|| format!("search: writing {}", file.display()))?;
+        m.best.thumbnail = Some(file.display().to_string());
+    }
+    Ok(())
 }
 
 /// The unit embedding of `text` with the config's bundle; a clear refusal when the bundle has

@@ -169,6 +169,23 @@ pub(super) fn dot_rows_i8(matrix: &[i8], row_sums: &[i32], v: &[i16], out: &mut 
     dot_rows_i8_lanes(matrix, v, out);
 }
 
+/// Whether [`dot_rows_i8`] reads its `row_sums` for rows `dim` wide (only the VNNI kernel does:
+/// the same checks).
+fn uses_row_sums(dim: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        dim <= MAX_INT8_DIM
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = dim;
+        false
+    }
+}
+
 /// [`dot_rows_i8`]'s portable form.
 pub(super) fn dot_rows_i8_lanes(matrix: &[i8], v: &[i16], out: &mut [f32]) {
     for (row, o) in matrix.chunks_exact(v.len()).zip(out) {
@@ -292,5 +309,65 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         0.0
     } else {
         dot(a, b) / (na * nb)
+    }
+}
+
+/// A unit query scored against int8 rows of other owners (the store's frames) with the
+/// matcher's int8 kernels: the query is quantized to i16 once ([`query_max`]), each batch of
+/// rows goes through [`dot_rows_i8`] (AVX-512 VNNI or AVX2 where the CPU has them, the
+/// vectorized lanes elsewhere: NEON's `smlal` on a Pi).
+#[derive(Debug, Clone)]
+pub struct Int8Query {
+    values: Vec<i16>,
+    step: f32,
+    sums: Vec<i32>,
+}
+
+impl Int8Query {
+    /// `query` (any finite vector; its scale is kept in the results) in i16.
+    pub fn new(query: &[f32]) -> Int8Query {
+        let max = query.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let step = if max > 0.0 && max.is_finite() {
+            max / query_max(query.len())
+        } else {
+            1.0
+        };
+        let per_step = 1.0 / step;
+        let values = query
+            .iter()
+            .map(|x| (x * per_step + 0.5f32.copysign(*x)) as i16)
+            .collect();
+        Int8Query {
+            values,
+            step,
+            sums: Vec::new(),
+        }
+    }
+
+    /// The query's width.
+    pub fn dim(&self) -> usize {
+        self.values.len()
+    }
+
+    /// `out[r]` = row `r` of `matrix` (int8, [`Int8Query::dim`] wide) dotted with the query,
+    /// times `scales[r]`: the rows' cosines with the query when both are unit vectors (within
+    /// half a quantization step of each).
+    pub fn score_rows(&mut self, matrix: &[i8], scales: &[f32], out: &mut [f32]) {
+        let dim = self.values.len().max(1);
+        let n = scales.len().min(out.len()).min(matrix.len() / dim);
+        self.sums.clear();
+        if uses_row_sums(dim) {
+            self.sums.extend(
+                matrix[..n * dim]
+                    .chunks_exact(dim)
+                    .map(|r| r.iter().map(|&x| i32::from(x)).sum::<i32>()),
+            );
+        } else {
+            self.sums.resize(n, 0);
+        }
+        dot_rows_i8(&matrix[..n * dim], &self.sums, &self.values, &mut out[..n]);
+        for (o, s) in out[..n].iter_mut().zip(scales) {
+            *o *= s * self.step;
+        }
     }
 }

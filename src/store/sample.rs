@@ -5,6 +5,10 @@
 //! 1 for orthogonal, 2 for opposite) from the last stored embedding: a scene that changes is
 //! kept even between samples. Embeddings are stored as int8 with one scale, as the matcher's
 //! int8 rows (`max |x| / 127`): 512 bytes plus 4 for D=512, with an error under half a step.
+//!
+//! Some stored frames also get a thumbnail ([`ThumbnailPolicy`], the reasons in
+//! [`super::thumbnail`]): the first, every event start, a changed scene at most every
+//! [`MIN_GAP`], a still one every `thumbnail_s`.
 
 use std::time::Duration;
 
@@ -29,15 +33,21 @@ impl Sampler {
 
     /// Whether the frame at `now` with `embedding` is stored (it then becomes the last stored).
     pub fn offer(&mut self, now: Duration, embedding: &[f32]) -> bool {
-        let keep = match &self.last {
-            None => true,
-            Some((at, last)) => {
-                now.saturating_sub(*at) >= self.every
-                    || now < *at
-                    || cosine_distance(last, embedding) > self.change
+        self.offer_why(now, embedding).is_some()
+    }
+
+    /// [`Sampler::offer`], saying why a stored frame is stored: its interval passed (or it is
+    /// the first, or the clock went back), or its embedding moved past the change distance.
+    pub fn offer_why(&mut self, now: Duration, embedding: &[f32]) -> Option<Kept> {
+        let kept = match &self.last {
+            None => Some(Kept::Interval),
+            Some((at, _)) if now.saturating_sub(*at) >= self.every || now < *at => {
+                Some(Kept::Interval)
             }
+            Some((_, last)) if cosine_distance(last, embedding) > self.change => Some(Kept::Change),
+            Some(_) => None,
         };
-        if keep {
+        if kept.is_some() {
             match &mut self.last {
                 Some((at, last)) if last.len() == embedding.len() => {
                     *at = now;
@@ -46,7 +56,7 @@ impl Sampler {
                 _ => self.last = Some((now, embedding.to_vec())),
             }
         }
-        keep
+        kept
     }
 }
 
@@ -111,4 +121,51 @@ fn dot<T: Copy>(values: &[T], query: &[f32], f: impl Fn(T) -> f32) -> f32 {
         .map(|(&v, q)| f(v) * q)
         .sum();
     sums.iter().sum::<f32>() + rest
+}
+
+/// The least time between two thumbnails of a changing scene (event starts excepted).
+pub const MIN_GAP: Duration = Duration::from_secs(5);
+
+/// Why a frame is sampled, as [`super::sample::Sampler::offer_why`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Its interval passed (or it is the first).
+    Interval,
+    /// Its embedding moved past the change distance.
+    Change,
+}
+
+/// Decides which frames get a thumbnail. Time comes in as a value.
+#[derive(Debug, Clone)]
+pub struct ThumbnailPolicy {
+    every: Option<Duration>,
+    last: Option<Duration>,
+}
+
+impl ThumbnailPolicy {
+    /// A thumbnail at least every `every` (`None`: no thumbnails at all).
+    pub fn new(every: Option<Duration>) -> ThumbnailPolicy {
+        ThumbnailPolicy { every, last: None }
+    }
+
+    /// Whether the frame at `now` gets a thumbnail: `kept` is why the sampler kept it (`None`
+    /// when it did not), `start` whether an event starts on it. A yes becomes the last one.
+    pub fn due(&mut self, now: Duration, kept: Option<Kept>, start: bool) -> bool {
+        let Some(every) = self.every else {
+            return false;
+        };
+        let since = self.last.map(|t| now.saturating_sub(t));
+        let due = start
+            || match (kept, since) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(_), Some(_)) if self.last.is_some_and(|t| now < t) => true,
+                (Some(Kept::Interval), Some(s)) => s >= every,
+                (Some(Kept::Change), Some(s)) => s >= MIN_GAP.min(every),
+            };
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
 }
