@@ -1,19 +1,22 @@
 //! The store's cost: writes FRAMES pseudo-random unit embeddings of width DIM (default one day at
 //! one frame per second, D=512) into a fresh store in a temporary folder, one second apart, with
-//! a thumbnail every THUMB_EVERY frames (default 43: 2,009 a day, the default `thumbnail_s = 60`'s
-//! 1,440 plus about 570 for changes and event starts), and prints the write time, the database's
-//! size per frame and per camera-day, and the time of a search over all of them (the scoring
-//! and the merging into moments; the text embedding not included), the median of RUNS. The
-//! thumbnails are made by the daemon's own code ([`make_thumbnail`], 160 px wide) from real
-//! photos (`tests/data/backgrounds/*.jpg`, 4:3 crops of their centre as 640x480 frames) and the
-//! demo clip. It prints numbers; it asserts nothing (issue 26's targets are in
-//! `benches/README.md`).
+//! a thumbnail every THUMB_EVERY frames (default 39: 2,215 a day, more than the 2,190 a day that
+//! `ThumbnailPolicy` allows at the default `thumbnail_s = 60` however busy the scene), and
+//! prints the write time, the database's size per frame and per camera-day, and the time of a
+//! search over all of them (the scoring and the merging into moments; the text embedding not
+//! included), the median of RUNS, with the matcher's int8 kernels (what `edgeclip search` uses)
+//! and with the f32 lanes, in turn. The thumbnails are made by the daemon's own code
+//! ([`make_thumbnail`], 160 px wide) from real photos (`tests/data/backgrounds/*.jpg`, 4:3
+//! crops of their centre as 640x480 frames) and the demo clip. It prints numbers; it asserts
+//! nothing (issue 26's targets are in `benches/README.md`).
 //!
 //!   cargo run --release --example store_search [FRAMES [DIM [RUNS [THUMB_EVERY]]]]
+//!   (on the shared build machine: `cargo test --no-run`, then target/debug/examples/store_search)
 
 use std::time::Instant;
 
 use edgeclip::frame::{Frame, PixelFormat};
+use edgeclip::search::{Kernel, search_using};
 use edgeclip::store::sample::quantize;
 use edgeclip::store::thumbnail::make_thumbnail;
 use edgeclip::store::{FrameRecord, Record, Store, ThumbnailRecord};
@@ -46,7 +49,7 @@ fn main() {
     let frames = args.first().copied().unwrap_or(86_400);
     let dim = args.get(1).copied().unwrap_or(512);
     let runs = args.get(2).copied().unwrap_or(5);
-    let thumb_every = args.get(3).copied().unwrap_or(43).max(1);
+    let thumb_every = args.get(3).copied().unwrap_or(39).max(1);
     let jpegs = thumbnails();
     let mean = jpegs.iter().map(Vec::len).sum::<usize>() as f64 / jpegs.len() as f64;
     println!(
@@ -102,22 +105,29 @@ fn main() {
     drop(store);
     let store = Store::open_read(&path).expect("readable").expect("stored");
     let query = rng.unit(dim);
-    let mut times = Vec::new();
-    let mut found = 0;
+    // The two scorings in turn, so that a machine's load falls on both alike.
+    let mut times = [Vec::new(), Vec::new()];
+    let mut found = [0, 0];
     for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        let m = edgeclip::search::search(&store, &query, 0, i64::MAX, None, 3000, 10)
-            .expect("searched");
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        found = m.len();
+        for (k, kernel) in [Kernel::Int8, Kernel::F32].into_iter().enumerate() {
+            let t = Instant::now();
+            let m = search_using(kernel, &store, &query, (0, i64::MAX), None, 3000, 10)
+                .expect("searched");
+            times[k].push(t.elapsed().as_secs_f64() * 1e3);
+            found[k] = m.len();
+        }
     }
-    times.sort_by(f64::total_cmp);
-    println!(
-        "search: {frames} frames in {:.1} ms (median of {}; min {:.1} ms), {found} moments",
-        times[times.len() / 2],
-        times.len(),
-        times[0]
-    );
+    for (k, name) in ["int8 kernels", "f32 lanes"].into_iter().enumerate() {
+        let t = &mut times[k];
+        t.sort_by(f64::total_cmp);
+        println!(
+            "search ({name}): {frames} frames in {:.1} ms (median of {}; min {:.1} ms), {} moments",
+            t[t.len() / 2],
+            t.len(),
+            t[0],
+            found[k]
+        );
+    }
 }
 
 /// Thumbnails of real pictures: the test photos (their 4:3 centre at 640x480) and every tenth

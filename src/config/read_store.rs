@@ -73,8 +73,8 @@ pub(super) fn read(r: &mut Reader, root: &mut Section) -> StoreConfig {
         &mut s,
         key(
             "enabled",
-            "Keep the history. Off by default: it writes to the disk (about 600 bytes per stored \
-             frame at D=512).",
+            "Keep the history. Off by default: it writes to the disk (about 560 bytes per stored \
+             frame at D=512, and the thumbnails: about 57 MB a camera-day at the defaults).",
         ),
         false,
     );
@@ -137,11 +137,12 @@ pub(super) fn read(r: &mut Reader, root: &mut Section) -> StoreConfig {
         &mut s,
         key(
             "thumbnail_s",
-            "Thumbnails (JPEGs 160 px wide, about 4 KB) go with some stored frames, for search \
-             results and the web page: the first, every event start, a changed scene (see \
-             `change`) at most every 5 s, and a still scene every `thumbnail_s` seconds. At the \
-             default (60) and a scene that changes a few hundred times a day, a camera-day \
-             stays under 60 MB with a frame a second. 0: no thumbnails.",
+            "Thumbnails (JPEGs 160 px wide, about 3.5 kB) go with some stored frames, for \
+             search results and the web page: the first, then one every `thumbnail_s` seconds \
+             of a still scene, and sooner for a changed scene (see `change`; at most every 5 s) \
+             or an event start, up to 30 in a burst and one per `2 * thumbnail_s` on average. \
+             At the default (60) a camera-day at a frame a second stays under 60 MB however \
+             busy the scene. 0: no thumbnails.",
         ),
         60.0,
     );

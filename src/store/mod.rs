@@ -35,7 +35,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{info, warn};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use schema::{FORMAT, SCHEMA, UPGRADE_1, VERSION, check_format, check_integrity, version};
+use schema::{
+    FORMAT, PAGE_SIZE, SCHEMA, UPGRADE_1, VERSION, check_format, check_integrity, version,
+};
 
 /// A store problem; each message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +227,11 @@ impl Store {
             .map_err(sql)?;
         if tables > 0 {
             check_format(&conn, path)?;
+        } else {
+            // A new file: 8 KiB pages hold 15 frame rows of D=512 (4 KiB pages hold 7: 585
+            // bytes a row instead of 546). Set before the first write; kept for the file's life.
+            conn.pragma_update(None, "page_size", PAGE_SIZE)
+                .map_err(sql)?;
         }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;

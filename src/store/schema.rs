@@ -12,6 +12,9 @@ pub(super) const FORMAT: &str = "edgeclip-store";
 /// The schema's version.
 pub(super) const VERSION: &str = "2";
 
+/// The page size of a new store's file.
+pub(super) const PAGE_SIZE: i64 = 8192;
+
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cameras (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);

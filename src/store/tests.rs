@@ -320,7 +320,7 @@ fn thumbnails_come_first_at_starts_on_changes_spaced_and_every_interval() {
     // A change sooner than MIN_GAP after the last: no; after it: yes.
     assert!(!p.due(s(0) + MIN_GAP / 2, Some(Kept::Change), false));
     assert!(p.due(s(0) + MIN_GAP, Some(Kept::Change), false));
-    // An event start: always, even right after another.
+    // An event start: at once, even right after another.
     assert!(p.due(s(6), None, true));
     assert!(p.due(s(6), None, true));
     // Interval frames: one every 60 s.
@@ -331,6 +331,37 @@ fn thumbnails_come_first_at_starts_on_changes_spaced_and_every_interval() {
     // Off.
     let mut off = ThumbnailPolicy::new(None);
     assert!(!off.due(s(0), Some(Kept::Interval), true));
+}
+
+#[test]
+fn a_burst_of_starts_is_kept_then_the_bucket_limits_them() {
+    use super::sample::{BURST, ThumbnailPolicy};
+    let mut p = ThumbnailPolicy::new(Some(Duration::from_secs(60)));
+    // 100 starts within a second: the bucket's worth.
+    let kept = (0..100)
+        .filter(|&i| p.due(Duration::from_millis(i * 10), None, true))
+        .count();
+    assert_eq!(kept, BURST as usize);
+    // Two minutes later, one token more.
+    assert!(p.due(Duration::from_secs(121), None, true));
+    assert!(!p.due(Duration::from_secs(121), None, true));
+}
+
+#[test]
+fn a_scene_that_never_settles_stays_within_the_days_budget() {
+    use super::sample::{BURST, Kept, ThumbnailPolicy};
+    let every = 60u64;
+    let mut p = ThumbnailPolicy::new(Some(Duration::from_secs(every)));
+    // A day at one stored frame a second, every one a change, an event start every 10 s.
+    let day = 86_400u64;
+    let kept: Vec<u64> = (0..day)
+        .filter(|&t| p.due(Duration::from_secs(t), Some(Kept::Change), t % 10 == 0))
+        .collect();
+    let most = day / every + day / (2 * every) + BURST as u64 + 1;
+    assert!(kept.len() as u64 <= most, "{} > {most}", kept.len());
+    // And never a minute without one.
+    let gap = kept.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(gap <= every, "{gap}");
 }
 
 fn rgb_frame(w: u32, h: u32) -> crate::frame::Frame {

@@ -2,12 +2,12 @@
 //! thread). Which frames get one is [`super::sample::ThumbnailPolicy`]'s (pure):
 //!
 //! a thumbnail with every stored frame would not fit issue 26's budget (60 MB a camera-day at
-//! one frame a second: the embeddings alone take about 48 MB), and neighbouring frames of a
-//! still scene look alike. So a camera gets a thumbnail on its first stored frame, at every
-//! event start, when the scene changed (the sampler kept the frame for its embedding's move,
-//! see [`super::sample`]) and [`super::sample::MIN_GAP`] has passed since the last one, and at least every
-//! `thumbnail_s` otherwise. A search hit shows the nearest thumbnail of its camera at or
-//! before its time ([`super::Store::thumbnail`]).
+//! one frame a second: the embeddings alone take about 49 MB), and neighbouring frames of a
+//! still scene look alike. So a camera gets one with its first stored frame and then every
+//! `thumbnail_s` of a still scene, and sooner for a changed scene or an event start, within a
+//! bucket that bounds a busy day (the policy and its bound: [`super::sample::ThumbnailPolicy`]).
+//! A search hit shows the nearest thumbnail of its camera at or before its time
+//! ([`super::Store::thumbnail`]).
 
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
