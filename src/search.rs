@@ -7,9 +7,9 @@
 //! moments ([`crate::store::moments`]): hits of one camera at most three sample intervals apart
 //! (at least one second). Moments print best first.
 //!
-//! The scoring uses the matcher's int8 kernels ([`Int8Query`]): the stored rows are int8
-//! already, so the text embedding goes to i16 once and each batch of rows is integer
-//! multiply-adds (`benches/README.md`: a day of frames, f32 lanes against int8 kernels).
+//! The scoring uses the matcher's int8 lanes ([`Int8Query`]): the stored rows are int8 already,
+//! so the text embedding goes to i16 once and each row, read in place, is integer multiply-adds
+//! (`benches/README.md`, Issue 26: a day of frames, int8 against the f32 lanes).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -107,15 +107,12 @@ pub fn run(args: &SearchArgs) -> Result<()> {
 /// How [`search_using`] scores the stored frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// The matcher's int8 kernels ([`Int8Query`]): the query in i16, rows copied into batches of
-    /// [`BATCH_ROWS`] and scored with integer multiply-adds (the default).
+    /// The matcher's int8 lanes ([`Int8Query`]): the query in i16 once, each row's bytes in
+    /// place, integer multiply-adds (the default).
     Int8,
     /// Each row in place against the f32 query ([`sample::score_bytes`]), for comparison.
     F32,
 }
-
-/// Rows scored together by [`Kernel::Int8`] (512 kB at D=512: within a core's L2).
-pub const BATCH_ROWS: usize = 1024;
 
 /// Scores every frame of `store` between `since_ms` and `until_ms` (of `camera`) against the
 /// unit vector `query` and merges them into moments, best first.
@@ -154,7 +151,7 @@ pub fn search_using(
     let mut cameras: Vec<String> = Vec::new();
     let mut scored: Vec<(i64, u64, f32, usize)> = Vec::new();
     let mut wrong_width = 0usize;
-    let mut batch = Batch::new(query, kernel);
+    let int8 = Int8Query::new(query);
     store.for_each_frame(since_ms, until_ms, camera, |f| {
         if f.embedding.len() != query.len() {
             wrong_width += 1;
@@ -167,9 +164,12 @@ pub fn search_using(
                 cameras.len() - 1
             }
         };
-        batch.push(f.ts_ms, f.frame, cam, f.scale, f.embedding, &mut scored);
+        let score = match kernel {
+            Kernel::Int8 => int8.score_bytes(f.embedding, f.scale),
+            Kernel::F32 => sample::score_bytes(f.embedding, f.scale, query),
+        };
+        scored.push((f.ts_ms, f.frame, score, cam));
     })?;
-    batch.flush(&mut scored);
     if wrong_width > 0 {
         log::warn!(
             "search: {wrong_width} stored frames have another embedding width than the bundle's \
@@ -193,75 +193,6 @@ pub fn search_using(
         })
         .collect();
     Ok(merge(hits, gap_ms, limit))
-}
-
-/// Rows waiting to be scored together ([`Kernel::Int8`]), or scored at once ([`Kernel::F32`]).
-struct Batch<'q> {
-    kernel: Kernel,
-    query: &'q [f32],
-    int8: Int8Query,
-    matrix: Vec<i8>,
-    scales: Vec<f32>,
-    rows: Vec<(i64, u64, usize)>,
-    out: Vec<f32>,
-}
-
-impl<'q> Batch<'q> {
-    fn new(query: &'q [f32], kernel: Kernel) -> Batch<'q> {
-        let (rows, width) = match kernel {
-            Kernel::Int8 => (BATCH_ROWS, query.len()),
-            Kernel::F32 => (0, 0),
-        };
-        Batch {
-            kernel,
-            query,
-            int8: Int8Query::new(query),
-            matrix: Vec::with_capacity(rows * width),
-            scales: Vec::with_capacity(rows),
-            rows: Vec::with_capacity(rows),
-            out: vec![0.0; rows],
-        }
-    }
-
-    fn push(
-        &mut self,
-        ts_ms: i64,
-        frame: u64,
-        cam: usize,
-        scale: f32,
-        embedding: &[u8],
-        scored: &mut Vec<(i64, u64, f32, usize)>,
-    ) {
-        if self.kernel == Kernel::F32 {
-            let score = sample::score_bytes(embedding, scale, self.query);
-            scored.push((ts_ms, frame, score, cam));
-            return;
-        }
-        self.matrix.extend(embedding.iter().map(|&b| b as i8));
-        self.scales.push(scale);
-        self.rows.push((ts_ms, frame, cam));
-        if self.rows.len() == BATCH_ROWS {
-            self.flush(scored);
-        }
-    }
-
-    fn flush(&mut self, scored: &mut Vec<(i64, u64, f32, usize)>) {
-        if self.rows.is_empty() {
-            return;
-        }
-        let n = self.rows.len();
-        self.int8
-            .score_rows(&self.matrix, &self.scales, &mut self.out[..n]);
-        scored.extend(
-            self.rows
-                .iter()
-                .zip(&self.out)
-                .map(|(&(ts, frame, cam), &score)| (ts, frame, score, cam)),
-        );
-        self.matrix.clear();
-        self.scales.clear();
-        self.rows.clear();
-    }
 }
 
 /// Writes the thumbnail of each moment's best frame (its camera's nearest at or before it) to

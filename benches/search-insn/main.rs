@@ -1,8 +1,7 @@
 //! The scoring of `edgeclip search` on its own, for the Arm instruction counter: ROWS stored
-//! int8 embeddings of width DIM (seeded pseudo-random unit vectors, quantized as the store does)
-//! scored against one query, in batches of 1024 rows as `src/search.rs` does (each row copied
-//! from its "database" bytes into the batch, then `Int8Query::score_rows`), or with the f32
-//! lanes (`score_bytes`, as before) when the third argument is `f32`. It compiles the crate's own
+//! int8 embeddings of width DIM (pseudo-random bytes with plausible scales) scored against one
+//! query as `src/search.rs` does, each row's bytes in place (`Int8Query::score_bytes`), or with
+//! the f32 lanes (`score_bytes`, as before) when the third argument is `f32`. It compiles the crate's own
 //! `src/matcher/kernels.rs` (not a copy) with rustc alone, so that no aarch64 build of tract is
 //! needed. `benches/search-insn.sh` runs it with 0 and N rows; the difference is the scoring.
 //!
@@ -68,22 +67,9 @@ fn main() {
             best = best.max(score_bytes(&blobs[r * dim..][..dim], scales[r], &query));
         }
     } else {
-        let mut q = kernels::Int8Query::new(&query);
-        let mut matrix: Vec<i8> = Vec::with_capacity(1024 * dim);
-        let mut s = Vec::with_capacity(1024);
-        let mut out = vec![0f32; 1024];
-        let mut r = 0;
-        while r < rows {
-            let n = (rows - r).min(1024);
-            matrix.clear();
-            s.clear();
-            for k in r..r + n {
-                matrix.extend(blobs[k * dim..][..dim].iter().map(|&b| b as i8));
-                s.push(scales[k]);
-            }
-            q.score_rows(&matrix, &s, &mut out[..n]);
-            best = out[..n].iter().fold(best, |m, &x| m.max(x));
-            r += n;
+        let q = kernels::Int8Query::new(&query);
+        for r in 0..rows {
+            best = best.max(q.score_bytes(&blobs[r * dim..][..dim], scales[r]));
         }
     }
     println!(

@@ -524,8 +524,11 @@ fn the_int8_kernels_score_stored_rows_as_the_f32_lanes_do() {
         matrix.extend(q);
         scales.push(s);
     }
-    let mut out = vec![0.0; rows.len()];
-    crate::matcher::Int8Query::new(query).score_rows(&matrix, &scales, &mut out);
+    let q = crate::matcher::Int8Query::new(query);
+    let bytes: Vec<u8> = matrix.iter().map(|&v| v as u8).collect();
+    let out: Vec<f32> = (0..rows.len())
+        .map(|i| q.score_bytes(&bytes[i * dim..][..dim], scales[i]))
+        .collect();
     for (i, r) in rows.iter().enumerate() {
         let exact: f32 = r.iter().zip(query).map(|(a, b)| a * b).sum();
         let lanes = score(&matrix[i * dim..][..dim], scales[i], query);
@@ -536,14 +539,14 @@ fn the_int8_kernels_score_stored_rows_as_the_f32_lanes_do() {
 
 #[test]
 fn a_search_finds_the_same_moments_with_either_kernel() {
-    use crate::search::{BATCH_ROWS, Kernel, search_using};
+    use crate::search::{Kernel, search_using};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.sqlite");
     let (mut store, _) = Store::open(&path).unwrap();
     let dim = 64;
     let query = units(3, 1, dim).remove(0);
-    // More rows than a batch, in two cameras; a run of rows near the query in the middle.
-    let n = BATCH_ROWS + 500;
+    // Two cameras; a run of rows near the query in the middle.
+    let n = 1500;
     let noise = units(4, n, dim);
     let records: Vec<Record> = (0..n)
         .map(|i| {
