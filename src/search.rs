@@ -152,7 +152,7 @@ pub fn search_using(
     let mut scored: Vec<(i64, u64, f32, usize)> = Vec::new();
     let mut wrong_width = 0usize;
     let int8 = Int8Query::new(query);
-    store.for_each_frame(since_ms, until_ms, camera, |f| {
+    store.for_each_frame_any_order(since_ms, until_ms, camera, |f| {
         if f.embedding.len() != query.len() {
             wrong_width += 1;
             return;

@@ -180,6 +180,15 @@ pub fn millis(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// How [`Store::frames_in`] walks the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// Through the time index, oldest first.
+    ByTime,
+    /// Through the table in row order.
+    Table,
+}
+
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
@@ -440,6 +449,45 @@ impl Store {
         since_ms: i64,
         until_ms: i64,
         camera: Option<&str>,
+        each: impl FnMut(FrameRef<'_>),
+    ) -> Result<(), StoreError> {
+        self.frames_in(Scan::ByTime, since_ms, until_ms, camera, each)
+    }
+
+    /// [`Store::for_each_frame`] in the order SQLite finds them cheapest (a search, which
+    /// sorts what it keeps): a window over most of the history is read straight through the
+    /// table (one B-tree walk) instead of through the time index (a walk plus a lookup a row).
+    pub fn for_each_frame_any_order(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        camera: Option<&str>,
+        each: impl FnMut(FrameRef<'_>),
+    ) -> Result<(), StoreError> {
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row("SELECT min(ts_ms), max(ts_ms) FROM frames", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(());
+        };
+        let covered = until_ms.min(last).saturating_sub(since_ms.max(first));
+        let scan = if covered.saturating_mul(2) >= last.saturating_sub(first) {
+            Scan::Table
+        } else {
+            Scan::ByTime
+        };
+        self.frames_in(scan, since_ms, until_ms, camera, each)
+    }
+
+    fn frames_in(
+        &self,
+        scan: Scan,
+        since_ms: i64,
+        until_ms: i64,
+        camera: Option<&str>,
         mut each: impl FnMut(FrameRef<'_>),
     ) -> Result<(), StoreError> {
         let names = self.camera_names()?;
@@ -450,13 +498,18 @@ impl Store {
             },
             None => None,
         };
-        let mut q = self
-            .conn
-            .prepare(
+        // `+ts_ms` keeps SQLite off the time index: the table is walked in row order.
+        let sql = match scan {
+            Scan::ByTime => {
                 "SELECT ts_ms, camera, frame, scale, embedding FROM frames \
-                 WHERE ts_ms BETWEEN ?1 AND ?2 AND (?3 IS NULL OR camera = ?3) ORDER BY ts_ms, id",
-            )
-            .map_err(|e| self.sql(e))?;
+                 WHERE ts_ms BETWEEN ?1 AND ?2 AND (?3 IS NULL OR camera = ?3) ORDER BY ts_ms, id"
+            }
+            Scan::Table => {
+                "SELECT ts_ms, camera, frame, scale, embedding FROM frames \
+                 WHERE +ts_ms BETWEEN ?1 AND ?2 AND (?3 IS NULL OR camera = ?3)"
+            }
+        };
+        let mut q = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
         let mut rows = q
             .query(params![since_ms, until_ms, camera_id])
             .map_err(|e| self.sql(e))?;

@@ -575,3 +575,30 @@ fn a_search_finds_the_same_moments_with_either_kernel() {
     );
     assert!((700..720).contains(&int8[0].best.frame), "{:?}", int8[0]);
 }
+
+#[test]
+fn frames_in_any_order_are_the_same_frames_for_narrow_and_wide_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(&dir.path().join("s.sqlite")).unwrap();
+    let records: Vec<Record> = (0..100)
+        .map(|i| frame(i * 1000, ["a", "b"][i as usize % 2], i as u64, &[1.0, 0.5]))
+        .collect();
+    store.write(&records).unwrap();
+    for (since, until, camera) in [
+        (0, i64::MAX, None),
+        (10_000, 95_000, Some("a")),
+        (20_000, 30_000, None),
+        (40_000, 40_000, Some("b")),
+        (500_000, 600_000, None),
+    ] {
+        let (mut ordered, mut any) = (Vec::new(), Vec::new());
+        store
+            .for_each_frame(since, until, camera, |f| ordered.push(f.to_record()))
+            .unwrap();
+        store
+            .for_each_frame_any_order(since, until, camera, |f| any.push(f.to_record()))
+            .unwrap();
+        any.sort_by_key(|f| f.ts_ms);
+        assert_eq!(ordered, any, "{since}..{until} {camera:?}");
+    }
+}
