@@ -297,5 +297,8 @@ fn print_moment(m: &Moment, json: bool) {
             m.frames.1,
             m.hits
         );
+        if let Some(t) = &m.best.thumbnail {
+            println!("    thumbnail {t}");
+        }
     }
 }

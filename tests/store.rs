@@ -167,6 +167,24 @@ fn the_daemon_stores_the_clip_and_search_finds_the_red_circle_where_it_is() {
         .parse()
         .unwrap();
     assert!(shown <= best["frame"].as_u64().unwrap(), "{best}");
+    // Without --json, the path follows its moment's line.
+    let out = ok(&edgeclip(
+        dir.path(),
+        &[
+            "search",
+            "--config",
+            c,
+            "--limit",
+            "1",
+            "--thumbnails",
+            thumbs.to_str().unwrap(),
+            "a photo of a red circle",
+        ],
+    ));
+    assert!(
+        out.contains(&format!("    thumbnail {}", file.display())),
+        "{out}"
+    );
     assert!(log.contains(" thumbnails)"), "{log}");
 
     // Another camera's history: nothing, and it says so.
