@@ -231,6 +231,60 @@ pub struct Stats {
     /// Events a sink accepted and later dropped, since start (MQTT: the oldest episode when
     /// its queue was full, or events older than `mqtt.max_event_age_s`).
     pub events_dropped: u64,
+    /// The history store's state and counts (state `off` when it is off).
+    pub store: StoreStats,
+}
+
+/// How the history store is doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum StoreState {
+    /// Writing.
+    #[serde(rename = "ok")]
+    Ok,
+    /// A write found the disk full: storing stopped (detection and publishing go on) until a
+    /// retry succeeds.
+    #[serde(rename = "disk full")]
+    DiskFull,
+    /// The last write failed for another reason (logged).
+    #[serde(rename = "failing")]
+    Failing,
+    /// No store (`[store] enabled = false`).
+    #[default]
+    #[serde(rename = "off")]
+    Off,
+}
+
+impl StoreState {
+    /// Its name in the stats: `ok`, `disk full`, `failing`, `off`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Ok => "ok",
+            StoreState::DiskFull => "disk full",
+            StoreState::Failing => "failing",
+            StoreState::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The history store's part of the stats, counted since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// How it is doing.
+    pub state: StoreState,
+    /// Frames stored.
+    pub frames: u64,
+    /// Records (frames, events, thumbnails) dropped because the writer's queue was full.
+    pub dropped: u64,
+    /// Records that could not be written (disk full, ...).
+    pub failed: u64,
+    /// The bytes of the database's pages in use.
+    pub bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -246,13 +300,15 @@ struct StatsWire<'a> {
     dropped: u64,
     frames: u64,
     events_dropped: u64,
+    store: StoreStats,
 }
 
 impl Stats {
     /// One JSON object: `{"type":"stats","camera":"cam0","ts":"...","capture_fps":15.0,
     /// "inference_fps":9.8,"p50_ms":80.1,"p95_ms":97.3,"dropped":12,"frames":9876,
-    /// "events_dropped":0}` (`ts` as [`format_timestamp`] writes it; `dropped` counts frames,
-    /// `events_dropped` events).
+    /// "events_dropped":0,"store":{"state":"ok","frames":512,"dropped":0,"failed":0,
+    /// "bytes":339968}}` (`ts` as [`format_timestamp`] writes it; `dropped` counts frames,
+    /// `events_dropped` events; `store.state` is `ok`, `disk full`, `failing` or `off`).
     pub fn to_json(&self) -> String {
         let wire = StatsWire {
             kind: "stats",
@@ -265,6 +321,7 @@ impl Stats {
             dropped: self.dropped,
             frames: self.frames,
             events_dropped: self.events_dropped,
+            store: self.store,
         };
         serde_json::to_string(&wire).unwrap_or_default()
     }
@@ -376,6 +433,7 @@ mod tests {
                 dropped: 0,
                 frames: 0,
                 events_dropped: 0,
+                store: StoreStats::default(),
             };
             assert!(stats.to_json().contains(written));
         }
@@ -421,10 +479,17 @@ mod tests {
             dropped: 12,
             frames: 9876,
             events_dropped: 3,
+            store: StoreStats {
+                state: StoreState::DiskFull,
+                frames: 600,
+                dropped: 2,
+                failed: 40,
+                bytes: 409_600,
+            },
         };
         assert_eq!(
             s.to_json(),
-            r#"{"type":"stats","camera":"cam0","ts":"1970-01-01T00:00:00.000Z","capture_fps":15.0,"inference_fps":9.5,"p50_ms":80.25,"p95_ms":97.5,"dropped":12,"frames":9876,"events_dropped":3}"#
+            r#"{"type":"stats","camera":"cam0","ts":"1970-01-01T00:00:00.000Z","capture_fps":15.0,"inference_fps":9.5,"p50_ms":80.25,"p95_ms":97.5,"dropped":12,"frames":9876,"events_dropped":3,"store":{"state":"disk full","frames":600,"dropped":2,"failed":40,"bytes":409600}}"#
         );
     }
 }

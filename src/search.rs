@@ -6,6 +6,10 @@
 //! against the unit text embedding: the cosine), and the frames that stand out are merged into
 //! moments ([`crate::store::moments`]): hits of one camera at most three sample intervals apart
 //! (at least one second). Moments print best first.
+//!
+//! The scoring uses the matcher's int8 lanes ([`Int8Query`]): the stored rows are int8 already,
+//! so the text embedding goes to i16 once and each row, read in place, is integer multiply-adds
+//! (`benches/README.md`, Issue 26: a day of frames, int8 against the f32 lanes).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,6 +18,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
 use crate::event::format_timestamp;
+use crate::matcher::Int8Query;
 use crate::model::Bundle;
 use crate::prompts::PromptEmbedder;
 use crate::store::moments::{Hit, Moment, hit_threshold, merge};
@@ -38,9 +43,14 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
     /// One JSON object per line: `{"ts", "camera", "frame", "score", "thumbnail"}` (plus the
-    /// moment's `start`, `end` and `frames`).
+    /// moment's `start`, `end` and `frames`); `thumbnail` is the file `--thumbnails` wrote, or
+    /// null.
     #[arg(long)]
     pub json: bool,
+    /// Writes each moment's thumbnail (the nearest of its camera at or before its best frame)
+    /// to DIR as `CAMERA-TIME-FRAME.jpg`, and prints its path.
+    #[arg(long, value_name = "DIR")]
+    pub thumbnails: Option<PathBuf>,
     /// What to look for ("a red car").
     pub text: String,
 }
@@ -84,10 +94,24 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         report_empty(args.json, &path);
         return Ok(());
     }
+    let mut found = found;
+    if let Some(dir) = &args.thumbnails {
+        write_thumbnails(&store, &mut found, dir)?;
+    }
     for m in &found {
         print_moment(m, args.json);
     }
     Ok(())
+}
+
+/// How [`search_using`] scores the stored frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The matcher's int8 lanes ([`Int8Query`]): the query in i16 once, each row's bytes in
+    /// place, integer multiply-adds (the default).
+    Int8,
+    /// Each row in place against the f32 query ([`sample::score_bytes`]), for comparison.
+    F32,
 }
 
 /// Scores every frame of `store` between `since_ms` and `until_ms` (of `camera`) against the
@@ -101,12 +125,34 @@ pub fn search(
     gap_ms: i64,
     limit: usize,
 ) -> Result<Vec<Moment>> {
+    search_using(
+        Kernel::Int8,
+        store,
+        query,
+        (since_ms, until_ms),
+        camera,
+        gap_ms,
+        limit,
+    )
+}
+
+/// [`search`] with the scoring `kernel` (the window: `(since_ms, until_ms)`).
+pub fn search_using(
+    kernel: Kernel,
+    store: &Store,
+    query: &[f32],
+    (since_ms, until_ms): (i64, i64),
+    camera: Option<&str>,
+    gap_ms: i64,
+    limit: usize,
+) -> Result<Vec<Moment>> {
     // Scored compactly first (the camera as an index into `cameras`); only the hits become
     // [`Hit`]s.
     let mut cameras: Vec<String> = Vec::new();
     let mut scored: Vec<(i64, u64, f32, usize)> = Vec::new();
     let mut wrong_width = 0usize;
-    store.for_each_frame(since_ms, until_ms, camera, |f| {
+    let int8 = Int8Query::new(query);
+    store.for_each_frame_any_order(since_ms, until_ms, camera, |f| {
         if f.embedding.len() != query.len() {
             wrong_width += 1;
             return;
@@ -118,7 +164,10 @@ pub fn search(
                 cameras.len() - 1
             }
         };
-        let score = sample::score_bytes(f.embedding, f.scale, query);
+        let score = match kernel {
+            Kernel::Int8 => int8.score_bytes(f.embedding, f.scale),
+            Kernel::F32 => sample::score_bytes(f.embedding, f.scale, query),
+        };
         scored.push((f.ts_ms, f.frame, score, cam));
     })?;
     if wrong_width > 0 {
@@ -144,6 +193,35 @@ pub fn search(
         })
         .collect();
     Ok(merge(hits, gap_ms, limit))
+}
+
+/// Writes the thumbnail of each moment's best frame (its camera's nearest at or before it) to
+/// `dir` and sets the moment's `thumbnail` to its path; a moment with none keeps `None`.
+pub fn write_thumbnails(store: &Store, found: &mut [Moment], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("search: --thumbnails {}", dir.display()))?;
+    for m in found {
+        let Some(t) = store.thumbnail(&m.best.camera, m.best.ts_ms)? else {
+            continue;
+        };
+        let safe: String = m
+            .best
+            .camera
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let file = dir.join(format!("{safe}-{}-{}.jpg", t.ts_ms, t.frame));
+        std::fs::write(&file, &t.jpeg)
+            .with_context(|| format!("search: writing {}", file.display()))?;
+        m.best.thumbnail = Some(file.display().to_string());
+    }
+    Ok(())
 }
 
 /// The unit embedding of `text` with the config's bundle; a clear refusal when the bundle has
@@ -219,5 +297,8 @@ fn print_moment(m: &Moment, json: bool) {
             m.frames.1,
             m.hits
         );
+        if let Some(t) = &m.best.thumbnail {
+            println!("    thumbnail {t}");
+        }
     }
 }

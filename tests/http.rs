@@ -241,6 +241,15 @@ fn every_endpoint_answers_with_the_token_and_survives_bad_clients() {
         assert!(found[0].get(key).is_some(), "{key} missing: {}", found[0]);
     }
     assert_eq!(found[0]["camera"], "demo");
+    // Each moment links its camera's nearest thumbnail, a small JPEG.
+    let link = found[0]["thumbnail"].as_str().expect("a thumbnail link");
+    assert!(link.starts_with("/api/thumbnail?id="), "{link}");
+    let (code, jpeg) = curl(&d, link, true);
+    assert_eq!(code, 200);
+    let thumb = image::load_from_memory(&jpeg).expect("the thumbnail decodes");
+    assert!(thumb.width() <= 160 && thumb.width() >= 100, "{}", thumb.width());
+    assert_eq!(curl(&d, "/api/thumbnail?id=999999", true).0, 404);
+    assert_eq!(curl(&d, "/api/thumbnail", true).0, 400);
     let (code, body) = curl(&d, "/api/search?q=+", true);
     assert_eq!(code, 400);
     assert!(String::from_utf8_lossy(&body).contains("q is empty"));

@@ -241,6 +241,7 @@ fn topics_payloads_retain_flags_and_discovery() {
         dropped: 3,
         frames: 100,
         events_dropped: 0,
+        store: Default::default(),
     })
     .unwrap();
     sink.publish(&event(EventKind::End, "person", 9)).unwrap();

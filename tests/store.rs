@@ -133,6 +133,59 @@ fn the_daemon_stores_the_clip_and_search_finds_the_red_circle_where_it_is() {
         .map(|m| m["score"].as_f64().unwrap())
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // Without --thumbnails, no thumbnail paths.
+    assert!(moments.iter().all(|m| m["thumbnail"].is_null()), "{out}");
+
+    // With --thumbnails DIR: each moment's thumbnail (its camera's nearest at or before its best
+    // frame) is written there, a JPEG 160 px wide, and named in the JSON.
+    let thumbs = dir.path().join("thumbs");
+    let out = ok(&edgeclip(
+        dir.path(),
+        &[
+            "search",
+            "--config",
+            c,
+            "--json",
+            "--thumbnails",
+            thumbs.to_str().unwrap(),
+            "a photo of a red circle",
+        ],
+    ));
+    let best: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let file = PathBuf::from(best["thumbnail"].as_str().expect("a thumbnail path"));
+    assert!(file.starts_with(&thumbs), "{}", file.display());
+    let image = edgeclip::preprocess::load_image(&file).unwrap();
+    assert_eq!(image.width, 160);
+    let shown: u64 = file
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(shown <= best["frame"].as_u64().unwrap(), "{best}");
+    // Without --json, the path follows its moment's line.
+    let out = ok(&edgeclip(
+        dir.path(),
+        &[
+            "search",
+            "--config",
+            c,
+            "--limit",
+            "1",
+            "--thumbnails",
+            thumbs.to_str().unwrap(),
+            "a photo of a red circle",
+        ],
+    ));
+    assert!(
+        out.contains(&format!("    thumbnail {}", file.display())),
+        "{out}"
+    );
+    assert!(log.contains(" thumbnails)"), "{log}");
 
     // Another camera's history: nothing, and it says so.
     let out = ok(&edgeclip(

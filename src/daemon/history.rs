@@ -1,19 +1,27 @@
 //! The daemon's side of the store: the hook between the frame loop and the store's writer.
 //!
-//! Per frame, after the snapshot hook (so that start events carry their snapshot's path): the
-//! frame's embedding is offered to the [`Sampler`] and, when kept, quantized and queued with the
-//! frame's time and number; the frame's events are queued too. Queueing never waits: a full
-//! queue drops the record, counted and logged at most once a minute.
+//! Per frame, before the snapshot hook (which takes the frame), [`Daemon::history_frame`]
+//! offers the frame's embedding to the [`Sampler`] and, when kept, queues it quantized with the
+//! frame's time and number; when the [`ThumbnailPolicy`] says so (the first frame, an event
+//! start, a changed scene, a still one every `thumbnail_s`), a copy of the frame goes to the
+//! writer thread, which makes the thumbnail (the frame loop neither decodes nor encodes). After
+//! the snapshot hook (so that start events carry their snapshot's path),
+//! [`Daemon::history_events`] queues the frame's events. Queueing never waits: a full queue
+//! drops the record, counted and logged at most once a minute.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use super::{Daemon, DaemonError};
 use crate::config::Config;
-use crate::event::Event;
+use crate::event::{Event, EventKind, StoreStats};
+use crate::frame::Frame;
+use crate::store::sample::ThumbnailPolicy;
 use crate::store::sample::{Sampler, quantize};
 use crate::store::{EventRecord, FrameRecord, Limits, Record, Store, Writer, WriterCounts, millis};
+use crate::trigger::FrameStamp;
 
 /// How often drops are logged at most.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -22,6 +30,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 pub(super) struct History {
     camera: String,
     sampler: Sampler,
+    thumbnails: ThumbnailPolicy,
     writer: Writer,
     last_warning: Option<(Instant, u64)>,
 }
@@ -49,34 +58,44 @@ impl History {
         };
         let writer = Writer::start(store, s.queue as usize, limits)?;
         info!(
-            "store: {} (a frame every {} s or on a change over {}, {} days, at most {} MB)",
+            "store: {} (a frame every {} s or on a change over {}, a thumbnail at least every {} \
+             s, {} days, at most {} MB)",
             path.display(),
             s.sample_s,
             s.change,
+            s.thumbnail_s,
             s.retention_days,
             s.max_mb
         );
         Ok(Some(History {
             camera: config.camera.name.clone(),
             sampler: Sampler::new(s.sample(), s.change),
+            thumbnails: ThumbnailPolicy::new(s.thumbnails()),
             writer,
             last_warning: None,
         }))
     }
 
-    fn step(&mut self, frame: Option<(u64, SystemTime, Duration, &[f32])>, events: &[Event]) {
-        if let Some((seq, wall, now, embedding)) = frame
-            && self.sampler.offer(now, embedding)
-        {
+    fn frame(&mut self, frame: &Frame, stamp: FrameStamp, embedding: &[f32], starts: bool) {
+        let kept = self.sampler.offer_why(stamp.now, embedding);
+        let ts_ms = millis(stamp.wall);
+        if kept.is_some() {
             let (values, scale) = quantize(embedding);
             self.writer.submit(Record::Frame(FrameRecord {
-                ts_ms: millis(wall),
+                ts_ms,
                 camera: self.camera.clone(),
-                frame: seq,
+                frame: stamp.seq,
                 embedding: values,
                 scale,
             }));
         }
+        if self.thumbnails.due(stamp.now, kept, starts) {
+            self.writer
+                .thumbnail(ts_ms, &self.camera, Arc::new(frame.clone()));
+        }
+    }
+
+    fn events(&mut self, events: &[Event]) {
         for e in events {
             self.writer.submit(Record::Event(EventRecord {
                 ts_ms: millis(e.ts),
@@ -104,40 +123,66 @@ impl History {
 }
 
 impl Daemon {
-    /// The store's part of one frame (`frame`: its number, wall time and time since the start;
-    /// the embedding is the pipeline's last; `None` for the end events of a reload, an offline
-    /// camera or a shutdown): samples the frame, queues the events.
-    pub(super) fn history_step(
-        &mut self,
-        frame: Option<(u64, SystemTime, Duration)>,
-        events: &[Event],
-    ) {
+    /// The store's part of one frame, before the snapshot hook takes it: samples the frame (the
+    /// embedding is the pipeline's last) and hands a copy over for a thumbnail when one is due
+    /// (`events`: the frame's events; a start makes a thumbnail due).
+    pub(super) fn history_frame(&mut self, frame: &Frame, stamp: FrameStamp, events: &[Event]) {
         if let Some(h) = &mut self.history {
-            let embedding = self.pipeline.embedding();
-            h.step(frame.map(|(s, w, n)| (s, w, n, embedding)), events);
+            let starts = events.iter().any(|e| e.kind == EventKind::Start);
+            h.frame(frame, stamp, self.pipeline.embedding(), starts);
         }
     }
 
-    /// Store records dropped so far because the writer was busy (0 when the store is off).
-    pub(super) fn history_dropped(&self) -> u64 {
-        self.history
-            .as_ref()
-            .map_or(0, |h| h.writer.counts().dropped)
+    /// Queues `events` (a frame's, after the snapshot hook gave them their paths; or the end
+    /// events of a reload, an offline camera or a shutdown).
+    pub(super) fn history_events(&mut self, events: &[Event]) {
+        if let Some(h) = &mut self.history {
+            h.events(events);
+        }
     }
 
-    /// At shutdown: writes what is queued and logs the counts.
-    pub(super) fn finish_history(&mut self) {
-        if let Some(h) = self.history.take() {
-            let WriterCounts {
-                written,
-                dropped,
-                failed,
-                trimmed,
-            } = h.writer.finish();
-            info!(
-                "store: {written} records written, {dropped} dropped (writer busy), {failed} \
-                 failed, {trimmed} old frames deleted"
-            );
+    /// The store's state and counts for the stats (state `off` and zeros when it is off).
+    pub(super) fn store_stats(&self) -> StoreStats {
+        let Some(h) = &self.history else {
+            return StoreStats::default();
+        };
+        let c = h.writer.counts();
+        StoreStats {
+            state: h.writer.state(),
+            frames: c.frames,
+            dropped: c.dropped,
+            failed: c.failed,
+            bytes: c.bytes,
+        }
+    }
+
+    /// At shutdown: writes what is queued, logs the counts and returns the store's stats.
+    pub(super) fn finish_history(&mut self) -> StoreStats {
+        let Some(h) = self.history.take() else {
+            return StoreStats::default();
+        };
+        let state = h.writer.state();
+        let WriterCounts {
+            written,
+            frames,
+            dropped,
+            failed,
+            trimmed,
+            thumbnails,
+            bytes,
+        } = h.writer.finish();
+        info!(
+            "store: {written} records written ({frames} frames, {thumbnails} thumbnails), \
+             {dropped} dropped (writer busy), {failed} failed, {trimmed} old frames deleted; \
+             {:.1} MB, {state}",
+            bytes as f64 / 1e6
+        );
+        StoreStats {
+            state,
+            frames,
+            dropped,
+            failed,
+            bytes,
         }
     }
 }

@@ -142,6 +142,8 @@ pub struct Summary {
     pub wall_s: f64,
     /// What the snapshots did (all zero when they are off).
     pub snapshots: SnapshotCounts,
+    /// The store's state and counts, as of the last stats line (and at the end).
+    pub store: crate::event::StoreStats,
 }
 
 /// The trigger parameters of prompt `index`: its overrides over `[trigger]` and

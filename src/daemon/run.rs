@@ -16,7 +16,7 @@ use super::health::CameraHealth;
 use super::stats::{StatsWindow, process_cpu_seconds};
 use super::watchdog::{Busy, INFERENCE_STUCK, Notifier, StuckMonitor};
 use super::{Control, Daemon, DaemonError, Delivery, Summary};
-use crate::event::Event;
+use crate::event::{Event, StoreState, StoreStats};
 use crate::frame::Frame;
 use crate::log_limit::{self, Repeats};
 use crate::mailbox::{Mailbox, Shared};
@@ -180,7 +180,7 @@ impl Daemon {
             if control.reload.swap(false, Ordering::Relaxed) {
                 let mut ends = self.reload(last_stamp);
                 self.snapshot_step(None, last_stamp.now, &[], &mut ends);
-                self.history_step(None, &ends);
+                self.history_events(&ends);
                 publish(&mut sinks, &ends, &mut summary);
                 self.announce_labels(&mut sinks);
                 self.reload_web();
@@ -260,10 +260,10 @@ impl Daemon {
             // The snapshot hook borrows the daemon whole: the scores go through a reused buffer.
             label_scores.clear();
             label_scores.extend_from_slice(self.pipeline.label_scores());
-            let stored = (frame.seq, frame.captured_wall, last_stamp.now);
             self.web_step(&frame, latency_ms, &label_scores);
+            self.history_frame(&frame, last_stamp, &events);
             self.snapshot_step(Some(frame), last_stamp.now, &label_scores, &mut events);
-            self.history_step(Some(stored), &events);
+            self.history_events(&events);
             publish(&mut sinks, &events, &mut summary);
             self.deliver_snapshots(&mut sinks);
             summary.processed += 1;
@@ -278,15 +278,17 @@ impl Daemon {
                 if stats.due(now, every) {
                     Capture::count_into(&mailbox.lock(), &mut summary);
                     summary.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
+                    summary.store = self.store_stats();
                     let st = stats.take(&self.config.camera.name, now, SystemTime::now(), &summary);
                     info!(
-                        "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}",
+                        "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}{}",
                         st.capture_fps,
                         st.inference_fps,
                         st.p50_ms,
                         st.p95_ms,
                         st.dropped,
-                        st.frames
+                        st.frames,
+                        store_line(&st.store)
                     );
                     watch.notifier.status(&format!(
                         "running: capture {:.1} fps, inference {:.1} fps",
@@ -306,10 +308,10 @@ impl Daemon {
         drop(monitor);
         let mut ends = self.pipeline.finish(last_stamp);
         self.snapshot_step(None, last_stamp.now, &[], &mut ends);
-        self.history_step(None, &ends);
+        self.history_events(&ends);
         publish(&mut sinks, &ends, &mut summary);
         summary.snapshots = self.finish_snapshots(&mut sinks);
-        self.finish_history();
+        summary.store = self.finish_history();
         self.stop_web();
         for s in sinks.iter_mut() {
             if let Err(e) = s.close() {
@@ -379,7 +381,7 @@ impl Daemon {
                 watch.notifier.status(&format!("camera offline: {reason}"));
                 let mut ends = self.pipeline.finish(last);
                 self.snapshot_step(None, last.now, &[], &mut ends);
-                self.history_step(None, &ends);
+                self.history_events(&ends);
                 publish(sinks, &ends, summary);
             }
             CameraStatus::Online => {
@@ -395,6 +397,21 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The stats line's store part: empty when the store is off.
+fn store_line(s: &StoreStats) -> String {
+    if s.state == StoreState::Off {
+        return String::new();
+    }
+    format!(
+        "; store {}: {} frames, {} dropped, {} failed, {:.1} MB",
+        s.state,
+        s.frames,
+        s.dropped,
+        s.failed,
+        s.bytes as f64 / 1e6
+    )
 }
 
 fn publish(sinks: &mut [Box<dyn EventSink>], events: &[Event], summary: &mut Summary) {

@@ -141,6 +141,7 @@ impl StatsWindow {
             dropped: totals.dropped + totals.bad_frames,
             frames: totals.processed,
             events_dropped: totals.events_dropped,
+            store: totals.store,
         };
         self.since = now;
         self.captured_before = totals.captured;

@@ -160,7 +160,7 @@ impl Daemon {
                 dropped: summary.dropped,
                 bad_frames: summary.bad_frames,
                 events_dropped: summary.events_dropped,
-                store_dropped: self.history_dropped(),
+                store_dropped: self.store_stats().dropped,
                 events_queued: queued,
             });
         }

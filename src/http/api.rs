@@ -58,6 +58,7 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/search", get(search))
         .route("/api/tune", get(tune))
         .route("/api/snapshot", get(snapshot))
+        .route("/api/thumbnail", get(thumbnail))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
         .layer(middleware::from_fn_with_state(
@@ -275,7 +276,7 @@ async fn search(
             return Ok(Vec::new());
         };
         let now = millis(SystemTime::now());
-        (s.search)(
+        let mut found = (s.search)(
             &store,
             &query,
             since,
@@ -284,7 +285,17 @@ async fn search(
             s.gap_ms,
             limit,
         )
-        .map_err(internal)
+        .map_err(internal)?;
+        // Each moment's picture: its camera's nearest thumbnail at or before its best frame.
+        for m in &mut found {
+            if let Some(t) = store
+                .thumbnail(&m.best.camera, m.best.ts_ms)
+                .map_err(internal)?
+            {
+                m.best.thumbnail = Some(format!("/api/thumbnail?id={}", t.id));
+            }
+        }
+        Ok(found)
     })
     .await?;
     Ok(Json(Value::Array(
@@ -424,6 +435,35 @@ async fn snapshot(
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response())
+}
+
+#[derive(Deserialize)]
+struct ThumbnailQuery {
+    id: Option<i64>,
+}
+
+/// A stored thumbnail by its id (search results link to them).
+async fn thumbnail(
+    State(s): State<Shared>,
+    Query(q): Query<ThumbnailQuery>,
+) -> Result<Response, ApiError> {
+    let id = q.id.ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "/api/thumbnail: give the thumbnail's id, ?id=N (search results link to them)".into(),
+        )
+    })?;
+    let jpeg = blocking(move || {
+        let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no thumbnail {id}"));
+        let path = store_path(&s)?;
+        let store = Store::open_read(path)
+            .map_err(internal)?
+            .ok_or_else(not_found)?;
+        let t = store.thumbnail_by_id(id).map_err(internal)?;
+        t.map(|t| t.jpeg).ok_or_else(not_found)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
 }
 
 async fn metrics(State(s): State<Shared>) -> Result<Response, ApiError> {

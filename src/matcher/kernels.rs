@@ -179,26 +179,52 @@ pub(super) fn dot_rows_i8_lanes(matrix: &[i8], v: &[i16], out: &mut [f32]) {
 /// The exact i32 dot product of an int8 and an i16 vector (32 partial sums).
 #[inline(always)]
 pub(super) fn dot_i8(a: &[i8], b: &[i16]) -> i32 {
+    dot_lanes(a, b, i32::from)
+}
+
+/// [`dot_i8`] of `a`'s values as `value` reads them (int8 values held as bytes, for one).
+#[inline(always)]
+fn dot_lanes<T: Copy>(a: &[T], b: &[i16], value: impl Fn(T) -> i32) -> i32 {
     const LANES: usize = 32;
     let (a_chunks, a_rest) = a.as_chunks::<LANES>();
     let (b_chunks, b_rest) = b.as_chunks::<LANES>();
     let mut acc = [0i32; LANES];
     for (x, y) in a_chunks.iter().zip(b_chunks) {
         for i in 0..LANES {
-            acc[i] += x[i] as i32 * y[i] as i32;
+            acc[i] += value(x[i]) * y[i] as i32;
         }
     }
     let rest: i32 = a_rest
         .iter()
         .zip(b_rest)
-        .map(|(x, y)| *x as i32 * *y as i32)
+        .map(|(x, y)| value(*x) * *y as i32)
         .sum();
     acc.iter().sum::<i32>() + rest
+}
+
+/// [`dot_i8`] of an int8 row held as bytes (as the store's database holds it): AVX2 where the
+/// CPU has it, the vectorized lanes elsewhere (NEON's `smlal` on a Pi).
+fn dot_bytes_i8(a: &[u8], b: &[i16]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            #[allow(unsafe_code)]
+            return unsafe { x86::dot_bytes_i8_avx2(a, b) };
+        }
+    }
+    dot_lanes(a, b, |x: u8| i32::from(x as i8))
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// [`super::dot_bytes_i8`] compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dot_bytes_i8_avx2(a: &[u8], b: &[i16]) -> i32 {
+        super::dot_lanes(a, b, |x: u8| i32::from(x as i8))
+    }
 
     /// [`super::dot_rows_i8`] compiled for AVX2.
     #[target_feature(enable = "avx2")]
@@ -292,5 +318,46 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         0.0
     } else {
         dot(a, b) / (na * nb)
+    }
+}
+
+/// A unit query scored against int8 rows of other owners (the store's frames, read in place from
+/// the database) with the matcher's int8 lanes: the query is quantized to i16 once
+/// ([`query_max`]), each row is [`dot_i8`]'s integer multiply-adds (AVX2 where the CPU has it,
+/// NEON's `smlal` on a Pi). No copy of the rows: batching them for the VNNI kernel cost more in
+/// copies and row sums than it saved (benches/README.md, Issue 26).
+#[derive(Debug, Clone)]
+pub struct Int8Query {
+    values: Vec<i16>,
+    step: f32,
+}
+
+impl Int8Query {
+    /// `query` (any finite vector; its scale is kept in the results) in i16.
+    pub fn new(query: &[f32]) -> Int8Query {
+        let max = query.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let step = if max > 0.0 && max.is_finite() {
+            max / query_max(query.len())
+        } else {
+            1.0
+        };
+        let per_step = 1.0 / step;
+        let values = query
+            .iter()
+            .map(|x| (x * per_step + 0.5f32.copysign(*x)) as i16)
+            .collect();
+        Int8Query { values, step }
+    }
+
+    /// The query's width.
+    pub fn dim(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The cosine of a stored int8 row (its values as bytes, [`Int8Query::dim`] of them) and
+    /// its `scale` with the query: exact integer multiply-adds, then one multiplication (within
+    /// half a quantization step of each vector when both are unit vectors).
+    pub fn score_bytes(&self, row: &[u8], scale: f32) -> f32 {
+        dot_bytes_i8(row, &self.values) as f32 * scale * self.step
     }
 }

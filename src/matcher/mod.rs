@@ -171,7 +171,7 @@ pub struct LabelExtras {
 
 mod kernels;
 
-pub use kernels::{INT8_FROM_VALUES, Storage, cosine, dot, dot_rows, normalize};
+pub use kernels::{INT8_FROM_VALUES, Int8Query, Storage, cosine, dot, dot_rows, normalize};
 use kernels::{Int8Rows, dot_rows_i8, query_max};
 
 /// The exemplar images of every label, scored in f32 (a few dozen rows at most).

@@ -115,6 +115,7 @@ mod tests {
             dropped: 0,
             frames: 2,
             events_dropped: 0,
+            store: Default::default(),
         };
         sink.publish_stats(&stats).unwrap();
         sink.close().unwrap();

@@ -198,6 +198,18 @@ pub fn encode(frame: &Frame, quality: u8) -> Result<Vec<u8>, String> {
     if frame.format == PixelFormat::Mjpeg && has_huffman_tables(&frame.data) {
         return Ok(frame.data.clone());
     }
+    let mut rgb = RgbImage::default();
+    let (data, w, h) = rgb_of(frame, &mut rgb)?;
+    let mut out = Vec::with_capacity(data.len() / 10);
+    JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
+        .encode(data, w, h, ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// `frame`'s pixels as packed RGB with their width and height: an RGB frame's own bytes, other
+/// formats converted (or decoded) into `rgb`. An error says what is wrong with the frame.
+pub fn rgb_of<'a>(frame: &'a Frame, rgb: &'a mut RgbImage) -> Result<(&'a [u8], u32, u32), String> {
     let (w, h) = (frame.width, frame.height);
     if let Some(n) = frame.format.expected_len(w, h)
         && frame.data.len() != n
@@ -208,29 +220,23 @@ pub fn encode(frame: &Frame, quality: u8) -> Result<Vec<u8>, String> {
             frame.format
         ));
     }
-    let mut rgb = RgbImage::default();
-    let (data, w, h) = match frame.format {
+    Ok(match frame.format {
         PixelFormat::Rgb24 => (&frame.data[..], w, h),
         PixelFormat::Grey => {
-            grey_to_rgb(&frame.data, w, h, &mut rgb);
+            grey_to_rgb(&frame.data, w, h, rgb);
             (&rgb.data[..], w, h)
         }
         PixelFormat::Yuyv if w % 2 == 0 => {
-            yuyv_to_rgb(&frame.data, w, h, &mut rgb);
+            yuyv_to_rgb(&frame.data, w, h, rgb);
             (&rgb.data[..], w, h)
         }
         PixelFormat::Yuyv => return Err(format!("a YUYV frame of odd width {w}")),
         PixelFormat::Mjpeg => {
-            rgb = decode_image(&frame.data, &format!("frame {}", frame.seq))
+            *rgb = decode_image(&frame.data, &format!("frame {}", frame.seq))
                 .map_err(|e| e.to_string())?;
             (&rgb.data[..], rgb.width, rgb.height)
         }
-    };
-    let mut out = Vec::with_capacity(data.len() / 10);
-    JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
-        .encode(data, w, h, ExtendedColorType::Rgb8)
-        .map_err(|e| e.to_string())?;
-    Ok(out)
+    })
 }
 
 /// Writes `bytes` to `path` atomically: to a hidden temporary file next to it, then renamed,

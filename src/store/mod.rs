@@ -4,60 +4,40 @@
 //!
 //! [`Store::open`] opens or creates the file; one that is not a readable edgeclip store (a
 //! damaged file, another program's database, not SQLite at all) is renamed aside to
-//! `NAME.corrupt-TIMESTAMP` and a new one started, with a warning naming both. [`Writer`] owns
-//! the database on its thread behind a bounded queue: [`Writer::frame`] and [`Writer::event`]
-//! never wait (a full queue drops the record and counts it), and the writer trims the history
+//! `NAME.corrupt-TIMESTAMP` and a new one started, with a warning naming both; a store of the
+//! previous format (1: the camera's name on every row, no thumbnails) is upgraded in place.
+//! [`Writer`] owns the database on its thread behind a bounded queue ([`writer`]): queueing
+//! never waits (a full queue drops the record and counts it), and the writer trims the history
 //! to `retention_days` and `max_mb` as it goes ([`retention`]). Which frames are kept and their
-//! int8 form are [`sample`]'s; merging a search's scores into moments is [`moments`]'.
+//! int8 form are [`sample`]'s; which get a thumbnail, [`thumbnail`]'s; merging a search's scores
+//! into moments is [`moments`]'.
+//!
+//! Rows are kept small: a frame row is its time, its camera as an integer (the `cameras`
+//! table), its number, its scale and its 512 bytes (D=512); thumbnails (about 160 px JPEGs) are
+//! a table of their own, taken for some frames only, so that a search's scan of `frames` does
+//! not step over them.
 
 pub mod moments;
 pub mod retention;
 pub mod sample;
+mod schema;
 #[cfg(test)]
 mod tests;
+pub mod thumbnail;
+pub mod writer;
 
+pub use writer::{Limits, StoreState, Writer, WriterCounts};
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use log::{debug, warn};
-use rusqlite::{Connection, OpenFlags, params};
+use log::{info, warn};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-/// The `meta` row that marks a database as an edgeclip store.
-const FORMAT: &str = "edgeclip-store";
-/// The schema's version.
-const VERSION: &str = "1";
-/// Records written in one transaction at most.
-const BATCH: usize = 256;
-/// How often the writer applies the retention limits at most.
-const TRIM_EVERY: Duration = Duration::from_secs(30);
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS frames (
-    id INTEGER PRIMARY KEY,
-    ts_ms INTEGER NOT NULL,
-    camera TEXT NOT NULL,
-    frame INTEGER NOT NULL,
-    scale REAL NOT NULL,
-    embedding BLOB NOT NULL,
-    thumbnail BLOB
-);
-CREATE INDEX IF NOT EXISTS frames_ts ON frames (ts_ms);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    ts_ms INTEGER NOT NULL,
-    camera TEXT NOT NULL,
-    label TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    snapshot TEXT,
-    json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
-";
+use schema::{
+    FORMAT, PAGE_SIZE, SCHEMA, UPGRADE_1, VERSION, check_format, check_integrity, version,
+};
 
 /// A store problem; each message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +118,32 @@ pub struct FrameRef<'a> {
     pub embedding: &'a [u8],
 }
 
+/// A thumbnail as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThumbnailRecord {
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// The camera's name.
+    pub camera: String,
+    /// The frame's sequence number.
+    pub frame: u64,
+    /// The JPEG.
+    pub jpeg: Vec<u8>,
+}
+
+/// A stored thumbnail with its row id (which [`Store::thumbnail_by_id`] takes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thumbnail {
+    /// Its row id.
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// The frame's sequence number.
+    pub frame: u64,
+    /// The JPEG.
+    pub jpeg: Vec<u8>,
+}
+
 impl FrameRef<'_> {
     /// An owned copy.
     pub fn to_record(&self) -> FrameRecord {
@@ -174,11 +180,22 @@ pub fn millis(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// How [`Store::frames_in`] walks the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// Through the time index, oldest first.
+    ByTime,
+    /// Through the table in row order.
+    Table,
+}
+
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The `cameras` table's ids by name, as far as this connection wrote or read them.
+    cameras: HashMap<String, i64>,
 }
 
 impl Store {
@@ -219,11 +236,24 @@ impl Store {
             .map_err(sql)?;
         if tables > 0 {
             check_format(&conn, path)?;
+        } else {
+            // A new file: 8 KiB pages hold 15 frame rows of D=512 (4 KiB pages hold 7: 585
+            // bytes a row instead of 546). Set before the first write; kept for the file's life.
+            conn.pragma_update(None, "page_size", PAGE_SIZE)
+                .map_err(sql)?;
         }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
+        if tables > 0 && version(&conn, path)? == "1" {
+            conn.execute_batch(&format!("BEGIN; {UPGRADE_1} COMMIT;"))
+                .map_err(sql)?;
+            info!(
+                "store {}: upgraded from format 1 to {VERSION}",
+                path.display()
+            );
+        }
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?1), ('version', ?2)",
@@ -233,6 +263,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            cameras: HashMap::new(),
         })
     }
 
@@ -259,6 +290,16 @@ impl Store {
             return Ok(None);
         }
         check_format(&conn, path)?;
+        let v = version(&conn, path)?;
+        if v != VERSION {
+            return Err(StoreError::Foreign {
+                path: path.to_path_buf(),
+                why: format!(
+                    "format version {v}, this build reads {VERSION}; the daemon upgrades a \
+                     version 1 store when it starts on it"
+                ),
+            });
+        }
         // A search reads every frame of its window: mapped pages are read in place, not copied
         // through SQLite's page cache (about a sixth less time for a day of frames).
         conn.pragma_update(None, "mmap_size", 1i64 << 30)
@@ -266,6 +307,7 @@ impl Store {
         Ok(Some(Store {
             conn,
             path: path.to_path_buf(),
+            cameras: HashMap::new(),
         }))
     }
 
@@ -283,6 +325,15 @@ impl Store {
 
     /// Writes `records` in one transaction.
     pub fn write(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        let result = self.write_tx(records);
+        if result.is_err() {
+            // Camera rows of a transaction rolled back are not in the file.
+            self.cameras.clear();
+        }
+        result
+    }
+
+    fn write_tx(&mut self, records: &[Record]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -296,24 +347,31 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(sql)?;
+            let mut thumbnails = tx
+                .prepare_cached(
+                    "INSERT INTO thumbnails (ts_ms, camera, frame, jpeg) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?;
             let mut events = tx
                 .prepare_cached(
                     "INSERT INTO events (ts_ms, camera, label, kind, snapshot, json) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(sql)?;
+            let number = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             for r in records {
                 match r {
                     Record::Frame(f) => {
+                        let camera = camera_id(&tx, &mut self.cameras, &f.camera).map_err(sql)?;
                         let bytes: Vec<u8> = f.embedding.iter().map(|&v| v as u8).collect();
                         frames
-                            .execute(params![
-                                f.ts_ms,
-                                f.camera,
-                                i64::try_from(f.frame).unwrap_or(i64::MAX),
-                                f.scale,
-                                bytes
-                            ])
+                            .execute(params![f.ts_ms, camera, number(f.frame), f.scale, bytes])
+                            .map_err(sql)?;
+                    }
+                    Record::Thumbnail(t) => {
+                        let camera = camera_id(&tx, &mut self.cameras, &t.camera).map_err(sql)?;
+                        thumbnails
+                            .execute(params![t.ts_ms, camera, number(t.frame), t.jpeg])
                             .map_err(sql)?;
                     }
                     Record::Event(e) => {
@@ -352,6 +410,9 @@ impl Store {
         self.conn
             .execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff])
             .map_err(|e| self.sql(e))?;
+        self.conn
+            .execute("DELETE FROM thumbnails WHERE ts_ms < ?1", [cutoff])
+            .map_err(|e| self.sql(e))?;
         let rows = self.frame_count()?;
         let excess = retention::excess_rows(self.used_bytes()?, max_bytes, rows);
         if excess > 0 {
@@ -362,6 +423,13 @@ impl Store {
                     [i64::try_from(excess).unwrap_or(i64::MAX)],
                 )
                 .map_err(|e| self.sql(e))? as u64;
+            // The thumbnails of the deleted frames' time go with them.
+            self.conn
+                .execute(
+                    "DELETE FROM thumbnails WHERE ts_ms < (SELECT min(ts_ms) FROM frames)",
+                    [],
+                )
+                .map_err(|e| self.sql(e))?;
         }
         Ok(deleted)
     }
@@ -381,25 +449,83 @@ impl Store {
         since_ms: i64,
         until_ms: i64,
         camera: Option<&str>,
+        each: impl FnMut(FrameRef<'_>),
+    ) -> Result<(), StoreError> {
+        self.frames_in(Scan::ByTime, since_ms, until_ms, camera, each)
+    }
+
+    /// [`Store::for_each_frame`] in the order SQLite finds them cheapest (a search, which
+    /// sorts what it keeps): a window over most of the history is read straight through the
+    /// table (one B-tree walk) instead of through the time index (a walk plus a lookup a row).
+    pub fn for_each_frame_any_order(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        camera: Option<&str>,
+        each: impl FnMut(FrameRef<'_>),
+    ) -> Result<(), StoreError> {
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row("SELECT min(ts_ms), max(ts_ms) FROM frames", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(());
+        };
+        let covered = until_ms.min(last).saturating_sub(since_ms.max(first));
+        let scan = if covered.saturating_mul(2) >= last.saturating_sub(first) {
+            Scan::Table
+        } else {
+            Scan::ByTime
+        };
+        self.frames_in(scan, since_ms, until_ms, camera, each)
+    }
+
+    fn frames_in(
+        &self,
+        scan: Scan,
+        since_ms: i64,
+        until_ms: i64,
+        camera: Option<&str>,
         mut each: impl FnMut(FrameRef<'_>),
     ) -> Result<(), StoreError> {
-        let mut q = self
-            .conn
-            .prepare(
+        let names = self.camera_names()?;
+        let camera_id = match camera {
+            Some(c) => match names.iter().find(|n| n.1 == c) {
+                Some(n) => Some(n.0),
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        // `+ts_ms` keeps SQLite off the time index: the table is walked in row order.
+        let sql = match scan {
+            Scan::ByTime => {
                 "SELECT ts_ms, camera, frame, scale, embedding FROM frames \
-                 WHERE ts_ms BETWEEN ?1 AND ?2 AND (?3 IS NULL OR camera = ?3) ORDER BY ts_ms, id",
-            )
-            .map_err(|e| self.sql(e))?;
+                 WHERE ts_ms BETWEEN ?1 AND ?2 AND (?3 IS NULL OR camera = ?3) ORDER BY ts_ms, id"
+            }
+            Scan::Table => {
+                "SELECT ts_ms, camera, frame, scale, embedding FROM frames \
+                 WHERE +ts_ms BETWEEN ?1 AND ?2 AND (?3 IS NULL OR camera = ?3)"
+            }
+        };
+        let mut q = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
         let mut rows = q
-            .query(params![since_ms, until_ms, camera])
+            .query(params![since_ms, until_ms, camera_id])
             .map_err(|e| self.sql(e))?;
+        let name = |id: i64| {
+            names
+                .iter()
+                .find(|n| n.0 == id)
+                .map_or("?", |n| n.1.as_str())
+        };
         let bad = |i, t, e| rusqlite::Error::FromSqlConversionFailure(i, t, Box::new(e));
         while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
             let read = || -> rusqlite::Result<FrameRef<'_>> {
                 use rusqlite::types::Type;
                 Ok(FrameRef {
                     ts_ms: r.get(0)?,
-                    camera: r.get_ref(1)?.as_str().map_err(|e| bad(1, Type::Text, e))?,
+                    camera: name(r.get(1)?),
                     frame: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
                     scale: r.get(3)?,
                     embedding: r.get_ref(4)?.as_blob().map_err(|e| bad(4, Type::Blob, e))?,
@@ -408,6 +534,55 @@ impl Store {
             each(read().map_err(|e| self.sql(e))?);
         }
         Ok(())
+    }
+
+    /// The cameras' ids and names.
+    fn camera_names(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT id, name FROM cameras")
+            .map_err(|e| self.sql(e))?;
+        let rows = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// The thumbnail of `camera` nearest `ts_ms` at or before it (what a search hit at `ts_ms`
+    /// shows); `None` when that camera has none so early.
+    pub fn thumbnail(&self, camera: &str, ts_ms: i64) -> Result<Option<Thumbnail>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT t.id, t.ts_ms, t.frame, t.jpeg FROM thumbnails t \
+                 JOIN cameras c ON c.id = t.camera \
+                 WHERE c.name = ?1 AND t.ts_ms <= ?2 ORDER BY t.ts_ms DESC, t.id DESC LIMIT 1",
+                params![camera, ts_ms],
+                read_thumbnail,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The thumbnail with row id `id` ([`Thumbnail::id`]), if it is still stored.
+    pub fn thumbnail_by_id(&self, id: i64) -> Result<Option<Thumbnail>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, ts_ms, frame, jpeg FROM thumbnails WHERE id = ?1",
+                [id],
+                read_thumbnail,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// How many thumbnails are stored.
+    pub fn thumbnail_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM thumbnails", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| self.sql(e))
     }
 
     /// The events stored between `since_ms` and `until_ms`, oldest first.
@@ -435,40 +610,30 @@ impl Store {
     }
 }
 
-fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let result: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if result == "ok" {
-        Ok(())
-    } else {
-        Err(StoreError::Foreign {
-            path: path.to_path_buf(),
-            why: format!("integrity check: {result}"),
-        })
-    }
+fn read_thumbnail(r: &rusqlite::Row<'_>) -> rusqlite::Result<Thumbnail> {
+    Ok(Thumbnail {
+        id: r.get(0)?,
+        ts_ms: r.get(1)?,
+        frame: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        jpeg: r.get(3)?,
+    })
 }
 
-fn check_format(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let format: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
-            r.get(0)
-        })
-        .ok();
-    match format.as_deref() {
-        Some(FORMAT) => Ok(()),
-        Some(other) => Err(StoreError::Foreign {
-            path: path.to_path_buf(),
-            why: format!("its format is {other:?}"),
-        }),
-        None => Err(StoreError::Foreign {
-            path: path.to_path_buf(),
-            why: "a SQLite database without edgeclip's tables".into(),
-        }),
+/// The id of `name` in `cameras`, added when new (cached in `ids`).
+fn camera_id(
+    conn: &Connection,
+    ids: &mut HashMap<String, i64>,
+    name: &str,
+) -> rusqlite::Result<i64> {
+    if let Some(&id) = ids.get(name) {
+        return Ok(id);
     }
+    conn.execute("INSERT OR IGNORE INTO cameras (name) VALUES (?1)", [name])?;
+    let id = conn.query_row("SELECT id FROM cameras WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })?;
+    ids.insert(name.to_owned(), id);
+    Ok(id)
 }
 
 /// Renames `path` (and its `-wal` and `-shm` files) to `PATH.corrupt-TIMESTAMP`.
@@ -502,148 +667,6 @@ pub enum Record {
     Frame(FrameRecord),
     /// An event.
     Event(EventRecord),
-}
-
-/// What the writer did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriterCounts {
-    /// Records written.
-    pub written: u64,
-    /// Records dropped because the queue was full.
-    pub dropped: u64,
-    /// Records that could not be written (disk full, ...).
-    pub failed: u64,
-    /// Frames deleted by the retention limits.
-    pub trimmed: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    written: AtomicU64,
-    dropped: AtomicU64,
-    failed: AtomicU64,
-    trimmed: AtomicU64,
-}
-
-/// The retention limits the writer applies.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Days of history kept.
-    pub retention_days: u32,
-    /// Most bytes of the database.
-    pub max_bytes: u64,
-}
-
-/// The writer thread and its bounded queue.
-#[derive(Debug)]
-pub struct Writer {
-    tx: Option<SyncSender<Record>>,
-    thread: Option<JoinHandle<()>>,
-    counters: Arc<Counters>,
-}
-
-impl Writer {
-    /// Starts the writer on `store`, with room for `queue` records.
-    pub fn start(store: Store, queue: usize, limits: Limits) -> Result<Writer, StoreError> {
-        let (tx, rx) = sync_channel(queue.max(1));
-        let counters = Arc::new(Counters::default());
-        let c = counters.clone();
-        let thread = std::thread::Builder::new()
-            .name("edgeclip-store".into())
-            .spawn(move || write_loop(store, rx, limits, &c))
-            .map_err(StoreError::Thread)?;
-        Ok(Writer {
-            tx: Some(tx),
-            thread: Some(thread),
-            counters,
-        })
-    }
-
-    /// Queues `record` without waiting; `false` when the queue was full (dropped, counted).
-    pub fn submit(&self, record: Record) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        match tx.try_send(record) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    /// The counts so far.
-    pub fn counts(&self) -> WriterCounts {
-        let c = &self.counters;
-        WriterCounts {
-            written: c.written.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            trimmed: c.trimmed.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Writes what is queued, stops the thread and returns the counts.
-    pub fn finish(mut self) -> WriterCounts {
-        self.stop();
-        self.counts()
-    }
-
-    fn stop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            warn!("the store's writer thread panicked");
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn write_loop(mut store: Store, rx: Receiver<Record>, limits: Limits, c: &Counters) {
-    let mut last_trim: Option<Instant> = None;
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut warned = false;
-    while let Ok(first) = rx.recv() {
-        batch.clear();
-        batch.push(first);
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        match store.write(&batch) {
-            Ok(()) => {
-                c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                warned = false;
-            }
-            Err(e) => {
-                c.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                if !warned {
-                    warn!("{e}; {} records not stored, detection goes on", batch.len());
-                    warned = true;
-                }
-            }
-        }
-        if last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
-            last_trim = Some(Instant::now());
-            match store.trim(
-                millis(SystemTime::now()),
-                limits.retention_days,
-                limits.max_bytes,
-            ) {
-                Ok(0) => {}
-                Ok(n) => {
-                    c.trimmed.fetch_add(n, Ordering::Relaxed);
-                    debug!("store: {n} old frames deleted");
-                }
-                Err(e) => warn!("{e}: old frames not deleted"),
-            }
-        }
-    }
+    /// A thumbnail.
+    Thumbnail(ThumbnailRecord),
 }

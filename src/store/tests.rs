@@ -286,3 +286,319 @@ fn the_writer_never_waits_and_counts_what_a_full_queue_drops() {
     let store = Store::open_read(&path).unwrap().unwrap();
     assert_eq!(store.frame_count().unwrap(), c.written);
 }
+
+#[test]
+fn sampler_says_why_it_kept_a_frame() {
+    use super::sample::Kept;
+    let mut s = Sampler::new(Duration::from_secs(10), 0.1);
+    assert_eq!(
+        s.offer_why(Duration::ZERO, &[1.0, 0.0]),
+        Some(Kept::Interval)
+    );
+    assert_eq!(s.offer_why(Duration::from_secs(1), &[1.0, 0.0]), None);
+    assert_eq!(
+        s.offer_why(Duration::from_secs(2), &[0.0, 1.0]),
+        Some(Kept::Change)
+    );
+    assert_eq!(
+        s.offer_why(Duration::from_secs(12), &[0.0, 1.0]),
+        Some(Kept::Interval)
+    );
+}
+
+#[test]
+fn thumbnails_come_first_at_starts_on_changes_spaced_and_every_interval() {
+    use super::sample::{Kept, MIN_GAP, ThumbnailPolicy};
+    let s = Duration::from_secs;
+    let mut p = ThumbnailPolicy::new(Some(s(60)));
+    // The first stored frame.
+    assert!(p.due(s(0), Some(Kept::Interval), false));
+    // Not stored, no start: never.
+    assert!(!p.due(s(100), None, false));
+    // Stored for its interval before `every`: no.
+    assert!(!p.due(s(30), Some(Kept::Interval), false));
+    // A change sooner than MIN_GAP after the last: no; after it: yes.
+    assert!(!p.due(s(0) + MIN_GAP / 2, Some(Kept::Change), false));
+    assert!(p.due(s(0) + MIN_GAP, Some(Kept::Change), false));
+    // An event start: at once, even right after another.
+    assert!(p.due(s(6), None, true));
+    assert!(p.due(s(6), None, true));
+    // Interval frames: one every 60 s.
+    let due: Vec<u64> = (7..200)
+        .filter(|&t| p.due(s(t), Some(Kept::Interval), false))
+        .collect();
+    assert_eq!(due, vec![66, 126, 186]);
+    // Off.
+    let mut off = ThumbnailPolicy::new(None);
+    assert!(!off.due(s(0), Some(Kept::Interval), true));
+}
+
+#[test]
+fn a_burst_of_starts_is_kept_then_the_bucket_limits_them() {
+    use super::sample::{BURST, ThumbnailPolicy};
+    let mut p = ThumbnailPolicy::new(Some(Duration::from_secs(60)));
+    // 100 starts within a second: the bucket's worth.
+    let kept = (0..100)
+        .filter(|&i| p.due(Duration::from_millis(i * 10), None, true))
+        .count();
+    assert_eq!(kept, BURST as usize);
+    // Two minutes later, one token more.
+    assert!(p.due(Duration::from_secs(121), None, true));
+    assert!(!p.due(Duration::from_secs(121), None, true));
+}
+
+#[test]
+fn a_scene_that_never_settles_stays_within_the_days_budget() {
+    use super::sample::{BURST, Kept, ThumbnailPolicy};
+    let every = 60u64;
+    let mut p = ThumbnailPolicy::new(Some(Duration::from_secs(every)));
+    // A day at one stored frame a second, every one a change, an event start every 10 s.
+    let day = 86_400u64;
+    let kept: Vec<u64> = (0..day)
+        .filter(|&t| p.due(Duration::from_secs(t), Some(Kept::Change), t % 10 == 0))
+        .collect();
+    let most = day / every + day / (2 * every) + BURST as u64 + 1;
+    assert!(kept.len() as u64 <= most, "{} > {most}", kept.len());
+    // And never a minute without one.
+    let gap = kept.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(gap <= every, "{gap}");
+}
+
+fn rgb_frame(w: u32, h: u32) -> crate::frame::Frame {
+    let data = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+    crate::frame::Frame {
+        data,
+        width: w,
+        height: h,
+        format: crate::frame::PixelFormat::Rgb24,
+        seq: 7,
+        captured_at: std::time::Instant::now(),
+        captured_wall: SystemTime::now(),
+    }
+}
+
+#[test]
+fn a_thumbnail_is_a_160_px_jpeg_with_the_frames_aspect() {
+    let jpeg = super::thumbnail::make_thumbnail(&rgb_frame(640, 480)).unwrap();
+    let img = crate::preprocess::decode_image(&jpeg, "thumbnail").unwrap();
+    assert_eq!((img.width, img.height), (160, 120));
+    // A frame whose bytes do not match its size is an error, not a panic.
+    let mut bad = rgb_frame(64, 48);
+    bad.data.truncate(10);
+    let err = super::thumbnail::make_thumbnail(&bad).unwrap_err();
+    assert!(err.contains("expected"), "{err}");
+}
+
+fn thumb(ts_ms: i64, camera: &str, n: u64) -> Record {
+    Record::Thumbnail(ThumbnailRecord {
+        ts_ms,
+        camera: camera.into(),
+        frame: n,
+        jpeg: vec![0xFF, 0xD8, n as u8],
+    })
+}
+
+#[test]
+fn the_nearest_thumbnail_of_the_camera_at_or_before_a_time_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let (mut store, _) = Store::open(&path).unwrap();
+    store
+        .write(&[
+            thumb(1000, "a", 1),
+            thumb(5000, "a", 5),
+            thumb(3000, "b", 3),
+            frame(6000, "a", 6, &[1.0]),
+        ])
+        .unwrap();
+    drop(store);
+    let store = Store::open_read(&path).unwrap().unwrap();
+    assert_eq!(store.thumbnail("a", 999).unwrap(), None);
+    assert_eq!(store.thumbnail("a", 4999).unwrap().unwrap().frame, 1);
+    let t = store.thumbnail("a", 6000).unwrap().unwrap();
+    assert_eq!(
+        (t.ts_ms, t.frame, t.jpeg.clone()),
+        (5000, 5, vec![0xFF, 0xD8, 5])
+    );
+    assert_eq!(store.thumbnail_by_id(t.id).unwrap(), Some(t));
+    assert_eq!(store.thumbnail("b", 6000).unwrap().unwrap().frame, 3);
+    assert_eq!(store.thumbnail("c", 6000).unwrap(), None);
+    assert_eq!(store.thumbnail_count().unwrap(), 3);
+}
+
+#[test]
+fn trimming_deletes_the_thumbnails_with_their_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(&dir.path().join("s.sqlite")).unwrap();
+    let day = 86_400_000;
+    let mut records: Vec<Record> = (0..10)
+        .map(|d| frame(d * day, "a", d as u64, &[1.0]))
+        .collect();
+    records.extend((0..10).map(|d| thumb(d * day, "a", d as u64)));
+    store.write(&records).unwrap();
+    store.trim(10 * day, 3, u64::MAX).unwrap();
+    assert_eq!(store.thumbnail_count().unwrap(), 3);
+}
+
+#[test]
+fn a_format_1_store_is_upgraded_in_place_and_readers_refuse_it_clearly_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO meta VALUES ('format', 'edgeclip-store'), ('version', '1');
+         CREATE TABLE frames (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,
+             camera TEXT NOT NULL, frame INTEGER NOT NULL, scale REAL NOT NULL,
+             embedding BLOB NOT NULL, thumbnail BLOB);
+         CREATE INDEX frames_ts ON frames (ts_ms);
+         CREATE TABLE events (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,
+             camera TEXT NOT NULL, label TEXT NOT NULL, kind TEXT NOT NULL, snapshot TEXT,
+             json TEXT NOT NULL);
+         INSERT INTO frames (ts_ms, camera, frame, scale, embedding)
+             VALUES (1000, 'porch', 1, 0.5, x'7f00'), (2000, 'yard', 2, 0.5, x'007f');",
+    )
+    .unwrap();
+    drop(old);
+    let err = Store::open_read(&path).unwrap_err().to_string();
+    assert!(err.contains("format version 1"), "{err}");
+    let (store, aside) = Store::open(&path).unwrap();
+    assert_eq!(aside, None);
+    drop(store);
+    let store = Store::open_read(&path).unwrap().unwrap();
+    let mut seen = Vec::new();
+    store
+        .for_each_frame(0, i64::MAX, Some("yard"), |f| seen.push(f.to_record()))
+        .unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].camera.as_str(), seen[0].frame), ("yard", 2));
+    assert_eq!(seen[0].embedding, vec![0, 127]);
+}
+
+#[test]
+fn the_writer_makes_thumbnails_of_queued_frames_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let (store, _) = Store::open(&path).unwrap();
+    let limits = Limits {
+        retention_days: 30,
+        max_bytes: u64::MAX,
+    };
+    let writer = Writer::start(store, 16, limits).unwrap();
+    assert_eq!(writer.state(), StoreState::Ok);
+    let now = millis(SystemTime::now());
+    assert!(writer.thumbnail(now, "a", std::sync::Arc::new(rgb_frame(320, 240))));
+    let c = writer.finish();
+    assert_eq!((c.written, c.thumbnails, c.failed), (1, 1, 0));
+    assert!(c.bytes > 0);
+    let store = Store::open_read(&path).unwrap().unwrap();
+    let t = store.thumbnail("a", now).unwrap().unwrap();
+    assert_eq!(t.frame, 7);
+    assert!(t.jpeg.starts_with(&[0xFF, 0xD8]));
+}
+
+/// A small seeded generator of unit vectors (splitmix64).
+fn units(seed: u64, n: usize, dim: usize) -> Vec<Vec<f32>> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    (0..n)
+        .map(|_| unit(&(0..dim).map(|_| next()).collect::<Vec<f32>>()))
+        .collect()
+}
+
+#[test]
+fn the_int8_kernels_score_stored_rows_as_the_f32_lanes_do() {
+    let dim = 512;
+    let rows = units(1, 300, dim);
+    let query = &units(2, 1, dim)[0];
+    let mut matrix = Vec::new();
+    let mut scales = Vec::new();
+    for r in &rows {
+        let (q, s) = quantize(r);
+        matrix.extend(q);
+        scales.push(s);
+    }
+    let q = crate::matcher::Int8Query::new(query);
+    let bytes: Vec<u8> = matrix.iter().map(|&v| v as u8).collect();
+    let out: Vec<f32> = (0..rows.len())
+        .map(|i| q.score_bytes(&bytes[i * dim..][..dim], scales[i]))
+        .collect();
+    for (i, r) in rows.iter().enumerate() {
+        let exact: f32 = r.iter().zip(query).map(|(a, b)| a * b).sum();
+        let lanes = score(&matrix[i * dim..][..dim], scales[i], query);
+        assert!((out[i] - exact).abs() < 2e-3, "{i}: {} vs {exact}", out[i]);
+        assert!((out[i] - lanes).abs() < 1e-3, "{i}: {} vs {lanes}", out[i]);
+    }
+}
+
+#[test]
+fn a_search_finds_the_same_moments_with_either_kernel() {
+    use crate::search::{Kernel, search_using};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let (mut store, _) = Store::open(&path).unwrap();
+    let dim = 64;
+    let query = units(3, 1, dim).remove(0);
+    // Two cameras; a run of rows near the query in the middle.
+    let n = 1500;
+    let noise = units(4, n, dim);
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            let v: Vec<f32> = if (700..720).contains(&i) {
+                query
+                    .iter()
+                    .zip(&noise[i])
+                    .map(|(q, x)| q + 0.2 * x)
+                    .collect()
+            } else {
+                noise[i].clone()
+            };
+            frame(i as i64 * 1000, ["a", "b"][i % 2], i as u64, &v)
+        })
+        .collect();
+    store.write(&records).unwrap();
+    drop(store);
+    let store = Store::open_read(&path).unwrap().unwrap();
+    let run = |k| search_using(k, &store, &query, (0, i64::MAX), None, 3000, 5).unwrap();
+    let (int8, f32) = (run(Kernel::Int8), run(Kernel::F32));
+    assert!(!int8.is_empty());
+    let key = |m: &moments::Moment| (m.best.camera.clone(), m.start_ms, m.end_ms, m.best.frame);
+    assert_eq!(
+        int8.iter().map(key).collect::<Vec<_>>(),
+        f32.iter().map(key).collect::<Vec<_>>()
+    );
+    assert!((700..720).contains(&int8[0].best.frame), "{:?}", int8[0]);
+}
+
+#[test]
+fn frames_in_any_order_are_the_same_frames_for_narrow_and_wide_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(&dir.path().join("s.sqlite")).unwrap();
+    let records: Vec<Record> = (0..100)
+        .map(|i| frame(i * 1000, ["a", "b"][i as usize % 2], i as u64, &[1.0, 0.5]))
+        .collect();
+    store.write(&records).unwrap();
+    for (since, until, camera) in [
+        (0, i64::MAX, None),
+        (10_000, 95_000, Some("a")),
+        (20_000, 30_000, None),
+        (40_000, 40_000, Some("b")),
+        (500_000, 600_000, None),
+    ] {
+        let (mut ordered, mut any) = (Vec::new(), Vec::new());
+        store
+            .for_each_frame(since, until, camera, |f| ordered.push(f.to_record()))
+            .unwrap();
+        store
+            .for_each_frame_any_order(since, until, camera, |f| any.push(f.to_record()))
+            .unwrap();
+        any.sort_by_key(|f| f.ts_ms);
+        assert_eq!(ordered, any, "{since}..{until} {camera:?}");
+    }
+}
