@@ -4,7 +4,7 @@
 # (Live, Events, Search, Tune) must load without a console message (an error, an uncaught
 # exception, a failed load: the page's script logs nothing else), and its DOM, after the script
 # ran, must show what the clip holds: the four labels, the red circle's events with their
-# snapshots, search moments, a proposed threshold's TOML lines. Screenshots of each page go to
+# snapshots, search moments with their thumbnails, a proposed threshold's TOML lines. Screenshots of each page go to
 # docs/img/web-PAGE.png (IMG_DIR to put them elsewhere). Run by .ci/run; needs chromium and curl.
 #
 #   bash tests/browser.sh
@@ -117,7 +117,8 @@ page() {
 page live /live 'data-label="red_circle"' 'data-label="orange_triangle"' 'processed, scores as prob'
 page events "/events?label=red_circle" 'class="event" data-label="red_circle" data-type="start"' \
     '/api/snapshot?path='
-page search "/search?q=a+photo+of+a+red+circle" 'class="moment"' 'for "a photo of a red circle"'
+page search "/search?q=a+photo+of+a+red+circle" 'class="moment"' 'for "a photo of a red circle"' \
+    '/api/thumbnail?id='
 page tune "/tune?q=a+photo+of+a+red+circle" '[[prompts]]' 'text = "a photo of a red circle"' \
     'stored frames scored'
 ((failed == 0)) || fail "a page failed"
