@@ -247,7 +247,7 @@ fn every_endpoint_answers_with_the_token_and_survives_bad_clients() {
     let (code, jpeg) = curl(&d, link, true);
     assert_eq!(code, 200);
     let thumb = image::load_from_memory(&jpeg).expect("the thumbnail decodes");
-    assert!(thumb.width() <= 160 && thumb.width() >= 100, "{}", thumb.width());
+    assert!((100..=160).contains(&thumb.width()), "{}", thumb.width());
     assert_eq!(curl(&d, "/api/thumbnail?id=999999", true).0, 404);
     assert_eq!(curl(&d, "/api/thumbnail", true).0, 400);
     let (code, body) = curl(&d, "/api/search?q=+", true);
