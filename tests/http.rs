@@ -254,8 +254,27 @@ fn every_endpoint_answers_with_the_token_and_survives_bad_clients() {
     assert_eq!(code, 400);
     assert!(String::from_utf8_lossy(&body).contains("q is empty"));
     assert_eq!(curl(&d, "/api/search?q=x&since=yesterday", true).0, 400);
-    let tune = json(&d, "/api/tune?q=a+photo+of+a+red+circle");
+    // Enough of the clip stored past the red circle for quiet footage (the first 13 frames
+    // are all the quiet it has before the circle comes).
+    let tune = wait_for(&d, "/api/tune?q=a+photo+of+a+red+circle", |v| {
+        v["quiet_frames"].as_u64() >= Some(60)
+    });
     assert!(tune["frames"].as_u64() > Some(0), "{tune}");
+    // The clip's red-circle frames are the examples, the rest quiet: a threshold between them.
+    let best = tune["max"].as_f64().unwrap();
+    let line = tune["split"].as_f64().unwrap();
+    let proposed = tune["threshold"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no threshold: {tune}"));
+    assert!(tune["example_frames"].as_u64() > Some(0), "{tune}");
+    let quiet_max = tune["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .filter(|&v| v < line)
+        .fold(f64::MIN, f64::max);
+    assert!(proposed > quiet_max && proposed < best, "{tune}");
     let toml = tune["toml"].as_str().unwrap();
     assert!(toml.contains("[[prompts]]") && toml.contains("text = \"a photo of a red circle\""));
 

@@ -346,7 +346,7 @@ fn label_for(text: &str) -> String {
 }
 
 /// The `[[prompts]]` lines for `text` and its proposed threshold.
-fn toml_lines(text: &str, threshold: Option<f64>, prob_metric: bool) -> String {
+fn toml_lines(text: &str, threshold: Option<f64>, prob_metric: bool, refused: &str) -> String {
     let mut out = String::from("[[prompts]]\n");
     out += &format!("label = \"{}\"\n", label_for(text));
     out += &format!("text = {}\n", toml::Value::String(text.to_owned()));
@@ -358,9 +358,33 @@ fn toml_lines(text: &str, threshold: Option<f64>, prob_metric: bool) -> String {
                  matcher.score = \"prob\":\n# run `edgeclip calibrate` for a probability threshold\n"
             );
         }
-        None => out += "# no threshold proposed: too little history stored yet\n",
+        None => out += &format!("# no threshold proposed: {}\n", refused.replace('\n', " ")),
     }
     out
+}
+
+/// Where sorted `scores` split into two groups best (Otsu's method: the cut that maximises the
+/// variance between the groups): the lowest score of the upper group. `None` for fewer than two
+/// distinct scores.
+fn two_groups(scores: &[f64]) -> Option<f64> {
+    let mut s: Vec<f64> = scores.iter().copied().filter(|x| x.is_finite()).collect();
+    s.sort_by(f64::total_cmp);
+    let n = s.len() as f64;
+    let total: f64 = s.iter().sum();
+    let mut below = 0.0;
+    let mut best: Option<(f64, f64)> = None;
+    for k in 1..s.len() {
+        below += s[k - 1];
+        if s[k] == s[k - 1] {
+            continue;
+        }
+        let (w0, w1) = (k as f64, n - k as f64);
+        let between = w0 * w1 * (below / w0 - (total - below) / w1).powi(2);
+        if best.is_none_or(|(b, _)| between > b) {
+            best = Some((between, s[k]));
+        }
+    }
+    best.map(|(_, cut)| cut)
 }
 
 async fn tune(
@@ -389,8 +413,15 @@ async fn tune(
             false_alarms_per_day: t.false_alarms_per_day,
             fps: t.fps,
         };
-        let quiet: Vec<f64> = points.iter().map(|p| f64::from(p.1)).collect();
-        let proposal = calibration::propose(Scale::Cosine, &quiet, &[], t.enter_frames, &target);
+        // The history is not quiet footage: the thing may be in it. Its scores split in two
+        // where they separate best ([`two_groups`]): below the line quiet, at or above it
+        // examples. A history without the thing splits its noise, whose extrapolated quiet bound
+        // then reaches the upper part, and calibration refuses (the overlap).
+        let scores: Vec<f64> = points.iter().map(|p| f64::from(p.1)).collect();
+        let line = two_groups(&scores).unwrap_or(f64::INFINITY);
+        let (positives, quiet): (Vec<f64>, Vec<f64>) = scores.iter().partition(|&&x| x >= line);
+        let proposal =
+            calibration::propose(Scale::Cosine, &quiet, &positives, t.enter_frames, &target);
         let (threshold, why) = match proposal.outcome {
             Ok(th) => (Some(th), String::new()),
             Err(r) => (None, r.to_string()),
@@ -404,9 +435,12 @@ async fn tune(
             "scores": thinned.iter().map(|p| p.1).collect::<Vec<_>>(),
             "max": points.iter().map(|p| p.1).max_by(|a, b| a.total_cmp(b)),
             "threshold": threshold,
+            "split": line.is_finite().then_some(line),
+            "quiet_frames": quiet.len(),
+            "example_frames": positives.len(),
+            "toml": toml_lines(&text, threshold, t.prob_metric, &why),
             "refused": (!why.is_empty()).then_some(why),
             "target_per_day": t.false_alarms_per_day,
-            "toml": toml_lines(&text, threshold, t.prob_metric),
         })))
     })
     .await
@@ -504,13 +538,23 @@ mod tests {
     }
 
     #[test]
+    fn two_groups_cuts_in_the_widest_gap_between_clusters() {
+        let mut scores = vec![0.25, 0.26, 0.3, 0.24, -0.2, -0.18, 0.27, 0.33];
+        scores.extend([0.73, 0.78, 0.76]);
+        assert_eq!(two_groups(&scores), Some(0.73));
+        assert_eq!(two_groups(&[0.5, 0.5, 0.5]), None);
+        assert_eq!(two_groups(&[]), None);
+        assert_eq!(two_groups(&[0.1, 0.9]), Some(0.9));
+    }
+
+    #[test]
     fn toml_lines_quote_the_text_and_name_a_label() {
-        let t = toml_lines("a \"red\" car", Some(0.25), false);
+        let t = toml_lines("a \"red\" car", Some(0.25), false, "");
         assert!(t.contains("label = \"red_car\"\n"), "{t}");
         assert!(t.contains("threshold = 0.25\n"), "{t}");
         let parsed: toml::Table = toml::from_str(&t.replace("[[prompts]]", "")).unwrap();
         assert_eq!(parsed["text"].as_str(), Some("a \"red\" car"));
-        assert!(toml_lines("x", Some(0.3), true).contains("edgeclip calibrate"));
-        assert!(toml_lines("x", None, false).contains("no threshold"));
+        assert!(toml_lines("x", Some(0.3), true, "").contains("edgeclip calibrate"));
+        assert!(toml_lines("x", None, false, "too few").contains("no threshold proposed: too few"));
     }
 }

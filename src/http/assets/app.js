@@ -177,7 +177,8 @@ function tune() {
       showError(null);
       summary.textContent = d.frames + " stored frames scored (" + d.metric + "), best " + fmt(d.max) +
         (d.threshold !== null ? "; proposed threshold " + fmt(d.threshold) + " for " +
-          d.target_per_day + " false alarm(s) a day, were this history free of it" : "; no threshold: " + d.refused);
+          d.target_per_day + " false alarm(s) a day (" + d.quiet_frames + " quiet frames, " +
+          d.example_frames + " above the split as examples)" : "; no threshold: " + d.refused);
       const lo = d.t.length ? d.t[0] : Date.now() - 86400000;
       const hi = d.t.length ? d.t[d.t.length - 1] : Date.now();
       chart(document.getElementById("chart"), [{ t: d.t, v: d.scores, color: COLORS[1] }],
