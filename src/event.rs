@@ -194,6 +194,12 @@ pub fn format_timestamp(ts: SystemTime) -> String {
     humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + since_epoch).to_string()
 }
 
+/// [`format_timestamp`] of a time in milliseconds since the Unix epoch (the store's), before
+/// the epoch read as the epoch.
+pub fn format_millis(ms: i64) -> String {
+    format_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
 /// A written snapshot: the JPEG of an event's best frame, handed to the sinks once the file is
 /// on disk (MQTT publishes it, retained, to `PREFIX/CAMERA/LABEL/snapshot`).
 #[derive(Debug, Clone, PartialEq)]

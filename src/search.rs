@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::event::format_timestamp;
+use crate::event::format_millis;
 use crate::matcher::Int8Query;
 use crate::model::Bundle;
 use crate::prompts::PromptEmbedder;
@@ -253,10 +253,6 @@ fn parse_until(value: &str, now: SystemTime) -> Result<SystemTime> {
     }
 }
 
-fn time(ms: i64) -> String {
-    format_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
-}
-
 fn report_empty(json: bool, path: &Path) {
     if !json {
         println!(
@@ -273,26 +269,16 @@ fn report_empty(json: bool, path: &Path) {
 
 fn print_moment(m: &Moment, json: bool) {
     if json {
-        let line = serde_json::json!({
-            "ts": time(m.best.ts_ms),
-            "camera": m.best.camera,
-            "frame": m.best.frame,
-            "score": m.best.score,
-            "thumbnail": m.best.thumbnail,
-            "start": time(m.start_ms),
-            "end": time(m.end_ms),
-            "frames": [m.frames.0, m.frames.1],
-        });
-        println!("{line}");
+        println!("{}", m.to_json());
     } else {
         println!(
             "{}  {}  score {:.3}  frame {}  ({} to {}, frames {}-{}, {} hits)",
-            time(m.best.ts_ms),
+            format_millis(m.best.ts_ms),
             m.best.camera,
             m.best.score,
             m.best.frame,
-            time(m.start_ms),
-            time(m.end_ms),
+            format_millis(m.start_ms),
+            format_millis(m.end_ms),
             m.frames.0,
             m.frames.1,
             m.hits

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::live::EventItem;
 use super::{AppState, BODY_LIMIT, pages};
 use crate::calibration::{self, Scale, Target};
-use crate::event::format_timestamp;
+use crate::event::format_millis;
 use crate::model::Bundle;
 use crate::prompts::PromptEmbedder;
 use crate::store::{Store, millis, sample};
@@ -124,10 +124,6 @@ fn since_ms(since: Option<&str>, default: Option<Duration>) -> Result<i64, ApiEr
     }))
 }
 
-fn time(ms: i64) -> String {
-    format_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
-}
-
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     camera: Option<String>,
@@ -142,7 +138,7 @@ fn snapshot_url(path: &str) -> String {
 
 fn event_json(e: &EventItem) -> Value {
     json!({
-        "ts": time(e.ts_ms),
+        "ts": format_millis(e.ts_ms),
         "ts_ms": e.ts_ms,
         "camera": e.camera,
         "label": e.label,
@@ -302,18 +298,10 @@ async fn search(
         found
             .iter()
             .map(|m| {
-                json!({
-                    "ts": time(m.best.ts_ms),
-                    "ts_ms": m.best.ts_ms,
-                    "camera": m.best.camera,
-                    "frame": m.best.frame,
-                    "score": m.best.score,
-                    "thumbnail": m.best.thumbnail,
-                    "start": time(m.start_ms),
-                    "end": time(m.end_ms),
-                    "frames": [m.frames.0, m.frames.1],
-                    "hits": m.hits,
-                })
+                let mut v = m.to_json();
+                v["ts_ms"] = json!(m.best.ts_ms);
+                v["hits"] = json!(m.hits);
+                v
             })
             .collect(),
     )))

@@ -6,6 +6,8 @@
 //! camera at most `gap` apart form a moment (its range, its best frame); moments come best
 //! first.
 
+use crate::event::format_millis;
+
 /// One scored frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -34,6 +36,23 @@ pub struct Moment {
     pub frames: (u64, u64),
     /// How many hits it merges.
     pub hits: usize,
+}
+
+impl Moment {
+    /// The moment as `edgeclip search --json` prints it and `/api/search` lists it:
+    /// `{"ts", "camera", "frame", "score", "thumbnail", "start", "end", "frames"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ts": format_millis(self.best.ts_ms),
+            "camera": self.best.camera,
+            "frame": self.best.frame,
+            "score": self.best.score,
+            "thumbnail": self.best.thumbnail,
+            "start": format_millis(self.start_ms),
+            "end": format_millis(self.end_ms),
+            "frames": [self.frames.0, self.frames.1],
+        })
+    }
 }
 
 /// The score a frame needs to be a hit: halfway from the median score to the best.
