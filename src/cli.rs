@@ -472,14 +472,20 @@ fn run_daemon(path: &Path, lossless: bool) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, control.reload.clone())
         .context("installing the SIGHUP handler")?;
     let daemon = Daemon::new(config)?;
-    let source = crate::source::open_source(&daemon.config().camera)?;
+    let mut sources = Vec::new();
+    for camera in &daemon.config().cameras {
+        sources.push(
+            crate::source::open_source(camera)
+                .with_context(|| format!("{} ({:?})", camera.key, camera.name))?,
+        );
+    }
     let sinks = crate::sink::open_sinks(daemon.config())?;
     let delivery = if lossless {
         Delivery::Lossless
     } else {
         Delivery::Freshest
     };
-    daemon.run(source, sinks, &control, delivery)?;
+    daemon.run(sources, sinks, &control, delivery)?;
     Ok(())
 }
 

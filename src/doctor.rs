@@ -163,12 +163,12 @@ pub fn probe(config: &Config, timeout: Duration) -> Result<Vec<String>, ProbeErr
         )),
         Err(e) => failures.push(ProbeFailure::Runtime(e)),
     }
-    match crate::source::probe(&config.camera, timeout) {
+    match crate::source::probe(config.camera(), timeout) {
         Ok(line) => ok.push(format!("camera: {line}")),
         Err(e) => failures.push(e.into()),
     }
     if let Some(m) = &config.mqtt {
-        match crate::sink::mqtt::probe(m, &config.camera.name, timeout) {
+        match crate::sink::mqtt::probe(m, &config.camera().name, timeout) {
             Ok(line) => ok.push(format!("mqtt: {line}")),
             Err(e) => failures.push(e.into()),
         }
@@ -180,7 +180,8 @@ pub fn probe(config: &Config, timeout: Duration) -> Result<Vec<String>, ProbeErr
         }
     }
     if config.snapshots.enabled {
-        let root = crate::snapshot::folder(&config.snapshots).map(|d| d.join(&config.camera.name));
+        let root =
+            crate::snapshot::folder(&config.snapshots).map(|d| d.join(&config.camera().name));
         match root.and_then(|r| crate::snapshot::probe_folder(&r).map(|()| r)) {
             Ok(r) => ok.push(format!(
                 "snapshots: {} is writable{}",

@@ -44,6 +44,9 @@ pub struct Event {
     pub kind: EventKind,
     /// The camera name from the config (`camera.name`).
     pub camera: String,
+    /// The zone of the camera the label was seen in: `all` for the whole frame, else a
+    /// `[[cameras.zones]]` name.
+    pub zone: String,
     /// The prompt label (`prompts[].label`).
     pub label: String,
     /// The prompt text shown to consumers (the label's text, or the first text of an ensemble).
@@ -83,6 +86,9 @@ struct EventWire<'a> {
     kind: EventKind,
     #[serde(borrow)]
     camera: std::borrow::Cow<'a, str>,
+    /// Absent in events from before zones: the whole frame.
+    #[serde(default = "all_zone", borrow)]
+    zone: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     label: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
@@ -122,7 +128,7 @@ pub enum EventParseError {
 
 impl Event {
     /// One JSON object, fields in this order:
-    /// `{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person",
+    /// `{"type":"start","camera":"cam0","zone":"all","label":"person","prompt":"a photo of a person",
     /// "score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,
     /// "runner_up":{"label":"a photo of a man","score":0.28},
     /// "snapshot":"/var/lib/edgeclip/snapshots/cam0/person/2026-11-26T23-59-00.123Z.jpg"}`
@@ -135,6 +141,7 @@ impl Event {
         let wire = EventWire {
             kind: self.kind,
             camera: self.camera.as_str().into(),
+            zone: self.zone.as_str().into(),
             label: self.label.as_str().into(),
             prompt: self.prompt.as_str().into(),
             score: self.score,
@@ -161,6 +168,7 @@ impl Event {
         Ok(Event {
             kind: wire.kind,
             camera: wire.camera.into_owned(),
+            zone: wire.zone.into_owned(),
             label: wire.label.into_owned(),
             prompt: wire.prompt.into_owned(),
             score: wire.score,
@@ -172,6 +180,10 @@ impl Event {
             snapshot: wire.snapshot.map(|p| PathBuf::from(p.into_owned())),
         })
     }
+}
+
+fn all_zone() -> std::borrow::Cow<'static, str> {
+    crate::frame::ALL_ZONE.into()
 }
 
 /// The latest time RFC 3339 can write (its years have four digits): 9999-12-31T23:59:59.999Z.
@@ -206,6 +218,8 @@ pub fn format_millis(ms: i64) -> String {
 pub struct Snapshot {
     /// The camera name from the config.
     pub camera: String,
+    /// The zone of the event (`all`: the whole frame).
+    pub zone: String,
     /// The label of the event.
     pub label: String,
     /// The file, as named in the event's `snapshot` field.
@@ -342,6 +356,7 @@ mod tests {
         Event {
             kind: EventKind::Start,
             camera: "cam0".into(),
+            zone: "all".into(),
             label: "person".into(),
             prompt: "a photo of a person".into(),
             score: 0.31,
@@ -361,7 +376,7 @@ mod tests {
     fn event_json_is_exactly_the_documented_shape() {
         assert_eq!(
             example().to_json(),
-            r#"{"type":"start","camera":"cam0","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,"runner_up":{"label":"a photo of a man","score":0.28},"snapshot":"/s/cam0/person/2026-11-26T23-59-00.123Z.jpg"}"#
+            r#"{"type":"start","camera":"cam0","zone":"all","label":"person","prompt":"a photo of a person","score":0.31,"prob":0.87,"frame":1234,"ts":"2026-11-26T23:59:00.123Z","latency_ms":41.2,"runner_up":{"label":"a photo of a man","score":0.28},"snapshot":"/s/cam0/person/2026-11-26T23-59-00.123Z.jpg"}"#
         );
     }
 
@@ -376,6 +391,9 @@ mod tests {
         );
         assert_eq!(Event::from_json(&json).unwrap(), e);
         let old = json.replace(r#","snapshot":null"#, "");
+        assert_eq!(Event::from_json(&old).unwrap(), e);
+        // Events from before zones have none: the whole frame.
+        let old = json.replace(r#""zone":"all","#, "");
         assert_eq!(Event::from_json(&old).unwrap(), e);
     }
 

@@ -54,6 +54,49 @@ pub struct Frame {
     pub captured_wall: SystemTime,
 }
 
+/// The name of the whole frame as a zone (events, topics, GPIO lines).
+pub const ALL_ZONE: &str = "all";
+
+/// A rectangle of a frame in relative coordinates (a zone, `[[cameras.zones]]`): `x, y` its top-left corner, `w, h` its size, all
+/// fractions of the frame's width and height.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rect {
+    /// Left edge, 0..1 of the width.
+    pub x: f32,
+    /// Top edge, 0..1 of the height.
+    pub y: f32,
+    /// Width, 0..1 of the width.
+    pub w: f32,
+    /// Height, 0..1 of the height.
+    pub h: f32,
+}
+
+impl Rect {
+    /// The whole frame.
+    pub const WHOLE: Rect = Rect {
+        x: 0.0,
+        y: 0.0,
+        w: 1.0,
+        h: 1.0,
+    };
+
+    /// Whether this is the whole frame.
+    pub fn is_whole(&self) -> bool {
+        *self == Rect::WHOLE
+    }
+
+    /// The rectangle in pixels of a `width` x `height` frame: `(x, y, w, h)`, at least one pixel
+    /// each way and inside the frame.
+    pub fn to_pixels(&self, width: u32, height: u32) -> (u32, u32, u32, u32) {
+        let px = |v: f32, n: u32| ((v.clamp(0.0, 1.0) * n as f32).round() as u32).min(n);
+        let x = px(self.x, width).min(width.saturating_sub(1));
+        let y = px(self.y, height).min(height.saturating_sub(1));
+        let w = px(self.w, width).clamp(1, width.saturating_sub(x).max(1));
+        let h = px(self.h, height).clamp(1, height.saturating_sub(y).max(1));
+        (x, y, w, h)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::frame::{Frame, PixelFormat};
 
 mod decode;
+mod zones;
 pub use decode::{CAMERA_SLACK, FrameLimit, MAX_IMAGE_PIXELS, check_image_size};
 use decode::{decode_jpeg_into, release_excess};
 
@@ -406,17 +407,24 @@ impl Plan {
     }
 }
 
+/// How many input sizes keep their resampling plan: a frame and its zones (up to 8 per camera
+/// in the daemon's bench) are planned once, not on every frame.
+const MAX_PLANS: usize = 16;
+
 /// Turns frames and images into normalised NCHW tensors for one bundle, reusing its buffers.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
     spec: Spec,
-    plan: Option<Plan>,
+    /// The resampling plans of the input sizes seen last (a frame and its zones), newest first.
+    plans: Vec<Plan>,
     /// Decoded or converted RGB of the current frame.
     rgb: RgbImage,
     /// The horizontal pass's output: rows `row_lo..row_hi`, `width` columns, RGB.
     tmp: Vec<u8>,
     /// The cropped, resized RGB image (`height * width * 3`).
     out: Vec<u8>,
+    /// A zone cut out of `rgb` ([`Preprocessor::frame_to_zone_tensors`]).
+    crop: Vec<u8>,
     /// `(v / 255 - mean) / std` for every byte value and channel, in model channel order.
     lut: [[f32; 256]; 3],
     /// The largest frame `frame_to_tensor` decodes.
@@ -435,10 +443,11 @@ impl Preprocessor {
         }
         Preprocessor {
             spec,
-            plan: None,
+            plans: Vec::new(),
             rgb: RgbImage::default(),
             tmp: Vec::new(),
             out: Vec::new(),
+            crop: Vec::new(),
             lut,
             limit: FrameLimit::absolute(""),
         }
@@ -542,14 +551,18 @@ impl Preprocessor {
             self.output_len(),
             "output buffer does not match the spec"
         );
-        if self
-            .plan
-            .as_ref()
-            .is_none_or(|p| p.in_w != w || p.in_h != h)
-        {
-            self.plan = Some(Plan::new(w, h, &self.spec));
+        match self.plans.iter().position(|p| p.in_w == w && p.in_h == h) {
+            Some(0) => {}
+            Some(i) => {
+                let p = self.plans.remove(i);
+                self.plans.insert(0, p);
+            }
+            None => {
+                self.plans.truncate(MAX_PLANS - 1);
+                self.plans.insert(0, Plan::new(w, h, &self.spec));
+            }
         }
-        let plan = self.plan.as_ref().expect("plan set above");
+        let plan = &self.plans[0];
         let ow = self.spec.width as usize;
         let oh = self.spec.height as usize;
         resample(plan, rgb, w, &mut self.tmp, &mut self.out, ow, oh);

@@ -35,7 +35,7 @@ fn demo_config_resolves_paths_against_its_folder() {
     let c = Config::from_file(&file).unwrap_or_else(|e| panic!("{e}"));
     let dir = file.parent().unwrap();
     assert_eq!(c.model.bundle, dir.join("../models/demo"));
-    match &c.camera.source {
+    match &c.camera().source {
         SourceSpec::Files { pattern } => {
             assert_eq!(
                 Path::new(pattern),
@@ -44,8 +44,8 @@ fn demo_config_resolves_paths_against_its_folder() {
         }
         other => panic!("demo.toml should replay files, got {other}"),
     }
-    assert!(!c.camera.looping);
-    assert_eq!(c.camera.fps, 15.0);
+    assert!(!c.camera().looping);
+    assert_eq!(c.camera().fps, 15.0);
     assert!(c.mqtt.is_none());
     assert!(c.events.stdout);
     assert!(c.prompts.len() >= 3);
@@ -65,7 +65,7 @@ fn device_configs_have_what_their_names_promise() {
             .unwrap_or_else(|e| panic!("{e}"))
     };
     let usb = load("pi5-usb-camera.toml");
-    assert!(matches!(usb.camera.source, SourceSpec::V4l2 { .. }));
+    assert!(matches!(usb.camera().source, SourceSpec::V4l2 { .. }));
     assert!(usb.mqtt.is_some());
     let gpio = usb.gpio.expect("pi5-usb-camera.toml drives a GPIO line");
     assert_eq!(gpio.chip.as_deref(), Some("gpiochip0"));
@@ -75,11 +75,11 @@ fn device_configs_have_what_their_names_promise() {
     );
     let csi = load("pi5-csi-rpicam.toml");
     assert!(
-        matches!(&csi.camera.source, SourceSpec::Pipe { command } if command.starts_with("rpicam-vid"))
+        matches!(&csi.camera().source, SourceSpec::Pipe { command } if command.starts_with("rpicam-vid"))
     );
     let jetson = load("jetson-csi.toml");
     assert!(
-        matches!(&jetson.camera.source, SourceSpec::Pipe { command } if command.contains("nvarguscamerasrc"))
+        matches!(&jetson.camera().source, SourceSpec::Pipe { command } if command.contains("nvarguscamerasrc"))
     );
 }
 

@@ -34,11 +34,11 @@ impl EventSink for Recorder {
 /// Replays `daemon`'s configured source losslessly into a recording sink; returns the run's
 /// summary and every event published.
 fn replay(daemon: Daemon, control: &Control) -> (edgeclip::daemon::Summary, Vec<Event>) {
-    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let source = edgeclip::source::open_source(daemon.config().camera()).unwrap();
     let recorder = Recorder::default();
     let summary = daemon
         .run(
-            source,
+            vec![source],
             vec![Box::new(recorder.clone())],
             control,
             Delivery::Lossless,
@@ -264,11 +264,11 @@ fn frames_dropped_inside_the_pipe_source_are_counted() {
     let daemon = Daemon::new(common::without_snapshots(config)).unwrap();
     let control = Control::default();
     let source = StopWhenSilent {
-        inner: edgeclip::source::open_source(&daemon.config().camera).unwrap(),
+        inner: edgeclip::source::open_source(daemon.config().camera()).unwrap(),
         shutdown: control.shutdown.clone(),
     };
     let summary = daemon
-        .run(Box::new(source), vec![], &control, Delivery::Lossless)
+        .run(vec![Box::new(source)], vec![], &control, Delivery::Lossless)
         .unwrap();
     assert_eq!(summary.bad_frames, 0, "{summary:?}");
     assert_eq!(summary.processed, summary.captured, "{summary:?}");
@@ -300,7 +300,7 @@ impl EventSink for StatusRecorder {
         self.0.lock().unwrap().push(seen);
         Ok(())
     }
-    fn camera_status(&mut self, status: &CameraStatus) -> Result<(), SinkError> {
+    fn camera_status(&mut self, _camera: &str, status: &CameraStatus) -> Result<(), SinkError> {
         self.0.lock().unwrap().push(match status {
             CameraStatus::Online => Seen::Online,
             CameraStatus::Offline { reason } => Seen::Offline(reason.clone()),
@@ -360,7 +360,7 @@ fn a_dead_camera_ends_the_labels_and_the_sinks_learn_it_once() {
     let recorder = StatusRecorder::default();
     daemon
         .run(
-            Box::new(Script(script, 0)),
+            vec![Box::new(Script(script, 0))],
             vec![Box::new(recorder.clone())],
             &Control::default(),
             Delivery::Lossless,

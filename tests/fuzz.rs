@@ -244,6 +244,7 @@ fn event_texts() -> impl Strategy<Value = String> {
     let example = Event {
         kind: edgeclip::event::EventKind::Start,
         camera: "cam0".into(),
+        zone: "all".into(),
         label: "person".into(),
         prompt: "a photo of a person".into(),
         score: 0.31,

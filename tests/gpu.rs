@@ -370,12 +370,17 @@ fn replay_events(config: Config) -> Vec<EventKey> {
         }
     }
     let daemon = Daemon::new(common::without_snapshots(config)).unwrap();
-    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let source = edgeclip::source::open_source(daemon.config().camera()).unwrap();
     let recorder = Recorder::default();
     let control = edgeclip::daemon::Control::default();
     let delivery = edgeclip::daemon::Delivery::Lossless;
     daemon
-        .run(source, vec![Box::new(recorder.clone())], &control, delivery)
+        .run(
+            vec![source],
+            vec![Box::new(recorder.clone())],
+            &control,
+            delivery,
+        )
         .unwrap();
     recorder.0.lock().unwrap().clone()
 }
@@ -389,7 +394,7 @@ fn gpu_daemon_gives_the_cpu_events() {
     let with = |runtime, precision| {
         let mut c = demo_config(runtime);
         c.model.precision = precision;
-        c.camera.fps = 200.0;
+        c.cameras[0].fps = 200.0;
         replay_events(c)
     };
     let cpu32 = with(Runtime::Cpu, Some(Precision::Fp32));

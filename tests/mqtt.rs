@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use edgeclip::config::MqttConfig;
 use edgeclip::event::{Event, EventKind, Snapshot, Stats};
 use edgeclip::sink::mqtt::{MqttOptions, MqttSink, probe};
-use edgeclip::sink::{CameraStatus, EventSink};
+use edgeclip::sink::{CameraStatus, EventSink, Watched};
 use rumqttc::{Client, Event as MqttEvent, Packet, QoS};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -122,6 +122,7 @@ fn event(kind: EventKind, label: &str, frame: u64) -> Event {
     Event {
         kind,
         camera: "cam0".into(),
+        zone: "all".into(),
         label: label.into(),
         prompt: format!("a photo of a {label}"),
         score: 0.25,
@@ -226,10 +227,13 @@ fn topics_payloads_retain_flags_and_discovery() {
             .contains(&format!("127.0.0.1:{port}"))
     );
 
-    let labels = vec!["person".to_owned(), "cat".to_owned()];
+    let labels = vec![
+        Watched::whole("cam0", "person"),
+        Watched::whole("cam0", "cat"),
+    ];
     let mut sink = MqttSink::connect(&cfg, "cam0", &labels, fast()).unwrap();
     assert!(sink.wait_connected(WAIT), "sink never connected");
-    sink.camera_status(&CameraStatus::Online).unwrap();
+    sink.camera_status("cam0", &CameraStatus::Online).unwrap();
     sink.publish(&event(EventKind::Start, "person", 7)).unwrap();
     sink.publish_stats(&Stats {
         camera: "cam0".into(),
@@ -246,8 +250,11 @@ fn topics_payloads_retain_flags_and_discovery() {
     .unwrap();
     sink.publish(&event(EventKind::End, "person", 9)).unwrap();
     // A reload added a label and removed one.
-    sink.labels_changed(&["person".to_owned(), "dog".to_owned()])
-        .unwrap();
+    sink.labels_changed(&[
+        Watched::whole("cam0", "person"),
+        Watched::whole("cam0", "dog"),
+    ])
+    .unwrap();
     assert!(sink.wait_idle(WAIT), "events not acknowledged");
     sink.close().expect("clean close");
 
@@ -309,7 +316,7 @@ fn topics_payloads_retain_flags_and_discovery() {
     assert_eq!(v["frames"], 100);
 
     // Discovery, one config per label.
-    for label in &labels {
+    for label in labels.iter().map(|w| w.label.as_str()) {
         let topic = format!("homeassistant/binary_sensor/edgeclip_cam0/{label}/config");
         let msgs = live.on(&topic);
         // The cat's is deleted later (a reload removed it).
@@ -402,7 +409,8 @@ fn last_will_marks_the_camera_offline_when_the_connection_dies() {
     let port = start_broker_in_process();
     let mut live = Subscriber::connect(port, "will-watcher", &["edgeclip/testhost/availability"]);
     let cfg = mqtt_config(port, "edgeclip-test-will");
-    let sink = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast()).unwrap();
+    let sink =
+        MqttSink::connect(&cfg, "cam0", &[Watched::whole("cam0", "person")], fast()).unwrap();
     assert!(sink.wait_connected(WAIT));
     live.wait_until("online", |seen| seen.iter().any(|m| m.payload == "online"));
     // Dropping without close() tears the TCP connection down without a DISCONNECT: the broker
@@ -420,7 +428,8 @@ fn events_arrive_in_order_at_every_qos() {
         let mut live = Subscriber::connect(port, &format!("qos-watcher-{qos}"), &["edgeclip/#"]);
         let mut cfg = mqtt_config(port, &format!("edgeclip-test-qos-{qos}"));
         cfg.qos = qos;
-        let mut sink = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast()).unwrap();
+        let mut sink =
+            MqttSink::connect(&cfg, "cam0", &[Watched::whole("cam0", "person")], fast()).unwrap();
         assert!(sink.wait_connected(WAIT), "qos {qos}: sink never connected");
         // More events than the window, so the queue hands them over in several rounds.
         for f in 0..40 {
@@ -467,7 +476,7 @@ fn events_arrive_in_order_at_every_qos() {
 fn a_table_built_in_code_is_checked_before_connecting() {
     let mut cfg = mqtt_config(free_port(), "edgeclip-test-invalid");
     cfg.keep_alive_s = 1;
-    let err = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast())
+    let err = MqttSink::connect(&cfg, "cam0", &[Watched::whole("cam0", "person")], fast())
         .err()
         .expect("refused");
     assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
@@ -655,7 +664,8 @@ fn accepted_events_survive_a_broker_restart() {
     let port = free_port();
     let mut first = ChildBroker::start(port);
     let cfg = mqtt_config(port, "edgeclip-test-restart");
-    let mut sink = MqttSink::connect(&cfg, "cam0", &["person".to_owned()], fast()).unwrap();
+    let mut sink =
+        MqttSink::connect(&cfg, "cam0", &[Watched::whole("cam0", "person")], fast()).unwrap();
     assert!(sink.wait_connected(WAIT), "sink never connected");
 
     // Phase 1: events while the broker is up.
@@ -750,6 +760,7 @@ fn accepted_events_survive_a_broker_restart() {
 fn snapshot(label: &str, tag: u8) -> Snapshot {
     Snapshot {
         camera: "cam0".into(),
+        zone: "all".into(),
         label: label.into(),
         path: format!("/s/cam0/{label}/{tag}.jpg").into(),
         jpeg: vec![0xFF, 0xD8, tag, 0xFF, 0xD9],
@@ -761,7 +772,10 @@ fn the_latest_snapshot_of_each_label_is_retained() {
     let port = start_broker_in_process();
     let mut cfg = mqtt_config(port, "edgeclip-test-snapshots");
     cfg.homeassistant_discovery = true;
-    let labels = vec!["person".to_owned(), "cat".to_owned()];
+    let labels = vec![
+        Watched::whole("cam0", "person"),
+        Watched::whole("cam0", "cat"),
+    ];
     let options = MqttOptions {
         snapshots: true,
         ..fast()
@@ -821,11 +835,11 @@ fn the_daemon_publishes_each_start_events_snapshot() {
     );
     let config = edgeclip::config::Config::from_toml_str(&text, Some(&path)).unwrap();
     let daemon = edgeclip::daemon::Daemon::new(config).unwrap();
-    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let source = edgeclip::source::open_source(daemon.config().camera()).unwrap();
     let sinks = edgeclip::sink::open_sinks(daemon.config()).unwrap();
     let summary = daemon
         .run(
-            source,
+            vec![source],
             sinks,
             &edgeclip::daemon::Control::default(),
             edgeclip::daemon::Delivery::Lossless,

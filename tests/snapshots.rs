@@ -48,11 +48,11 @@ fn demo_config(snapshots: &str) -> Config {
 
 fn run(config: Config) -> (Summary, Vec<Event>, Vec<Snapshot>) {
     let daemon = Daemon::new(config).unwrap();
-    let source = edgeclip::source::open_source(&daemon.config().camera).unwrap();
+    let source = edgeclip::source::open_source(daemon.config().camera()).unwrap();
     let recorder = Recorder::default();
     let summary = daemon
         .run(
-            source,
+            vec![source],
             vec![Box::new(recorder.clone())],
             &Control::default(),
             Delivery::Lossless,

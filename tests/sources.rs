@@ -23,15 +23,21 @@ fn write_jpeg(path: &Path, w: u32, h: u32, shade: u8) -> Vec<u8> {
 
 fn camera(source: SourceSpec) -> CameraConfig {
     CameraConfig {
+        key: "camera".into(),
         name: "cam0".into(),
         source,
         width: 640,
         height: 480,
         fps: 1000.0,
+        max_fps: None,
         format: CaptureFormat::Auto,
         looping: false,
         timeout_s: 5.0,
         offline_after_s: 10.0,
+        labels: None,
+        prompts: Vec::new(),
+        whole_frame: true,
+        zones: Vec::new(),
     }
 }
 

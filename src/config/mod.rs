@@ -25,7 +25,10 @@ use serde::Deserialize;
 use crate::model::options::{Precision, Runtime};
 
 mod calibration;
+mod cameras;
+mod checker;
 mod read;
+mod read_cameras;
 mod read_http;
 mod read_mqtt;
 mod read_prompts;
@@ -37,7 +40,9 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod validate_cameras;
 
+pub use cameras::{ALL_ZONE, CameraConfig, Rect, ZoneConfig, ZoneView};
 pub use read_http::HttpConfig;
 pub use read_store::StoreConfig;
 pub use reader::{KeyDoc, Presence, TableKind};
@@ -104,8 +109,8 @@ fn key_is_under(key: &str, prefix: &str) -> bool {
 /// (`config/read.rs`) and, generated from it, in `docs/CONFIG.md`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `[camera]`.
-    pub camera: CameraConfig,
+    /// `[[cameras]]` (or `[camera]`, read as a list of one): at least one, names unique.
+    pub cameras: Vec<CameraConfig>,
     /// `[model]`.
     pub model: ModelConfig,
     /// `[[prompts]]`, in file order (the label index used everywhere is the position here).
@@ -130,50 +135,6 @@ pub struct Config {
     pub http: HttpConfig,
     /// The file this config was read from, if any (for messages).
     pub file: Option<PathBuf>,
-}
-
-/// `[camera]`: where frames come from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CameraConfig {
-    /// Camera name used in events and MQTT topics (`[A-Za-z0-9_-]`).
-    pub name: String,
-    /// `source = "v4l2:/dev/video0" | "pipe:COMMAND" | "files:GLOB"`.
-    pub source: SourceSpec,
-    /// Requested (V4L2) or actual (raw pipe) frame width.
-    pub width: u32,
-    /// Requested (V4L2) or actual (raw pipe) frame height.
-    pub height: u32,
-    /// Frames per second: requested from V4L2, replay rate of `files:`.
-    pub fps: f32,
-    /// Pixel format: for V4L2 the format to request (`auto` prefers MJPEG); for `pipe:` the
-    /// format of the command's stdout (`auto` means MJPEG); for `files:` only `auto`.
-    pub format: CaptureFormat,
-    /// `loop`: replay `files:` forever.
-    pub looping: bool,
-    /// `timeout_s`: a source that delivers no frame for this long reports an error instead of
-    /// hanging.
-    pub timeout_s: f32,
-    /// `offline_after_s`: the camera counts as offline when no frame arrives for this long (a
-    /// failing source makes it offline at once).
-    pub offline_after_s: f32,
-}
-
-impl CameraConfig {
-    /// How long without a frame makes the camera offline (10 s if the value is unusable).
-    pub fn offline_after(&self) -> Duration {
-        Duration::try_from_secs_f32(self.offline_after_s)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_secs(10))
-    }
-
-    /// The capture timeout as a [`Duration`] (1 s if the configured value is unusable).
-    pub fn timeout(&self) -> Duration {
-        Duration::try_from_secs_f32(self.timeout_s)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_secs(1))
-    }
 }
 
 /// Where frames come from.
@@ -295,6 +256,8 @@ pub struct PromptConfig {
     pub images: Vec<PathBuf>,
     /// Images of things that must not fire this label (paths or glob patterns).
     pub negative_images: Vec<PathBuf>,
+    /// `zones`: the zones this label is watched in. `None`: every zone.
+    pub zones: Option<Vec<String>>,
 }
 
 impl PromptConfig {
@@ -455,6 +418,10 @@ pub enum GpioBackend {
 pub struct GpioLineConfig {
     /// The prompt label that drives this line.
     pub label: String,
+    /// `camera`: only this camera's events drive it. `None`: any camera's.
+    pub camera: Option<String>,
+    /// `zone`: only events of this zone drive it. `None`: any zone's.
+    pub zone: Option<String>,
     /// The line, by name or offset.
     pub line: LineRef,
     /// Level or pulse.

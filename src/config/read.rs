@@ -7,21 +7,15 @@ use std::path::{Path, PathBuf};
 use super::read_prompts::{read_matcher, read_prompt};
 use super::reader::{Presence, Reader, Section, key, resolve};
 use super::{
-    CameraConfig, CaptureFormat, Config, EventsConfig, GpioBackend, GpioConfig, GpioLineConfig,
-    LineMode, LineRef, ModelConfig, Problem, SourceSpec, StatsConfig, TriggerConfig,
+    Config, EventsConfig, GpioBackend, GpioConfig, GpioLineConfig, LineMode, LineRef, ModelConfig,
+    Problem, StatsConfig, TriggerConfig,
 };
 use crate::model::options::Runtime;
 
 /// Reads a whole config (its `file` is left unset). `base` is the config file's folder.
 pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>) -> Config {
     let mut root = Section::root(map);
-    let mut s = r.required_table(
-        &mut root,
-        key("camera", "Where frames come from."),
-        "add a [camera] table with a source",
-    );
-    let camera = read_camera(r, &mut s, base);
-    r.finish(s);
+    let cameras = super::read_cameras::read(r, &mut root, base);
     let mut s = r.required_table(
         &mut root,
         key("model", "The model bundle and where it runs."),
@@ -121,7 +115,7 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
     let http = super::read_http::read(r, &mut root, base);
     r.finish(root);
     Config {
-        camera,
+        cameras,
         model,
         prompts,
         matcher,
@@ -134,109 +128,6 @@ pub(super) fn read_config(r: &mut Reader, map: toml::Table, base: Option<&Path>)
         store,
         http,
         file: None,
-    }
-}
-
-fn read_camera(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> CameraConfig {
-    let name = r.or(
-        s,
-        key(
-            "name",
-            "Camera name used in events and MQTT topics: 1 to 64 of A-Z, a-z, 0-9, `_`, `-`.",
-        ),
-        "cam0".to_owned(),
-    );
-    let source = r
-        .req::<String>(
-            s,
-            key(
-                "source",
-                "Where frames come from: `v4l2:/dev/videoN` (a V4L2 camera), `pipe:COMMAND` (a \
-                 command writing MJPEG or raw frames to stdout, run with `sh -c`: rpicam-vid, \
-                 gst-launch-1.0, ffmpeg) or `files:GLOB` (image files replayed in sorted \
-                 order; relative to the config file's folder).",
-            )
-            .example("\"v4l2:/dev/video0\""),
-        )
-        .and_then(|text| match SourceSpec::parse(&text, base) {
-            Ok(spec) => Some(spec),
-            Err(msg) => {
-                r.problem(s, "source", msg);
-                None
-            }
-        });
-    CameraConfig {
-        name,
-        // A missing or unreadable source was reported; this placeholder is not reported again.
-        source: source.unwrap_or(SourceSpec::Files {
-            pattern: String::new(),
-        }),
-        width: r.or(
-            s,
-            key(
-                "width",
-                "Frame width: requested from V4L2, or the actual width of raw frames on a pipe. \
-                 A `v4l2:` or `pipe:` frame more than twice as wide, and larger than 4K UHD \
-                 (3840 x 2160, either way up), is refused from its header (a bad frame).",
-            ),
-            640,
-        ),
-        height: r.or(
-            s,
-            key(
-                "height",
-                "Frame height: requested from V4L2, or the actual height of raw frames on a pipe. \
-                 A `v4l2:` or `pipe:` frame more than twice as high, and larger than 4K UHD, is \
-                 refused from its header (a bad frame).",
-            ),
-            480,
-        ),
-        fps: r.or(
-            s,
-            key(
-                "fps",
-                "Frames per second: requested from V4L2, the replay rate of `files:`.",
-            ),
-            15.0,
-        ),
-        format: r.or(
-            s,
-            key(
-                "format",
-                "Pixel format. V4L2: the format to request (`auto` prefers MJPEG, else YUYV). \
-                 `pipe:`: the format of the command's stdout (`auto` means MJPEG). `files:`: \
-                 only `auto` (each file's own format).",
-            ),
-            CaptureFormat::Auto,
-        ),
-        looping: r.or(
-            s,
-            key(
-                "loop",
-                "Replay `files:` forever. When false the daemon finishes when they run out.",
-            ),
-            false,
-        ),
-        timeout_s: r.or(
-            s,
-            key(
-                "timeout_s",
-                "A source that delivers no frame for this many seconds reports an error \
-                 instead of hanging.",
-            ),
-            5.0,
-        ),
-        offline_after_s: r.or(
-            s,
-            key(
-                "offline_after_s",
-                "The camera counts as offline when no frame arrives for this many seconds (a \
-                 source that fails, such as a pipe command that exits, makes it offline at \
-                 once): active labels end, MQTT's `PREFIX/CAMERA/availability` says `offline`, \
-                 and the first frame after it makes the camera online again.",
-            ),
-            10.0,
-        ),
     }
 }
 
@@ -394,6 +285,23 @@ fn read_gpio_line(r: &mut Reader, s: &mut Section) -> GpioLineConfig {
     };
     GpioLineConfig {
         label,
+        camera: r.opt(
+            s,
+            key(
+                "camera",
+                "Only this camera's events drive the line. Not set: any camera's.",
+            )
+            .example("\"cam0\""),
+        ),
+        zone: r.opt(
+            s,
+            key(
+                "zone",
+                "Only events of this zone drive the line (`all`: the whole frame). Not set: \
+                 any zone's.",
+            )
+            .example("\"all\""),
+        ),
         line,
         mode: r.or(
             s,

@@ -107,7 +107,24 @@ pub(super) fn read_prompt(r: &mut Reader, s: &mut Section, base: Option<&Path>) 
             )
             .example("[\"exemplars/not-parcel/*.jpg\"]"),
         ),
+        zones: opt_list(
+            r,
+            s,
+            key(
+                "zones",
+                "The zones this label is watched in, on every camera that has them (`all` is the \
+                 whole frame). Not set: every zone of every camera that watches the label.",
+            )
+            .example("[\"all\"]"),
+        ),
     }
+}
+
+/// An optional array of strings: `None` when absent.
+pub(super) fn opt_list(r: &mut Reader, s: &mut Section, k: Key) -> Option<Vec<String>> {
+    let name = k.name();
+    r.raw(s, k, "array of strings", Presence::Optional)
+        .map(|v| read_texts(r, s, name, v, true))
 }
 
 /// An optional array of strings, empty when absent.

@@ -191,6 +191,11 @@ impl Section {
         }
     }
 
+    /// The key path of this table (`cameras[1]`).
+    pub(super) fn path(&self) -> &str {
+        &self.path
+    }
+
     fn child(&self, path: String, map: toml::Table) -> Section {
         Section {
             path,
@@ -237,6 +242,11 @@ impl Reader {
             problems: Vec::new(),
             docs: Some(Vec::new()),
         }
+    }
+
+    /// Whether this reader describes the keys (for the reference) instead of reading a file.
+    pub(super) fn is_describing(&self) -> bool {
+        self.docs.is_some()
     }
 
     /// The keys a describing reader was asked for.

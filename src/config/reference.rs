@@ -140,7 +140,17 @@ pub fn annotated_toml() -> String {
             &format!("{} {}", t.entry.doc, presence_note(&t.entry.presence)),
             &mut out,
         );
-        out.push_str(&header(&t));
+        // An optional list of tables (`[[cameras]]`, a camera's zones) is shown commented out,
+        // its keys indented, so that the file stays valid and uncommenting `# key = value`
+        // lines does not move them into it.
+        let shown =
+            !(t.entry.table == Some(TableKind::Array) && t.entry.presence == Presence::Optional);
+        let lead = if shown { "" } else { "#   " };
+        if shown {
+            out.push_str(&header(&t));
+        } else {
+            out.push_str(&format!("# {}", header(&t)));
+        }
         out.push('\n');
         for k in &t.keys {
             let (text, value, commented) = match &k.presence {
@@ -157,11 +167,12 @@ pub fn annotated_toml() -> String {
                 ),
             };
             comment(&text, &mut out);
-            out.push_str(&format!(
-                "{}{} = {value}\n",
-                if commented { "# " } else { "" },
-                k.key
-            ));
+            let prefix = match (shown, commented) {
+                (true, false) => "",
+                (true, true) => "# ",
+                (false, _) => lead,
+            };
+            out.push_str(&format!("{prefix}{} = {value}\n", k.key));
         }
     }
     out

@@ -2,35 +2,14 @@
 //! name a prompt label), uniqueness, names that end up in MQTT topics, and every option value
 //! `rumqttc` would assert on. Pure: nothing here touches the environment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::checker::{Checker, check_name};
 use super::{
-    CaptureFormat, Config, ConfigError, GpioBackend, GpioConfig, LineMode, LineRef, MqttConfig,
-    PASSWORD_ENV, PasswordOrigin, Problem, SnapshotsConfig, SourceSpec,
+    Config, ConfigError, GpioBackend, GpioConfig, LineMode, LineRef, MqttConfig, PASSWORD_ENV,
+    PasswordOrigin, Problem, SnapshotsConfig,
 };
-
-/// Labels and camera names end up in MQTT topics, Home Assistant ids and file names.
-fn check_name(problems: &mut Vec<Problem>, key: String, name: &str) {
-    if name.is_empty() {
-        problems.push(Problem {
-            key,
-            message: "must not be empty".into(),
-        });
-    } else if name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        problems.push(Problem {
-            key,
-            message: format!(
-                "must be 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-' (it is used in MQTT \
-                 topics), got {name:?}"
-            ),
-        });
-    }
-}
 
 /// An MQTT topic prefix: levels separated by '/', no wildcards, no empty level.
 fn check_topic_prefix(problems: &mut Vec<Problem>, key: String, prefix: &str) {
@@ -52,31 +31,6 @@ fn check_topic_prefix(problems: &mut Vec<Problem>, key: String, prefix: &str) {
     }
 }
 
-struct Checker {
-    problems: Vec<Problem>,
-}
-
-impl Checker {
-    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-
-    fn range_f32(&mut self, key: impl Into<String>, v: f32, lo: f32, hi: f32) {
-        if !(v >= lo && v <= hi) {
-            self.push(key, format!("must be in [{lo}, {hi}], got {v}"));
-        }
-    }
-
-    fn range_u64(&mut self, key: impl Into<String>, v: u64, lo: u64, hi: u64) {
-        if v < lo || v > hi {
-            self.push(key, format!("must be in [{lo}, {hi}], got {v}"));
-        }
-    }
-}
-
 impl Config {
     /// Checks everything that can be checked without touching the environment, and reports
     /// every problem found. [`Config::from_file`] runs it; call it again after building or
@@ -85,7 +39,7 @@ impl Config {
         let mut c = Checker {
             problems: Vec::new(),
         };
-        self.check_camera(&mut c);
+        self.check_cameras(&mut c);
         if self.model.bundle.as_os_str().is_empty() {
             c.push("model.bundle", "must not be empty");
         }
@@ -97,7 +51,10 @@ impl Config {
         {
             c.push("model.kernel_cache", "must not be empty");
         }
-        self.check_prompts(&mut c);
+        if self.prompts.is_empty() && self.cameras.iter().all(|cam| cam.prompts.is_empty()) {
+            c.push("prompts", "at least one [[prompts]] entry is required");
+        }
+        super::validate_cameras::check_prompt_list(&mut c, self, &self.prompts, "prompts");
         let (lo, hi) = self.matcher.score.threshold_range();
         c.range_f32("matcher.threshold", self.matcher.threshold, lo, hi);
         c.range_f32(
@@ -138,15 +95,17 @@ impl Config {
         c.range_f32("trigger.cooldown_s", self.trigger.cooldown_s, 0.0, 86_400.0);
         if let Some(m) = &self.mqtt {
             check_mqtt(&mut c, m);
-            if m.device.as_deref() == Some(self.camera.name.as_str()) {
-                c.push(
-                    "mqtt.device",
-                    format!(
-                        "must differ from camera.name ({:?}): both would publish \
-                         PREFIX/{}/availability",
-                        self.camera.name, self.camera.name
-                    ),
-                );
+            for cam in &self.cameras {
+                if m.device.as_deref() == Some(cam.name.as_str()) {
+                    c.push(
+                        "mqtt.device",
+                        format!(
+                            "must differ from {}.name ({:?}): both would publish \
+                             PREFIX/{}/availability",
+                            cam.key, cam.name, cam.name
+                        ),
+                    );
+                }
             }
         }
         if let Some(g) = &self.gpio {
@@ -169,126 +128,6 @@ impl Config {
         }
     }
 
-    fn check_camera(&self, c: &mut Checker) {
-        let cam = &self.camera;
-        check_name(&mut c.problems, "camera.name".into(), &cam.name);
-        match &cam.source {
-            SourceSpec::V4l2 { device } => {
-                if device.as_os_str().is_empty() {
-                    c.push(
-                        "camera.source",
-                        "v4l2: needs a device path, e.g. v4l2:/dev/video0",
-                    );
-                }
-            }
-            SourceSpec::Pipe { command } => {
-                if command.trim().is_empty() {
-                    c.push(
-                        "camera.source",
-                        "pipe: needs a command, e.g. pipe:rpicam-vid ...",
-                    );
-                }
-            }
-            SourceSpec::Files { pattern } => {
-                if pattern.is_empty() {
-                    c.push(
-                        "camera.source",
-                        "files: needs a glob, e.g. files:clip/*.jpg",
-                    );
-                } else if let Err(e) = glob::Pattern::new(pattern) {
-                    c.push(
-                        "camera.source",
-                        format!("invalid glob {pattern:?}: {}", e.msg),
-                    );
-                }
-            }
-        }
-        c.range_u64("camera.width", cam.width.into(), 16, 8192);
-        c.range_u64("camera.height", cam.height.into(), 16, 8192);
-        if cam.format == CaptureFormat::Yuyv && !cam.width.is_multiple_of(2) {
-            c.push(
-                "camera.width",
-                format!("must be even for yuyv, got {}", cam.width),
-            );
-        }
-        c.range_f32("camera.fps", cam.fps, 0.1, 1000.0);
-        c.range_f32("camera.timeout_s", cam.timeout_s, 0.01, 3600.0);
-        c.range_f32("camera.offline_after_s", cam.offline_after_s, 0.1, 86400.0);
-        let is_files = matches!(cam.source, SourceSpec::Files { .. });
-        if is_files && cam.format != CaptureFormat::Auto {
-            c.push(
-                "camera.format",
-                "files: sources take the format of each file; use \"auto\" or leave it out",
-            );
-        }
-        if cam.looping && !is_files {
-            c.push("camera.loop", "only applies to files: sources");
-        }
-    }
-
-    fn check_prompts(&self, c: &mut Checker) {
-        if self.prompts.is_empty() {
-            c.push("prompts", "at least one [[prompts]] entry is required");
-        }
-        let (lo, hi) = self.matcher.score.threshold_range();
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for (i, p) in self.prompts.iter().enumerate() {
-            let key = |k: &str| format!("prompts[{i}].{k}");
-            check_name(&mut c.problems, key("label"), &p.label);
-            if !p.label.is_empty() {
-                if let Some(first) = seen.get(p.label.as_str()) {
-                    c.push(
-                        key("label"),
-                        format!(
-                            "duplicate label {:?} (also prompts[{first}].label)",
-                            p.label
-                        ),
-                    );
-                } else {
-                    seen.insert(&p.label, i);
-                }
-            }
-            if p.texts.is_empty() {
-                c.push(key("text"), "needs at least one text");
-            }
-            for (j, t) in p.texts.iter().enumerate() {
-                if t.trim().is_empty() {
-                    let k = if p.texts.len() == 1 {
-                        key("text")
-                    } else {
-                        format!("prompts[{i}].text[{j}]")
-                    };
-                    c.push(k, "must not be empty");
-                }
-            }
-            for (j, n) in p.negatives.iter().enumerate() {
-                let k = format!("prompts[{i}].negatives[{j}]");
-                if n.trim().is_empty() {
-                    c.push(k, "must not be empty");
-                } else if p.texts.contains(n) {
-                    c.push(
-                        k,
-                        format!(
-                            "{n:?} is this label's own text: a label cannot be its own negative"
-                        ),
-                    );
-                }
-            }
-            if let Some(t) = p.threshold {
-                c.range_f32(key("threshold"), t, lo, hi);
-            }
-            if let Some(n) = p.enter_frames {
-                c.range_u64(key("enter_frames"), n.into(), 1, 10_000);
-            }
-            if let Some(n) = p.exit_frames {
-                c.range_u64(key("exit_frames"), n.into(), 1, 10_000);
-            }
-            if let Some(s) = p.cooldown_s {
-                c.range_f32(key("cooldown_s"), s, 0.0, 86_400.0);
-            }
-        }
-    }
-
     fn check_gpio(&self, c: &mut Checker, g: &GpioConfig) {
         if let Some(chip) = &g.chip
             && chip.trim().is_empty()
@@ -306,8 +145,8 @@ impl Config {
             let key = |k: &str| format!("gpio.lines[{i}].{k}");
             if l.label.is_empty() {
                 c.push(key("label"), "must not be empty");
-            } else if self.prompt_index(&l.label).is_none() {
-                let labels: Vec<&str> = self.prompts.iter().map(|p| p.label.as_str()).collect();
+            } else if !self.all_labels().contains(&l.label.as_str()) {
+                let labels = self.all_labels();
                 c.push(
                     key("label"),
                     format!(
@@ -317,6 +156,7 @@ impl Config {
                     ),
                 );
             }
+            self.check_line_place(c, i, l);
             match (&l.line, g.backend) {
                 (LineRef::Name(n), _) if n.trim().is_empty() => {
                     c.push(key("line"), "a line name must not be empty");

@@ -1,6 +1,6 @@
 //! The daemon's side of the store: the hook between the frame loop and the store's writer.
 //!
-//! Per frame, before the snapshot hook (which takes the frame), [`Daemon::history_frame`]
+//! Per frame, [`Daemon::history_frame`]
 //! offers the frame's embedding to the [`Sampler`] and, when kept, queues it quantized with the
 //! frame's time and number; when the [`ThumbnailPolicy`] says so (the first frame, an event
 //! start, a changed scene, a still one every `thumbnail_s`), a copy of the frame goes to the
@@ -26,11 +26,17 @@ use crate::trigger::FrameStamp;
 /// How often drops are logged at most.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// The store state of a running daemon.
-pub(super) struct History {
+/// What the store keeps apart for each camera: which of its frames are sampled and get a
+/// thumbnail.
+struct CameraHistory {
     camera: String,
     sampler: Sampler,
     thumbnails: ThumbnailPolicy,
+}
+
+/// The store state of a running daemon: one writer, and each camera's sampling.
+pub(super) struct History {
+    cameras: Vec<CameraHistory>,
     writer: Writer,
     last_warning: Option<(Instant, u64)>,
 }
@@ -68,30 +74,45 @@ impl History {
             s.max_mb
         );
         Ok(Some(History {
-            camera: config.camera.name.clone(),
-            sampler: Sampler::new(s.sample(), s.change),
-            thumbnails: ThumbnailPolicy::new(s.thumbnails()),
+            cameras: config
+                .cameras
+                .iter()
+                .map(|c| CameraHistory {
+                    camera: c.name.clone(),
+                    sampler: Sampler::new(s.sample(), s.change),
+                    thumbnails: ThumbnailPolicy::new(s.thumbnails()),
+                })
+                .collect(),
             writer,
             last_warning: None,
         }))
     }
 
-    fn frame(&mut self, frame: &Frame, stamp: FrameStamp, embedding: &[f32], starts: bool) {
-        let kept = self.sampler.offer_why(stamp.now, embedding);
+    fn frame(
+        &mut self,
+        camera: usize,
+        frame: &Arc<Frame>,
+        stamp: FrameStamp,
+        embedding: &[f32],
+        starts: bool,
+    ) {
+        let Some(c) = self.cameras.get_mut(camera) else {
+            return;
+        };
+        let kept = c.sampler.offer_why(stamp.now, embedding);
         let ts_ms = millis(stamp.wall);
         if kept.is_some() {
             let (values, scale) = quantize(embedding);
             self.writer.submit(Record::Frame(FrameRecord {
                 ts_ms,
-                camera: self.camera.clone(),
+                camera: c.camera.clone(),
                 frame: stamp.seq,
                 embedding: values,
                 scale,
             }));
         }
-        if self.thumbnails.due(stamp.now, kept, starts) {
-            self.writer
-                .thumbnail(ts_ms, &self.camera, Arc::new(frame.clone()));
+        if c.thumbnails.due(stamp.now, kept, starts) {
+            self.writer.thumbnail(ts_ms, &c.camera, Arc::clone(frame));
         }
     }
 
@@ -123,13 +144,25 @@ impl History {
 }
 
 impl Daemon {
-    /// The store's part of one frame, before the snapshot hook takes it: samples the frame (the
-    /// embedding is the pipeline's last) and hands a copy over for a thumbnail when one is due
-    /// (`events`: the frame's events; a start makes a thumbnail due).
-    pub(super) fn history_frame(&mut self, frame: &Frame, stamp: FrameStamp, events: &[Event]) {
+    /// The store's part of one frame of camera `camera`: samples the frame (the embedding is
+    /// the pipeline's last of that camera's first zone) and hands the frame over for a
+    /// thumbnail when one is due (`events`: the frame's events; a start makes a thumbnail due).
+    pub(super) fn history_frame(
+        &mut self,
+        camera: usize,
+        frame: &Arc<Frame>,
+        stamp: FrameStamp,
+        events: &[Event],
+    ) {
         if let Some(h) = &mut self.history {
             let starts = events.iter().any(|e| e.kind == EventKind::Start);
-            h.frame(frame, stamp, self.pipeline.embedding(), starts);
+            h.frame(
+                camera,
+                frame,
+                stamp,
+                self.pipeline.camera_embedding(camera),
+                starts,
+            );
         }
     }
 

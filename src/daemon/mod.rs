@@ -30,9 +30,10 @@ use crate::event::Event;
 use crate::matcher::MatcherError;
 use crate::model::ModelError;
 use crate::prompts::PromptError;
-use crate::sink::EventSink;
-use crate::trigger::{FrameStamp, LabelSpec, Metric, TriggerBank, TriggerParams};
+use crate::sink::{EventSink, Watched};
+use crate::trigger::{FrameStamp, Metric, TriggerParams};
 
+mod capture;
 mod health;
 mod history;
 pub mod labels;
@@ -44,7 +45,7 @@ mod watchdog;
 mod web;
 
 pub use crate::mailbox::Delivery;
-pub use pipeline::{FrameError, Pipeline, Step};
+pub use pipeline::{CameraStep, FrameError, Pipeline, Step};
 pub use snapshots::SnapshotCounts;
 pub use stats::LatencyHistogram;
 pub use watchdog::{INFERENCE_STUCK, PANIC_EXIT, exit_on_panic};
@@ -167,30 +168,12 @@ fn metric(score: ScoreKind) -> Metric {
     }
 }
 
-fn build_bank(config: &Config) -> TriggerBank {
-    let labels = config
-        .prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| LabelSpec {
-            label: p.label.clone(),
-            prompt: p.display_text().to_string(),
-            params: trigger_params(config, i),
-        })
-        .collect();
-    TriggerBank::new(
-        config.camera.name.clone(),
-        metric(config.matcher.score),
-        labels,
-    )
-}
-
 /// The daemon: its config, the [`Pipeline`] it runs every frame through and its snapshots.
 pub struct Daemon {
     config: Config,
     pipeline: Pipeline,
-    /// `None` when `snapshots.enabled` is off.
-    snapshots: Option<snapshots::Snapshots>,
+    /// One per camera, in config order; empty when `snapshots.enabled` is off.
+    snapshots: Vec<snapshots::Snapshots>,
     /// `None` when `store.enabled` is off.
     history: Option<history::History>,
     /// `None` when `http.enabled` is off.
@@ -200,7 +183,7 @@ pub struct Daemon {
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
-            .field("camera", &self.config.camera.name)
+            .field("cameras", &self.config.cameras.len())
             .field("bundle", &self.pipeline.bundle().dir())
             .finish()
     }
@@ -211,7 +194,10 @@ impl Daemon {
     /// embeddings the config names, and checks that the snapshot folder is writable (first: a
     /// folder problem is reported before the model takes its time to load).
     pub fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let snapshots = snapshots::Snapshots::open(&config)?;
+        let mut snapshots = Vec::new();
+        for i in 0..config.cameras.len() {
+            snapshots.extend(snapshots::Snapshots::open(&config.for_camera(i))?);
+        }
         let web = web::Web::open(&config)?;
         let history = history::History::open(&config)?;
         let pipeline = Pipeline::new(&config)?;
@@ -229,25 +215,20 @@ impl Daemon {
         &self.config
     }
 
-    /// Tells the sinks the labels after a reload (call it once the old labels' end events are
-    /// published): MQTT announces new labels to Home Assistant and deletes removed ones.
+    /// Tells the sinks what is watched after a reload (call it once the old labels' end events
+    /// are published): MQTT announces new labels to Home Assistant and deletes removed ones.
     fn announce_labels(&self, sinks: &mut [Box<dyn EventSink>]) {
-        let labels: Vec<String> = self
-            .config
-            .prompts
-            .iter()
-            .map(|p| p.label.clone())
-            .collect();
+        let watched = Watched::all(&self.config);
         for s in sinks.iter_mut() {
-            if let Err(e) = s.labels_changed(&labels) {
+            if let Err(e) = s.labels_changed(&watched) {
                 warn!("{}: new labels not announced: {e}", s.name());
             }
         }
     }
 
-    /// Re-reads the prompts from the config file and rebuilds the matcher and triggers. Active
-    /// labels get their end events first (returned).
-    fn reload(&mut self, frame: FrameStamp) -> Vec<Event> {
+    /// Re-reads the prompts from the config file and rebuilds the matchers and triggers. Active
+    /// labels get their end events first (returned, stamped by `stamp` of their camera).
+    fn reload(&mut self, stamp: impl Fn(usize) -> FrameStamp) -> Vec<Event> {
         let Some(file) = self.config.file.clone() else {
             warn!("reload asked, but the config did not come from a file");
             return vec![];
@@ -266,7 +247,28 @@ impl Daemon {
         config.prompts = new.prompts;
         config.matcher = new.matcher;
         config.trigger = new.trigger;
-        match self.pipeline.reload(&config, frame) {
+        if new.cameras.len() != config.cameras.len()
+            || new
+                .cameras
+                .iter()
+                .zip(&config.cameras)
+                .any(|(a, b)| a.name != b.name)
+        {
+            warn!("reload: the cameras changed; restart the daemon to use other cameras");
+        } else {
+            // Each camera's own prompts, labels and zones follow the file; its source does not.
+            for (camera, new) in config.cameras.iter_mut().zip(new.cameras) {
+                camera.labels = new.labels;
+                camera.prompts = new.prompts;
+                camera.zones = new.zones;
+                camera.whole_frame = new.whole_frame;
+            }
+        }
+        if let Err(e) = config.validate() {
+            warn!("reload failed, keeping the current prompts:\n{e}");
+            return vec![];
+        }
+        match self.pipeline.reload(&config, stamp) {
             Ok(ends) => {
                 self.config = config;
                 info!("prompts reloaded: {} labels", self.config.prompts.len());

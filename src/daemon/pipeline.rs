@@ -1,16 +1,22 @@
-//! One frame through the model and the triggers: the per-frame work of the daemon, in one place
+//! Frames through the model and the triggers: the per-frame work of the daemon, in one place
 //! that `edgeclip replay` and `edgeclip calibrate` run too, so that what they show is what the
 //! daemon does.
 //!
 //! ```text
-//! Frame ──> Preprocessor ──> ImageEncoder ──> Matcher ──> TriggerBank ──> events
-//!                                              └──> Scores (every label and background text)
+//!                 ┌ zone all ┐                               ┌ Matcher ─> TriggerBank (all) ─> events
+//! Frame ──> Preprocessor ──> batch ──> ImageEncoder ──> embeddings ┤
+//!                 └ zone N   ┘   (every zone of every              └ Matcher ─> TriggerBank (N)   ─> events
+//!                                 frame of the round)
 //! ```
 //!
-//! A [`Pipeline`] is built from a [`Config`] (the bundle, the image tower on the device
-//! `model.runtime` selects, the prompt embeddings, one trigger per label) and keeps its buffers
-//! between frames, so a step allocates nothing but the events it returns. It knows no source,
-//! sink or clock: the caller brings the frames and says when each one happened.
+//! A [`Pipeline`] holds the model once (the bundle, the image tower on the device
+//! `model.runtime` selects) and one [`CameraPipe`] per camera: its preprocessor, its matcher
+//! (the camera's labels: [`Config::for_camera`]) and one trigger bank per zone. A round takes
+//! the freshest frame of each camera that has one; every zone of every frame is preprocessed
+//! into one batch for the image tower; each zone's embedding is scored by its camera's matcher
+//! and fed to that zone's triggers. Buffers are kept between rounds, so a round allocates
+//! nothing but the events it returns. The pipeline knows no source, sink or clock: the caller
+//! brings the frames and says when each one happened.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,14 +24,14 @@ use std::time::Instant;
 use log::info;
 
 use super::labels::build_matcher;
-use super::{DaemonError, build_bank};
-use crate::config::Config;
+use super::{DaemonError, metric, trigger_params};
+use crate::config::{Config, Rect};
 use crate::event::{Event, RunnerUp};
 use crate::frame::Frame;
 use crate::matcher::{Label, Matcher, Row, Scores};
 use crate::model::{Bundle, Device, ImageEncoder, ModelError, set_threads};
 use crate::preprocess::{PreprocessError, Preprocessor, Spec};
-use crate::trigger::{FrameStamp, LabelScore, TriggerBank, TriggerParams};
+use crate::trigger::{FrameStamp, LabelScore, LabelSpec, TriggerBank, TriggerParams};
 
 /// Why one frame produced no scores (the run goes on with the next frame).
 #[derive(Debug, thiserror::Error)]
@@ -48,47 +54,176 @@ pub enum FrameError {
         #[source]
         source: ModelError,
     },
+    /// The image tower failed on the round this frame was part of.
+    #[error("frame {seq}: {message}")]
+    Round {
+        /// The frame's sequence number.
+        seq: u64,
+        /// The engine's error, in words.
+        message: String,
+    },
 }
 
 /// What one frame did: its scores and the events it caused.
 #[derive(Debug)]
 pub struct Step<'a> {
-    /// Every label's and background text's score, probability and runner-up, indexed like
+    /// The first zone's scores (the whole frame, unless the camera turned it off): every
+    /// label's and background text's score, probability and runner-up, indexed like
     /// [`Pipeline::labels`] (the `[[prompts]]` first, in their order).
     pub scores: &'a Scores,
-    /// The start and end events this frame caused, in label order.
+    /// The start and end events this frame caused, zone by zone, in label order.
     pub events: Vec<Event>,
     /// The frame's stamp, as `step` asked for it.
     pub stamp: FrameStamp,
 }
 
-/// The model side of the daemon and its per-frame buffers.
+/// What one frame of a round did: its camera, its events and its stamp.
+#[derive(Debug)]
+pub struct CameraStep {
+    /// The camera's position in `config.cameras`.
+    pub camera: usize,
+    /// The frame's stamp.
+    pub stamp: FrameStamp,
+    /// The start and end events the frame caused, zone by zone, in label order.
+    pub events: Vec<Event>,
+}
+
+/// One zone of one camera: the labels it watches, their triggers and the last scores.
+struct ZonePipe {
+    name: String,
+    rect: Rect,
+    /// The camera's prompt positions this zone watches (the bank's slots, in order).
+    labels: Vec<usize>,
+    bank: TriggerBank,
+    scores: Scores,
+    embedding: Vec<f32>,
+    /// The last frame's scores of `labels`, indexed by the camera's prompt position.
+    label_scores: Vec<LabelScore>,
+    /// The same, indexed by the bank's slot (what the bank takes).
+    bank_scores: Vec<LabelScore>,
+}
+
+/// One camera's side of the pipeline.
+struct CameraPipe {
+    name: String,
+    preprocessor: Preprocessor,
+    matcher: Matcher,
+    zones: Vec<ZonePipe>,
+    /// The camera's prompts' trigger parameters (its [`Config::for_camera`] order).
+    params: Vec<TriggerParams>,
+}
+
+impl CameraPipe {
+    /// The matcher and triggers of camera `index` of `config`.
+    fn build(
+        config: &Config,
+        index: usize,
+        bundle: &Bundle,
+        encoder: &ImageEncoder,
+        dim: usize,
+    ) -> Result<CameraPipe, DaemonError> {
+        let view = config.for_camera(index);
+        let camera = view.camera();
+        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image))
+            .with_frame_limit(crate::source::frame_limit(camera));
+        let matcher = build_matcher(&view, bundle, Some(encoder))?;
+        let params: Vec<TriggerParams> = (0..view.prompts.len())
+            .map(|i| trigger_params(&view, i))
+            .collect();
+        let zones = view
+            .zone_views()
+            .into_iter()
+            .map(|z| {
+                let specs = z
+                    .labels
+                    .iter()
+                    .map(|&i| LabelSpec {
+                        label: view.prompts[i].label.clone(),
+                        prompt: view.prompts[i].display_text().to_string(),
+                        params: params[i],
+                    })
+                    .collect();
+                ZonePipe {
+                    bank: TriggerBank::new(camera.name.clone(), metric(view.matcher.score), specs)
+                        .with_zone(z.name.clone()),
+                    name: z.name,
+                    rect: z.rect,
+                    label_scores: Vec::with_capacity(z.labels.len()),
+                    bank_scores: Vec::with_capacity(z.labels.len()),
+                    labels: z.labels,
+                    scores: Scores::default(),
+                    embedding: vec![0f32; dim],
+                }
+            })
+            .collect();
+        Ok(CameraPipe {
+            name: camera.name.clone(),
+            preprocessor,
+            matcher,
+            zones,
+            params,
+        })
+    }
+
+    /// Scores zone `z`'s embedding (already in place) and, with `stamp`, feeds its triggers.
+    fn score_zone(&mut self, z: usize, stamp: Option<FrameStamp>, events: &mut Vec<Event>) {
+        let zone = &mut self.zones[z];
+        self.matcher.score(&zone.embedding, &mut zone.scores);
+        zone.label_scores.clear();
+        zone.bank_scores.clear();
+        for (slot, &i) in zone.labels.iter().enumerate() {
+            let (score, prob) = (zone.scores.cos[i], zone.scores.prob[i]);
+            zone.label_scores.push(LabelScore {
+                label: i,
+                score,
+                prob,
+            });
+            zone.bank_scores.push(LabelScore {
+                label: slot,
+                score,
+                prob,
+            });
+        }
+        if let Some(stamp) = stamp {
+            let mut new = zone.bank.update(stamp, &zone.bank_scores);
+            name_runners_up(&self.matcher, &zone.scores, &mut new);
+            events.append(&mut new);
+        }
+    }
+
+    fn finish(&mut self, stamp: FrameStamp) -> Vec<Event> {
+        self.zones
+            .iter_mut()
+            .flat_map(|z| z.bank.finish(stamp))
+            .collect()
+    }
+}
+
+/// The model, shared by every camera, and each camera's matcher and triggers.
 pub struct Pipeline {
     bundle: Bundle,
-    preprocessor: Preprocessor,
     encoder: ImageEncoder,
-    matcher: Matcher,
-    bank: TriggerBank,
-    /// How many of the matcher's labels are `[[prompts]]` (the rest are background texts).
-    prompts: usize,
+    cameras: Vec<CameraPipe>,
+    /// The round's images, one after another (`input_len` values each).
     pixels: Vec<f32>,
-    embedding: Vec<f32>,
-    scores: Scores,
-    label_scores: Vec<LabelScore>,
+    /// The round's embeddings (`dim` values each).
+    embeddings: Vec<f32>,
+    /// Which (camera, zone) each image of the round is.
+    batch: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
             .field("bundle", &self.bundle.dir())
-            .field("labels", &self.prompts)
+            .field("cameras", &self.cameras.len())
             .finish()
     }
 }
 
 impl Pipeline {
-    /// Loads the bundle, the image tower (on the device `model.runtime` selects) and the prompt
-    /// embeddings the config names, and builds one trigger per label.
+    /// Loads the bundle and the image tower (on the device `model.runtime` selects) once, and
+    /// for every camera its prompt embeddings and one trigger bank per zone.
     pub fn new(config: &Config) -> Result<Pipeline, DaemonError> {
         let threads = config.model.threads.unwrap_or(1);
         set_threads(threads);
@@ -105,34 +240,33 @@ impl Pipeline {
                 ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
                 e => e.into(),
             })?;
-        let preprocessor = Preprocessor::new(Spec::from(&bundle.manifest.image))
-            .with_frame_limit(crate::source::frame_limit(&config.camera));
-        let matcher = build_matcher(config, &bundle, Some(&encoder))?;
-        let bank = build_bank(config);
+        let dim = encoder.dim();
+        let cameras = (0..config.cameras.len())
+            .map(|i| CameraPipe::build(config, i, &bundle, &encoder, dim))
+            .collect::<Result<Vec<_>, _>>()?;
         let on = match encoder.device() {
             Device::Cpu => format!("on the CPU with {threads} thread(s)"),
             Device::Cuda => "on the GPU (CUDA)".to_string(),
         };
+        let zones: usize = cameras.iter().map(|c| c.zones.len()).sum();
         info!(
-            "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background",
+            "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background; {} camera(s), \
+             {zones} zone(s)",
             bundle.name(),
             encoder.path().display(),
             encoder.precision(),
             started.elapsed().as_secs_f64() * 1e3,
             config.prompts.len(),
-            config.matcher.background.len()
+            config.matcher.background.len(),
+            cameras.len(),
         );
         Ok(Pipeline {
-            pixels: vec![0f32; preprocessor.output_len()],
-            embedding: vec![0f32; encoder.dim()],
-            prompts: config.prompts.len(),
-            label_scores: Vec::with_capacity(config.prompts.len()),
-            scores: Scores::default(),
             bundle,
-            preprocessor,
             encoder,
-            matcher,
-            bank,
+            cameras,
+            pixels: Vec::new(),
+            embeddings: Vec::new(),
+            batch: Vec::new(),
         })
     }
 
@@ -141,53 +275,77 @@ impl Pipeline {
         &self.bundle
     }
 
-    /// The matcher's labels: the `[[prompts]]` labels in their order, then the background
-    /// texts.
-    pub fn labels(&self) -> &[Label] {
-        self.matcher.labels()
+    /// The number of cameras.
+    pub fn cameras(&self) -> usize {
+        self.cameras.len()
     }
 
-    /// Every row the matcher scores (labels, vocabulary, negatives): what
+    /// The name of camera `camera`.
+    pub fn camera_name(&self, camera: usize) -> &str {
+        &self.cameras[camera].name
+    }
+
+    /// The zone names of camera `camera`, in order (`all` first unless it is off).
+    pub fn zone_names(&self, camera: usize) -> impl Iterator<Item = &str> {
+        self.cameras[camera].zones.iter().map(|z| z.name.as_str())
+    }
+
+    /// The first camera's matcher labels: its prompts in order, then the background texts.
+    pub fn labels(&self) -> &[Label] {
+        self.cameras[0].matcher.labels()
+    }
+
+    /// Every row the first camera's matcher scores (labels, vocabulary, negatives): what
     /// [`Scores::runner_up`] points at.
     pub fn rows(&self) -> &[Row] {
-        self.matcher.rows()
+        self.cameras[0].matcher.rows()
     }
 
-    /// The trigger parameters of label `index` (a `[[prompts]]` position).
+    /// The trigger parameters of the first camera's label `index` (a position in its prompts).
     pub fn trigger_params(&self, index: usize) -> Option<TriggerParams> {
-        self.bank.params(index)
+        self.cameras[0].params.get(index).copied()
     }
 
-    /// The image embedding of the last frame scored (as the encoder returned it).
+    /// The image embedding of the first camera's first zone, as of its last frame.
     pub fn embedding(&self) -> &[f32] {
-        &self.embedding
+        self.camera_embedding(0)
     }
 
-    /// The labels' scores of the last [`step`](Self::step), as the triggers got them.
+    /// The image embedding of camera `camera`'s first zone (the whole frame unless it is off),
+    /// as of its last frame: what the store keeps.
+    pub fn camera_embedding(&self, camera: usize) -> &[f32] {
+        self.cameras[camera]
+            .zones
+            .first()
+            .map_or(&[][..], |z| &z.embedding)
+    }
+
+    /// The first camera's first zone's label scores of the last [`step`](Self::step).
     pub fn label_scores(&self) -> &[LabelScore] {
-        &self.label_scores
+        self.zone_label_scores(0, 0)
     }
 
-    /// Preprocesses, encodes and scores one frame, without feeding the triggers (calibration
-    /// scores positive examples this way).
+    /// Zone `zone` of camera `camera`: its labels' scores of its last frame, each labelled with
+    /// its position in the camera's prompts.
+    pub fn zone_label_scores(&self, camera: usize, zone: usize) -> &[LabelScore] {
+        &self.cameras[camera].zones[zone].label_scores
+    }
+
+    /// Preprocesses, encodes and scores one frame of the first camera, without feeding the
+    /// triggers (calibration scores positive examples this way): its first zone's scores.
     pub fn score(&mut self, frame: &Frame) -> Result<&Scores, FrameError> {
-        self.preprocessor
-            .frame_to_tensor(frame, &mut self.pixels)
-            .map_err(|source| FrameError::Preprocess {
-                seq: frame.seq,
-                source,
-            })?;
-        self.encoder
-            .encode_into(&self.pixels, &mut self.embedding)
-            .map_err(|source| FrameError::Encode {
-                seq: frame.seq,
-                source,
-            })?;
-        self.matcher.score(&self.embedding, &mut self.scores);
-        Ok(&self.scores)
+        self.encode_round(&[(0, frame)])
+            .pop()
+            .expect("one result per frame")?;
+        let camera = &mut self.cameras[0];
+        let mut none = Vec::new();
+        for z in 0..camera.zones.len() {
+            camera.score_zone(z, None, &mut none);
+        }
+        Ok(&self.cameras[0].zones[0].scores)
     }
 
-    /// [`score`](Self::score)s one frame and feeds its labels' scores to the triggers.
+    /// One frame of the first camera through the model and its triggers (replay, calibrate).
     /// `stamp` is asked once the frame is scored, so that a latency it measures covers the
     /// inference.
     pub fn step(
@@ -195,43 +353,155 @@ impl Pipeline {
         frame: &Frame,
         stamp: impl FnOnce() -> FrameStamp,
     ) -> Result<Step<'_>, FrameError> {
-        self.score(frame)?;
-        self.label_scores.clear();
-        self.label_scores
-            .extend((0..self.prompts).map(|i| LabelScore {
-                label: i,
-                score: self.scores.cos[i],
-                prob: self.scores.prob[i],
-            }));
-        let stamp = stamp();
-        let mut events = self.bank.update(stamp, &self.label_scores);
-        name_runners_up(&self.matcher, &self.scores, &mut events);
+        let mut stamp = Some(stamp);
+        let step = self
+            .step_round(&[(0, frame)], |_| (stamp.take().expect("asked once"))())
+            .pop()
+            .expect("one result per frame")?;
         Ok(Step {
-            scores: &self.scores,
-            events,
-            stamp,
+            scores: &self.cameras[0].zones[0].scores,
+            events: step.events,
+            stamp: step.stamp,
         })
     }
 
-    /// Ends every active label (shutdown, end of a clip); `stamp` stamps the events.
-    pub fn finish(&mut self, stamp: FrameStamp) -> Vec<Event> {
-        self.bank.finish(stamp)
+    /// One round: the frames of several cameras (each camera at most once), every zone of each
+    /// encoded in one batch, then scored and fed to its triggers. `stamp` is asked for each
+    /// frame once the batch is encoded. One result per frame, in order: a frame that fails to
+    /// decode does not stop the others.
+    pub fn step_round(
+        &mut self,
+        frames: &[(usize, &Frame)],
+        mut stamp: impl FnMut(&Frame) -> FrameStamp,
+    ) -> Vec<Result<CameraStep, FrameError>> {
+        let encoded = self.encode_round(frames);
+        frames
+            .iter()
+            .zip(encoded)
+            .map(|(&(c, frame), ok)| {
+                ok?;
+                let stamp = stamp(frame);
+                let camera = &mut self.cameras[c];
+                let mut events = Vec::new();
+                for z in 0..camera.zones.len() {
+                    camera.score_zone(z, Some(stamp), &mut events);
+                }
+                Ok(CameraStep {
+                    camera: c,
+                    stamp,
+                    events,
+                })
+            })
+            .collect()
     }
 
-    /// Rebuilds the matcher and the triggers for `config`'s prompts (same bundle). Active labels
-    /// get their end events first (returned); on an error nothing changes.
+    /// Preprocesses every zone of every frame into one batch, runs the image tower on it and
+    /// leaves each zone's embedding in its [`ZonePipe`].
+    fn encode_round(&mut self, frames: &[(usize, &Frame)]) -> Vec<Result<(), FrameError>> {
+        let len = self.encoder.input_len();
+        let dim = self.encoder.dim();
+        self.batch.clear();
+        let mut results: Vec<Result<(), FrameError>> = Vec::with_capacity(frames.len());
+        let mut rects: Vec<Rect> = Vec::new();
+        for &(c, frame) in frames {
+            let camera = &mut self.cameras[c];
+            rects.clear();
+            rects.extend(camera.zones.iter().map(|z| z.rect));
+            let start = self.batch.len() * len;
+            self.pixels.resize(start + rects.len() * len, 0.0);
+            match camera.preprocessor.frame_to_zone_tensors(
+                frame,
+                &rects,
+                &mut self.pixels[start..],
+            ) {
+                Ok(()) => {
+                    self.batch.extend((0..rects.len()).map(|z| (c, z)));
+                    results.push(Ok(()));
+                }
+                Err(source) => {
+                    self.pixels.truncate(start);
+                    results.push(Err(FrameError::Preprocess {
+                        seq: frame.seq,
+                        source,
+                    }));
+                }
+            }
+        }
+        let n = self.batch.len();
+        self.embeddings.resize(n * dim, 0.0);
+        if n > 0
+            && let Err(e) = encode_batch(
+                &self.encoder,
+                &self.pixels[..n * len],
+                &mut self.embeddings[..n * dim],
+            )
+        {
+            let mut first = Some(e);
+            for (r, &(_, frame)) in results.iter_mut().zip(frames) {
+                if r.is_ok() {
+                    let seq = frame.seq;
+                    *r = Err(match first.take() {
+                        Some(source) => FrameError::Encode { seq, source },
+                        None => FrameError::Round {
+                            seq,
+                            message: "the image tower failed on its round".to_owned(),
+                        },
+                    });
+                }
+            }
+            return results;
+        }
+        for (i, &(c, z)) in self.batch.iter().enumerate() {
+            self.cameras[c].zones[z]
+                .embedding
+                .copy_from_slice(&self.embeddings[i * dim..(i + 1) * dim]);
+        }
+        results
+    }
+
+    /// Ends every active label of every camera (shutdown, end of a clip); `stamp` stamps the
+    /// events.
+    pub fn finish(&mut self, stamp: FrameStamp) -> Vec<Event> {
+        self.cameras
+            .iter_mut()
+            .flat_map(|c| c.finish(stamp))
+            .collect()
+    }
+
+    /// Ends every active label of camera `camera` (it went offline, the run ends).
+    pub fn finish_camera(&mut self, camera: usize, stamp: FrameStamp) -> Vec<Event> {
+        self.cameras[camera].finish(stamp)
+    }
+
+    /// Rebuilds every camera's matcher and triggers for `config`'s prompts (same bundle, same
+    /// cameras). Active labels get their end events first (returned, stamped by `stamp` of
+    /// their camera); on an error nothing changes.
     pub(super) fn reload(
         &mut self,
         config: &Config,
-        stamp: FrameStamp,
+        stamp: impl Fn(usize) -> FrameStamp,
     ) -> Result<Vec<Event>, DaemonError> {
-        let matcher = build_matcher(config, &self.bundle, Some(&self.encoder))?;
-        let ends = self.bank.finish(stamp);
-        self.matcher = matcher;
-        self.bank = build_bank(config);
-        self.prompts = config.prompts.len();
+        let dim = self.encoder.dim();
+        let cameras = (0..config.cameras.len())
+            .map(|i| CameraPipe::build(config, i, &self.bundle, &self.encoder, dim))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ends = Vec::new();
+        for (i, c) in self.cameras.iter_mut().enumerate() {
+            ends.extend(c.finish(stamp(i)));
+        }
+        self.cameras = cameras;
         Ok(ends)
     }
+}
+
+/// Runs the image tower on `pixels` (images one after another) into `out`.
+fn encode_batch(encoder: &ImageEncoder, pixels: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
+    let len = encoder.input_len();
+    let dim = encoder.dim();
+    for (image, embedding) in pixels.chunks_exact(len).zip(out.chunks_exact_mut(dim)) {
+        encoder.encode_into(image, embedding)?;
+    }
+    Ok(())
 }
 
 /// Names each event's runner-up: its label's strongest competitor in the frame just scored.

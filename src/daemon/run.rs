@@ -1,17 +1,25 @@
-//! The running daemon: the capture thread that moves frames from the source into the
-//! [`Mailbox`], and the inference loop that takes them out, with its stats line and summary.
+//! The running daemon: the inference loop that takes each camera's freshest frame from its
+//! mailbox ([`capture`](super::capture)), runs a round of them through the [`Pipeline`]
+//! (super::Pipeline) and hands the events to the hooks and sinks, with its stats lines and
+//! summary.
 //!
-//! The loop also keeps the camera's health ([`CameraHealth`]: a failing source or no frame for
-//! `camera.offline_after_s` is offline; active labels end and the sinks learn it) and talks to
-//! the service manager ([`Notifier`]: ready, status, the watchdog). Repeated source warnings are
-//! rate-limited ([`Repeats`]).
+//! **Scheduling.** Each round takes at most one frame per camera: the freshest each has, from
+//! every camera that has one and whose `max_fps` allows it. So no camera starves another (a
+//! camera at 30 fps gets one frame a round like a camera at 2 fps), and a slow model sees every
+//! camera at the rate it can afford; the frames it cannot take are replaced in their mailboxes
+//! by fresher ones and counted as dropped, per camera.
+//!
+//! The loop also keeps each camera's health ([`CameraHealth`]: a failing source or no frame
+//! for `offline_after_s` is offline; that camera's active labels end and the sinks learn it)
+//! and talks to the service manager ([`Notifier`]: ready, status, the watchdog).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 
+use super::capture::{Doorbell, Feed};
 use super::health::CameraHealth;
 use super::stats::{StatsWindow, process_cpu_seconds};
 use super::watchdog::{Busy, INFERENCE_STUCK, Notifier, StuckMonitor};
@@ -19,216 +27,190 @@ use super::{Control, Daemon, DaemonError, Delivery, Summary};
 use crate::event::{Event, StoreState, StoreStats};
 use crate::frame::Frame;
 use crate::log_limit::{self, Repeats};
-use crate::mailbox::{Mailbox, Shared};
 use crate::sink::{CameraStatus, EventSink};
-use crate::source::{FrameSource, SourceError};
+use crate::source::FrameSource;
 use crate::trigger::{FrameStamp, LabelScore};
-
-/// What the capture thread counts besides the mailbox's own counts, under the same lock.
-#[derive(Debug, Default)]
-struct Capture {
-    /// Errors the source reported.
-    source_errors: u64,
-    /// Frames the source dropped itself ([`FrameSource::dropped`]).
-    source_dropped: u64,
-    /// The newest source failure that means the camera is offline, not yet seen by the loop:
-    /// when it happened and the error.
-    outage: Option<(Instant, String)>,
-}
-
-type FrameMailbox = Mailbox<Frame, Capture>;
 
 /// How often the inference loop re-checks the shutdown and reload flags while it waits for a
 /// frame (signal handlers set them without waking it).
 const TAKE_POLL: Duration = Duration::from_millis(100);
 
-impl Capture {
-    /// The run's totals so far: frames delivered (`captured`), dropped in the source and in the
-    /// mailbox (`dropped`), and the source's errors.
-    fn count_into(shared: &Shared<Frame, Capture>, summary: &mut Summary) {
-        summary.captured = shared.slot().put_count();
-        summary.dropped = shared.slot().dropped() + shared.extra.source_dropped;
-        summary.source_errors = shared.extra.source_errors;
-    }
+/// One camera as the loop sees it: its feed, health, counts and the last frame it stepped.
+struct CameraRun {
+    name: String,
+    feed: Feed,
+    health: CameraHealth,
+    offline_lines: Repeats<()>,
+    /// The last offline line was logged (true at the start: the first online is).
+    offline_logged: bool,
+    /// The source finished and nothing is left.
+    finished: bool,
+    /// `max_fps` as an interval, and when the next frame may go through the model.
+    min_interval: Option<Duration>,
+    next_due: Option<Instant>,
+    last_stamp: FrameStamp,
+    /// This camera's counts (captured, processed, dropped, bad frames, latencies).
+    summary: Summary,
+    stats: StatsWindow,
+    bad_frames: Repeats<()>,
 }
 
-/// The kind of a source error, for rate-limited logging, and whether it means that the camera
-/// is offline (a timeout does not by itself: `camera.offline_after_s` decides; a corrupt frame
-/// or an unreadable file does not: the camera delivers).
-fn classify(e: &SourceError) -> (&'static str, bool) {
-    match e {
-        SourceError::PipeExited { .. } => ("exited", true),
-        SourceError::Spawn { .. } => ("spawn", true),
-        SourceError::PipeRead { .. } => ("read", true),
-        SourceError::Device { .. } => ("device", true),
-        SourceError::Timeout { .. } => ("timeout", false),
-        SourceError::CorruptFrame { .. } | SourceError::BadImage { .. } => ("bad frame", false),
-        SourceError::ReadFile { .. } => ("file", false),
-        SourceError::NoFiles { .. }
-        | SourceError::Glob { .. }
-        | SourceError::Format { .. }
-        | SourceError::Unsupported { .. }
-        | SourceError::Stopped { .. } => ("fatal", true),
+impl CameraRun {
+    /// Whether `max_fps` lets a frame through at `now`.
+    fn due(&self, now: Instant) -> bool {
+        self.next_due.is_none_or(|t| now >= t)
     }
-}
 
-fn capture_loop(
-    mut source: Box<dyn FrameSource>,
-    mailbox: Arc<FrameMailbox>,
-    delivery: Delivery,
-    shutdown: Arc<AtomicBool>,
-    busy: Arc<Busy>,
-) {
-    info!("capturing from {}", source.describe());
-    let mut source_dropped = 0;
-    let mut repeats = Repeats::new(log_limit::EVERY);
-    while !shutdown.load(Ordering::Relaxed) {
-        busy.enter(Instant::now());
-        let next = source.next_frame();
-        busy.leave();
-        let now = Instant::now();
-        for (kind, count, over) in repeats.due(now) {
-            warn!(
-                "{}: {kind} errors repeated {count} more times in the last {} s",
-                source.describe(),
-                over.as_secs()
-            );
-        }
-        // The source's drop count changes rarely; the lock is only taken when it did.
-        let dropped = source.dropped();
-        if dropped != source_dropped {
-            source_dropped = dropped;
-            mailbox.lock().extra.source_dropped = dropped;
-        }
-        match next {
-            Ok(Some(frame)) => {
-                mailbox.put(frame, delivery, || shutdown.load(Ordering::Relaxed));
-            }
-            Ok(None) => {
-                info!("{}: no more frames", source.describe());
-                break;
-            }
-            Err(e) => {
-                let (kind, outage) = classify(&e);
-                {
-                    let mut m = mailbox.lock();
-                    m.extra.source_errors += 1;
-                    if outage {
-                        m.extra.outage = Some((now, e.to_string()));
-                    }
-                }
-                if outage {
-                    mailbox.notify();
-                }
-                if let Some(line) = repeats.note(&kind, now).text(&e) {
-                    warn!("{}: {line}", source.describe());
-                }
-                // Sources back off themselves; this only keeps a tight error loop from spinning.
-                std::thread::sleep(Duration::from_millis(20));
-            }
+    /// A frame of this camera went through the model at `now`: the next may go `max_fps`'s
+    /// interval after this one's slot (so rounds that start a little late keep the rate), but
+    /// never sooner than half an interval from now (no burst after a pause).
+    fn stepped(&mut self, now: Instant) {
+        if let Some(every) = self.min_interval {
+            let next = self.next_due.map_or(now + every, |t| t + every);
+            self.next_due = Some(next.clamp(now + every / 2, now + every));
         }
     }
-    mailbox.close();
 }
 
 impl Daemon {
-    /// Runs until the source finishes or `control.shutdown` is set.
+    /// Runs until every source finishes or `control.shutdown` is set. `sources` are the
+    /// cameras' sources, in the order of `config.cameras`.
     pub fn run(
         mut self,
-        source: Box<dyn FrameSource>,
+        sources: Vec<Box<dyn FrameSource>>,
         mut sinks: Vec<Box<dyn EventSink>>,
         control: &Control,
         delivery: Delivery,
     ) -> Result<Summary, DaemonError> {
+        assert_eq!(
+            sources.len(),
+            self.config.cameras.len(),
+            "one source per camera"
+        );
         self.start_web(&mut sinks)?;
         let started = Instant::now();
-        let describe = source.describe();
-        let mailbox = Arc::new(FrameMailbox::default());
-        let capture_busy = Arc::new(Busy::new(started));
-        let capture = {
-            let mailbox = mailbox.clone();
-            let shutdown = control.shutdown.clone();
-            let busy = capture_busy.clone();
-            std::thread::Builder::new()
-                .name("edgeclip-capture".into())
-                .spawn(move || capture_loop(source, mailbox, delivery, shutdown, busy))
-                .map_err(DaemonError::Thread)?
-        };
+        let doorbell = Arc::new(Doorbell::default());
+        let mut cameras = Vec::with_capacity(sources.len());
+        for (source, camera) in sources.into_iter().zip(&self.config.cameras) {
+            let feed = Feed::start(
+                source,
+                &camera.name,
+                delivery,
+                control.shutdown.clone(),
+                doorbell.clone(),
+                started,
+            )?;
+            cameras.push(CameraRun {
+                name: camera.name.clone(),
+                feed,
+                health: CameraHealth::new(camera.offline_after(), Duration::ZERO),
+                offline_lines: Repeats::new(log_limit::EVERY),
+                offline_logged: true,
+                finished: false,
+                min_interval: camera.min_interval(),
+                next_due: None,
+                last_stamp: FrameStamp {
+                    seq: 0,
+                    wall: SystemTime::now(),
+                    now: Duration::ZERO,
+                    latency_ms: 0.0,
+                },
+                summary: Summary::default(),
+                stats: StatsWindow::new(started),
+                bad_frames: Repeats::new(log_limit::EVERY),
+            });
+        }
         let inference_busy = Arc::new(Busy::new(started));
         let monitor = StuckMonitor::start(inference_busy.clone()).map_err(DaemonError::Thread)?;
-        let mut watch = Watch {
-            health: CameraHealth::new(self.config.camera.offline_after(), Duration::ZERO),
-            notifier: Notifier::from_env(self.config.camera.timeout()),
-            offline_lines: Repeats::new(log_limit::EVERY),
-            offline_logged: true,
-        };
-        watch.notifier.ready("running: waiting for the first frame");
+        let capture_timeout = self
+            .config
+            .cameras
+            .iter()
+            .map(|c| c.timeout())
+            .max()
+            .unwrap_or(Duration::from_secs(1));
+        let mut notifier = Notifier::from_env(capture_timeout);
+        notifier.ready("running: waiting for the first frame");
         let mut summary = Summary::default();
         let cpu_at_start = process_cpu_seconds();
-        let mut label_scores: Vec<LabelScore> = Vec::with_capacity(self.config.prompts.len());
-        let mut stats = StatsWindow::new(started);
+        let zones: Vec<usize> = (0..cameras.len())
+            .map(|c| self.pipeline.zone_names(c).count())
+            .collect();
+        let mut zone_scores: Vec<Vec<Vec<LabelScore>>> =
+            zones.iter().map(|&n| vec![Vec::new(); n]).collect();
         let stats_every = self.config.stats.interval();
-        let mut bad_frames = Repeats::new(log_limit::EVERY);
-        let mut last_stamp = FrameStamp {
-            seq: 0,
-            wall: SystemTime::now(),
-            now: Duration::ZERO,
-            latency_ms: 0.0,
-        };
 
         loop {
             if control.reload.swap(false, Ordering::Relaxed) {
-                let mut ends = self.reload(last_stamp);
-                self.snapshot_step(None, last_stamp.now, &[], &mut ends);
+                let stamps: Vec<FrameStamp> = cameras.iter().map(|c| c.last_stamp).collect();
+                let now = stamps.iter().map(|s| s.now).max().unwrap_or_default();
+                let mut ends = self.reload(|c| stamps[c]);
+                self.snapshot_ends(now, &mut ends);
+                self.relabel_snapshots();
                 self.history_events(&ends);
                 publish(&mut sinks, &ends, &mut summary);
                 self.announce_labels(&mut sinks);
                 self.reload_web();
             }
-            // Wakes for a frame, a source failure or the end, and at least every TAKE_POLL (the
-            // flags are set without waking it; the health clock and the watchdog need turns).
-            let taken = mailbox.wait_for(Some(Instant::now() + TAKE_POLL), None, |s| {
-                let frame = s.take();
-                let end = frame.is_none()
-                    && (s.is_closed()
-                        || control.shutdown.load(Ordering::Relaxed)
-                        || control.reload.load(Ordering::Relaxed));
-                let outage = s.extra.outage.take();
-                (frame.is_some() || end || outage.is_some()).then_some((outage, frame, end))
-            });
-            let (outage, frame, end) = taken.unwrap_or((None, None, false));
+            // One round: what each camera has, its frame when `max_fps` lets it through.
             let now = Instant::now();
-            if let Some((at, reason)) = outage {
-                let change = watch
-                    .health
-                    .error(at.saturating_duration_since(started), &reason);
-                self.camera_changed(change, last_stamp, &mut sinks, &mut summary, &mut watch);
+            let mut round: Vec<(usize, Frame)> = Vec::new();
+            for (c, cam) in cameras.iter_mut().enumerate() {
+                if cam.finished {
+                    continue;
+                }
+                let taken = cam.feed.take(cam.due(now));
+                if let Some((at, reason)) = taken.outage {
+                    let change = cam
+                        .health
+                        .error(at.saturating_duration_since(started), &reason);
+                    self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
+                }
+                if let Some(f) = &taken.frame {
+                    let change = cam
+                        .health
+                        .frame(f.captured_at.saturating_duration_since(started));
+                    self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
+                }
+                let change = cam.health.tick(now.saturating_duration_since(started));
+                self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
+                cam.finished = taken.finished;
+                // A frame captured before the source failed is dropped: the camera is offline
+                // until a newer one comes.
+                if let Some(frame) = taken.frame.filter(|_| cam.health.is_online()) {
+                    cam.stepped(now);
+                    round.push((c, frame));
+                }
             }
-            if let Some(f) = &frame {
-                let change = watch
-                    .health
-                    .frame(f.captured_at.saturating_duration_since(started));
-                self.camera_changed(change, last_stamp, &mut sinks, &mut summary, &mut watch);
+            let busiest = cameras
+                .iter()
+                .filter_map(|c| c.feed.busy_for(now).map(|b| (b, c.feed.describe())))
+                .max_by_key(|(b, _)| *b);
+            notifier.pet(now, busiest.map(|b| b.0), busiest.map_or("", |b| b.1));
+            if control.shutdown.load(Ordering::Relaxed) || cameras.iter().all(|c| c.finished) {
+                if round.is_empty() {
+                    break;
+                }
             }
-            let change = watch.health.tick(now.saturating_duration_since(started));
-            self.camera_changed(change, last_stamp, &mut sinks, &mut summary, &mut watch);
-            watch
-                .notifier
-                .pet(now, capture_busy.running_for(now), &describe);
-            if end {
+            if round.is_empty() {
                 if control.reload.load(Ordering::Relaxed) {
                     continue;
                 }
-                break;
-            }
-            // Nothing yet, or a frame captured before the source failed (dropped: the camera is
-            // offline until a newer one comes).
-            let Some(frame) = frame.filter(|_| watch.health.is_online()) else {
+                // Sleep until a camera rings, a capped camera's next slot, or the next poll of
+                // the flags and the health clocks.
+                let waiting_capped = cameras
+                    .iter()
+                    .filter(|c| !c.finished && !c.due(now) && c.feed.has_frame())
+                    .filter_map(|c| c.next_due);
+                let wake = waiting_capped.fold(now + TAKE_POLL, Instant::min);
+                doorbell.wait_until(wake);
                 continue;
-            };
+            }
+
             let stepped_at = Instant::now();
             inference_busy.enter(stepped_at);
-            let step = self.pipeline.step(&frame, || FrameStamp {
+            let frames: Vec<(usize, &Frame)> = round.iter().map(|(c, f)| (*c, f)).collect();
+            let results = self.pipeline.step_round(&frames, |frame| FrameStamp {
                 seq: frame.seq,
                 wall: frame.captured_wall,
                 now: frame.captured_at.duration_since(started),
@@ -238,76 +220,72 @@ impl Daemon {
             let took = stepped_at.elapsed();
             if took >= INFERENCE_STUCK {
                 warn!(
-                    "frame {} took {:.1} s to process (more than {} s)",
-                    frame.seq,
+                    "a round of {} frame(s) took {:.1} s to process (more than {} s)",
+                    round.len(),
                     took.as_secs_f32(),
                     INFERENCE_STUCK.as_secs()
                 );
             }
-            let (mut events, latency_ms) = match step {
-                Ok(step) => {
-                    last_stamp = step.stamp;
-                    (step.events, step.stamp.latency_ms)
-                }
-                Err(e) => {
-                    summary.bad_frames += 1;
-                    if let Some(line) = bad_frames.note(&(), now).text(&e) {
-                        warn!("{line}");
+            for ((c, frame), result) in round.into_iter().zip(results) {
+                let cam = &mut cameras[c];
+                let step = match result {
+                    Ok(step) => step,
+                    Err(e) => {
+                        cam.summary.bad_frames += 1;
+                        if let Some(line) = cam.bad_frames.note(&(), Instant::now()).text(&e) {
+                            warn!("camera {}: {line}", cam.name);
+                        }
+                        continue;
                     }
-                    continue;
+                };
+                cam.last_stamp = step.stamp;
+                let mut events = step.events;
+                for (z, scores) in zone_scores[c].iter_mut().enumerate() {
+                    scores.clear();
+                    scores.extend_from_slice(self.pipeline.zone_label_scores(c, z));
                 }
-            };
-            // The snapshot hook borrows the daemon whole: the scores go through a reused buffer.
-            label_scores.clear();
-            label_scores.extend_from_slice(self.pipeline.label_scores());
-            self.web_step(&frame, latency_ms, &label_scores);
-            self.history_frame(&frame, last_stamp, &events);
-            self.snapshot_step(Some(frame), last_stamp.now, &label_scores, &mut events);
-            self.history_events(&events);
-            publish(&mut sinks, &events, &mut summary);
+                let frame = Arc::new(frame);
+                if c == 0 {
+                    self.web_step(&frame, step.stamp.latency_ms, &zone_scores[0][0]);
+                }
+                self.history_frame(c, &frame, step.stamp, &events);
+                self.snapshot_step(
+                    c,
+                    Some(&frame),
+                    step.stamp.now,
+                    &zone_scores[c],
+                    &mut events,
+                );
+                self.history_events(&events);
+                publish(&mut sinks, &events, &mut summary);
+                cam.summary.processed += 1;
+                cam.summary.latency.record(step.stamp.latency_ms);
+                summary.latency.record(step.stamp.latency_ms);
+            }
             self.deliver_snapshots(&mut sinks);
-            summary.processed += 1;
-            summary.latency.record(latency_ms);
-            if self.web_totals_due(Instant::now()) {
-                Capture::count_into(&mailbox.lock(), &mut summary);
-                summary.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
-                self.web_totals(&summary, sinks.iter().map(|s| s.events_queued()).sum());
+            let now = Instant::now();
+            if self.web_totals_due(now) {
+                let totals = totals(&cameras, &summary, &sinks);
+                self.web_totals(&totals, sinks.iter().map(|s| s.events_queued()).sum());
             }
             if let Some(every) = stats_every {
-                let now = Instant::now();
-                if stats.due(now, every) {
-                    Capture::count_into(&mailbox.lock(), &mut summary);
-                    summary.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
-                    summary.store = self.store_stats();
-                    let st = stats.take(&self.config.camera.name, now, SystemTime::now(), &summary);
-                    info!(
-                        "stats: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}{}",
-                        st.capture_fps,
-                        st.inference_fps,
-                        st.p50_ms,
-                        st.p95_ms,
-                        st.dropped,
-                        st.frames,
-                        store_line(&st.store)
-                    );
-                    watch.notifier.status(&format!(
-                        "running: capture {:.1} fps, inference {:.1} fps",
-                        st.capture_fps, st.inference_fps
-                    ));
-                    for s in sinks.iter_mut() {
-                        if let Err(e) = s.publish_stats(&st) {
-                            warn!("{}: stats not published: {e}", s.name());
-                        }
-                    }
-                }
+                self.stats_lines(&mut cameras, every, &mut sinks, &mut notifier);
             }
         }
 
         control.shutdown.store(true, Ordering::Relaxed);
-        watch.notifier.stopping();
+        notifier.stopping();
         drop(monitor);
-        let mut ends = self.pipeline.finish(last_stamp);
-        self.snapshot_step(None, last_stamp.now, &[], &mut ends);
+        let mut ends = Vec::new();
+        for (c, cam) in cameras.iter().enumerate() {
+            ends.extend(self.pipeline.finish_camera(c, cam.last_stamp));
+        }
+        let last = cameras
+            .iter()
+            .map(|c| c.last_stamp.now)
+            .max()
+            .unwrap_or_default();
+        self.snapshot_ends(last, &mut ends);
         self.history_events(&ends);
         publish(&mut sinks, &ends, &mut summary);
         summary.snapshots = self.finish_snapshots(&mut sinks);
@@ -318,12 +296,21 @@ impl Daemon {
                 warn!("{}: close failed: {e}", s.name());
             }
         }
-        if capture.join().is_err() {
-            warn!("the capture thread panicked");
+        for cam in &mut cameras {
+            cam.feed.join();
         }
-        Capture::count_into(&mailbox.lock(), &mut summary);
+        let mut summary = totals(&cameras, &summary, &sinks);
         summary.wall_s = started.elapsed().as_secs_f64();
         summary.cpu_s = cpu_at_start.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+        if cameras.len() > 1 {
+            for cam in &cameras {
+                let s = &cam.summary;
+                info!(
+                    "camera {}: {} frames captured, {} processed, {} dropped, {} bad",
+                    cam.name, s.captured, s.processed, s.dropped, s.bad_frames
+                );
+            }
+        }
         let ms = |q| summary.latency.percentile(q).unwrap_or(0.0);
         info!(
             "stopped: {} frames captured, {} processed, {} dropped, {} bad, {} events; \
@@ -341,62 +328,130 @@ impl Daemon {
         );
         Ok(summary)
     }
-}
 
-/// The camera's health and what the loop says about itself: the log and the service manager.
-/// The offline line is rate-limited (a camera that flaps, a command that delivers one frame
-/// and exits, is logged once a minute with a count), and an online line is logged when the
-/// offline line before it was.
-struct Watch {
-    health: CameraHealth,
-    notifier: Notifier,
-    offline_lines: Repeats<()>,
-    /// The last offline line was logged (true at the start: the first online is).
-    offline_logged: bool,
-}
+    /// Each camera's stats line when its window is due: the log, the service manager's status
+    /// and the sinks (MQTT: `PREFIX/CAMERA/stats`).
+    fn stats_lines(
+        &mut self,
+        cameras: &mut [CameraRun],
+        every: Duration,
+        sinks: &mut [Box<dyn EventSink>],
+        notifier: &mut Notifier,
+    ) {
+        let now = Instant::now();
+        if !cameras.iter().any(|c| c.stats.due(now, every)) {
+            return;
+        }
+        let store = self.store_stats();
+        let events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
+        let many = cameras.len() > 1;
+        let mut status = Vec::new();
+        for cam in cameras.iter_mut() {
+            cam.feed.count_into(&mut cam.summary);
+            cam.summary.events_dropped = events_dropped;
+            cam.summary.store = store;
+            let st = cam
+                .stats
+                .take(&cam.name, now, SystemTime::now(), &cam.summary);
+            info!(
+                "stats{}: capture {:.1} fps, inference {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms, dropped {} of {}{}",
+                if many {
+                    format!(" {}", cam.name)
+                } else {
+                    String::new()
+                },
+                st.capture_fps,
+                st.inference_fps,
+                st.p50_ms,
+                st.p95_ms,
+                st.dropped,
+                st.frames,
+                store_line(&st.store)
+            );
+            status.push(format!(
+                "{}capture {:.1} fps, inference {:.1} fps",
+                if many {
+                    format!("{} ", cam.name)
+                } else {
+                    String::new()
+                },
+                st.capture_fps,
+                st.inference_fps
+            ));
+            for s in sinks.iter_mut() {
+                if let Err(e) = s.publish_stats(&st) {
+                    warn!("{}: stats not published: {e}", s.name());
+                }
+            }
+        }
+        notifier.status(&format!("running: {}", status.join("; ")));
+    }
 
-impl Daemon {
-    /// Acts on a change of the camera's health: offline ends the active labels (their end
-    /// events, stamped with the last frame), then every sink learns the new status.
+    /// Acts on a change of camera `c`'s health: offline ends its active labels (their end
+    /// events, stamped with its last frame), then every sink learns the new status.
     fn camera_changed(
         &mut self,
+        c: usize,
+        cam: &mut CameraRun,
         change: Option<CameraStatus>,
-        last: FrameStamp,
         sinks: &mut [Box<dyn EventSink>],
         summary: &mut Summary,
-        watch: &mut Watch,
+        notifier: &mut Notifier,
     ) {
         let Some(status) = change else {
             return;
         };
-        let camera = &self.config.camera.name;
+        let camera = &cam.name;
         match &status {
             CameraStatus::Offline { reason } => {
-                let say = watch.offline_lines.note(&(), Instant::now());
+                let say = cam.offline_lines.note(&(), Instant::now());
                 let line = say.text(format_args!("camera {camera}: offline: {reason}"));
-                watch.offline_logged = line.is_some();
+                cam.offline_logged = line.is_some();
                 if let Some(line) = line {
                     warn!("{line}");
                 }
-                watch.notifier.status(&format!("camera offline: {reason}"));
-                let mut ends = self.pipeline.finish(last);
-                self.snapshot_step(None, last.now, &[], &mut ends);
+                notifier.status(&format!("camera {camera} offline: {reason}"));
+                let last = cam.last_stamp;
+                let mut ends = self.pipeline.finish_camera(c, last);
+                self.snapshot_step(c, None, last.now, &[], &mut ends);
                 self.history_events(&ends);
                 publish(sinks, &ends, summary);
             }
             CameraStatus::Online => {
-                if watch.offline_logged {
+                if cam.offline_logged {
                     info!("camera {camera}: online");
                 }
-                watch.notifier.status("running");
+                notifier.status("running");
             }
         }
         for s in sinks.iter_mut() {
-            if let Err(e) = s.camera_status(&status) {
+            if let Err(e) = s.camera_status(camera, &status) {
                 warn!("{}: camera status not published: {e}", s.name());
             }
         }
     }
+}
+
+/// The run's totals: every camera's capture and inference counts added up, with the events,
+/// latencies and outcomes `summary` keeps for the whole run.
+fn totals(cameras: &[CameraRun], summary: &Summary, sinks: &[Box<dyn EventSink>]) -> Summary {
+    let mut total = summary.clone();
+    total.captured = 0;
+    total.processed = 0;
+    total.dropped = 0;
+    total.bad_frames = 0;
+    total.source_errors = 0;
+    for cam in cameras {
+        let mut s = cam.summary.clone();
+        cam.feed.count_into(&mut s);
+        total.captured += s.captured;
+        total.processed += s.processed;
+        total.dropped += s.dropped;
+        total.bad_frames += s.bad_frames;
+        total.source_errors += s.source_errors;
+    }
+    total.events_dropped = sinks.iter().map(|s| s.events_dropped()).sum();
+    total
 }
 
 /// The stats line's store part: empty when the store is off.

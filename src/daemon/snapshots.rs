@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{Daemon, DaemonError};
-use crate::config::{Config, ScoreKind};
+use crate::config::{ALL_ZONE, Config, ScoreKind};
 use crate::event::{Event, EventKind, Snapshot};
 use crate::frame::Frame;
 use crate::sink::EventSink;
@@ -45,34 +45,58 @@ pub struct SnapshotCounts {
 /// The event a window is open for.
 #[derive(Debug, Clone)]
 struct Pending {
-    label: String,
+    /// The folder under the camera's: [`folder_name`].
+    folder: String,
     path: PathBuf,
 }
 
-/// The snapshot state of a running daemon.
+/// The folder of a label's snapshots under its camera's: `LABEL` for the whole frame,
+/// `LABEL@ZONE` for a zone (labels and zones cannot hold `@`, so it splits back unambiguously).
+fn folder_name(zone: &str, label: &str) -> String {
+    if zone == ALL_ZONE {
+        label.to_owned()
+    } else {
+        format!("{label}@{zone}")
+    }
+}
+
+/// The zone and label of a [`folder_name`].
+fn split_folder(folder: &str) -> (String, String) {
+    match folder.split_once('@') {
+        Some((label, zone)) => (zone.to_owned(), label.to_owned()),
+        None => (ALL_ZONE.to_owned(), folder.to_owned()),
+    }
+}
+
+/// The snapshot state of one camera of a running daemon.
 pub(super) struct Snapshots {
     /// The camera's folder: `snapshots.dir/CAMERA`.
     root: PathBuf,
     camera: String,
+    /// The camera's labels (its prompts, in order) and zones: a window is keyed by
+    /// `zone * labels.len() + label`.
+    labels: Vec<String>,
+    zones: Vec<String>,
+    metric: ScoreKind,
     selector: Selector<Pending, Arc<Frame>>,
     writer: Writer,
-    /// The snapshot of each active label's event, with the label's index when it started, for
-    /// its end event.
-    current: HashMap<String, (usize, PathBuf)>,
+    /// The snapshot of each active (zone, label)'s event, with its window key, for its end
+    /// event.
+    current: HashMap<(String, String), (usize, PathBuf)>,
     counts: SnapshotCounts,
     last_warning: Option<Instant>,
     unlogged: u64,
 }
 
 impl Snapshots {
-    /// The snapshots `config` asks for: `None` when they are off; an error naming the folder
-    /// when it cannot be created or written.
+    /// The snapshots of the camera of `config` (a [`Config::for_camera`] view): `None` when
+    /// they are off; an error naming the folder when it cannot be created or written.
     pub(super) fn open(config: &Config) -> Result<Option<Snapshots>, DaemonError> {
         let s = &config.snapshots;
         if !s.enabled {
             return Ok(None);
         }
-        let root = crate::snapshot::folder(s)?.join(&config.camera.name);
+        let root = crate::snapshot::folder(s)?.join(&config.camera().name);
         let writer = Writer::start(WriterSettings {
             root: root.clone(),
             limits: Limits {
@@ -90,7 +114,15 @@ impl Snapshots {
         );
         Ok(Some(Snapshots {
             root,
-            camera: config.camera.name.clone(),
+            camera: config.camera().name.clone(),
+            labels: config.prompts.iter().map(|p| p.label.clone()).collect(),
+            zones: config
+                .camera()
+                .zone_list()
+                .into_iter()
+                .map(|z| z.0)
+                .collect(),
+            metric: config.matcher.score,
             selector: Selector::new(s.window()),
             writer,
             current: HashMap::new(),
@@ -100,43 +132,62 @@ impl Snapshots {
         }))
     }
 
+    /// After a reload (its end events already through [`Snapshots::step`]): the camera's labels
+    /// and zones as `config` (a [`Config::for_camera`] view) has them now.
+    pub(super) fn relabel(&mut self, config: &Config) {
+        self.labels = config.prompts.iter().map(|p| p.label.clone()).collect();
+        self.metric = config.matcher.score;
+    }
+
+    /// The window key of `label` in `zone`, if both are this camera's.
+    fn key(&self, zone: &str, label: &str) -> Option<usize> {
+        let z = self.zones.iter().position(|n| n == zone)?;
+        let l = self.labels.iter().position(|n| n == label)?;
+        Some(z * self.labels.len() + l)
+    }
+
     /// Applies one frame's events (`frame` is `None` for the end events of a reload or a
-    /// shutdown) and offers the frame to the open windows.
+    /// shutdown) and offers the frame to the open windows. `scores[z]` are zone `z`'s label
+    /// scores (labelled with the label's position in the camera's prompts).
     fn step(
         &mut self,
-        frame: Option<Frame>,
+        frame: Option<&Arc<Frame>>,
         now: Duration,
-        scores: &[LabelScore],
+        scores: &[Vec<LabelScore>],
         events: &mut [Event],
-        config: &Config,
     ) {
         for c in self.selector.expire(now) {
             self.submit(c, false);
         }
         for e in events.iter_mut() {
+            if e.camera != self.camera {
+                continue;
+            }
+            let place = (e.zone.clone(), e.label.clone());
             match e.kind {
                 EventKind::End => {
-                    let Some((label, path)) = self.current.remove(&e.label) else {
+                    let Some((key, path)) = self.current.remove(&place) else {
                         continue;
                     };
                     e.snapshot = Some(path);
-                    if let Some(c) = self.selector.close(label) {
+                    if let Some(c) = self.selector.close(key) {
                         self.submit(c, false);
                     }
                 }
                 EventKind::Start => {
-                    let Some(label) = config.prompt_index(&e.label) else {
+                    let Some(key) = self.key(&e.zone, &e.label) else {
                         continue;
                     };
-                    let path = crate::snapshot::path_for(&self.root, &e.label, e.ts);
+                    let folder = folder_name(&e.zone, &e.label);
+                    let path = crate::snapshot::path_for(&self.root, &folder, e.ts);
                     let pending = Pending {
-                        label: e.label.clone(),
+                        folder,
                         path: path.clone(),
                     };
-                    if let Some(c) = self.selector.open(label, pending, now) {
+                    if let Some(c) = self.selector.open(key, pending, now) {
                         self.submit(c, false);
                     }
-                    self.current.insert(e.label.clone(), (label, path.clone()));
+                    self.current.insert(place, (key, path.clone()));
                     e.snapshot = Some(path);
                 }
             }
@@ -145,23 +196,25 @@ impl Snapshots {
         if self.selector.is_empty() {
             return;
         }
-        let value = |label: usize| {
+        let n = self.labels.len().max(1);
+        let metric = self.metric;
+        let value = |key: usize| {
             scores
-                .iter()
-                .find(|s| s.label == label)
-                .map_or(f32::NAN, |s| match config.matcher.score {
+                .get(key / n)
+                .and_then(|zone| zone.iter().find(|s| s.label == key % n))
+                .map_or(f32::NAN, |s| match metric {
                     ScoreKind::Prob => s.prob,
                     ScoreKind::Cosine => s.score,
                 })
         };
-        if self.selector.offer(now, value, move || Arc::new(frame)) > 0 {
+        if self.selector.offer(now, value, || Arc::clone(frame)) > 0 {
             self.counts.kept_frames += 1;
         }
     }
 
     fn submit(&mut self, c: Chosen<Pending, Arc<Frame>>, wait: bool) {
         let job = Job {
-            label: c.key.label,
+            label: c.key.folder,
             path: c.key.path,
             frame: c.frame,
         };
@@ -186,7 +239,7 @@ impl Snapshots {
         for outcome in outcomes {
             match outcome {
                 Outcome::Written {
-                    label,
+                    label: folder,
                     path,
                     jpeg,
                     encode_ms,
@@ -203,8 +256,10 @@ impl Snapshots {
                         Ok(n) => debug!("snapshots: {n} old files deleted"),
                         Err(e) => warn!("snapshots: old files not deleted: {e}"),
                     }
+                    let (zone, label) = split_folder(&folder);
                     let snapshot = Snapshot {
                         camera: self.camera.clone(),
+                        zone,
                         label,
                         path,
                         jpeg,
@@ -267,32 +322,74 @@ impl Snapshots {
 }
 
 impl Daemon {
-    /// Snapshots' part of one frame (`None`: the end events of a reload or a shutdown): fills
-    /// the `snapshot` field of `events`, opens and closes windows, offers the frame.
+    /// Snapshots' part of one frame of camera `camera` (`None`: the end events of a reload, an
+    /// offline camera or a shutdown): fills the `snapshot` field of `events`, opens and closes
+    /// windows, offers the frame. `scores[z]`: zone `z`'s label scores.
     pub(super) fn snapshot_step(
         &mut self,
-        frame: Option<Frame>,
+        camera: usize,
+        frame: Option<&Arc<Frame>>,
         now: Duration,
-        scores: &[LabelScore],
+        scores: &[Vec<LabelScore>],
         events: &mut [Event],
     ) {
-        if let Some(s) = &mut self.snapshots {
-            s.step(frame, now, scores, events, &self.config);
+        if let Some(s) = self.snapshots.get_mut(camera) {
+            s.step(frame, now, scores, events);
+        }
+    }
+
+    /// The end events of a reload or a shutdown (of any camera) through every camera's
+    /// snapshots: each end event gets its start's snapshot path.
+    pub(super) fn snapshot_ends(&mut self, now: Duration, events: &mut [Event]) {
+        for s in &mut self.snapshots {
+            s.step(None, now, &[], events);
+        }
+    }
+
+    /// After a reload: each camera's snapshots learn its labels as they are now.
+    pub(super) fn relabel_snapshots(&mut self) {
+        for (i, s) in self.snapshots.iter_mut().enumerate() {
+            s.relabel(&self.config.for_camera(i));
         }
     }
 
     /// Hands the snapshots written since the last call to the sinks.
     pub(super) fn deliver_snapshots(&mut self, sinks: &mut [Box<dyn EventSink>]) {
-        if let Some(s) = &mut self.snapshots {
+        for s in &mut self.snapshots {
             s.deliver(sinks);
         }
     }
 
     /// At shutdown, after the last end events: writes what the open windows hold, waits for
-    /// the writer and hands the last snapshots to the sinks.
+    /// the writers and hands the last snapshots to the sinks.
     pub(super) fn finish_snapshots(&mut self, sinks: &mut [Box<dyn EventSink>]) -> SnapshotCounts {
-        self.snapshots
-            .as_mut()
-            .map_or_else(SnapshotCounts::default, |s| s.finish(sinks))
+        let mut total = SnapshotCounts::default();
+        for s in &mut self.snapshots {
+            let c = s.finish(sinks);
+            total.written += c.written;
+            total.failed += c.failed;
+            total.dropped += c.dropped;
+            total.kept_frames += c.kept_frames;
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zone_folder_splits_back_into_its_zone_and_label() {
+        assert_eq!(folder_name("all", "person"), "person");
+        assert_eq!(folder_name("gate", "person"), "person@gate");
+        assert_eq!(
+            split_folder("person"),
+            ("all".to_owned(), "person".to_owned())
+        );
+        assert_eq!(
+            split_folder("person@gate"),
+            ("gate".to_owned(), "person".to_owned())
+        );
     }
 }

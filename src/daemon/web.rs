@@ -43,7 +43,7 @@ impl Web {
         Ok(Some(Web {
             server: Some(server),
             running: None,
-            live: Arc::new(Live::new(&config.camera.name, metric, Vec::new())),
+            live: Arc::new(Live::new(&config.camera().name, metric, Vec::new())),
             last_totals: None,
         }))
     }

@@ -121,7 +121,7 @@ pub fn calibrate(
     let described = source.describe();
     let mut pipeline = Pipeline::new(config)?;
     let score = config.matcher.score;
-    let fps = f64::from(config.camera.fps);
+    let fps = f64::from(config.camera().fps);
     let limit = options
         .duration
         .map(|d| (d.as_secs_f64() * fps).ceil() as u64);
@@ -291,7 +291,7 @@ fn calibration_file(
             .as_ref()
             .map_or("<memory>".into(), |f| f.display().to_string()),
         config.model.bundle.display(),
-        config.camera.fps
+        config.camera().fps
     ));
     if let Some(dir) = &options.positives {
         s.push_str(&format!("# Positive examples: {}.\n", dir.display()));

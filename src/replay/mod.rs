@@ -96,14 +96,14 @@ pub fn open(
 ) -> Result<Box<dyn FrameSource>, ReplayError> {
     let spec = match source {
         Some(text) => SourceSpec::parse(text, None).map_err(ReplayError::SourceSpec)?,
-        None => config.camera.source.clone(),
+        None => config.camera().source.clone(),
     };
     match &spec {
         SourceSpec::Files { pattern } => Ok(Box::new(
-            FilesSource::open(pattern, config.camera.fps, false)?.unpaced(),
+            FilesSource::open(pattern, config.camera().fps, false)?.unpaced(),
         )),
         live_spec if source.is_some() || live => {
-            let mut camera = config.camera.clone();
+            let mut camera = config.camera().clone();
             camera.source = live_spec.clone();
             Ok(crate::source::open_source(&camera)?)
         }
@@ -219,7 +219,7 @@ pub fn replay(
     let rows: Vec<String> = pipeline.rows().iter().map(|r| r.name.clone()).collect();
     let logit_scale = pipeline.bundle().manifest.logit_scale;
     let prompts = config.prompts.len();
-    let fps = f64::from(config.camera.fps).max(1e-3);
+    let fps = f64::from(config.camera().fps).max(1e-3);
     let score = config.matcher.score;
     let mut traces = vec![Trace::default(); prompts];
     let thresholds = thresholds(&pipeline, prompts);

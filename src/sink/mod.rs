@@ -50,6 +50,54 @@ pub enum CameraStatus {
     },
 }
 
+/// One thing the daemon watches: a label in a zone of a camera. Each has its own state (MQTT:
+/// `PREFIX/CAMERA/LABEL/state` for the zone `all`, `PREFIX/CAMERA/ZONE/LABEL/state` for the
+/// others) and its own Home Assistant entity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Watched {
+    /// The camera's name.
+    pub camera: String,
+    /// The zone's name (`all`: the whole frame).
+    pub zone: String,
+    /// The label.
+    pub label: String,
+}
+
+impl Watched {
+    /// `label` on the whole frame of `camera`.
+    pub fn whole(camera: &str, label: &str) -> Watched {
+        Watched {
+            camera: camera.to_owned(),
+            zone: crate::config::ALL_ZONE.to_owned(),
+            label: label.to_owned(),
+        }
+    }
+
+    /// Every label of every zone of every camera of `config`, in the config's order.
+    pub fn all(config: &Config) -> Vec<Watched> {
+        let mut out = Vec::new();
+        for i in 0..config.cameras.len() {
+            let view = config.for_camera(i);
+            let camera = &view.camera().name;
+            for zone in view.zone_views() {
+                for &l in &zone.labels {
+                    out.push(Watched {
+                        camera: camera.clone(),
+                        zone: zone.name.clone(),
+                        label: view.prompts[l].label.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `event` is about this label, zone and camera.
+    pub fn is(&self, event: &Event) -> bool {
+        self.camera == event.camera && self.zone == event.zone && self.label == event.label
+    }
+}
+
 /// A consumer of events. `publish` must not block for long: the daemon calls it on the
 /// inference path.
 pub trait EventSink: Send {
@@ -70,17 +118,17 @@ pub trait EventSink: Send {
         Ok(())
     }
 
-    /// Learns that the camera went offline or came back; called on each change (and once
-    /// with `Online` after the first frame). Ignored by default. Like `publish`, it must not
+    /// Learns that `camera` went offline or came back; called on each change (and once
+    /// with `Online` after its first frame). Ignored by default. Like `publish`, it must not
     /// block.
-    fn camera_status(&mut self, _status: &CameraStatus) -> Result<(), SinkError> {
+    fn camera_status(&mut self, _camera: &str, _status: &CameraStatus) -> Result<(), SinkError> {
         Ok(())
     }
 
-    /// Learns the labels after a reload (SIGHUP), once the end events of the old ones were
-    /// published; ignored by default (MQTT: discovery configs for new labels, deletion for
-    /// removed ones).
-    fn labels_changed(&mut self, _labels: &[String]) -> Result<(), SinkError> {
+    /// Learns what is watched after a reload (SIGHUP), once the end events of the old labels
+    /// were published; ignored by default (MQTT: discovery configs for new labels, deletion
+    /// for removed ones).
+    fn labels_changed(&mut self, _watched: &[Watched]) -> Result<(), SinkError> {
         Ok(())
     }
 
@@ -111,15 +159,15 @@ pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn EventSink>>, SinkError>
         sinks.push(Box::new(StdoutSink::stdout()));
     }
     if let Some(m) = &config.mqtt {
-        let labels: Vec<String> = config.prompts.iter().map(|p| p.label.clone()).collect();
+        let watched = Watched::all(config);
         let options = mqtt::MqttOptions {
             snapshots: config.snapshots.enabled,
             ..mqtt::MqttOptions::default()
         };
         sinks.push(Box::new(MqttSink::connect(
             m,
-            &config.camera.name,
-            &labels,
+            &config.camera().name,
+            &watched,
             options,
         )?));
     }

@@ -88,6 +88,7 @@ mod tests {
         Event {
             kind,
             camera: "cam0".into(),
+            zone: "all".into(),
             label: "person".into(),
             prompt: "a person".into(),
             score: 0.3,

@@ -186,6 +186,8 @@ struct Slot {
 /// The triggers of all labels of one camera, turning per-frame scores into [`Event`]s.
 pub struct TriggerBank {
     camera: String,
+    /// The zone the events carry (`all` unless [`TriggerBank::with_zone`]).
+    zone: String,
     metric: Metric,
     slots: Vec<Slot>,
     /// Per-label scratch for `update`, kept so the per-frame path does not allocate.
@@ -197,6 +199,7 @@ impl TriggerBank {
     pub fn new(camera: impl Into<String>, metric: Metric, labels: Vec<LabelSpec>) -> TriggerBank {
         TriggerBank {
             camera: camera.into(),
+            zone: crate::frame::ALL_ZONE.to_owned(),
             metric,
             slots: labels
                 .into_iter()
@@ -209,6 +212,12 @@ impl TriggerBank {
                 .collect(),
             seen: Vec::new(),
         }
+    }
+
+    /// The same bank for the zone `zone` of its camera: its events carry that zone.
+    pub fn with_zone(mut self, zone: impl Into<String>) -> TriggerBank {
+        self.zone = zone.into();
+        self
     }
 
     /// The number of labels.
@@ -270,7 +279,7 @@ impl TriggerBank {
             };
             let hit = slot.trigger.is_hit(value);
             if let Some(t) = slot.trigger.update(hit, frame.now) {
-                events.push(make_event(&self.camera, slot, t, &frame));
+                events.push(make_event(&self.camera, &self.zone, slot, t, &frame));
             }
         }
         events
@@ -282,17 +291,18 @@ impl TriggerBank {
         let mut events = Vec::new();
         for slot in &mut self.slots {
             if let Some(t) = slot.trigger.finish(frame.now) {
-                events.push(make_event(&self.camera, slot, t, &frame));
+                events.push(make_event(&self.camera, &self.zone, slot, t, &frame));
             }
         }
         events
     }
 }
 
-fn make_event(camera: &str, slot: &Slot, t: Transition, frame: &FrameStamp) -> Event {
+fn make_event(camera: &str, zone: &str, slot: &Slot, t: Transition, frame: &FrameStamp) -> Event {
     Event {
         kind: t.into(),
         camera: camera.to_owned(),
+        zone: zone.to_owned(),
         label: slot.spec.label.clone(),
         prompt: slot.spec.prompt.clone(),
         score: slot.last_score,

@@ -44,6 +44,7 @@ fn event(kind: EventKind, label: &str) -> Event {
     Event {
         kind,
         camera: "cam0".into(),
+        zone: "all".into(),
         label: label.into(),
         prompt: "p".into(),
         score: 0.0,
@@ -205,6 +206,8 @@ fn missing_backend_is_a_clear_error() {
         chip: None,
         backend: GpioBackend::Rppal,
         lines: vec![crate::config::GpioLineConfig {
+            camera: None,
+            zone: None,
             label: "person".into(),
             line: LineRef::Offset(17),
             mode: LineMode::Level,
@@ -225,6 +228,8 @@ fn a_missing_chip_is_named_in_the_error() {
         chip: Some("/nonexistent/gpiochip7".into()),
         backend: GpioBackend::Cdev,
         lines: vec![crate::config::GpioLineConfig {
+            camera: None,
+            zone: None,
             label: "person".into(),
             line: LineRef::Name("GPIO17".into()),
             mode: LineMode::Level,

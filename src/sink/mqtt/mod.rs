@@ -54,7 +54,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{Client, ConnectionError};
 
-use super::{CameraStatus, EventSink, SinkError};
+use super::{CameraStatus, EventSink, SinkError, Watched};
 use crate::config::{ConfigError, MqttConfig};
 use crate::event::{Event, Snapshot, Stats};
 
@@ -244,6 +244,8 @@ fn rumqttc_options(
 /// Publishes events, label states, availability, statistics and discovery to an MQTT broker.
 pub struct MqttSink {
     name: String,
+    /// The camera whose topics this sink publishes.
+    camera: String,
     shared: Arc<Shared>,
     topics: Topics,
     /// `mqtt.queue`.
@@ -262,9 +264,10 @@ impl MqttSink {
     pub fn connect(
         cfg: &MqttConfig,
         camera: &str,
-        labels: &[String],
+        watched: &[Watched],
         options: MqttOptions,
     ) -> Result<MqttSink, MqttError> {
+        let labels = labels_of(camera, watched);
         let broker = format!("{}:{}", cfg.host, cfg.port);
         let (opts, net) = rumqttc_options(cfg, camera, "", options.connect_timeout)?;
         let window = options.window.clamp(1, usize::from(RUMQTTC_INFLIGHT) / 2);
@@ -274,7 +277,7 @@ impl MqttSink {
         let topics = Topics::new(&cfg.prefix, &device, camera, &cfg.discovery_prefix);
         let queue = Queue::new(Settings {
             topics: topics.clone(),
-            labels: labels.to_vec(),
+            labels,
             qos: options::qos_of(cfg.qos),
             discovery: cfg.homeassistant_discovery,
             snapshots: options.snapshots,
@@ -295,6 +298,7 @@ impl MqttSink {
         log::info!("mqtt: publishing to {broker} under {}/", cfg.prefix);
         Ok(MqttSink {
             name: format!("mqtt://{broker}"),
+            camera: camera.to_owned(),
             shared,
             topics,
             capacity: cfg.queue,
@@ -368,6 +372,15 @@ impl MqttSink {
         }
         Ok(())
     }
+}
+
+/// The labels of `camera`'s whole frame among `watched`.
+fn labels_of(camera: &str, watched: &[Watched]) -> Vec<String> {
+    watched
+        .iter()
+        .filter(|w| w.camera == camera && w.zone == crate::config::ALL_ZONE)
+        .map(|w| w.label.clone())
+        .collect()
 }
 
 impl EventSink for MqttSink {
@@ -461,7 +474,10 @@ impl EventSink for MqttSink {
 
     /// `P/C/availability`, retained: `online` or `offline` (the reason goes to the log only);
     /// republished on each connect.
-    fn camera_status(&mut self, status: &CameraStatus) -> Result<(), SinkError> {
+    fn camera_status(&mut self, camera: &str, status: &CameraStatus) -> Result<(), SinkError> {
+        if camera != self.camera {
+            return Ok(());
+        }
         let mut st = self.shared.lock();
         st.queue
             .camera_status(matches!(status, CameraStatus::Online));
@@ -470,9 +486,10 @@ impl EventSink for MqttSink {
     }
 
     /// Discovery configs for labels a reload added, deleted for the ones it removed.
-    fn labels_changed(&mut self, labels: &[String]) -> Result<(), SinkError> {
+    fn labels_changed(&mut self, watched: &[Watched]) -> Result<(), SinkError> {
+        let labels = labels_of(&self.camera, watched);
         let mut st = self.shared.lock();
-        st.queue.set_labels(labels);
+        st.queue.set_labels(&labels);
         self.shared.flush(&mut st);
         Ok(())
     }
@@ -677,6 +694,7 @@ mod tests {
                 crate::event::EventKind::End
             },
             camera: "cam0".into(),
+            zone: "all".into(),
             label: "person".into(),
             prompt: "p".into(),
             score: 0.0,
@@ -698,7 +716,7 @@ mod tests {
         let mut sink = MqttSink::connect(
             &c,
             "cam0",
-            &["person".into()],
+            &[Watched::whole("cam0", "person")],
             MqttOptions {
                 close_timeout: Duration::from_millis(100),
                 ..MqttOptions::default()
