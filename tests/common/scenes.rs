@@ -737,6 +737,8 @@ pub struct Visit {
     pub aspect: f32,
     /// Where it rests, in scene pixels (frame pixels without the camera shake).
     pub rest: [f32; 2],
+    /// Where it glides to halfway through its stay, if anywhere (a crossing: [`Clip::crossing`]).
+    pub to: Option<[f32; 2]>,
     pub enter: Side,
     pub exit: Side,
     /// Amplitudes, periods (s) and phases of the wobble, x then y.
@@ -812,6 +814,7 @@ impl Visit {
                 rng.range(0.25, 0.45),
             ],
             form: rng.next_u64(),
+            to: None,
         }
     }
 
@@ -827,9 +830,10 @@ impl Visit {
         }
         let u = t - self.start;
         let w = &self.wobble;
+        let rest = self.rest_at(t);
         let at = [
-            self.rest[0] + w[0] * (TAU * u / w[2] + w[4]).sin(),
-            self.rest[1] + w[1] * (TAU * u / w[3] + w[5]).sin(),
+            rest[0] + w[0] * (TAU * u / w[2] + w[4]).sin(),
+            rest[1] + w[1] * (TAU * u / w[3] + w[5]).sin(),
         ];
         let [cx, cy] = if u < self.slide {
             let from = self.offstage(self.enter, at);
@@ -842,6 +846,18 @@ impl Visit {
         };
         let angle = self.angle0 + self.spin[0] * u + self.spin[1] * (TAU * u / self.spin[2]).sin();
         Some(Pose { cx, cy, angle })
+    }
+
+    /// Where it rests at time `t`: `rest`, or for a crossing `rest` until it glides to `to` over
+    /// the middle fifth of its stay.
+    pub fn rest_at(&self, t: f32) -> [f32; 2] {
+        let Some(to) = self.to else {
+            return self.rest;
+        };
+        let (stay0, stay1) = (self.start + self.slide, self.end - self.slide);
+        let glide = 0.2 * (stay1 - stay0);
+        let from = stay0 + (stay1 - stay0 - glide) / 2.0;
+        lerp2(self.rest, to, ease((t - from) / glide))
     }
 
     /// A point just outside the frame beyond `side`, level with `p`.
@@ -1148,6 +1164,40 @@ impl Clip {
             .into_iter()
             .collect();
         Clip::build(Recipe::stills(bg, seed), visits, stream, 1.0, 4)
+    }
+
+    /// One `thing` crossing the scene on `bg`: it slides in from the left, rests at `from`
+    /// (scene pixels), glides to `to` halfway through its stay, rests there and slides out to the
+    /// right; `seconds` long at `fps`, the visit from 1 s to `seconds - 1`. The recipe it carries
+    /// is a targets recipe of the same length (for the light, the shake and the noise).
+    pub fn crossing(
+        bg: Background,
+        seed: u64,
+        thing: Thing,
+        from: [f32; 2],
+        to: [f32; 2],
+        seconds: f32,
+        fps: u32,
+    ) -> io::Result<Clip> {
+        let recipe = Recipe::targets(bg, seed)
+            .with_seconds(seconds)
+            .with_fps(fps);
+        let mut rng = Rng::stream(seed, STREAM_SCRIPT, 99);
+        let mut v = Visit::random(&mut rng, thing, (0.28 * VIEW, 0.32 * VIEW));
+        v.rest = from;
+        v.to = Some(to);
+        v.enter = Side::Left;
+        v.exit = Side::Right;
+        v.start = 1.0;
+        v.end = seconds - 1.0;
+        let frames = recipe.frames();
+        Clip::build(recipe, vec![v], seed, fps as f32, frames)
+    }
+
+    /// Renders every frame into `dir` as `frame_NNNN.jpg` (no `truth.json`: the caller knows
+    /// what it asked for; [`Clip::poses`] says where the thing is in each frame).
+    pub fn render_frames_to(&self, dir: &Path) -> io::Result<()> {
+        self.write_frames(dir).map(|_| ())
     }
 
     pub fn frames(&self) -> u32 {

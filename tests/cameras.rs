@@ -1,0 +1,242 @@
+//! Many cameras and zones in one daemon (issue 27), with the real binary, the demo model and
+//! clips from the independent generator (`tests/common/scenes.rs`):
+//!
+//! - the recorded clip and a generated recording on two cameras at once give each camera
+//!   exactly the events it gives alone;
+//! - a shape crossing from one zone into another starts and ends in each zone, in order, each
+//!   within the trigger's lag of when its centre crossed into or out of the zone.
+
+#[path = "common/scenes.rs"]
+mod scenes;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edgeclip::event::{Event, EventKind};
+use scenes::{Background, Colour, Recipe, Shape, Thing, VIEW, VIEW_X0, ensure};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_edgeclip"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The demo's four prompts and its trigger, as `firmware-config/demo.toml` has them.
+const PROMPTS: &str = r#"
+[[prompts]]
+label = "red_circle"
+text = "a photo of a red circle"
+[[prompts]]
+label = "blue_square"
+text = "a photo of a blue square"
+[[prompts]]
+label = "yellow_star"
+text = "a photo of a yellow star"
+[[prompts]]
+label = "orange_triangle"
+text = "a photo of a orange triangle"
+[matcher]
+background = ["an empty scene"]
+threshold = 0.5
+score = "prob"
+[trigger]
+enter_frames = 3
+exit_frames = 3
+[stats]
+interval_s = 0
+"#;
+
+/// `[model]` for the demo bundle.
+fn model() -> String {
+    format!(
+        "[model]\nbundle = {:?}\nruntime = \"cpu\"\nthreads = 1\n",
+        root().join("models/demo").display().to_string()
+    )
+}
+
+/// One `[[cameras]]` entry replaying `dir`'s frames at 15 fps, with `extra` keys and tables.
+fn camera(name: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        "[[cameras]]\nname = {name:?}\nsource = {:?}\nfps = 15\n{extra}\n",
+        format!("files:{}/*.jpg", dir.display())
+    )
+}
+
+/// Every event of `edgeclip run --lossless` (every frame of every camera processed) on `config`.
+fn run(dir: &Path, name: &str, config: &str) -> Vec<Event> {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--lossless", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("{\"type\""))
+        .map(|l| Event::from_json(l).unwrap())
+        .collect()
+}
+
+/// What must match between two runs: kind, camera, zone, label and frame.
+fn key(e: &Event) -> (String, String, String, String, u64) {
+    (
+        e.kind.as_str().to_owned(),
+        e.camera.clone(),
+        e.zone.clone(),
+        e.label.clone(),
+        e.frame,
+    )
+}
+
+fn of(events: &[Event], camera: &str) -> Vec<(String, String, String, String, u64)> {
+    events
+        .iter()
+        .filter(|e| e.camera == camera)
+        .map(key)
+        .collect()
+}
+
+#[test]
+fn two_cameras_in_one_daemon_give_each_its_own_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = root().join("tests/data/clip");
+    let other = ensure(&Recipe::targets(Background::Temple, 1)).unwrap();
+    let mut lone = Vec::new();
+    for (name, dir) in [("porch", &clip), ("yard", &other)] {
+        let config = format!("{}{}{PROMPTS}", camera(name, dir, ""), model());
+        let events = run(tmp.path(), name, &config);
+        assert!(
+            events.iter().filter(|e| e.kind == EventKind::Start).count() >= 2,
+            "{name} alone: too few events to compare: {events:?}"
+        );
+        lone.push(of(&events, name));
+    }
+    let both = format!(
+        "{}{}{}{PROMPTS}",
+        camera("porch", &clip, ""),
+        camera("yard", &other, ""),
+        model()
+    );
+    let events = run(tmp.path(), "both", &both);
+    assert_eq!(of(&events, "porch"), lone[0], "the recorded clip's camera");
+    assert_eq!(of(&events, "yard"), lone[1], "the generated clip's camera");
+    assert_eq!(events.len(), lone[0].len() + lone[1].len());
+    assert!(events.iter().all(|e| e.zone == "all"));
+}
+
+/// A zone as `rect = [x, y, w, h]` over a square of the scene `side` pixels wide at `x0, y0`
+/// (frame pixels, 640 x 480).
+fn zone(name: &str, x0: f32, y0: f32, side: f32) -> String {
+    format!(
+        "[[cameras.zones]]\nname = {name:?}\nrect = [{}, {}, {}, {}]\n",
+        x0 / 640.0,
+        y0 / 480.0,
+        side / 640.0,
+        side / 480.0
+    )
+}
+
+#[test]
+fn a_shape_crossing_from_one_zone_into_another_starts_and_ends_in_each_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = tmp.path().join("crossing");
+    std::fs::create_dir(&frames).unwrap();
+    // Two square zones side by side across the middle of the view; a red circle rests in the
+    // left one, glides into the right one, rests there and leaves.
+    let side = VIEW / 2.0;
+    let (left_x, right_x, top) = (VIEW_X0, VIEW_X0 + side, VIEW / 4.0);
+    let centre = |x0: f32| [x0 + side / 2.0, top + side / 2.0];
+    let fps = 10;
+    let clip = scenes::Clip::crossing(
+        Background::Raccoon,
+        7,
+        Thing::Shape(Colour::Red, Shape::Circle),
+        centre(left_x),
+        centre(right_x),
+        16.0,
+        fps,
+    )
+    .unwrap();
+    clip.render_frames_to(&frames).unwrap();
+    let config = format!(
+        "{}{}{PROMPTS}",
+        camera(
+            "drive",
+            &frames,
+            &format!(
+                "whole_frame = false\n{}{}",
+                zone("left", left_x, top, side),
+                zone("right", right_x, top, side)
+            )
+        ),
+        model()
+    );
+    let events = run(tmp.path(), "crossing", &config);
+    for e in &events {
+        eprintln!(
+            "{} {} {} frame {} prob {:.2}",
+            e.kind.as_str(),
+            e.zone,
+            e.label,
+            e.frame,
+            e.prob
+        );
+    }
+    // The truth: the frames whose circle centre is inside each zone.
+    let inside = |f: u32, x0: f32| {
+        clip.poses(f)
+            .iter()
+            .any(|(_, p)| p.cx >= x0 && p.cx < x0 + side && p.cy >= top && p.cy < top + side)
+    };
+    let span = |x0: f32| {
+        let on: Vec<u32> = (0..clip.frames()).filter(|&f| inside(f, x0)).collect();
+        (*on.first().unwrap() as i64, *on.last().unwrap() as i64 + 1)
+    };
+    let red: Vec<&Event> = events.iter().filter(|e| e.label == "red_circle").collect();
+    let find = |zone: &str, kind: EventKind| {
+        let found: Vec<&&Event> = red
+            .iter()
+            .filter(|e| e.zone == zone && e.kind == kind)
+            .collect();
+        assert_eq!(found.len(), 1, "one {} in {zone}: {red:#?}", kind.as_str());
+        found[0].frame as i64
+    };
+    let (enter, exit) = (3i64, 3i64);
+    // How far an event may be from its zone's truth: the trigger's frames, plus the frames the
+    // circle needs to be mostly in or out of a zone while it glides across the edge.
+    let slack = 4i64;
+    for (zone, x0) in [("left", left_x), ("right", right_x)] {
+        let (s, e) = span(x0);
+        let start = find(zone, EventKind::Start);
+        let end = find(zone, EventKind::End);
+        assert!(
+            (start - (s + enter - 1)).abs() <= slack,
+            "{zone}: start at {start}, the circle's centre entered at {s}"
+        );
+        assert!(
+            (end - (e + exit - 1)).abs() <= slack,
+            "{zone}: end at {end}, the circle's centre left at {e}"
+        );
+    }
+    assert!(find("left", EventKind::Start) < find("right", EventKind::Start));
+    assert!(find("left", EventKind::End) <= find("right", EventKind::Start) + slack);
+    assert!(find("left", EventKind::End) < find("right", EventKind::End));
+    // Nothing else fired: no other label, no whole frame.
+    assert!(
+        events
+            .iter()
+            .all(|e| e.label == "red_circle" && e.zone != "all"),
+        "{events:#?}"
+    );
+}
