@@ -77,6 +77,17 @@ fn device_configs_have_what_their_names_promise() {
     assert!(
         matches!(&csi.camera().source, SourceSpec::Pipe { command } if command.starts_with("rpicam-vid"))
     );
+    let two = load("pi5-two-cameras.toml");
+    let names: Vec<&str> = two.cameras.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["driveway", "door"]);
+    assert!(
+        matches!(&two.cameras[0].source, SourceSpec::Pipe { command } if command.starts_with("rpicam-vid"))
+    );
+    assert!(matches!(two.cameras[1].source, SourceSpec::V4l2 { .. }));
+    for i in 0..2 {
+        let zones: Vec<String> = two.for_camera(i).zone_views().into_iter().map(|z| z.name).collect();
+        assert_eq!(zones.len(), 2, "the whole frame and a zone on each camera: {zones:?}");
+    }
     let jetson = load("jetson-csi.toml");
     assert!(
         matches!(&jetson.camera().source, SourceSpec::Pipe { command } if command.contains("nvarguscamerasrc"))

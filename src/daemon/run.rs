@@ -303,7 +303,8 @@ impl Daemon {
         summary.wall_s = started.elapsed().as_secs_f64();
         summary.cpu_s = cpu_at_start.zip(process_cpu_seconds()).map(|(a, b)| b - a);
         if cameras.len() > 1 {
-            for cam in &cameras {
+            for cam in &mut cameras {
+                cam.feed.count_into(&mut cam.summary);
                 let s = &cam.summary;
                 info!(
                     "camera {}: {} frames captured, {} processed, {} dropped, {} bad",
