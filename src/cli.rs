@@ -103,6 +103,9 @@ pub enum Command {
         /// `camera.source`; a live camera (`v4l2:`, `pipe:`) runs until stopped (Ctrl-C).
         #[arg(long)]
         source: Option<String>,
+        /// Which camera of `[[cameras]]` (its labels, zones and source); default: the first.
+        #[arg(long)]
+        camera: Option<String>,
         /// Also one JSON line per frame: `{"frame","t_s","labels":{LABEL:{"score","prob",
         /// "state"}},"runner_up":{LABEL:{"label","score","prob"}}}`; the summary goes to stderr.
         #[arg(long)]
@@ -125,6 +128,9 @@ pub enum Command {
         /// The quiet footage (`files:GLOB`, or a camera) instead of `camera.source`.
         #[arg(long)]
         source: Option<String>,
+        /// Which camera of `[[cameras]]` (its labels, zones and source); default: the first.
+        #[arg(long)]
+        camera: Option<String>,
         /// At most this much footage (`10m`, `1h`); needed to calibrate on a live camera.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
@@ -292,11 +298,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Replay {
             config,
             source,
+            camera,
             json,
             plot,
             plot_size,
         } => {
-            let config = Config::from_file(&config)?;
+            let config = one_camera(Config::from_file(&config)?, camera.as_deref())?;
             let size = plot_size.unwrap_or((1200, 60 + 260 * config.prompts.len() as u32));
             let options = crate::replay::ReplayOptions {
                 source,
@@ -315,6 +322,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate {
             config,
             source,
+            camera,
             duration,
             positives,
             out,
@@ -325,7 +333,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if !(false_alarms_per_day.is_finite() && false_alarms_per_day > 0.0) {
                 bail!("--false-alarms-per-day: must be above 0, got {false_alarms_per_day}");
             }
-            let config = Config::from_file(&config)?;
+            let config = one_camera(Config::from_file(&config)?, camera.as_deref())?;
             let size = plot_size.unwrap_or((1000, 40 + 240 * config.prompts.len() as u32));
             let options = crate::replay::calibrate::CalibrateOptions {
                 source,
@@ -456,6 +464,27 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
             .with_context(|| format!("installing the handler for signal {signal}"))?;
     }
     Ok(stop)
+}
+
+/// The config of one camera (`--camera NAME`, else the first): that camera alone, with its
+/// labels ([`Config::for_camera`]), for the commands that replay one recording.
+fn one_camera(config: Config, camera: Option<&str>) -> Result<Config> {
+    let index = match camera {
+        None => 0,
+        Some(name) => config.camera_index(name).ok_or_else(|| {
+            let names: Vec<&str> = config.cameras.iter().map(|c| c.name.as_str()).collect();
+            anyhow::anyhow!(
+                "--camera: no camera is named {name:?} in {} (cameras: {})",
+                config
+                    .file
+                    .as_deref()
+                    .unwrap_or(Path::new("<memory>"))
+                    .display(),
+                names.join(", ")
+            )
+        })?,
+    };
+    Ok(config.for_camera(index))
 }
 
 fn run_daemon(path: &Path, lossless: bool) -> Result<()> {

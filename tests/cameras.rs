@@ -240,3 +240,49 @@ fn a_shape_crossing_from_one_zone_into_another_starts_and_ends_in_each_in_order(
         "{events:#?}"
     );
 }
+
+#[test]
+fn replay_takes_one_camera_by_name_and_names_a_missing_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = root().join("tests/data/clip");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::copy(clip.join("frame_0000.jpg"), empty.join("frame_0000.jpg")).unwrap();
+    let config = format!(
+        "{}{}{}{PROMPTS}",
+        camera("first", &empty, ""),
+        camera("second", &clip, ""),
+        model()
+    );
+    let file = tmp.path().join("two.toml");
+    std::fs::write(&file, config).unwrap();
+    let replay = |camera: &str| {
+        Command::new(bin())
+            .args(["replay", "--camera", camera, "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let out = replay("second");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Event> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("{\"type\""))
+        .map(|l| Event::from_json(l).unwrap())
+        .collect();
+    assert!(events.len() >= 4, "the clip's events: {events:?}");
+    assert!(events.iter().all(|e| e.camera == "second"));
+    let out = replay("third");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no camera is named \"third\"") && err.contains("first, second"),
+        "{err}"
+    );
+}

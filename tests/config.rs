@@ -85,8 +85,17 @@ fn device_configs_have_what_their_names_promise() {
     );
     assert!(matches!(two.cameras[1].source, SourceSpec::V4l2 { .. }));
     for i in 0..2 {
-        let zones: Vec<String> = two.for_camera(i).zone_views().into_iter().map(|z| z.name).collect();
-        assert_eq!(zones.len(), 2, "the whole frame and a zone on each camera: {zones:?}");
+        let zones: Vec<String> = two
+            .for_camera(i)
+            .zone_views()
+            .into_iter()
+            .map(|z| z.name)
+            .collect();
+        assert_eq!(
+            zones.len(),
+            2,
+            "the whole frame and a zone on each camera: {zones:?}"
+        );
     }
     let jetson = load("jetson-csi.toml");
     assert!(
