@@ -286,3 +286,59 @@ fn replay_takes_one_camera_by_name_and_names_a_missing_one() {
         "{err}"
     );
 }
+
+#[test]
+fn a_camera_that_fails_goes_offline_alone_and_the_other_keeps_its_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = root().join("tests/data/clip");
+    let alone = format!("{}{}{PROMPTS}", camera("porch", &clip, ""), model());
+    let lone = of(&run(tmp.path(), "alone", &alone), "porch");
+    // A pipe camera whose command exits at once, every time it is restarted.
+    let broken = "[[cameras]]\nname = \"shed\"\nsource = \"pipe:exit 3\"\nformat = \"mjpeg\"\n";
+    let config = format!("{}{broken}{}{PROMPTS}", camera("porch", &clip, ""), model());
+    let file = tmp.path().join("broken.toml");
+    std::fs::write(&file, config).unwrap();
+    // The broken camera never finishes (a live camera is retried for ever): the daemon runs
+    // until stopped. Stop it once the working camera's recording has given all its events.
+    let child = std::process::Command::new(bin())
+        .args(["run", "--lossless", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("XDG_DATA_HOME", tmp.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let stdout = child.stdout.unwrap();
+    let stderr = child.stderr.unwrap();
+    let log_reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    // If the events never come, the test must still end (and fail below).
+    let guard_pid = pid.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(180));
+        let _ = Command::new("kill").args(["-TERM", &guard_pid]).status();
+    });
+    let mut events = Vec::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.unwrap();
+        if line.starts_with("{\"type\"") {
+            events.push(Event::from_json(&line).unwrap());
+        }
+        if events.len() == lone.len() {
+            // Anything more would be a wrong event: give it a moment to show, then stop.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        }
+    }
+    let log = log_reader.join().unwrap();
+    assert_eq!(
+        of(&events, "porch"),
+        lone,
+        "the working camera's events\n{log}"
+    );
+    assert!(events.iter().all(|e| e.camera == "porch"));
+    assert!(log.contains("camera shed: offline"), "{log}");
+    assert!(!log.contains("camera porch: offline"), "{log}");
+}

@@ -155,6 +155,7 @@ impl Daemon {
             // One round: what each camera has, its frame when `max_fps` lets it through.
             let now = Instant::now();
             let mut round: Vec<(usize, Frame)> = Vec::new();
+            let mut finished: Vec<usize> = Vec::new();
             for (c, cam) in cameras.iter_mut().enumerate() {
                 if cam.finished {
                     continue;
@@ -174,7 +175,10 @@ impl Daemon {
                 }
                 let change = cam.health.tick(now.saturating_duration_since(started));
                 self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
-                cam.finished = taken.finished;
+                if taken.finished {
+                    cam.finished = true;
+                    finished.push(c);
+                }
                 // A frame captured before the source failed is dropped: the camera is offline
                 // until a newer one comes.
                 if let Some(frame) = taken.frame.filter(|_| cam.health.is_online()) {
@@ -191,6 +195,10 @@ impl Daemon {
                 if round.is_empty() {
                     break;
                 }
+            }
+            if round.is_empty() && !finished.is_empty() {
+                self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
+                continue;
             }
             if round.is_empty() {
                 if control.reload.load(Ordering::Relaxed) {
@@ -262,6 +270,9 @@ impl Daemon {
                 cam.summary.latency.record(step.stamp.latency_ms);
                 summary.latency.record(step.stamp.latency_ms);
             }
+            // A camera whose recording ended (its last frame in this round) ends its labels
+            // now, while the others go on.
+            self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
             self.deliver_snapshots(&mut sinks);
             let now = Instant::now();
             if self.web_totals_due(now) {
@@ -328,6 +339,28 @@ impl Daemon {
             100.0 * summary.cpu_s.unwrap_or(f64::NAN) / summary.wall_s.max(1e-9)
         );
         Ok(summary)
+    }
+
+    /// The cameras in `finished` delivered their last frame (a `files:` recording that ended):
+    /// their active labels end, stamped with their last frame. Only when others still run (the
+    /// run's end ends every label anyway).
+    fn cameras_finished(
+        &mut self,
+        cameras: &[CameraRun],
+        finished: &[usize],
+        sinks: &mut [Box<dyn EventSink>],
+        summary: &mut Summary,
+    ) {
+        if cameras.iter().all(|c| c.finished) {
+            return;
+        }
+        for &c in finished {
+            let last = cameras[c].last_stamp;
+            let mut ends = self.pipeline.finish_camera(c, last);
+            self.snapshot_step(c, None, last.now, &[], &mut ends);
+            self.history_events(&ends);
+            publish(sinks, &ends, summary);
+        }
     }
 
     /// Each camera's stats line when its window is due: the log, the service manager's status
