@@ -11,7 +11,7 @@
 # the cache geometry of the emulated core's Raspberry Pi (benches/board-cache.sh). (N=3 - N=1)/2
 # is one inference; N=1 minus that is the load and the first run's set-up.
 # Default models: the demo student's visual.onnx (int8-static) and visual.fp32.onnx, and the
-# ViT-B/32 towers in target/models/vit-b32 when generated (models/tools/edgeclip_tools/make_vitb32.py).
+# ViT-B/32 towers in target/models/vit-b32 (every visual*.onnx) when generated (models/tools/edgeclip_tools/make_vitb32.py).
 # ARM_INSN_CPUS picks the emulated cores (default "cortex-a76 cortex-a72"). tract's counts for the
 # same files come from benches/arm-insn.sh. Instruction counts are not time.
 set -euo pipefail
@@ -51,7 +51,7 @@ aarch64-linux-gnu-gcc -O2 -Wall -o "$harness" benches/ort-arm/harness.c \
 models=("$@")
 if ((${#models[@]} == 0)); then
   models=(models/demo/visual.onnx:pixel_values:image_embeds:128 models/demo/visual.fp32.onnx:pixel_values:image_embeds:128)
-  for f in target/models/vit-b32/visual.fp32.onnx target/models/vit-b32/visual.int8.onnx; do
+  for f in target/models/vit-b32/visual*.onnx; do
     [[ -f $f ]] && models+=("$f:pixel_values:image_embeds:224")
   done
 fi
