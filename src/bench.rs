@@ -1,4 +1,5 @@
-//! `edgeclip bench`: how fast a bundle's image tower loads and runs on this machine.
+//! `edgeclip bench`: how fast a bundle's image tower loads and runs on this machine; and
+//! `edgeclip warmup`, which prepares it (GPU kernels compiled, or the CPU's precision timed).
 //!
 //! The figures a user needs to size a deployment: load time (parse, type, optimize, plan), the
 //! first inference (which pays lazy set-up), then the latency distribution of `iters` more runs,
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::model::{Bundle, ImageEncoder, ModelError, Precision, Runtime};
+use anyhow::Context;
+
+use crate::model::{Bundle, Device, ImageEncoder, ModelError, Precision, Runtime};
 
 /// What `edgeclip bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +126,66 @@ impl std::fmt::Display for BenchReport {
         writeln!(f, "throughput:   {}", opt(self.fps, "frames/s"))?;
         write!(f, "peak RSS:     {}", opt(self.peak_rss_mb, "MB"))
     }
+}
+
+/// `edgeclip warmup`: on a GPU, tract-cuda's kernels compiled into the kernel cache and the
+/// image tower run once; on the CPU, the shipped image files timed and the fastest cached
+/// ([`warmup_cpu`]).
+pub fn warmup(dir: &Path, precision: Option<Precision>) -> anyhow::Result<()> {
+    use crate::model::device::{count_kernels, kernel_dir};
+    let bundle = Bundle::load(dir)?;
+    let selection = crate::model::device::select(Runtime::Auto).context("warmup")?;
+    if selection.device == Device::Cpu {
+        return warmup_cpu(&bundle, precision, &selection.reason);
+    }
+    println!("cuda:         {}", selection.reason);
+    let kernels = kernel_dir().context("no kernel folder")?;
+    let before = count_kernels(&kernels);
+    let started = std::time::Instant::now();
+    let encoder = ImageEncoder::load_on(&bundle, precision, Device::Cuda)?;
+    let took = started.elapsed().as_secs_f64();
+    let after = count_kernels(&kernels);
+    println!(
+        "kernels:      {} ({after} compiled kernel libraries, {} new)",
+        kernels.display(),
+        after.saturating_sub(before)
+    );
+    println!(
+        "image tower:  {} ({}) loaded and run once on the GPU in {took:.1} s",
+        encoder.path().display(),
+        encoder.precision()
+    );
+    Ok(())
+}
+
+/// `warmup` on the CPU: times the shipped image files and caches the fastest
+/// ([`ImageEncoder::timed_cpu_precision`]), unless `precision` names the file to run.
+fn warmup_cpu(bundle: &Bundle, precision: Option<Precision>, why: &str) -> anyhow::Result<()> {
+    println!("cpu:          {why}");
+    if let Some(p) = precision {
+        println!("image tower:  {p} (--precision): nothing to time");
+        return Ok(());
+    }
+    match ImageEncoder::timed_cpu_precision(bundle, true) {
+        Some(choice) => {
+            for t in &choice.timed {
+                println!(
+                    "timed:        {} p50 {:.2} ms ({} runs)",
+                    t.precision, t.p50_ms, t.runs
+                );
+            }
+            println!(
+                "image tower:  {} (the fastest here; cached in {})",
+                choice.precision,
+                crate::paths::precision_cache_dir()
+                    .map_or_else(|| "no cache folder".into(), |d| d.display().to_string())
+            );
+        }
+        None => println!(
+            "image tower:  nothing to time: fewer than two of the shipped files are fast on this CPU"
+        ),
+    }
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::matcher::{Label, Matcher, Scores};
-use crate::model::{Bundle, Device, ImageEncoder, Precision, Runtime, set_threads};
+use crate::model::{Bundle, ImageEncoder, Precision, Runtime, set_threads};
 use crate::preprocess::{Preprocessor, Spec, load_image};
 use crate::prompts::{PromptEmbedder, PromptEmbeddings};
 
@@ -151,9 +151,11 @@ pub enum Command {
         #[arg(long, default_value_t = 1.0)]
         false_alarms_per_day: f64,
     },
-    /// Prepare the GPU for a bundle at install time: compile tract-cuda's kernels into the
-    /// kernel cache and run the image tower once, so that the daemon's start takes seconds
-    /// instead of minutes. Run it as the daemon's user, with the daemon's cache folder.
+    /// Prepare a bundle at install time, as the daemon's user with the daemon's cache folder. On
+    /// a GPU: compile tract-cuda's kernels into the kernel cache and run the image tower once, so
+    /// that the daemon's start takes seconds instead of minutes. On the CPU: time the image
+    /// files the bundle ships (about 0.5 s) and cache the fastest for this CPU and thread count,
+    /// which the daemon then runs when `model.precision` is not set.
     Warmup {
         /// The bundle folder.
         #[arg(long)]
@@ -167,6 +169,10 @@ pub enum Command {
         /// ~/.cache/edgeclip; /var/cache/edgeclip for the systemd unit).
         #[arg(long)]
         kernel_cache: Option<PathBuf>,
+        /// Threads for tract's matrix products on the CPU: the daemon's `threads` (the timed
+        /// choice is cached per thread count).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Measure the image tower: load time, first run, p50/p95 latency, frames per second, peak
     /// memory (input: a fixed synthetic tensor; preprocessing not included).
@@ -273,7 +279,11 @@ pub fn run(cli: Cli) -> Result<()> {
             model,
             precision,
             kernel_cache: _,
-        } => warmup(&model, precision),
+            threads,
+        } => {
+            set_threads(threads);
+            crate::bench::warmup(&model, precision)
+        }
         Command::Bench {
             model,
             runtime,
@@ -414,30 +424,6 @@ pub fn kernel_cache_for(cli: &Cli) -> Option<PathBuf> {
         return None;
     }
     kernel_cache_base(configured.as_deref())
-}
-
-fn warmup(dir: &Path, precision: Option<Precision>) -> Result<()> {
-    use crate::model::device::{count_kernels, kernel_dir};
-    let bundle = Bundle::load(dir)?;
-    let selection = crate::model::device::select(Runtime::Cuda).context("warmup")?;
-    println!("cuda:         {}", selection.reason);
-    let kernels = kernel_dir().context("no kernel folder")?;
-    let before = count_kernels(&kernels);
-    let started = std::time::Instant::now();
-    let encoder = ImageEncoder::load_on(&bundle, precision, Device::Cuda)?;
-    let took = started.elapsed().as_secs_f64();
-    let after = count_kernels(&kernels);
-    println!(
-        "kernels:      {} ({after} compiled kernel libraries, {} new)",
-        kernels.display(),
-        after.saturating_sub(before)
-    );
-    println!(
-        "image tower:  {} ({}) loaded and run once on the GPU in {took:.1} s",
-        encoder.path().display(),
-        encoder.precision()
-    );
-    Ok(())
 }
 
 /// A model error, with `--runtime` named when the runtime is what failed.

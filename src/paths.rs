@@ -23,6 +23,13 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/edgeclip"))
 }
 
+/// Where the image tower's precision chosen by timing on this CPU is cached
+/// ([`crate::model::timing`]): `precision/` in the cache folder, one file per bundle, CPU and
+/// thread count.
+pub fn precision_cache_dir() -> Option<PathBuf> {
+    cache_dir().map(|d| d.join("precision"))
+}
+
 /// Where the daemon keeps what it produces (event snapshots, under `snapshots/`).
 ///
 /// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`: `/var/lib/edgeclip` for the packaged

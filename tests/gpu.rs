@@ -97,13 +97,14 @@ fn cuda_is_a_clear_error_when_unavailable() {
     assert!(e.to_string().contains("\"cuda\" is not available"), "{e}");
 }
 
-/// The demo ships static int8 on integer kernels (its default), fp32 and fp16. Unasked, the CPU
-/// takes the int8 file where it has int8 dot products and the fp32 file elsewhere
+/// The demo ships static int8 on integer kernels (its default), fp32 and fp16. Unasked and
+/// without timing (`load_on`; `load_for` times the files first: tests/precision_timing.rs), the
+/// CPU takes the int8 file where it has int8 dot products and the fp32 file elsewhere
 /// (`device::pick_cpu_precision`, unit-tested for every combination); asked for, each file is
 /// there.
 #[test]
 fn the_cpu_runs_the_demo_int8_file_only_with_int8_dot_products() {
-    let encoder = ImageEncoder::load_for(&demo(), None, Runtime::Cpu).unwrap();
+    let encoder = ImageEncoder::load_on(&demo(), None, Device::Cpu).unwrap();
     assert_eq!(encoder.device(), Device::Cpu);
     let expected = if device::cpu_has_int8_dot() {
         Precision::Int8Static
@@ -158,24 +159,26 @@ fn the_command_line_names_the_runtime() {
             stderr.contains("error: --runtime: \"cuda\" is not available: "),
             "{stderr}"
         );
-        let out = edgeclip(&["warmup", "--model", demo]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success());
-        assert!(
-            stderr.contains("error: warmup: \"cuda\" is not available: "),
-            "{stderr}"
-        );
+        // Without a GPU, `warmup` prepares the CPU (times the image files), saying why.
+        let cache = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(edgeclip_bin())
+            .args(["warmup", "--model", demo])
+            .env("CACHE_DIRECTORY", cache.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.starts_with("cpu:          "), "{stdout}");
+        assert!(stdout.contains("CUDA"), "{stdout}");
     }
-    let out = edgeclip(&[
-        "bench",
-        "--model",
-        demo,
-        "--runtime",
-        "cpu",
-        "--iters",
-        "3",
-        "--json",
-    ]);
+    // Timing off: the flag-based choice below.
+    let out = std::process::Command::new(edgeclip_bin())
+        .args(["bench", "--model", demo, "--runtime", "cpu"])
+        .args(["--iters", "3", "--json"])
+        .env("RUST_LOG", "warn")
+        .env("EDGECLIP_PRECISION_TIMING", "0")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

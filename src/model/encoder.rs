@@ -12,7 +12,7 @@ use tract_onnx::prelude::*;
 
 use super::device::{self, Device};
 use super::plan::{self, Plan};
-use super::{Bundle, ModelError, Precision, Runtime, tract_fixes};
+use super::{Bundle, ModelError, Precision, Runtime, timing, tract_fixes};
 
 /// A tower's plan with the file it came from: what both encoders run, through one path.
 #[derive(Debug, Clone)]
@@ -158,6 +158,23 @@ impl ImageEncoder {
             selection.device.label(),
             selection.reason
         );
+        let precision = match (precision, selection.device) {
+            (None, Device::Cpu) if timing::enabled() => {
+                ImageEncoder::timed_cpu_precision(bundle, false).map(|choice| {
+                    match &choice.cached {
+                        Some(file) => log::info!(
+                            "image tower: the {} file, the fastest when timed on this CPU ({}; cached in {})",
+                            choice.precision,
+                            choice.summary(),
+                            file.display()
+                        ),
+                        None => log::info!("image tower: {}", choice.summary()),
+                    }
+                    choice.precision
+                })
+            }
+            _ => precision,
+        };
         match ImageEncoder::load_on(bundle, precision, selection.device) {
             Err(e) => match device::fallback(runtime, selection.device) {
                 Some(fallback) => {
@@ -172,6 +189,25 @@ impl ImageEncoder {
             },
             loaded => loaded,
         }
+    }
+
+    /// The CPU's image-tower precision chosen by timing the files the bundle ships
+    /// ([`timing::choose`]: the cached choice for this bundle, CPU and thread count unless
+    /// `retime`), or `None` where the flag-based choice stands.
+    pub fn timed_cpu_precision(bundle: &Bundle, retime: bool) -> Option<timing::Choice> {
+        let cache = crate::paths::precision_cache_dir();
+        timing::choose(
+            bundle,
+            cache.as_deref(),
+            plan::threads(),
+            retime,
+            |precision, budget| {
+                let encoder = ImageEncoder::load_on(bundle, Some(precision), Device::Cpu)?;
+                let pixels = timing_image(encoder.input_len());
+                let mut out = vec![0f32; encoder.dim];
+                timing::time_runs(precision, budget, || encoder.encode_into(&pixels, &mut out))
+            },
+        )
     }
 
     /// One run on a blank image, panics (tract-cuda creates a thread's CUDA stream and library
@@ -280,6 +316,18 @@ impl ImageEncoder {
         self.encode_into(pixels, &mut out)?;
         Ok(out)
     }
+}
+
+/// A fixed pseudo-random image in about -2..2 (the range of normalised pixels), for timing: a
+/// blank one would give dynamic int8 an empty range.
+fn timing_image(len: usize) -> Vec<f32> {
+    let mut state = 0x2545_f491_u32;
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect()
 }
 
 /// The text tower of a bundle, run on one tokenized text at a time.

@@ -7,7 +7,8 @@
 //! Inside, by role: `plan` turns an ONNX file into a runnable plan for the CPU or CUDA (with
 //! `graph_cache` keeping decluttered graphs between starts), `tract_fixes` holds the workarounds
 //! for tract's bugs that loading applies, `encoder` the public encoders and their one run path,
-//! `profile` what a CPU plan runs and where its time goes.
+//! `profile` what a CPU plan runs and where its time goes, `timing` the CPU's precision chosen by
+//! timing the shipped files.
 
 mod bundle;
 pub mod device;
@@ -16,6 +17,7 @@ mod graph_cache;
 pub mod options;
 mod plan;
 mod profile;
+pub mod timing;
 mod tract_fixes;
 
 use std::path::PathBuf;

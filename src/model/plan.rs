@@ -98,11 +98,21 @@ impl std::fmt::Debug for StateSlot {
     }
 }
 
+/// The thread count [`set_threads`] last set (1 before it is called: tract's default executor
+/// is single-threaded).
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// The thread count tract's matrix products use, as [`set_threads`] last set it.
+pub(super) fn threads() -> usize {
+    THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Sets how many threads tract's matrix products use, for every plan in the process.
 ///
 /// `1` keeps everything on the calling thread (the right choice on a busy single board).
 pub fn set_threads(threads: usize) {
     use tract_linalg::multithread::{Executor, set_default_executor};
+    THREADS.store(threads.max(1), std::sync::atomic::Ordering::Relaxed);
     if threads <= 1 {
         set_default_executor(Executor::SingleThread);
     } else {
