@@ -452,25 +452,9 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     Ok(stop)
 }
 
-/// The config of one camera (`--camera NAME`, else the first): that camera alone, with its
-/// labels ([`Config::for_camera`]), for the commands that replay one recording.
+/// The config of one camera (`--camera NAME`, else the first), for `replay` and `calibrate`.
 fn one_camera(config: Config, camera: Option<&str>) -> Result<Config> {
-    let index = match camera {
-        None => 0,
-        Some(name) => config.camera_index(name).ok_or_else(|| {
-            let names: Vec<&str> = config.cameras.iter().map(|c| c.name.as_str()).collect();
-            anyhow::anyhow!(
-                "--camera: no camera is named {name:?} in {} (cameras: {})",
-                config
-                    .file
-                    .as_deref()
-                    .unwrap_or(Path::new("<memory>"))
-                    .display(),
-                names.join(", ")
-            )
-        })?,
-    };
-    Ok(config.for_camera(index))
+    (config.for_camera_named(camera)).map_err(|e| anyhow::anyhow!("--camera: {e}"))
 }
 
 fn run_daemon(path: &Path, lossless: bool) -> Result<()> {

@@ -86,6 +86,7 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
         checked += 1;
     }
     let encoder = if has_exemplars(config) {
+        crate::model::timing::set_enabled(config.model.precision_timing);
         Some(
             ImageEncoder::load_for(&bundle, config.model.precision, Runtime::Cpu).map_err(
                 |error| ModelCheckError::Bundle {

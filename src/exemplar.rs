@@ -172,6 +172,7 @@ pub fn add(
         });
     };
     let bundle = Bundle::load(&config.model.bundle)?;
+    crate::model::timing::set_enabled(config.model.precision_timing);
     let encoder = ImageEncoder::load_for(&bundle, config.model.precision, Runtime::Cpu)?;
     // The daemon's own path for example images: the bundle's preprocessing, then the tower.
     let mut embedder = ExemplarEmbedder::new(

@@ -300,7 +300,8 @@ fn a_camera_that_fails_goes_offline_alone_and_the_other_keeps_its_events() {
     std::fs::write(&file, config).unwrap();
     // The broken camera never finishes (a live camera is retried for ever): the daemon runs
     // until stopped. Stop it once the working camera's recording has given all its events.
-    let child = std::process::Command::new(bin())
+    #[allow(clippy::zombie_processes)] // waited for below, once its output is read
+    let mut child = std::process::Command::new(bin())
         .args(["run", "--lossless", "--config"])
         .arg(&file)
         .env("RUST_LOG", "info")
@@ -311,8 +312,8 @@ fn a_camera_that_fails_goes_offline_alone_and_the_other_keeps_its_events() {
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
-    let stdout = child.stdout.unwrap();
-    let stderr = child.stderr.unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     let log_reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
     // If the events never come, the test must still end (and fail below).
     let guard_pid = pid.clone();

@@ -137,7 +137,7 @@ impl Config {
                 camera
                     .labels
                     .as_ref()
-                    .is_none_or(|ls| ls.iter().any(|l| *l == p.label))
+                    .is_none_or(|ls| ls.contains(&p.label))
             })
             .cloned()
             .collect();
@@ -147,6 +147,26 @@ impl Config {
             prompts,
             ..self.clone()
         }
+    }
+
+    /// [`for_camera`](Self::for_camera) of the camera named `name` (the first when `None`); an
+    /// unknown name is an error naming it, the file and the cameras there are.
+    pub fn for_camera_named(&self, name: Option<&str>) -> Result<Config, String> {
+        let index = match name {
+            None => 0,
+            Some(name) => self.camera_index(name).ok_or_else(|| {
+                let names: Vec<&str> = self.cameras.iter().map(|c| c.name.as_str()).collect();
+                format!(
+                    "no camera is named {name:?} in {} (cameras: {})",
+                    self.file
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("<memory>"))
+                        .display(),
+                    names.join(", ")
+                )
+            })?,
+        };
+        Ok(self.for_camera(index))
     }
 
     /// The zones of this config's first camera with the labels each watches, as positions in

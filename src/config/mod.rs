@@ -229,6 +229,9 @@ pub struct ModelConfig {
     /// CPU, dynamic int8 where it has int8 dot-product instructions, else fp32; on a GPU, fp16
     /// or fp32).
     pub precision: Option<Precision>,
+    /// `precision_timing`: with no `precision`, time the shipped image files on the CPU and run
+    /// the fastest (cached); off: the flag-based choice.
+    pub precision_timing: bool,
     /// `kernel_cache`: where compiled GPU kernels are kept between runs, resolved against the
     /// config file's folder. `None`: the daemon's cache folder
     /// ([`crate::paths::cache_dir`], `/var/cache/edgeclip` under systemd).

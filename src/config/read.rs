@@ -167,11 +167,21 @@ fn read_model(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> ModelConf
             key(
                 "precision",
                 "Which of the image tower's files to run. Not set: chosen for the device among \
-                 the bundle's files (the CPU runs int8 where it has int8 dot-product \
-                 instructions, else fp32; a GPU runs fp16, else fp32); the log says which and \
-                 why.",
+                 the bundle's files (on the CPU the fastest when timed, see `precision_timing`; \
+                 a GPU runs fp16, else fp32); the log says which and why.",
             )
             .example("\"int8-static\""),
+        ),
+        precision_timing: r.or(
+            s,
+            key(
+                "precision_timing",
+                "With no `precision`, on the CPU: time each image file the bundle ships (0.5 s \
+                 in all, at the first start; the choice is cached per bundle, CPU and thread \
+                 count) and run the fastest. Off: int8 where the CPU has int8 dot-product \
+                 instructions, else fp32.",
+            ),
+            true,
         ),
         kernel_cache: r
             .opt::<PathBuf>(

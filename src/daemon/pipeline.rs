@@ -227,6 +227,7 @@ impl Pipeline {
     pub fn new(config: &Config) -> Result<Pipeline, DaemonError> {
         let threads = config.model.threads.unwrap_or(1);
         set_threads(threads);
+        crate::model::timing::set_enabled(config.model.precision_timing);
         let started = Instant::now();
         let bundle = Bundle::load(&config.model.bundle).map_err(|error| DaemonError::Bundle {
             file: config

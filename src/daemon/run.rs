@@ -191,10 +191,10 @@ impl Daemon {
                 .filter_map(|c| c.feed.busy_for(now).map(|b| (b, c.feed.describe())))
                 .max_by_key(|(b, _)| *b);
             notifier.pet(now, busiest.map(|b| b.0), busiest.map_or("", |b| b.1));
-            if control.shutdown.load(Ordering::Relaxed) || cameras.iter().all(|c| c.finished) {
-                if round.is_empty() {
-                    break;
-                }
+            if (control.shutdown.load(Ordering::Relaxed) || cameras.iter().all(|c| c.finished))
+                && round.is_empty()
+            {
+                break;
             }
             if round.is_empty() && !finished.is_empty() {
                 self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);

@@ -78,9 +78,20 @@ impl Choice {
     }
 }
 
-/// Whether timing is on: unless [`TIMING_ENV`] is `0`.
+/// `model.precision_timing`, as [`set_enabled`] last set it (on until then).
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns timing on or off for this process (`model.precision_timing`; the daemon sets it from
+/// its config before it loads the image tower).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether timing is on: `model.precision_timing` ([`set_enabled`]) and unless [`TIMING_ENV`]
+/// is `0`.
 pub fn enabled() -> bool {
-    std::env::var(TIMING_ENV).as_deref() != Ok("0")
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+        && std::env::var(TIMING_ENV).as_deref() != Ok("0")
 }
 
 /// The shipped precisions worth timing on this CPU (`int8_dot`: it has int8 dot products), in
