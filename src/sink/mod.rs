@@ -164,12 +164,7 @@ pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn EventSink>>, SinkError>
             snapshots: config.snapshots.enabled,
             ..mqtt::MqttOptions::default()
         };
-        sinks.push(Box::new(MqttSink::connect(
-            m,
-            &config.camera().name,
-            &watched,
-            options,
-        )?));
+        sinks.push(Box::new(MqttSink::connect(m, &watched, options)?));
     }
     if let Some(g) = &config.gpio {
         sinks.push(Box::new(GpioSink::open(g)?));

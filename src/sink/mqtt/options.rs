@@ -97,7 +97,6 @@ pub(super) fn build(
     let topics = Topics::new(
         &cfg.prefix,
         &device_name(cfg, camera),
-        camera,
         &cfg.discovery_prefix,
     );
     let mut o = rumqttc::MqttOptions::new(
