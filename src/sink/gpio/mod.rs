@@ -25,8 +25,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{EventSink, SinkError};
-use crate::config::{GpioBackend, GpioConfig, LineMode, LineRef};
-use crate::event::{Event, EventKind};
+use crate::config::{GpioBackend, GpioConfig, LineRef};
+use crate::event::Event;
 
 mod logic;
 pub use logic::{Follows, LineLogic};

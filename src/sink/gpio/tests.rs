@@ -1,4 +1,6 @@
 use super::*;
+use crate::config::LineMode;
+use crate::event::EventKind;
 use std::time::SystemTime;
 
 /// A fake line that records every level it is driven to.
