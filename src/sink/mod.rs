@@ -13,6 +13,7 @@ pub mod mqtt;
 pub mod stdout;
 
 pub use gpio::{GpioError, GpioSink};
+pub use mqtt::Watched;
 pub use mqtt::{MqttError, MqttSink};
 pub use stdout::StdoutSink;
 
@@ -48,54 +49,6 @@ pub enum CameraStatus {
         /// What the source said (`pipe: command exited with status 1`, `no frame for 10 s`).
         reason: String,
     },
-}
-
-/// One thing the daemon watches: a label in a zone of a camera. Each has its own state (MQTT:
-/// `PREFIX/CAMERA/LABEL/state` for the zone `all`, `PREFIX/CAMERA/ZONE/LABEL/state` for the
-/// others) and its own Home Assistant entity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Watched {
-    /// The camera's name.
-    pub camera: String,
-    /// The zone's name (`all`: the whole frame).
-    pub zone: String,
-    /// The label.
-    pub label: String,
-}
-
-impl Watched {
-    /// `label` on the whole frame of `camera`.
-    pub fn whole(camera: &str, label: &str) -> Watched {
-        Watched {
-            camera: camera.to_owned(),
-            zone: crate::config::ALL_ZONE.to_owned(),
-            label: label.to_owned(),
-        }
-    }
-
-    /// Every label of every zone of every camera of `config`, in the config's order.
-    pub fn all(config: &Config) -> Vec<Watched> {
-        let mut out = Vec::new();
-        for i in 0..config.cameras.len() {
-            let view = config.for_camera(i);
-            let camera = &view.camera().name;
-            for zone in view.zone_views() {
-                for &l in &zone.labels {
-                    out.push(Watched {
-                        camera: camera.clone(),
-                        zone: zone.name.clone(),
-                        label: view.prompts[l].label.clone(),
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether `event` is about this label, zone and camera.
-    pub fn is(&self, event: &Event) -> bool {
-        self.camera == event.camera && self.zone == event.zone && self.label == event.label
-    }
 }
 
 /// A consumer of events. `publish` must not block for long: the daemon calls it on the

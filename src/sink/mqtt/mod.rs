@@ -69,7 +69,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{Client, ConnectionError};
 
-use super::{CameraStatus, EventSink, SinkError, Watched};
+use super::{CameraStatus, EventSink, SinkError};
 use crate::config::{ConfigError, MqttConfig};
 use crate::event::{Event, Snapshot, Stats};
 
@@ -81,7 +81,7 @@ mod topics;
 mod worker;
 
 pub use probe::probe;
-pub use topics::Topics;
+pub use topics::{Topics, Watched};
 
 use options::{MAX_PACKET, RUMQTTC_INFLIGHT};
 use queue::{Queue, Refused, Settings};

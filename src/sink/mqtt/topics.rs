@@ -12,8 +12,57 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::ALL_ZONE;
-use crate::sink::Watched;
+use crate::config::{ALL_ZONE, Config};
+use crate::event::Event;
+
+/// One thing the daemon watches: a label in a zone of a camera (`crate::sink::Watched`; defined
+/// here, in the pure core, because the topics and the delivery queue are keyed by it). Each has its own state (MQTT:
+/// `PREFIX/CAMERA/LABEL/state` for the zone `all`, `PREFIX/CAMERA/ZONE/LABEL/state` for the
+/// others) and its own Home Assistant entity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Watched {
+    /// The camera's name.
+    pub camera: String,
+    /// The zone's name (`all`: the whole frame).
+    pub zone: String,
+    /// The label.
+    pub label: String,
+}
+
+impl Watched {
+    /// `label` on the whole frame of `camera`.
+    pub fn whole(camera: &str, label: &str) -> Watched {
+        Watched {
+            camera: camera.to_owned(),
+            zone: crate::config::ALL_ZONE.to_owned(),
+            label: label.to_owned(),
+        }
+    }
+
+    /// Every label of every zone of every camera of `config`, in the config's order.
+    pub fn all(config: &Config) -> Vec<Watched> {
+        let mut out = Vec::new();
+        for i in 0..config.cameras.len() {
+            let view = config.for_camera(i);
+            let camera = &view.camera().name;
+            for zone in view.zone_views() {
+                for &l in &zone.labels {
+                    out.push(Watched {
+                        camera: camera.clone(),
+                        zone: zone.name.clone(),
+                        label: view.prompts[l].label.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `event` is about this label, zone and camera.
+    pub fn is(&self, event: &Event) -> bool {
+        self.camera == event.camera && self.zone == event.zone && self.label == event.label
+    }
+}
 
 /// The topic names of one process (`D`: `mqtt.device`) under one prefix, for all its cameras.
 #[derive(Debug, Clone, PartialEq, Eq)]

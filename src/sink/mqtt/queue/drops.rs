@@ -6,7 +6,7 @@
 use std::time::SystemTime;
 
 use super::{Queue, Refused};
-use crate::sink::Watched;
+use crate::sink::mqtt::topics::Watched;
 
 impl Queue {
     /// Before `watched`'s event (`on`: a start) joins the queue: drops the end of an episode

@@ -62,7 +62,7 @@ use std::time::{Duration, SystemTime};
 use rumqttc::QoS;
 
 use super::topics::Topics;
-use crate::sink::Watched;
+use crate::sink::mqtt::topics::Watched;
 
 /// Most best-effort messages (statistics) waiting to be sent; more are dropped.
 const MAX_BEST_EFFORT: usize = 8;
