@@ -248,12 +248,12 @@ impl MqttError {
 /// than from a checked file, and rumqttc asserts on some values.
 fn rumqttc_options(
     cfg: &MqttConfig,
-    camera: &str,
+    cameras: &[&str],
     client_suffix: &str,
     connect_timeout: Duration,
 ) -> Result<(rumqttc::MqttOptions, rumqttc::NetworkOptions), MqttError> {
     cfg.validate().map_err(MqttError::invalid)?;
-    options::build(cfg, camera, client_suffix, connect_timeout)
+    options::build(cfg, cameras, client_suffix, connect_timeout)
 }
 
 /// Publishes events, states, availability, statistics and discovery of every camera to an MQTT
@@ -274,21 +274,27 @@ impl MqttSink {
     /// retried with backoff; events wait in the queue meanwhile). `watched` is every
     /// (camera, zone, label) of the daemon ([`Watched::all`]): each one's state starts `OFF`
     /// and its discovery configs are published when `homeassistant_discovery` is on. The
-    /// default client id and device name are those of the first camera of `watched`, as for a
-    /// one-camera daemon. `cfg` is validated first (a table built in code may break the
+    /// default client id names the first camera of `watched`, as for a one-camera daemon; the
+    /// default device name (the host's) gets `-device` when it equals any camera's name. `cfg` is validated first (a table built in code may break the
     /// config's rules): a bad value is an [`MqttError::InvalidOption`] naming its key.
     pub fn connect(
         cfg: &MqttConfig,
         watched: &[Watched],
         options: MqttOptions,
     ) -> Result<MqttSink, MqttError> {
-        let camera = watched.first().map_or("edgeclip", |w| w.camera.as_str());
+        // The cameras in the order they are watched (the config's): the first names the client.
+        let mut cameras: Vec<&str> = Vec::new();
+        for w in watched {
+            if !cameras.contains(&w.camera.as_str()) {
+                cameras.push(&w.camera);
+            }
+        }
         let broker = format!("{}:{}", cfg.host, cfg.port);
-        let (opts, net) = rumqttc_options(cfg, camera, "", options.connect_timeout)?;
+        let (opts, net) = rumqttc_options(cfg, &cameras, "", options.connect_timeout)?;
         let window = options.window.clamp(1, usize::from(RUMQTTC_INFLIGHT) / 2);
         let (client, mut connection) = Client::new(opts, window + 4);
         connection.eventloop.set_network_options(net);
-        let device = options::device_name(cfg, camera);
+        let device = options::device_name(cfg, &cameras);
         let topics = Topics::new(&cfg.prefix, &device, &cfg.discovery_prefix);
         if cfg.homeassistant_discovery {
             log_collisions(&topics, watched);
@@ -667,27 +673,27 @@ mod tests {
     fn options_that_rumqttc_asserts_on_are_refused_first() {
         let mut c = cfg();
         c.keep_alive_s = 0;
-        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, &["cam0"], "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
         let mut c = cfg();
         c.client_id = Some(String::new());
-        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, &["cam0"], "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("mqtt.client_id"), "{err}");
         let mut c = cfg();
         c.qos = 7;
-        assert!(rumqttc_options(&c, "cam0", "", Duration::from_secs(1)).is_err());
+        assert!(rumqttc_options(&c, &["cam0"], "", Duration::from_secs(1)).is_err());
         let mut c = cfg();
         c.tls = true;
         c.tls_ca = Some("/nonexistent/ca.pem".into());
-        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, &["cam0"], "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
-        let (o, _) = rumqttc_options(&cfg(), "cam0", "-probe", Duration::from_secs(1)).unwrap();
+        let (o, _) = rumqttc_options(&cfg(), &["cam0"], "-probe", Duration::from_secs(1)).unwrap();
         assert_eq!(o.client_id(), "test-probe");
         assert_eq!(o.keep_alive(), Duration::from_secs(30));
         let will = o.last_will().unwrap();

@@ -13,7 +13,7 @@ use crate::config::MqttConfig;
 /// validated first, as by [`MqttSink::connect`].
 pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String, MqttError> {
     let broker = format!("{}:{}", cfg.host, cfg.port);
-    let (mut opts, net) = rumqttc_options(cfg, camera, "-probe", timeout)?;
+    let (mut opts, net) = rumqttc_options(cfg, &[camera], "-probe", timeout)?;
     // Should the probe die mid-way, its will must not overwrite the daemon's availability.
     opts.set_last_will(LastWill::new(
         format!("{}/probe", cfg.prefix),
