@@ -4,6 +4,11 @@
 //! required method ([`EventSink::publish`]) and defaulted optional ones, so a simple sink stays
 //! simple. Sinks own their transport; a sink that needs background work (the MQTT connection,
 //! GPIO pulse timers) runs it on its own thread and never blocks `publish` on the network.
+//!
+//! One set of sinks serves every camera of the daemon: an event carries its camera and zone,
+//! and each sink routes by them (MQTT: one connection, topics per camera and zone; GPIO: a line
+//! may name its camera and zone; stdout: the `"camera"` and `"zone"` of each line). What is
+//! watched is a list of [`Watched`] (camera, zone, label).
 
 use crate::config::Config;
 use crate::event::{Event, Snapshot, Stats};
@@ -78,9 +83,9 @@ pub trait EventSink: Send {
         Ok(())
     }
 
-    /// Learns what is watched after a reload (SIGHUP), once the end events of the old labels
-    /// were published; ignored by default (MQTT: discovery configs for new labels, deletion
-    /// for removed ones).
+    /// Learns what is watched (every camera, zone and label) after a reload (SIGHUP), once the
+    /// end events of the old ones were published; ignored by default (MQTT: discovery configs
+    /// for each new (camera, zone, label), deletion for removed ones).
     fn labels_changed(&mut self, _watched: &[Watched]) -> Result<(), SinkError> {
         Ok(())
     }
