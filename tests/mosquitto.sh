@@ -2,8 +2,10 @@
 # End-to-end check with a broker and a client nobody on the team wrote: mosquitto and
 # mosquitto_sub. The daemon replays the demo clip through the demo model and publishes to a
 # mosquitto on a loopback port; mosquitto_sub records every topic, retain flag and payload (in hex:
-# snapshots are JPEG bytes), live and then retained after the daemon exited. Run by .ci/run (needs
-# mosquitto and mosquitto-clients).
+# snapshots are JPEG bytes), live and then retained after the daemon exited. The camera also has a
+# zone `whole` (the whole frame as a crop, watching red_circle): its events, states and snapshot go
+# to the zone's topics (`edgeclip/demo/whole/red_circle/...`) while the zone `all` keeps the names
+# it had before zones. Run by .ci/run (needs mosquitto and mosquitto-clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -22,6 +24,7 @@ for _ in $(seq 50); do mosquitto_pub -h 127.0.0.1 -p "$port" -t probe -m x 2>/de
 sed -e "s|\.\./|$root/|g" firmware-config/demo.toml >"$work/demo.toml"
 printf '\n[mqtt]\nhost = "127.0.0.1"\nport = %s\nprefix = "edgeclip"\nqos = 1\nhomeassistant_discovery = true\ndevice = "ci"\n' "$port" >>"$work/demo.toml"
 printf '\n[snapshots]\ndir = "%s/snapshots"\n' "$work" >>"$work/demo.toml"
+printf '\n[[camera.zones]]\nname = "whole"\nrect = [0, 0, 1, 1]\nlabels = ["red_circle"]\n' >>"$work/demo.toml"
 
 mosquitto_sub -h 127.0.0.1 -p "$port" -t 'edgeclip/#' -t 'homeassistant/#' -v -F '%t %r %x' >"$work/live.txt" &
 pids+=($!)
@@ -57,10 +60,18 @@ events = [unmark(json.loads(p)) for t, r, p in live if t == "edgeclip/demo/event
 check(len(events) >= 2, f"only {len(events)} events on edgeclip/demo/events")
 check(events == stdout_events, f"MQTT events differ from the stdout events:\n{events}\n{stdout_events}")
 for e in events:
-    check(set(e) == {"type", "camera", "label", "prompt", "score", "prob", "frame", "ts", "latency_ms", "runner_up", "snapshot"}, f"event fields: {e}")
-    check(e["snapshot"] and e["snapshot"].startswith(f"{work}/snapshots/demo/{e['label']}/"), f"event snapshot: {e}")
+    check(set(e) == {"type", "camera", "zone", "label", "prompt", "score", "prob", "frame", "ts", "latency_ms", "runner_up", "snapshot"}, f"event fields: {e}")
+    folder = e["label"] if e["zone"] == "all" else f"{e['label']}@{e['zone']}"
+    check(e["snapshot"] and e["snapshot"].startswith(f"{work}/snapshots/demo/{folder}/"), f"event snapshot: {e}")
     check(e["type"] in ("start", "end") and e["camera"] == "demo", f"event: {e}")
 starts = sum(e["type"] == "start" for e in events)
+# The zone `whole` is the whole frame cropped: it sees what the zone `all` sees of red_circle.
+zoned = [(e["type"], e["frame"]) for e in events if e["zone"] == "whole"]
+whole = [(e["type"], e["frame"]) for e in events if e["zone"] == "all" and e["label"] == "red_circle"]
+check(len(zoned) >= 2 and zoned == whole, f"zone whole events {zoned}, zone all red_circle events {whole}")
+check({e["zone"] for e in events} == {"all", "whole"}, f"zones {sorted({e['zone'] for e in events})}")
+zone_states = [p for t, r, p in live if t == "edgeclip/demo/whole/red_circle/state"]
+check("ON" in zone_states and zone_states[-1:] == ["OFF"], f"zone state sequence {zone_states}")
 check(starts == len(events) - starts, f"{starts} starts but {len(events) - starts} ends")
 avail = [p for t, r, p in live if t == "edgeclip/ci/availability"]
 check(avail[:1] == ["online"] and avail[-1:] == ["offline"], f"availability sequence {avail}")
@@ -84,11 +95,15 @@ check(not any(t == "edgeclip/demo/events" for t in ret), "events must not be ret
 for e in events:
     if e["type"] != "start":
         continue
-    r, jpeg = ret.get(f"edgeclip/demo/{e['label']}/snapshot", (None, b""))
-    check(r == "1" and jpeg[:2] == b"\xff\xd8", f"{e['label']}: retained snapshot {r} {jpeg[:4]!r}")
+    level = e["label"] if e["zone"] == "all" else f"{e['zone']}/{e['label']}"
+    r, jpeg = ret.get(f"edgeclip/demo/{level}/snapshot", (None, b""))
+    check(r == "1" and jpeg[:2] == b"\xff\xd8", f"{level}: retained snapshot {r} {jpeg[:4]!r}")
     check(open(e["snapshot"], "rb").read() == jpeg, f"{e['snapshot']} differs from the retained snapshot")
 snaps = [t for t in ret if t.endswith("/snapshot")]
 check(len(snaps) == starts, f"{len(snaps)} retained snapshots for {starts} start events")
+zone_disc = json.loads(ret.get("homeassistant/binary_sensor/edgeclip_demo/whole__red_circle/config", ("", "{}"))[1])
+check(zone_disc.get("state_topic") == "edgeclip/demo/whole/red_circle/state" and zone_disc.get("name") == "red_circle (whole)",
+      f"the zone's discovery config: {zone_disc}")
 images = [t for t in ret if t.startswith("homeassistant/image/")]
 check(len(images) >= 4, f"{len(images)} retained image discovery configs")
 if errors:

@@ -231,7 +231,7 @@ fn topics_payloads_retain_flags_and_discovery() {
         Watched::whole("cam0", "person"),
         Watched::whole("cam0", "cat"),
     ];
-    let mut sink = MqttSink::connect(&cfg, "cam0", &labels, fast()).unwrap();
+    let mut sink = MqttSink::connect(&cfg, &labels, fast()).unwrap();
     assert!(sink.wait_connected(WAIT), "sink never connected");
     sink.camera_status("cam0", &CameraStatus::Online).unwrap();
     sink.publish(&event(EventKind::Start, "person", 7)).unwrap();
@@ -404,13 +404,211 @@ fn topics_payloads_retain_flags_and_discovery() {
     assert!(!retained.contains_key("edgeclip/cam0/stats"));
 }
 
+/// `event` of `camera`'s `zone`.
+fn event_in(camera: &str, zone: &str, kind: EventKind, label: &str, frame: u64) -> Event {
+    Event {
+        camera: camera.into(),
+        zone: zone.into(),
+        ..event(kind, label, frame)
+    }
+}
+
+fn watched(camera: &str, zone: &str, label: &str) -> Watched {
+    Watched {
+        camera: camera.into(),
+        zone: zone.into(),
+        label: label.into(),
+    }
+}
+
+#[test]
+fn two_cameras_and_a_zone_over_one_connection() {
+    let port = start_broker_in_process();
+    let mut live = Subscriber::connect(port, "live-many", &["edgeclip/#", "homeassistant/#"]);
+    let cfg = mqtt_config(port, "edgeclip-test-many");
+    // cam0 watches the whole frame and a zone `driveway`; cam1 has a label named `driveway`.
+    let all = vec![
+        watched("cam0", "all", "person"),
+        watched("cam0", "driveway", "person"),
+        watched("cam1", "all", "person"),
+        watched("cam1", "all", "driveway"),
+    ];
+    let options = MqttOptions {
+        snapshots: true,
+        ..fast()
+    };
+    let mut sink = MqttSink::connect(&cfg, &all, options).unwrap();
+    assert!(sink.wait_connected(WAIT), "sink never connected");
+    sink.camera_status("cam0", &CameraStatus::Online).unwrap();
+    let offline = CameraStatus::Offline {
+        reason: "no frame for 10 s".into(),
+    };
+    sink.camera_status("cam1", &offline).unwrap();
+    let sent = [
+        event_in("cam0", "driveway", EventKind::Start, "person", 1),
+        event_in("cam1", "all", EventKind::Start, "person", 2),
+        event_in("cam0", "driveway", EventKind::End, "person", 3),
+        event_in("cam1", "all", EventKind::Start, "driveway", 4),
+    ];
+    for e in &sent {
+        sink.publish(e).unwrap();
+    }
+    sink.publish_snapshot(&Snapshot {
+        zone: "driveway".into(),
+        ..snapshot("person", 5)
+    })
+    .unwrap();
+    sink.publish_stats(&Stats {
+        camera: "cam1".into(),
+        ts: SystemTime::UNIX_EPOCH,
+        capture_fps: 5.0,
+        inference_fps: 5.0,
+        p50_ms: 80.0,
+        p95_ms: 95.0,
+        dropped: 0,
+        frames: 42,
+        events_dropped: 0,
+        store: Default::default(),
+    })
+    .unwrap();
+    assert!(sink.wait_idle(WAIT), "events not acknowledged");
+    sink.close().expect("clean close");
+
+    // Each camera's events on its own topic, in order, with their zone.
+    live.wait_until("the events of both cameras", |seen| {
+        seen.iter().filter(|m| m.topic.ends_with("/events")).count() >= 4
+    });
+    for camera in ["cam0", "cam1"] {
+        let got: Vec<Event> = live
+            .on(&format!("edgeclip/{camera}/events"))
+            .iter()
+            .map(|m| Event::from_json(&m.payload).expect("event JSON"))
+            .collect();
+        let want: Vec<Event> = sent
+            .iter()
+            .filter(|e| e.camera == camera)
+            .cloned()
+            .collect();
+        assert_eq!(got, want, "{camera}");
+    }
+    // Each camera's own availability; both offline after a clean close.
+    live.wait_until("both cameras offline", |seen| {
+        ["cam0", "cam1"].iter().all(|c| {
+            seen.iter()
+                .filter(|m| m.topic == format!("edgeclip/{c}/availability"))
+                .count()
+                >= 2
+        })
+    });
+    let avail = |c: &str| -> Vec<String> {
+        live.on(&format!("edgeclip/{c}/availability"))
+            .iter()
+            .map(|m| m.payload.clone())
+            .collect()
+    };
+    assert_eq!(avail("cam0"), vec!["online", "offline"]);
+    assert_eq!(avail("cam1"), vec!["offline", "offline"]);
+    let stats = live.on("edgeclip/cam1/stats");
+    assert_eq!(stats.len(), 1, "{:#?}", live.seen);
+    assert!(live.on("edgeclip/cam0/stats").is_empty());
+
+    // What a subscriber arriving later is told: retained states, snapshots and discovery.
+    let mut late = Subscriber::connect(port, "late-many", &["edgeclip/#", "homeassistant/#"]);
+    late.client
+        .publish("edgeclip/marker", QoS::AtLeastOnce, false, "end")
+        .unwrap();
+    late.wait_until("the marker", |seen| {
+        seen.iter().any(|m| m.topic == "edgeclip/marker")
+    });
+    let retained: BTreeMap<&str, &Msg> = late
+        .seen
+        .iter()
+        .filter(|m| m.retain)
+        .map(|m| (m.topic.as_str(), m))
+        .collect();
+    let payload = |topic: &str| -> &str {
+        retained
+            .get(topic)
+            .unwrap_or_else(|| panic!("{topic} not retained: {:#?}", late.seen))
+            .payload
+            .as_str()
+    };
+    // The zone `all` keeps today's names; the zone gets its own level.
+    assert_eq!(payload("edgeclip/cam0/person/state"), "OFF");
+    assert_eq!(payload("edgeclip/cam0/driveway/person/state"), "OFF");
+    assert_eq!(payload("edgeclip/cam1/person/state"), "ON");
+    assert_eq!(payload("edgeclip/cam1/driveway/state"), "ON");
+    assert_eq!(
+        retained["edgeclip/cam0/driveway/person/snapshot"].bytes,
+        snapshot("person", 5).jpeg
+    );
+    assert_eq!(payload("edgeclip/cam0/availability"), "offline");
+    assert_eq!(payload("edgeclip/cam1/availability"), "offline");
+
+    // Discovery: one entity per camera, zone and label, no two alike; one device per camera.
+    let config = |topic: &str| -> serde_json::Value {
+        serde_json::from_str(payload(topic)).unwrap_or_else(|e| panic!("{topic}: {e}"))
+    };
+    let sensors = [
+        (
+            "edgeclip_cam0/person",
+            "person",
+            "edgeclip/cam0/person/state",
+        ),
+        (
+            "edgeclip_cam0/driveway__person",
+            "person (driveway)",
+            "edgeclip/cam0/driveway/person/state",
+        ),
+        (
+            "edgeclip_cam1/person",
+            "person",
+            "edgeclip/cam1/person/state",
+        ),
+        (
+            "edgeclip_cam1/driveway",
+            "driveway",
+            "edgeclip/cam1/driveway/state",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (path, name, state) in sensors {
+        let v = config(&format!("homeassistant/binary_sensor/{path}/config"));
+        assert_eq!(v["name"], name, "{path}");
+        assert_eq!(v["state_topic"], state, "{path}");
+        let camera = &path["edgeclip_".len()..path.find('/').unwrap()];
+        assert_eq!(v["device"]["identifiers"][0], format!("edgeclip_{camera}"));
+        let availability: Vec<&str> = v["availability"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["topic"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            availability,
+            [
+                "edgeclip/testhost/availability".to_owned(),
+                format!("edgeclip/{camera}/availability")
+            ]
+        );
+        ids.push(v["unique_id"].as_str().unwrap().to_owned());
+        let image = config(&format!("homeassistant/image/{path}/config"));
+        assert_eq!(image["name"], format!("{name} snapshot"));
+        ids.push(image["unique_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids[2], "edgeclip_cam0_driveway__person");
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "unique ids collide: {ids:?}");
+}
+
 #[test]
 fn last_will_marks_the_camera_offline_when_the_connection_dies() {
     let port = start_broker_in_process();
     let mut live = Subscriber::connect(port, "will-watcher", &["edgeclip/testhost/availability"]);
     let cfg = mqtt_config(port, "edgeclip-test-will");
-    let sink =
-        MqttSink::connect(&cfg, "cam0", &[Watched::whole("cam0", "person")], fast()).unwrap();
+    let sink = MqttSink::connect(&cfg, &[Watched::whole("cam0", "person")], fast()).unwrap();
     assert!(sink.wait_connected(WAIT));
     live.wait_until("online", |seen| seen.iter().any(|m| m.payload == "online"));
     // Dropping without close() tears the TCP connection down without a DISCONNECT: the broker
@@ -429,7 +627,7 @@ fn events_arrive_in_order_at_every_qos() {
         let mut cfg = mqtt_config(port, &format!("edgeclip-test-qos-{qos}"));
         cfg.qos = qos;
         let mut sink =
-            MqttSink::connect(&cfg, "cam0", &[Watched::whole("cam0", "person")], fast()).unwrap();
+            MqttSink::connect(&cfg, &[Watched::whole("cam0", "person")], fast()).unwrap();
         assert!(sink.wait_connected(WAIT), "qos {qos}: sink never connected");
         // More events than the window, so the queue hands them over in several rounds.
         for f in 0..40 {
@@ -476,7 +674,7 @@ fn events_arrive_in_order_at_every_qos() {
 fn a_table_built_in_code_is_checked_before_connecting() {
     let mut cfg = mqtt_config(free_port(), "edgeclip-test-invalid");
     cfg.keep_alive_s = 1;
-    let err = MqttSink::connect(&cfg, "cam0", &[Watched::whole("cam0", "person")], fast())
+    let err = MqttSink::connect(&cfg, &[Watched::whole("cam0", "person")], fast())
         .err()
         .expect("refused");
     assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
@@ -664,8 +862,7 @@ fn accepted_events_survive_a_broker_restart() {
     let port = free_port();
     let mut first = ChildBroker::start(port);
     let cfg = mqtt_config(port, "edgeclip-test-restart");
-    let mut sink =
-        MqttSink::connect(&cfg, "cam0", &[Watched::whole("cam0", "person")], fast()).unwrap();
+    let mut sink = MqttSink::connect(&cfg, &[Watched::whole("cam0", "person")], fast()).unwrap();
     assert!(sink.wait_connected(WAIT), "sink never connected");
 
     // Phase 1: events while the broker is up.
@@ -780,7 +977,7 @@ fn the_latest_snapshot_of_each_label_is_retained() {
         snapshots: true,
         ..fast()
     };
-    let mut sink = MqttSink::connect(&cfg, "cam0", &labels, options).unwrap();
+    let mut sink = MqttSink::connect(&cfg, &labels, options).unwrap();
     // Offered before the broker connection is up: kept for the connect, only the latest.
     sink.publish_snapshot(&snapshot("person", 1)).unwrap();
     sink.publish_snapshot(&snapshot("person", 2)).unwrap();

@@ -4,6 +4,11 @@
 //! required method ([`EventSink::publish`]) and defaulted optional ones, so a simple sink stays
 //! simple. Sinks own their transport; a sink that needs background work (the MQTT connection,
 //! GPIO pulse timers) runs it on its own thread and never blocks `publish` on the network.
+//!
+//! One set of sinks serves every camera of the daemon: an event carries its camera and zone,
+//! and each sink routes by them (MQTT: one connection, topics per camera and zone; GPIO: a line
+//! may name its camera and zone; stdout: the `"camera"` and `"zone"` of each line). What is
+//! watched is a list of [`Watched`] (camera, zone, label).
 
 use crate::config::Config;
 use crate::event::{Event, Snapshot, Stats};
@@ -13,6 +18,7 @@ pub mod mqtt;
 pub mod stdout;
 
 pub use gpio::{GpioError, GpioSink};
+pub use mqtt::Watched;
 pub use mqtt::{MqttError, MqttSink};
 pub use stdout::StdoutSink;
 
@@ -50,54 +56,6 @@ pub enum CameraStatus {
     },
 }
 
-/// One thing the daemon watches: a label in a zone of a camera. Each has its own state (MQTT:
-/// `PREFIX/CAMERA/LABEL/state` for the zone `all`, `PREFIX/CAMERA/ZONE/LABEL/state` for the
-/// others) and its own Home Assistant entity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Watched {
-    /// The camera's name.
-    pub camera: String,
-    /// The zone's name (`all`: the whole frame).
-    pub zone: String,
-    /// The label.
-    pub label: String,
-}
-
-impl Watched {
-    /// `label` on the whole frame of `camera`.
-    pub fn whole(camera: &str, label: &str) -> Watched {
-        Watched {
-            camera: camera.to_owned(),
-            zone: crate::config::ALL_ZONE.to_owned(),
-            label: label.to_owned(),
-        }
-    }
-
-    /// Every label of every zone of every camera of `config`, in the config's order.
-    pub fn all(config: &Config) -> Vec<Watched> {
-        let mut out = Vec::new();
-        for i in 0..config.cameras.len() {
-            let view = config.for_camera(i);
-            let camera = &view.camera().name;
-            for zone in view.zone_views() {
-                for &l in &zone.labels {
-                    out.push(Watched {
-                        camera: camera.clone(),
-                        zone: zone.name.clone(),
-                        label: view.prompts[l].label.clone(),
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether `event` is about this label, zone and camera.
-    pub fn is(&self, event: &Event) -> bool {
-        self.camera == event.camera && self.zone == event.zone && self.label == event.label
-    }
-}
-
 /// A consumer of events. `publish` must not block for long: the daemon calls it on the
 /// inference path.
 pub trait EventSink: Send {
@@ -125,9 +83,9 @@ pub trait EventSink: Send {
         Ok(())
     }
 
-    /// Learns what is watched after a reload (SIGHUP), once the end events of the old labels
-    /// were published; ignored by default (MQTT: discovery configs for new labels, deletion
-    /// for removed ones).
+    /// Learns what is watched (every camera, zone and label) after a reload (SIGHUP), once the
+    /// end events of the old ones were published; ignored by default (MQTT: discovery configs
+    /// for each new (camera, zone, label), deletion for removed ones).
     fn labels_changed(&mut self, _watched: &[Watched]) -> Result<(), SinkError> {
         Ok(())
     }
@@ -164,12 +122,7 @@ pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn EventSink>>, SinkError>
             snapshots: config.snapshots.enabled,
             ..mqtt::MqttOptions::default()
         };
-        sinks.push(Box::new(MqttSink::connect(
-            m,
-            &config.camera().name,
-            &watched,
-            options,
-        )?));
+        sinks.push(Box::new(MqttSink::connect(m, &watched, options)?));
     }
     if let Some(g) = &config.gpio {
         sinks.push(Box::new(GpioSink::open(g)?));

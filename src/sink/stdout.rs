@@ -132,6 +132,19 @@ mod tests {
             event(EventKind::End, 9)
         );
 
+        // An event of a zone of another camera: its line says both, and reads back the same.
+        let mut zoned = StdoutSink::new("test", Vec::new(), false);
+        let mut e = event(EventKind::Start, 3);
+        e.camera = "garden".into();
+        e.zone = "driveway".into();
+        zoned.publish(&e).unwrap();
+        let line = String::from_utf8(zoned.into_inner()).unwrap();
+        assert!(
+            line.contains(r#""camera":"garden","zone":"driveway""#),
+            "{line}"
+        );
+        assert_eq!(Event::from_json(line.trim_end()).unwrap(), e);
+
         let mut with_stats = StdoutSink::new("test", Vec::new(), true);
         with_stats.publish_stats(&stats).unwrap();
         assert_eq!(

@@ -1,5 +1,10 @@
 //! Events to GPIO lines: a relay, a LED or a buzzer per label.
 //!
+//! A line follows one label ([`Follows`]), of every camera and zone unless `camera` and / or
+//! `zone` narrow it. A level line may so follow several (camera, zone) pairs at once: it is
+//! active while any of them is (a person in two zones, one ends: the line stays on until the
+//! other ends too). A pulse line fires on a start of any of them.
+//!
 //! The behaviour of a line (level or pulse, active-high or active-low) lives in [`LineLogic`],
 //! which is pure: it is told the events and the time and answers which physical level to drive.
 //! Hardware sits behind the one-method [`OutputLine`] trait, so the logic is tested with a
@@ -20,8 +25,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{EventSink, SinkError};
-use crate::config::{GpioBackend, GpioConfig, LineMode, LineRef};
-use crate::event::{Event, EventKind};
+use crate::config::{GpioBackend, GpioConfig, LineRef};
+use crate::event::Event;
+
+mod logic;
+pub use logic::{Follows, LineLogic};
 
 /// A boxed error from a GPIO driver.
 pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -109,91 +117,8 @@ pub trait OutputLine: Send {
     fn describe(&self) -> String;
 }
 
-/// The pure behaviour of one line: which physical level to drive after an event or at a time.
-#[derive(Debug, Clone)]
-pub struct LineLogic {
-    mode: LineMode,
-    active_low: bool,
-    pulse: Duration,
-    on: bool,
-    pulse_until: Option<Instant>,
-}
-
-impl LineLogic {
-    /// A line in the idle (off) state.
-    pub fn new(mode: LineMode, active_low: bool, pulse: Duration) -> LineLogic {
-        LineLogic {
-            mode,
-            active_low,
-            pulse,
-            on: false,
-            pulse_until: None,
-        }
-    }
-
-    /// The physical level of the idle (off) state: high for active-low lines.
-    pub fn idle_level(&self) -> bool {
-        self.active_low
-    }
-
-    /// Whether the line is logically on.
-    pub fn is_on(&self) -> bool {
-        self.on
-    }
-
-    fn level(&self, on: bool) -> bool {
-        on != self.active_low
-    }
-
-    /// Applies an event at time `now`; returns the physical level to drive when it changes.
-    ///
-    /// Level mode: on at start, off at end. Pulse mode: on at start until `now + pulse` (a start
-    /// during a pulse extends it), ends are ignored.
-    pub fn on_event(&mut self, kind: EventKind, now: Instant) -> Option<bool> {
-        match (self.mode, kind) {
-            (LineMode::Level, EventKind::Start) | (LineMode::Pulse, EventKind::Start) => {
-                if self.mode == LineMode::Pulse {
-                    self.pulse_until = Some(now + self.pulse);
-                }
-                if self.on {
-                    None
-                } else {
-                    self.on = true;
-                    Some(self.level(true))
-                }
-            }
-            (LineMode::Level, EventKind::End) => self.turn_off(),
-            (LineMode::Pulse, EventKind::End) => None,
-        }
-    }
-
-    /// When the current pulse ends, if one is running.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.pulse_until
-    }
-
-    /// Ends a pulse whose deadline is `<= now`; returns the level to drive when it changes.
-    pub fn on_tick(&mut self, now: Instant) -> Option<bool> {
-        match self.pulse_until {
-            Some(until) if until <= now => self.turn_off(),
-            _ => None,
-        }
-    }
-
-    /// Turns the line off whatever its state (shutdown); returns the level when it changes.
-    pub fn turn_off(&mut self) -> Option<bool> {
-        self.pulse_until = None;
-        if self.on {
-            self.on = false;
-            Some(self.level(false))
-        } else {
-            None
-        }
-    }
-}
-
 struct Driven {
-    label: String,
+    follows: Follows,
     logic: LineLogic,
     line: Box<dyn OutputLine>,
 }
@@ -231,7 +156,8 @@ impl Shared {
     }
 }
 
-/// Drives one GPIO line per configured `[[gpio.lines]]` entry from the events of its label.
+/// Drives one GPIO line per configured `[[gpio.lines]]` entry from the events of its label (of
+/// its camera and zone, when the entry names them).
 pub struct GpioSink {
     name: String,
     shared: Arc<Shared>,
@@ -241,25 +167,30 @@ pub struct GpioSink {
 impl GpioSink {
     /// Opens the configured backend and requests every line as an output, driven idle.
     pub fn open(config: &GpioConfig) -> Result<GpioSink, GpioError> {
-        let mut lines: Vec<(String, LineLogic, Box<dyn OutputLine>)> = Vec::new();
+        let mut lines: Vec<(Follows, LineLogic, Box<dyn OutputLine>)> = Vec::new();
         for l in &config.lines {
             let logic = LineLogic::new(l.mode, l.active_low, Duration::from_millis(l.pulse_ms));
             let line = open_line(config, &l.line, logic.idle_level())?;
-            log::info!("gpio: {} follows label {:?}", line.describe(), l.label);
-            lines.push((l.label.clone(), logic, line));
+            let follows = Follows::of(l);
+            log::info!("gpio: {} follows {follows}", line.describe());
+            lines.push((follows, logic, line));
         }
         GpioSink::with_lines(lines)
     }
 
-    /// A sink over lines opened elsewhere (tests, other backends): `(label, logic, line)`.
+    /// A sink over lines opened elsewhere (tests, other backends): `(follows, logic, line)`.
     /// Every line is driven to its idle level first.
     pub fn with_lines(
-        lines: Vec<(String, LineLogic, Box<dyn OutputLine>)>,
+        lines: Vec<(Follows, LineLogic, Box<dyn OutputLine>)>,
     ) -> Result<GpioSink, GpioError> {
         let mut driven = Vec::with_capacity(lines.len());
-        for (label, logic, mut line) in lines {
+        for (follows, logic, mut line) in lines {
             line.set(logic.idle_level())?;
-            driven.push(Driven { label, logic, line });
+            driven.push(Driven {
+                follows,
+                logic,
+                line,
+            });
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -333,8 +264,10 @@ impl EventSink for GpioSink {
         let mut first_err = None;
         {
             let mut state = self.shared.lock();
-            for d in state.lines.iter_mut().filter(|d| d.label == event.label) {
-                let level = d.logic.on_event(event.kind, now);
+            for d in state.lines.iter_mut().filter(|d| d.follows.matches(event)) {
+                let level = d
+                    .logic
+                    .on_event(event.kind, (&event.camera, &event.zone), now);
                 if let Err(e) = d.drive(level) {
                     log::warn!("{e}");
                     first_err.get_or_insert(e);

@@ -1,25 +1,39 @@
 //! Events to an MQTT broker (rumqttc), with a bounded queue that survives broker restarts.
 //!
-//! Topics (`P` = `mqtt.prefix`, `D` = `mqtt.device`, `C` = camera name, `L` = label):
+//! One sink, one connection, every camera of the daemon. Topics (`P` = `mqtt.prefix`, `D` =
+//! `mqtt.device`, `C` = camera name, `Z` = zone name, `L` = label, `N` = the camera's Home
+//! Assistant node id `P_C`, `H` = `mqtt.discovery_prefix`):
 //!
-//! | topic                | payload                     | QoS         | retained |
-//! |----------------------|-----------------------------|-------------|----------|
-//! | `P/C/events`         | event JSON                  | `mqtt.qos`  | no       |
-//! | `P/C/L/state`        | `ON` / `OFF`                | `mqtt.qos`  | yes      |
-//! | `P/C/L/snapshot`     | the latest snapshot (JPEG)  | `mqtt.qos`  | yes      |
-//! | `P/D/availability`   | `online` / `offline` (will) | `mqtt.qos`  | yes      |
-//! | `P/C/availability`   | `online` / `offline`        | `mqtt.qos`  | yes      |
-//! | `P/C/stats`          | statistics JSON             | 0           | no       |
-//! | `D/binary_sensor/N/L/config` (discovery) | Home Assistant config | `mqtt.qos` | yes |
-//! | `D/image/N/L/config` (discovery, with snapshots) | Home Assistant config | `mqtt.qos` | yes |
+//! | topic                  | payload                     | QoS         | retained |
+//! |------------------------|-----------------------------|-------------|----------|
+//! | `P/C/events`           | event JSON (with `"zone"`)  | `mqtt.qos`  | no       |
+//! | `P/C/L/state`          | `ON` / `OFF` (zone `all`)   | `mqtt.qos`  | yes      |
+//! | `P/C/Z/L/state`        | `ON` / `OFF` (zone `Z`)     | `mqtt.qos`  | yes      |
+//! | `P/C/L/snapshot`       | latest snapshot (JPEG), zone `all` | `mqtt.qos` | yes |
+//! | `P/C/Z/L/snapshot`     | latest snapshot (JPEG), zone `Z`   | `mqtt.qos` | yes |
+//! | `P/D/availability`     | `online` / `offline` (will) | `mqtt.qos`  | yes      |
+//! | `P/C/availability`     | `online` / `offline`        | `mqtt.qos`  | yes      |
+//! | `P/C/stats`            | statistics JSON             | 0           | no       |
+//! | `H/binary_sensor/N/L/config`, `H/binary_sensor/N/Z__L/config` (discovery) | Home Assistant config | `mqtt.qos` | yes |
+//! | `H/image/N/L/config`, `H/image/N/Z__L/config` (discovery, with snapshots) | Home Assistant config | `mqtt.qos` | yes |
+//!
+//! The zone `all` (the whole frame) keeps the topic names, unique ids (`N_L`) and entity names
+//! (`L`) of a daemon without zones, so a one-camera config without zones publishes exactly
+//! what it did before zones existed; another zone's entity is `N_Z__L`, named `L (Z)`. Each
+//! camera is one Home Assistant device (node id `N`); each entity is available while both the
+//! process and its camera are. A config whose names would give two entities one unique id (a
+//! label with `__` in it, or cameras `a` with label `b_c` and `a_b` with `c`) is logged at
+//! ERROR when the sink starts ([`Topics::collisions`]).
 //!
 //! # Delivery
 //!
 //! Accepted events are sent in order, at least once, and an event is only ever dropped (and
 //! counted, `events_dropped` in the stats) when the queue is full (then the oldest waiting
 //! episode, a start with its end, goes whole) or when it is older than `mqtt.max_event_age_s`
-//! when (re)sent, while the retained states are not queued events at all: every label's latest
-//! state is republished after each (re)connect, so they always equal the trigger's. An event
+//! when (re)sent, while the retained states are not queued events at all: every watched
+//! (camera, zone, label)'s latest state is republished after each (re)connect, so they always
+//! equal the trigger's. The events of all cameras share one queue (`mqtt.queue` bounds them
+//! all) and keep their order among each other. An event
 //! that waited for a (re)connect carries `"replayed":true` and its original `ts`. (The details
 //! and the reasons: the `queue` module.)
 //!
@@ -33,9 +47,10 @@
 //! so this queue is the single source of truth. Drops are logged at WARN.
 //!
 //! A worker thread drives rumqttc's [`rumqttc::Connection`]: it reconnects with a capped
-//! exponential backoff, republishes `online`, the camera's availability, the discovery configs
-//! and the retained state of every label on each connect (and each label's latest snapshot: like a state, only the latest
-//! per label is kept, so a broker that was away gets one JPEG per label), and feeds the queue to rumqttc through a small window of
+//! exponential backoff, republishes `online`, each camera's availability, the discovery configs
+//! and every retained state on each connect (and each latest snapshot: like a state, only the
+//! latest per camera, zone and label is kept, so a broker that was away gets one JPEG each),
+//! and feeds the queue to rumqttc through a small window of
 //! in-flight messages (smaller than rumqttc's bounded request channel and in-flight limit, so
 //! neither can fill up or collide).
 //!
@@ -54,7 +69,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{Client, ConnectionError};
 
-use super::{CameraStatus, EventSink, SinkError, Watched};
+use super::{CameraStatus, EventSink, SinkError};
 use crate::config::{ConfigError, MqttConfig};
 use crate::event::{Event, Snapshot, Stats};
 
@@ -66,7 +81,7 @@ mod topics;
 mod worker;
 
 pub use probe::probe;
-pub use topics::Topics;
+pub use topics::{Topics, Watched};
 
 use options::{MAX_PACKET, RUMQTTC_INFLIGHT};
 use queue::{Queue, Refused, Settings};
@@ -233,19 +248,18 @@ impl MqttError {
 /// than from a checked file, and rumqttc asserts on some values.
 fn rumqttc_options(
     cfg: &MqttConfig,
-    camera: &str,
+    cameras: &[&str],
     client_suffix: &str,
     connect_timeout: Duration,
 ) -> Result<(rumqttc::MqttOptions, rumqttc::NetworkOptions), MqttError> {
     cfg.validate().map_err(MqttError::invalid)?;
-    options::build(cfg, camera, client_suffix, connect_timeout)
+    options::build(cfg, cameras, client_suffix, connect_timeout)
 }
 
-/// Publishes events, label states, availability, statistics and discovery to an MQTT broker.
+/// Publishes events, states, availability, statistics and discovery of every camera to an MQTT
+/// broker, over one connection.
 pub struct MqttSink {
     name: String,
-    /// The camera whose topics this sink publishes.
-    camera: String,
     shared: Arc<Shared>,
     topics: Topics,
     /// `mqtt.queue`.
@@ -257,27 +271,37 @@ pub struct MqttSink {
 
 impl MqttSink {
     /// Starts the sink: the connection is made in the background (a broker that is down now is
-    /// retried with backoff; events wait in the queue meanwhile). `labels` are the prompt
-    /// labels, whose state starts `OFF` and whose discovery configs are published when
-    /// `homeassistant_discovery` is on. `cfg` is validated first (a table built in code may
-    /// break the config's rules): a bad value is an [`MqttError::InvalidOption`] naming its key.
+    /// retried with backoff; events wait in the queue meanwhile). `watched` is every
+    /// (camera, zone, label) of the daemon ([`Watched::all`]): each one's state starts `OFF`
+    /// and its discovery configs are published when `homeassistant_discovery` is on. The
+    /// default client id names the first camera of `watched`, as for a one-camera daemon; the
+    /// default device name (the host's) gets `-device` when it equals any camera's name. `cfg` is validated first (a table built in code may break the
+    /// config's rules): a bad value is an [`MqttError::InvalidOption`] naming its key.
     pub fn connect(
         cfg: &MqttConfig,
-        camera: &str,
         watched: &[Watched],
         options: MqttOptions,
     ) -> Result<MqttSink, MqttError> {
-        let labels = labels_of(camera, watched);
+        // The cameras in the order they are watched (the config's): the first names the client.
+        let mut cameras: Vec<&str> = Vec::new();
+        for w in watched {
+            if !cameras.contains(&w.camera.as_str()) {
+                cameras.push(&w.camera);
+            }
+        }
         let broker = format!("{}:{}", cfg.host, cfg.port);
-        let (opts, net) = rumqttc_options(cfg, camera, "", options.connect_timeout)?;
+        let (opts, net) = rumqttc_options(cfg, &cameras, "", options.connect_timeout)?;
         let window = options.window.clamp(1, usize::from(RUMQTTC_INFLIGHT) / 2);
         let (client, mut connection) = Client::new(opts, window + 4);
         connection.eventloop.set_network_options(net);
-        let device = options::device_name(cfg, camera);
-        let topics = Topics::new(&cfg.prefix, &device, camera, &cfg.discovery_prefix);
+        let device = options::device_name(cfg, &cameras);
+        let topics = Topics::new(&cfg.prefix, &device, &cfg.discovery_prefix);
+        if cfg.homeassistant_discovery {
+            log_collisions(&topics, watched);
+        }
         let queue = Queue::new(Settings {
             topics: topics.clone(),
-            labels,
+            watched: watched.to_vec(),
             qos: options::qos_of(cfg.qos),
             discovery: cfg.homeassistant_discovery,
             snapshots: options.snapshots,
@@ -298,7 +322,6 @@ impl MqttSink {
         log::info!("mqtt: publishing to {broker} under {}/", cfg.prefix);
         Ok(MqttSink {
             name: format!("mqtt://{broker}"),
-            camera: camera.to_owned(),
             shared,
             topics,
             capacity: cfg.queue,
@@ -374,13 +397,30 @@ impl MqttSink {
     }
 }
 
-/// The labels of `camera`'s whole frame among `watched`.
-fn labels_of(camera: &str, watched: &[Watched]) -> Vec<String> {
-    watched
-        .iter()
-        .filter(|w| w.camera == camera && w.zone == crate::config::ALL_ZONE)
-        .map(|w| w.label.clone())
-        .collect()
+/// Logs at ERROR each pair of watched things whose Home Assistant entities would share a
+/// unique id (one would replace the other).
+fn log_collisions(topics: &Topics, watched: &[Watched]) {
+    for (a, b, id) in topics.collisions(watched) {
+        log::error!(
+            "mqtt discovery: camera {:?} zone {:?} label {:?} and camera {:?} zone {:?} label \
+             {:?} get the same Home Assistant id {id:?}; rename one of them",
+            a.camera,
+            a.zone,
+            a.label,
+            b.camera,
+            b.zone,
+            b.label
+        );
+    }
+}
+
+/// What `event` is about.
+fn watched_of(event: &Event) -> Watched {
+    Watched {
+        camera: event.camera.clone(),
+        zone: event.zone.clone(),
+        label: event.label.clone(),
+    }
 }
 
 impl EventSink for MqttSink {
@@ -391,7 +431,7 @@ impl EventSink for MqttSink {
     fn publish(&mut self, event: &Event) -> Result<(), SinkError> {
         let sh = &self.shared;
         let payload = event.to_json().into_bytes();
-        MqttSink::check_size(&self.topics.events, &payload)?;
+        MqttSink::check_size(&self.topics.events(&event.camera), &payload)?;
         let mut st = sh.lock();
         let closed = || MqttError::Closed {
             broker: sh.broker.clone(),
@@ -402,18 +442,20 @@ impl EventSink for MqttSink {
         let on = event.kind == crate::event::EventKind::Start;
         let dropped_before = st.queue.dropped();
         st.queue.expire(SystemTime::now());
-        let result = st.queue.accept(&event.label, on, event.ts, payload);
+        let result = st.queue.accept(&watched_of(event), on, event.ts, payload);
         let dropped = st.queue.dropped();
         if dropped > dropped_before {
             log::warn!(
                 "mqtt {}: dropped {} event(s) for room or age ({} waiting for the broker, the \
-                 {} event for {:?} in frame {} {}); {dropped} dropped so far ({} for room, {} \
-                 for age)",
+                 {} event for {:?} in zone {:?} of {:?} in frame {} {}); {dropped} dropped so \
+                 far ({} for room, {} for age)",
                 sh.broker,
                 dropped - dropped_before,
                 st.queue.queued(),
                 event.kind.as_str(),
                 event.label,
+                event.zone,
+                event.camera,
                 event.frame,
                 if result.is_ok() { "kept" } else { "among them" },
                 st.queue.dropped_full(),
@@ -443,26 +485,28 @@ impl EventSink for MqttSink {
     fn publish_stats(&mut self, stats: &Stats) -> Result<(), SinkError> {
         let sh = &self.shared;
         let payload = stats.to_json().into_bytes();
-        MqttSink::check_size(&self.topics.stats, &payload)?;
+        MqttSink::check_size(&self.topics.stats(&stats.camera), &payload)?;
         let mut st = sh.lock();
-        if st.queue.offer_stats(payload) {
+        if st.queue.offer_stats(&stats.camera, payload) {
             sh.flush(&mut st);
         }
         Ok(())
     }
 
-    /// Snapshots are state-like: the latest per label is published retained on `P/C/L/snapshot`
-    /// when connected, and again after every reconnect; one not yet sent is replaced.
+    /// Snapshots are state-like: the latest per camera, zone and label is published retained
+    /// on `P/C/L/snapshot` (zone `all`) or `P/C/Z/L/snapshot` when connected, and again after
+    /// every reconnect; one not yet sent is replaced.
     fn publish_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), SinkError> {
         let sh = &self.shared;
-        let topic = self.topics.snapshot(&snapshot.label);
+        let watched = Watched {
+            camera: snapshot.camera.clone(),
+            zone: snapshot.zone.clone(),
+            label: snapshot.label.clone(),
+        };
+        let topic = self.topics.snapshot(&watched);
         MqttSink::check_size(&topic, &snapshot.jpeg)?;
         let mut st = sh.lock();
-        if st.finished
-            || !st
-                .queue
-                .offer_snapshot(&snapshot.label, snapshot.jpeg.clone())
-        {
+        if st.finished || !st.queue.offer_snapshot(&watched, snapshot.jpeg.clone()) {
             return Err(MqttError::Closed {
                 broker: sh.broker.clone(),
             }
@@ -472,24 +516,24 @@ impl EventSink for MqttSink {
         Ok(())
     }
 
-    /// `P/C/availability`, retained: `online` or `offline` (the reason goes to the log only);
-    /// republished on each connect.
+    /// `P/C/availability` of `camera`, retained: `online` or `offline` (the reason goes to the
+    /// log only); the latest of each camera is republished on each connect.
     fn camera_status(&mut self, camera: &str, status: &CameraStatus) -> Result<(), SinkError> {
-        if camera != self.camera {
-            return Ok(());
-        }
         let mut st = self.shared.lock();
         st.queue
-            .camera_status(matches!(status, CameraStatus::Online));
+            .camera_status(camera, matches!(status, CameraStatus::Online));
         self.shared.flush(&mut st);
         Ok(())
     }
 
-    /// Discovery configs for labels a reload added, deleted for the ones it removed.
+    /// Discovery configs for the (camera, zone, label) a reload added, deleted for the ones
+    /// it removed.
     fn labels_changed(&mut self, watched: &[Watched]) -> Result<(), SinkError> {
-        let labels = labels_of(&self.camera, watched);
+        if self.shared.lock().queue.discovery() {
+            log_collisions(&self.topics, watched);
+        }
         let mut st = self.shared.lock();
-        st.queue.set_labels(&labels);
+        st.queue.set_watched(watched);
         self.shared.flush(&mut st);
         Ok(())
     }
@@ -503,7 +547,7 @@ impl EventSink for MqttSink {
     }
 
     /// Waits (up to the close timeout) for the queue to drain, publishes `offline` (retained) for
-    /// the camera and the device, disconnects and stops the connection thread. Returns `Undelivered` when accepted events
+    /// every camera and the device, disconnects and stops the connection thread. Returns `Undelivered` when accepted events
     /// could not be delivered in time.
     fn close(&mut self) -> Result<(), SinkError> {
         if self.closed {
@@ -629,27 +673,27 @@ mod tests {
     fn options_that_rumqttc_asserts_on_are_refused_first() {
         let mut c = cfg();
         c.keep_alive_s = 0;
-        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, &["cam0"], "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("mqtt.keep_alive_s"), "{err}");
         let mut c = cfg();
         c.client_id = Some(String::new());
-        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, &["cam0"], "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("mqtt.client_id"), "{err}");
         let mut c = cfg();
         c.qos = 7;
-        assert!(rumqttc_options(&c, "cam0", "", Duration::from_secs(1)).is_err());
+        assert!(rumqttc_options(&c, &["cam0"], "", Duration::from_secs(1)).is_err());
         let mut c = cfg();
         c.tls = true;
         c.tls_ca = Some("/nonexistent/ca.pem".into());
-        let err = rumqttc_options(&c, "cam0", "", Duration::from_secs(1))
+        let err = rumqttc_options(&c, &["cam0"], "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
-        let (o, _) = rumqttc_options(&cfg(), "cam0", "-probe", Duration::from_secs(1)).unwrap();
+        let (o, _) = rumqttc_options(&cfg(), &["cam0"], "-probe", Duration::from_secs(1)).unwrap();
         assert_eq!(o.client_id(), "test-probe");
         assert_eq!(o.keep_alive(), Duration::from_secs(30));
         let will = o.last_will().unwrap();
@@ -664,7 +708,7 @@ mod tests {
         let mut c = cfg();
         c.queue = 0;
         c.qos = 3;
-        let err = MqttSink::connect(&c, "cam0", &[], MqttOptions::default())
+        let err = MqttSink::connect(&c, &[], MqttOptions::default())
             .err()
             .expect("an error");
         match &err {
@@ -715,7 +759,6 @@ mod tests {
         c.port = 1;
         let mut sink = MqttSink::connect(
             &c,
-            "cam0",
             &[Watched::whole("cam0", "person")],
             MqttOptions {
                 close_timeout: Duration::from_millis(100),

@@ -50,9 +50,9 @@ fn host_name() -> String {
 }
 
 /// The device name of `P/D/availability`: `mqtt.device`, else the host name (`edgeclip` when
-/// unknown; suffixed `-device` when it equals the camera's name, whose availability topic it
-/// would otherwise share).
-pub(super) fn device_name(cfg: &MqttConfig, camera: &str) -> String {
+/// unknown; suffixed `-device` when it equals the name of one of the `cameras`, whose
+/// availability topic it would otherwise share).
+pub(super) fn device_name(cfg: &MqttConfig, cameras: &[&str]) -> String {
     if let Some(device) = &cfg.device {
         return device.clone();
     }
@@ -62,7 +62,7 @@ pub(super) fn device_name(cfg: &MqttConfig, camera: &str) -> String {
     } else {
         host
     };
-    if host == camera {
+    if cameras.contains(&host.as_str()) {
         format!("{host}-device")
     } else {
         host
@@ -79,25 +79,25 @@ pub(super) fn default_client_id(camera: &str) -> String {
     }
 }
 
-/// rumqttc's options for `camera`, the client id suffixed with `client_suffix`.
+/// rumqttc's options for a daemon of `cameras` (the default client id names the first), the
+/// client id suffixed with `client_suffix`.
 ///
 /// `cfg` must have passed [`MqttConfig::validate`]: the values rumqttc asserts on are not
 /// checked again here. Reading the TLS files (or the system's roots) is the only thing that
 /// can fail.
 pub(super) fn build(
     cfg: &MqttConfig,
-    camera: &str,
+    cameras: &[&str],
     client_suffix: &str,
     connect_timeout: Duration,
 ) -> Result<(rumqttc::MqttOptions, rumqttc::NetworkOptions), super::MqttError> {
     let client_id = match &cfg.client_id {
         Some(id) => id.clone(),
-        None => default_client_id(camera),
+        None => default_client_id(cameras.first().copied().unwrap_or("edgeclip")),
     };
     let topics = Topics::new(
         &cfg.prefix,
-        &device_name(cfg, camera),
-        camera,
+        &device_name(cfg, cameras),
         &cfg.discovery_prefix,
     );
     let mut o = rumqttc::MqttOptions::new(
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn options_carry_the_config() {
-        let (o, _) = build(&cfg(), "cam0", "-probe", Duration::from_secs(1)).unwrap();
+        let (o, _) = build(&cfg(), &["cam0"], "-probe", Duration::from_secs(1)).unwrap();
         assert_eq!(o.client_id(), "test-probe");
         assert_eq!(o.keep_alive(), Duration::from_secs(30));
         assert!(o.clean_session());
@@ -230,7 +230,7 @@ mod tests {
         let will = o.last_will().unwrap();
         assert_eq!(
             will.topic,
-            format!("edgeclip/{}/availability", device_name(&cfg(), "cam0"))
+            format!("edgeclip/{}/availability", device_name(&cfg(), &["cam0"]))
         );
         assert_eq!(&will.message[..], b"offline");
         assert_eq!(will.qos, QoS::AtLeastOnce);
@@ -239,7 +239,7 @@ mod tests {
         c.client_id = None;
         c.username = Some("u".into());
         c.password = Some("p".into());
-        let (o, _) = build(&c, "cam0", "", Duration::from_secs(1)).unwrap();
+        let (o, _) = build(&c, &["cam0"], "", Duration::from_secs(1)).unwrap();
         assert_eq!(o.client_id(), default_client_id("cam0"));
         assert_eq!(o.credentials(), Some(("u".to_owned(), "p".to_owned())));
     }
@@ -249,7 +249,7 @@ mod tests {
         let mut c = cfg();
         c.tls = true;
         c.tls_ca = Some("/nonexistent/ca.pem".into());
-        let err = build(&c, "cam0", "", Duration::from_secs(1))
+        let err = build(&c, &["cam0"], "", Duration::from_secs(1))
             .err()
             .expect("an error");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
@@ -273,7 +273,7 @@ mod tests {
 
     /// The error `build` gives for `c`, as text.
     fn tls_error(c: &MqttConfig) -> String {
-        build(c, "cam0", "", Duration::from_secs(1))
+        build(c, &["cam0"], "", Duration::from_secs(1))
             .err()
             .expect("an error")
             .to_string()
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn tls_with_a_client_certificate_builds() {
-        let (o, _) = build(&tls_cfg(), "cam0", "", Duration::from_secs(1)).unwrap();
+        let (o, _) = build(&tls_cfg(), &["cam0"], "", Duration::from_secs(1)).unwrap();
         match o.transport() {
             Transport::Tls(TlsConfiguration::Rustls(c)) => {
                 assert!(c.client_auth_cert_resolver.has_certs())
@@ -291,7 +291,7 @@ mod tests {
         let mut c = tls_cfg();
         c.tls_cert = None;
         c.tls_key = None;
-        let (o, _) = build(&c, "cam0", "", Duration::from_secs(1)).unwrap();
+        let (o, _) = build(&c, &["cam0"], "", Duration::from_secs(1)).unwrap();
         match o.transport() {
             Transport::Tls(TlsConfiguration::Rustls(c)) => {
                 assert!(!c.client_auth_cert_resolver.has_certs())
@@ -300,7 +300,7 @@ mod tests {
         }
         // Without `tls`, plain TCP whatever else is set (validation refuses that mix first).
         c.tls = false;
-        let (o, _) = build(&c, "cam0", "", Duration::from_secs(1)).unwrap();
+        let (o, _) = build(&c, &["cam0"], "", Duration::from_secs(1)).unwrap();
         assert!(matches!(o.transport(), Transport::Tcp));
     }
 
@@ -374,11 +374,11 @@ mod tests {
     fn the_device_is_the_config_s_or_the_host_s() {
         let mut c = cfg();
         c.device = Some("pi4".into());
-        assert_eq!(device_name(&c, "cam0"), "pi4");
-        let (o, _) = build(&c, "cam0", "", Duration::from_secs(1)).unwrap();
+        assert_eq!(device_name(&c, &["cam0"]), "pi4");
+        let (o, _) = build(&c, &["cam0"], "", Duration::from_secs(1)).unwrap();
         assert_eq!(o.last_will().unwrap().topic, "edgeclip/pi4/availability");
         c.device = None;
-        let host = device_name(&c, "cam0");
+        let host = device_name(&c, &["cam0"]);
         assert!(
             !host.is_empty()
                 && host
@@ -386,9 +386,14 @@ mod tests {
                     .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
         );
         assert_eq!(
-            device_name(&c, &host),
+            device_name(&c, &[&host]),
             format!("{host}-device"),
             "never the camera's topic"
+        );
+        assert_eq!(
+            device_name(&c, &["cam0", &host]),
+            format!("{host}-device"),
+            "nor another camera's"
         );
     }
 

@@ -10,10 +10,10 @@ use crate::config::MqttConfig;
 
 /// Connects once to the configured broker (with a client id suffixed `-probe`, so a running
 /// daemon is not kicked off), waits up to `timeout` for the CONNACK, and disconnects. `cfg` is
-/// validated first, as by [`MqttSink::connect`].
+/// validated first, as by [`MqttSink::connect`](super::MqttSink::connect).
 pub fn probe(cfg: &MqttConfig, camera: &str, timeout: Duration) -> Result<String, MqttError> {
     let broker = format!("{}:{}", cfg.host, cfg.port);
-    let (mut opts, net) = rumqttc_options(cfg, camera, "-probe", timeout)?;
+    let (mut opts, net) = rumqttc_options(cfg, &[camera], "-probe", timeout)?;
     // Should the probe die mid-way, its will must not overwrite the daemon's availability.
     opts.set_last_will(LastWill::new(
         format!("{}/probe", cfg.prefix),

@@ -6,13 +6,15 @@
 use std::time::SystemTime;
 
 use super::{Queue, Refused};
+use crate::sink::mqtt::topics::Watched;
 
 impl Queue {
-    /// Before `label`'s event (`on`: a start) joins the queue: drops the end of an episode
+    /// Before `watched`'s event (`on`: a start) joins the queue: drops the end of an episode
     /// whose start was dropped (`Err`), and when `capacity` events wait, makes room by dropping
-    /// the oldest waiting episode; returns the ids dropped for room. Counts every drop.
-    pub(super) fn make_room(&mut self, label: &str, on: bool) -> Result<Vec<u64>, Refused> {
-        self.drop_orphan_end(label, on, vec![])?;
+    /// the oldest waiting episode (of any camera); returns the ids dropped for room. Counts
+    /// every drop.
+    pub(super) fn make_room(&mut self, watched: &Watched, on: bool) -> Result<Vec<u64>, Refused> {
+        self.drop_orphan_end(watched, on, vec![])?;
         let mut evicted = Vec::new();
         if self.events.len() >= self.settings.capacity.max(1) {
             // The oldest start not in flight, else the oldest end not in flight.
@@ -25,7 +27,7 @@ impl Queue {
                 Some(i) => evicted = self.drop_episode(i, false),
                 None => {
                     if on {
-                        self.orphans.insert(label.to_owned(), false);
+                        self.orphans.insert(watched.clone(), false);
                     }
                     self.dropped_full += 1;
                     return Err(Refused::Full {
@@ -37,18 +39,19 @@ impl Queue {
             self.dropped_full += evicted.len() as u64;
         }
         // The room may have been made by dropping this end's own start.
-        self.drop_orphan_end(label, on, evicted)
+        self.drop_orphan_end(watched, on, evicted)
     }
 
-    /// Drops `label`'s event when it is the end (`!on`) of an episode whose start was dropped;
-    /// else hands `evicted` back. A start clears the mark (the old episode never ends).
+    /// Drops `watched`'s event when it is the end (`!on`) of an episode whose start was
+    /// dropped; else hands `evicted` back. A start clears the mark (the old episode never
+    /// ends).
     fn drop_orphan_end(
         &mut self,
-        label: &str,
+        watched: &Watched,
         on: bool,
         evicted: Vec<u64>,
     ) -> Result<Vec<u64>, Refused> {
-        match self.orphans.remove(label) {
+        match self.orphans.remove(watched) {
             Some(old) if !on => {
                 if old {
                     self.dropped_old += 1;
@@ -74,12 +77,12 @@ impl Queue {
         }
         !q.start
             || !(index + 1..self.events.len())
-                .find(|&i| self.events[i].label == q.label)
+                .find(|&i| self.events[i].watched == q.watched)
                 .is_some_and(|i| !self.events[i].start && self.events[i].acked)
     }
 
     /// Removes the waiting (not in flight) event at `index` and, when it is a start, its
-    /// episode's end: the next end of that label when it waits, else the label's end to come.
+    /// episode's end: the next end of that watched thing when it waits, else its end to come.
     /// Returns the ids removed, oldest first; counts nothing (`old`: dropped for age, how the
     /// end to come will be counted).
     pub(super) fn drop_episode(&mut self, index: usize, old: bool) -> Vec<u64> {
@@ -88,14 +91,14 @@ impl Queue {
         };
         let mut ids = vec![q.id];
         if q.start {
-            match (index..self.events.len()).find(|&i| self.events[i].label == q.label) {
+            match (index..self.events.len()).find(|&i| self.events[i].watched == q.watched) {
                 // Its end, unless already acknowledged (out of order): that one is delivered.
                 Some(i) if !self.events[i].start && !self.events[i].acked => {
                     ids.extend(self.events.remove(i).map(|e| e.id));
                 }
                 Some(_) => {}
                 None => {
-                    self.orphans.insert(q.label, old);
+                    self.orphans.insert(q.watched, old);
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! The MQTT sink's delivery queue: what to send next, and what a broker's answer settles.
 //!
 //! Delivery is where the sink's promises live (accepted events are dropped only by the rule
-//! below, never reordered within a session, every label's retained state ends equal to its
-//! last event), and those promises are about orderings of events a live broker rarely shows:
+//! below, never reordered within a session, every watched thing's retained state ends equal to
+//! its last event), and those promises are about orderings of events a live broker rarely shows:
 //! a disconnect between a write and its PUBACK, a reconnect with half the window in flight.
 //! So the logic is a state machine with no locks, no I/O, no clock and no rumqttc client: the
 //! connection thread ([`super::worker`]) feeds it the events of delivery and hands rumqttc
@@ -11,12 +11,17 @@
 //! **The rule, in one sentence:** accepted events are sent in order, at least once, and an event
 //! is only ever dropped (and counted) when the queue is full (then the oldest waiting episode, a
 //! start with its end, goes whole) or when it is older than `max_age` when (re)sent, while the
-//! retained states are not queued events at all: every label's latest state is republished
-//! after each (re)connect, so they always equal the trigger's.
+//! retained states are not queued events at all: every watched thing's latest state is
+//! republished after each (re)connect, so they always equal the trigger's.
+//!
+//! One queue serves every camera of the daemon over one connection: what it keys by is a
+//! [`Watched`] (camera, zone, label), where a single-camera daemon had a label. An episode is
+//! the start and end of one watched thing; events of all cameras share the one bound and keep
+//! their order among each other.
 //!
 //! Why episodes: dropping the oldest event keeps the newest (what a doorbell wants), but a
 //! dropped start would leave its end an orphan. So whenever a start is dropped its end goes too
-//! (at once when it waits already, on arrival when the label is still active), and a consumer
+//! (at once when it waits already, on arrival when the watched thing is still active), and a consumer
 //! never gets an end whose start it did not get. A full queue drops the oldest waiting start
 //! (and its end); only when no start waits does it drop the oldest end (whose start was
 //! delivered: that consumer then sees a start without its end, the state topic still says
@@ -27,27 +32,28 @@
 //! The events of delivery:
 //!
 //! - [`Queue::accept`]: an event to deliver. Bounded: when `capacity` events wait, the oldest
-//!   episode is dropped to make room (see above); the label's state follows the event always.
+//!   episode is dropped to make room (see above); the watched thing's state follows the event
+//!   always.
 //! - [`Queue::expire`]: drops the waiting events older than `max_age` (and the ends of expired
 //!   starts), before anything is handed over.
 //! - [`Queue::next_to_send`] / [`Queue::sent`]: the next message for rumqttc, while fewer than
 //!   `window` messages are in flight: connect-time and best-effort messages first, then the
-//!   accepted events in order, then (once every event is handed over) the labels' states, then
-//!   their snapshots.
-//! - [`Queue::offer_snapshot`]: a label's latest snapshot (retained). Like a state, only the
-//!   latest per label is kept and delivered, after a reconnect too: memory is one JPEG per
-//!   label.
+//!   accepted events in order, then (once every event is handed over) the states, then the
+//!   snapshots.
+//! - [`Queue::offer_snapshot`]: a watched thing's latest snapshot (retained). Like a state,
+//!   only the latest per watched thing is kept and delivered, after a reconnect too: memory is
+//!   one JPEG per camera, zone and label.
 //! - [`Queue::written`]: rumqttc wrote a PUBLISH (and gave it its packet id); this completes a
 //!   QoS 0 message.
 //! - [`Queue::acked`]: a PUBACK (QoS 1) or PUBREC (QoS 2) completes the message with that
 //!   packet id. An event leaves the queue once it and every older event are acknowledged.
-//! - [`Queue::connected`]: on every (re)connect: `online`, the camera's availability, the
-//!   discovery configs, the retained state of every label, every unacknowledged event again, in
-//!   order, and every label's latest snapshot.
-//! - [`Queue::camera_status`]: the camera's availability (retained, like a state: the latest is
-//!   republished on each connect).
-//! - [`Queue::set_labels`]: the labels after a reload: discovery configs for new labels, empty
-//!   retained configs (Home Assistant's delete) for removed ones.
+//! - [`Queue::connected`]: on every (re)connect: `online`, each camera's availability, the
+//!   discovery configs, the retained state of everything watched, every unacknowledged event
+//!   again, in order, and every latest snapshot.
+//! - [`Queue::camera_status`]: a camera's availability (retained, like a state: the latest of
+//!   each camera is republished on each connect).
+//! - [`Queue::set_watched`]: what is watched after a reload: discovery configs for new
+//!   (camera, zone, label), empty retained configs (Home Assistant's delete) for removed ones.
 //! - [`Queue::disconnected`]: whatever was in flight is to be sent again, in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -56,6 +62,7 @@ use std::time::{Duration, SystemTime};
 use rumqttc::QoS;
 
 use super::topics::Topics;
+use crate::sink::mqtt::topics::Watched;
 
 /// Most best-effort messages (statistics) waiting to be sent; more are dropped.
 const MAX_BEST_EFFORT: usize = 8;
@@ -102,7 +109,7 @@ pub struct Accepted {
     pub evicted: Vec<u64>,
 }
 
-/// Why [`Queue::accept`] did not take an event (the label's state follows it anyway, unless
+/// Why [`Queue::accept`] did not take an event (the watched thing's state follows it anyway, unless
 /// closed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
@@ -128,16 +135,17 @@ pub enum Refused {
 /// The fixed parameters of a [`Queue`].
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The topics of the camera.
+    /// The topic names.
     pub topics: Topics,
-    /// The labels whose state is published (each starts `OFF`) and, with `discovery`, whose
-    /// discovery configs are.
-    pub labels: Vec<String>,
+    /// What is watched (camera, zone, label): each one's state is published (starting `OFF`)
+    /// and, with `discovery`, its discovery configs are.
+    pub watched: Vec<Watched>,
     /// The QoS of events, states, availability and discovery (statistics use QoS 0).
     pub qos: QoS,
     /// Publish Home Assistant discovery configs on connect.
     pub discovery: bool,
-    /// The daemon writes snapshots: with `discovery`, each label also gets an `image` entity.
+    /// The daemon writes snapshots: with `discovery`, each watched thing also gets an `image`
+    /// entity.
     pub snapshots: bool,
     /// Most accepted events waiting for their acknowledgement (at least 1).
     pub capacity: usize,
@@ -161,7 +169,7 @@ struct Inflight {
 #[derive(Debug)]
 struct Queued {
     id: u64,
-    label: String,
+    watched: Watched,
     /// A start (else an end).
     start: bool,
     /// When it happened (the event's `ts`).
@@ -191,21 +199,21 @@ pub struct Queue {
     inflight: VecDeque<Inflight>,
     /// Connect-time and best-effort messages, sent before the events.
     control: VecDeque<Message>,
-    /// The latest state of every label.
-    states: BTreeMap<String, bool>,
-    /// Labels whose state must be (re)sent once the events are through.
-    dirty: BTreeSet<String>,
-    /// The latest snapshot (JPEG) of every label that has one.
-    snapshots: BTreeMap<String, Vec<u8>>,
-    /// Labels whose snapshot must be (re)sent once the states are through.
-    dirty_snapshots: BTreeSet<String>,
-    /// Labels whose active episode's start was dropped: their end is dropped on arrival
-    /// (and counted like its start: `true` for age).
-    orphans: BTreeMap<String, bool>,
-    /// The camera's availability, once known.
-    camera_online: Option<bool>,
-    /// Labels removed by a reload: their discovery configs are deleted on each connect.
-    retired: BTreeSet<String>,
+    /// The latest state of everything watched.
+    states: BTreeMap<Watched, bool>,
+    /// Those whose state must be (re)sent once the events are through.
+    dirty: BTreeSet<Watched>,
+    /// The latest snapshot (JPEG) of every watched thing that has one.
+    snapshots: BTreeMap<Watched, Vec<u8>>,
+    /// Those whose snapshot must be (re)sent once the states are through.
+    dirty_snapshots: BTreeSet<Watched>,
+    /// Those whose active episode's start was dropped: their end is dropped on arrival (and
+    /// counted like its start: `true` for age).
+    orphans: BTreeMap<Watched, bool>,
+    /// Each camera's availability, once known.
+    camera_online: BTreeMap<String, bool>,
+    /// Those removed by a reload: their discovery configs are deleted on each connect.
+    retired: BTreeSet<Watched>,
     /// Events dropped because the queue was full (the ends of their episodes included).
     dropped_full: u64,
     /// Events dropped because they were older than `max_age`.
@@ -222,9 +230,13 @@ enum Source {
 }
 
 impl Queue {
-    /// An empty queue, disconnected, every label `OFF`.
+    /// An empty queue, disconnected, everything watched `OFF`.
     pub fn new(settings: Settings) -> Queue {
-        let states = settings.labels.iter().map(|l| (l.clone(), false)).collect();
+        let states = settings
+            .watched
+            .iter()
+            .map(|w| (w.clone(), false))
+            .collect();
         Queue {
             settings,
             connected: false,
@@ -239,7 +251,7 @@ impl Queue {
             snapshots: BTreeMap::new(),
             dirty_snapshots: BTreeSet::new(),
             orphans: BTreeMap::new(),
-            camera_online: None,
+            camera_online: BTreeMap::new(),
             retired: BTreeSet::new(),
             dropped_full: 0,
             dropped_old: 0,
@@ -247,14 +259,14 @@ impl Queue {
         }
     }
 
-    /// Takes an event for `label` (`on`: the label's state after it, i.e. a start) that
-    /// happened at `ts`, with its JSON `payload` (an object: a replay adds a member to it). The
-    /// label's state follows the event whatever becomes of the event (unless closing), and is
-    /// (re)sent after the events. When `capacity` events wait, the oldest episode is dropped to
-    /// make room (see the module documentation).
+    /// Takes an event about `watched` (`on`: its state after it, i.e. a start) that happened
+    /// at `ts`, with its JSON `payload` (an object: a replay adds a member to it); it goes to
+    /// the events topic of `watched`'s camera. The state follows the event whatever becomes of
+    /// the event (unless closing), and is (re)sent after the events. When `capacity` events
+    /// wait, the oldest episode is dropped to make room (see the module documentation).
     pub fn accept(
         &mut self,
-        label: &str,
+        watched: &Watched,
         on: bool,
         ts: SystemTime,
         payload: Vec<u8>,
@@ -262,18 +274,18 @@ impl Queue {
         if self.closing {
             return Err(Refused::Closed);
         }
-        self.states.insert(label.to_owned(), on);
-        self.dirty.insert(label.to_owned());
-        let evicted = self.make_room(label, on)?;
+        self.states.insert(watched.clone(), on);
+        self.dirty.insert(watched.clone());
+        let evicted = self.make_room(watched, on)?;
         let id = self.next_id;
         self.next_id += 1;
         self.events.push_back(Queued {
             id,
-            label: label.to_owned(),
+            watched: watched.clone(),
             start: on,
             ts,
             message: Message {
-                topic: self.settings.topics.events.clone(),
+                topic: self.settings.topics.events(&watched.camera),
                 payload,
                 qos: self.settings.qos,
                 retain: false,
@@ -284,14 +296,15 @@ impl Queue {
         Ok(Accepted { id, evicted })
     }
 
-    /// Takes statistics, best effort (QoS 0, not retained): only while connected and not
-    /// closing, and while fewer than 8 such messages wait. Returns whether they were taken.
-    pub fn offer_stats(&mut self, payload: Vec<u8>) -> bool {
+    /// Takes `camera`'s statistics, best effort (QoS 0, not retained): only while connected
+    /// and not closing, and while fewer than 8 such messages wait. Returns whether they were
+    /// taken.
+    pub fn offer_stats(&mut self, camera: &str, payload: Vec<u8>) -> bool {
         if !self.connected || self.closing || self.control.len() >= MAX_BEST_EFFORT {
             return false;
         }
         self.control.push_back(Message {
-            topic: self.settings.topics.stats.clone(),
+            topic: self.settings.topics.stats(camera),
             payload,
             qos: QoS::AtMostOnce,
             retain: false,
@@ -299,15 +312,15 @@ impl Queue {
         true
     }
 
-    /// Takes `label`'s latest snapshot (a JPEG), to be published retained after the states; it
-    /// replaces one not yet sent. Kept for the next connect when the broker is away; refused
+    /// Takes `watched`'s latest snapshot (a JPEG), to be published retained after the states;
+    /// it replaces one not yet sent. Kept for the next connect when the broker is away; refused
     /// (`false`) once closing.
-    pub fn offer_snapshot(&mut self, label: &str, jpeg: Vec<u8>) -> bool {
+    pub fn offer_snapshot(&mut self, watched: &Watched, jpeg: Vec<u8>) -> bool {
         if self.closing {
             return false;
         }
-        self.snapshots.insert(label.to_owned(), jpeg);
-        self.dirty_snapshots.insert(label.to_owned());
+        self.snapshots.insert(watched.clone(), jpeg);
+        self.dirty_snapshots.insert(watched.clone());
         true
     }
 
@@ -352,19 +365,19 @@ impl Queue {
                 }
             }
             Source::State => {
-                let label = self.dirty.first()?;
+                let watched = self.dirty.first()?;
                 ToSend {
                     tag: Tag::Other,
-                    message: self.state_message(label),
+                    message: self.state_message(watched),
                 }
             }
             Source::Snapshot => {
-                let label = self.dirty_snapshots.first()?;
+                let watched = self.dirty_snapshots.first()?;
                 ToSend {
                     tag: Tag::Other,
                     message: Message {
-                        topic: self.settings.topics.snapshot(label),
-                        payload: self.snapshots.get(label)?.clone(),
+                        topic: self.settings.topics.snapshot(watched),
+                        payload: self.snapshots.get(watched)?.clone(),
                         qos: self.settings.qos,
                         retain: true,
                     },
@@ -456,8 +469,9 @@ impl Queue {
         }
     }
 
-    /// A new session: `online` (unless closing), the discovery configs, every label's state
-    /// and latest snapshot are to be sent, and every unacknowledged event again, in order.
+    /// A new session: `online` (unless closing), each camera's known availability, the
+    /// discovery configs, every state and latest snapshot are to be sent, and every
+    /// unacknowledged event again, in order.
     pub fn connected(&mut self) {
         self.connected = true;
         self.inflight.clear();
@@ -472,32 +486,34 @@ impl Queue {
                 qos,
                 retain: true,
             });
-            if let Some(online) = self.camera_online {
-                self.push_camera(online);
+            let cameras: Vec<(String, bool)> = self
+                .camera_online
+                .iter()
+                .map(|(c, on)| (c.clone(), *on))
+                .collect();
+            for (camera, online) in cameras {
+                self.push_camera(&camera, online);
             }
         }
-        let labels = self.settings.labels.clone();
-        self.announce(&labels, true);
-        let retired: Vec<String> = self.retired.iter().cloned().collect();
+        let watched = self.settings.watched.clone();
+        self.announce(&watched, true);
+        let retired: Vec<Watched> = self.retired.iter().cloned().collect();
         self.announce(&retired, false);
         self.dirty = self.states.keys().cloned().collect();
         self.dirty_snapshots = self.snapshots.keys().cloned().collect();
     }
 
-    /// With discovery on: queues the discovery configs of `labels` (`add`), or their
+    /// With discovery on: queues the discovery configs of `watched` (`add`), or their
     /// deletion (an empty retained payload, Home Assistant's way to remove an entity).
-    fn announce(&mut self, labels: &[String], add: bool) {
+    fn announce(&mut self, watched: &[Watched], add: bool) {
         if !self.settings.discovery {
             return;
         }
         let (topics, qos) = (&self.settings.topics, self.settings.qos);
-        for label in labels {
-            let mut configs = vec![(topics.discovery(label), topics.discovery_payload(label))];
+        for w in watched {
+            let mut configs = vec![(topics.discovery(w), topics.discovery_payload(w))];
             if self.settings.snapshots {
-                configs.push((
-                    topics.image_discovery(label),
-                    topics.image_discovery_payload(label),
-                ));
+                configs.push((topics.image_discovery(w), topics.image_discovery_payload(w)));
             }
             for (topic, payload) in configs {
                 self.control.push_back(Message {
@@ -510,48 +526,48 @@ impl Queue {
         }
     }
 
-    /// The labels after a reload: new ones get their discovery configs (now when connected,
-    /// and on each connect), removed ones get theirs deleted. The states of removed labels
-    /// stay (their end events set them `OFF`).
-    pub fn set_labels(&mut self, labels: &[String]) {
-        let old: BTreeSet<String> = self.settings.labels.iter().cloned().collect();
-        let new: BTreeSet<String> = labels.iter().cloned().collect();
-        let added: Vec<String> = labels
+    /// What is watched after a reload: each new (camera, zone, label) gets its discovery
+    /// configs (now when connected, and on each connect), each removed one gets its deleted.
+    /// The states of removed ones stay (their end events set them `OFF`).
+    pub fn set_watched(&mut self, watched: &[Watched]) {
+        let old: BTreeSet<Watched> = self.settings.watched.iter().cloned().collect();
+        let new: BTreeSet<Watched> = watched.iter().cloned().collect();
+        let added: Vec<Watched> = watched
             .iter()
-            .filter(|l| !old.contains(*l))
+            .filter(|w| !old.contains(*w))
             .cloned()
             .collect();
-        let removed: Vec<String> = old.difference(&new).cloned().collect();
-        for l in &added {
-            self.retired.remove(l);
-            if !self.states.contains_key(l) {
-                self.states.insert(l.clone(), false);
-                self.dirty.insert(l.clone());
+        let removed: Vec<Watched> = old.difference(&new).cloned().collect();
+        for w in &added {
+            self.retired.remove(w);
+            if !self.states.contains_key(w) {
+                self.states.insert(w.clone(), false);
+                self.dirty.insert(w.clone());
             }
         }
         self.retired.extend(removed.iter().cloned());
-        self.settings.labels = labels.to_vec();
+        self.settings.watched = watched.to_vec();
         if self.connected && !self.closing {
             self.announce(&added, true);
             self.announce(&removed, false);
         }
     }
 
-    /// The camera's availability: `online` (frames arrive) or not; published retained now when
+    /// `camera`'s availability: `online` (frames arrive) or not; published retained now when
     /// connected, and again on each connect.
-    pub fn camera_status(&mut self, online: bool) {
+    pub fn camera_status(&mut self, camera: &str, online: bool) {
         if self.closing {
             return;
         }
-        self.camera_online = Some(online);
+        self.camera_online.insert(camera.to_owned(), online);
         if self.connected {
-            self.push_camera(online);
+            self.push_camera(camera, online);
         }
     }
 
-    fn push_camera(&mut self, online: bool) {
+    fn push_camera(&mut self, camera: &str, online: bool) {
         self.control.push_back(Message {
-            topic: self.settings.topics.camera_availability.clone(),
+            topic: self.settings.topics.camera_availability(camera),
             payload: if online {
                 b"online".to_vec()
             } else {
@@ -580,10 +596,15 @@ impl Queue {
         self.closing = true;
     }
 
-    /// Queues `offline` (retained) for the camera and the process before anything else not
-    /// yet sent: the goodbye of a clean disconnect, which sends no will.
+    /// Queues `offline` (retained) for every camera (those watched and those whose status was
+    /// given) and the process before anything else not yet sent: the goodbye of a clean
+    /// disconnect, which sends no will.
     pub fn say_offline(&mut self) {
-        self.push_camera(false);
+        let mut cameras: BTreeSet<String> = self.camera_online.keys().cloned().collect();
+        cameras.extend(self.settings.watched.iter().map(|w| w.camera.clone()));
+        for camera in cameras {
+            self.push_camera(&camera, false);
+        }
         self.control.push_back(Message {
             topic: self.settings.topics.availability.clone(),
             payload: b"offline".to_vec(),
@@ -592,10 +613,10 @@ impl Queue {
         });
     }
 
-    fn state_message(&self, label: &str) -> Message {
-        let on = self.states.get(label).copied().unwrap_or(false);
+    fn state_message(&self, watched: &Watched) -> Message {
+        let on = self.states.get(watched).copied().unwrap_or(false);
         Message {
-            topic: self.settings.topics.state(label),
+            topic: self.settings.topics.state(watched),
             payload: if on { b"ON".to_vec() } else { b"OFF".to_vec() },
             qos: self.settings.qos,
             retain: true,
@@ -605,6 +626,11 @@ impl Queue {
     /// Whether a session is up.
     pub fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// Whether Home Assistant discovery configs are published.
+    pub fn discovery(&self) -> bool {
+        self.settings.discovery
     }
 
     /// Whether [`Queue::close`] was called.

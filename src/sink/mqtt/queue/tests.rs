@@ -6,10 +6,36 @@ use proptest::prelude::*;
 
 const LABELS: [&str; 3] = ["person", "cat", "car"];
 
+/// `label` on the whole frame of `cam0`.
+fn w(label: &str) -> Watched {
+    Watched::whole("cam0", label)
+}
+
+/// `label` in `zone` of `camera`.
+fn wz(camera: &str, zone: &str, label: &str) -> Watched {
+    Watched {
+        camera: camera.into(),
+        zone: zone.into(),
+        label: label.into(),
+    }
+}
+
+/// What the interleaving tests watch: two cameras, the whole frame and a zone named like a
+/// label, one label on both cameras.
+fn many() -> Vec<Watched> {
+    vec![
+        w("person"),
+        w("cat"),
+        wz("cam0", "cat", "person"),
+        wz("cam1", "all", "person"),
+        wz("cam1", "driveway", "car"),
+    ]
+}
+
 fn settings(qos: QoS, capacity: usize, window: usize, discovery: bool) -> Settings {
     Settings {
-        topics: Topics::new("edgeclip", "pi4", "cam0", "homeassistant"),
-        labels: LABELS[..2].iter().map(|l| (*l).to_owned()).collect(),
+        topics: Topics::new("edgeclip", "pi4", "homeassistant"),
+        watched: LABELS[..2].iter().map(|l| w(l)).collect(),
         qos,
         discovery,
         snapshots: false,
@@ -86,11 +112,11 @@ fn ack_all(q: &mut Queue, n: usize) -> Vec<Tag> {
 fn nothing_is_sent_while_disconnected() {
     let mut q = queue();
     assert_eq!(
-        q.accept("person", true, T0, payload(1)).map(|a| a.id),
+        q.accept(&w("person"), true, T0, payload(1)).map(|a| a.id),
         Ok(0)
     );
     assert_eq!(
-        q.accept("person", false, T0, payload(2)).map(|a| a.id),
+        q.accept(&w("person"), false, T0, payload(2)).map(|a| a.id),
         Ok(1)
     );
     assert!(!q.is_connected());
@@ -99,7 +125,7 @@ fn nothing_is_sent_while_disconnected() {
     assert_eq!(q.queued(), 2);
     assert_eq!(q.pending(), 3, "two events and the person's state");
     assert!(
-        !q.offer_stats(b"{}".to_vec()),
+        !q.offer_stats("cam0", b"{}".to_vec()),
         "statistics are not kept offline"
     );
 }
@@ -107,8 +133,8 @@ fn nothing_is_sent_while_disconnected() {
 #[test]
 fn a_connect_announces_then_replays_then_sends_states() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 16, true));
-    q.accept("person", true, T0, payload(1)).unwrap();
-    q.accept("person", false, T0, payload(2)).unwrap();
+    q.accept(&w("person"), true, T0, payload(1)).unwrap();
+    q.accept(&w("person"), false, T0, payload(2)).unwrap();
     q.connected();
     let sent = drain(&mut q);
     let disco = |l: &str| format!("homeassistant/binary_sensor/edgeclip_cam0/{l}/config");
@@ -128,8 +154,8 @@ fn a_connect_announces_then_replays_then_sends_states() {
     assert_eq!(sent[0].message.payload, b"online");
     assert_eq!(
         sent[1].message.payload,
-        Topics::new("edgeclip", "pi4", "cam0", "homeassistant")
-            .discovery_payload("person")
+        Topics::new("edgeclip", "pi4", "homeassistant")
+            .discovery_payload(&w("person"))
             .into_bytes()
     );
     assert_eq!(sent[3].tag, Tag::Event(0));
@@ -152,7 +178,7 @@ fn a_connect_announces_then_replays_then_sends_states() {
 #[test]
 fn next_to_send_repeats_until_sent() {
     let mut q = queue();
-    q.accept("person", true, T0, payload(1)).unwrap();
+    q.accept(&w("person"), true, T0, payload(1)).unwrap();
     q.connected();
     let first = q.next_to_send().unwrap();
     assert_eq!(q.next_to_send(), Some(first.clone()));
@@ -165,7 +191,7 @@ fn the_window_bounds_what_is_in_flight() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 3, false));
     connected_and_idle(&mut q);
     for f in 0..5 {
-        q.accept("person", f % 2 == 0, T0, payload(f)).unwrap();
+        q.accept(&w("person"), f % 2 == 0, T0, payload(f)).unwrap();
     }
     let sent = drain(&mut q);
     assert_eq!(
@@ -186,7 +212,7 @@ fn the_window_bounds_what_is_in_flight() {
 fn an_event_leaves_the_queue_when_acknowledged() {
     let mut q = queue();
     connected_and_idle(&mut q);
-    q.accept("person", true, T0, payload(1)).unwrap();
+    q.accept(&w("person"), true, T0, payload(1)).unwrap();
     assert_eq!(drain(&mut q).len(), 2, "the event, the state");
     assert_eq!(q.queued(), 1);
     assert_eq!(q.written(7), None);
@@ -208,7 +234,7 @@ fn an_event_leaves_the_queue_when_acknowledged() {
 fn qos_0_completes_when_written() {
     let mut q = Queue::new(settings(QoS::AtMostOnce, 4, 8, false));
     connected_and_idle(&mut q);
-    q.accept("person", true, T0, payload(1)).unwrap();
+    q.accept(&w("person"), true, T0, payload(1)).unwrap();
     assert_eq!(drain(&mut q).len(), 2);
     assert_eq!(q.written(0), Some(Tag::Event(0)));
     assert_eq!(q.written(0), Some(Tag::Other));
@@ -221,7 +247,7 @@ fn qos_0_completes_when_written() {
 fn qos_2_completes_on_pubrec() {
     let mut q = Queue::new(settings(QoS::ExactlyOnce, 4, 8, false));
     connected_and_idle(&mut q);
-    q.accept("person", true, T0, payload(1)).unwrap();
+    q.accept(&w("person"), true, T0, payload(1)).unwrap();
     drain(&mut q);
     for pkid in 1..=2 {
         q.written(pkid);
@@ -241,9 +267,9 @@ fn statistics_are_best_effort_and_bounded() {
     q.connected();
     // `online` waits in front; seven statistics fit behind it.
     for _ in 0..7 {
-        assert!(q.offer_stats(b"{}".to_vec()));
+        assert!(q.offer_stats("cam0", b"{}".to_vec()));
     }
-    assert!(!q.offer_stats(b"{}".to_vec()));
+    assert!(!q.offer_stats("cam0", b"{}".to_vec()));
     let s = q.next_to_send().unwrap();
     assert_eq!(s.message.payload, b"online");
     q.sent();
@@ -268,11 +294,11 @@ fn statistics_are_best_effort_and_bounded() {
 #[test]
 fn a_full_queue_drops_the_oldest_episode_whole_and_states_follow_every_event() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 3, 8, false));
-    q.accept("person", true, T0, payload(0)).unwrap();
-    q.accept("cat", true, T0, payload(1)).unwrap();
-    q.accept("person", false, T0, payload(2)).unwrap();
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
+    q.accept(&w("cat"), true, T0, payload(1)).unwrap();
+    q.accept(&w("person"), false, T0, payload(2)).unwrap();
     // Full: the oldest start (person's) goes with its end; the cat's start stays.
-    let a = q.accept("cat", false, T0, payload(3)).unwrap();
+    let a = q.accept(&w("cat"), false, T0, payload(3)).unwrap();
     assert_eq!(
         a,
         Accepted {
@@ -281,9 +307,9 @@ fn a_full_queue_drops_the_oldest_episode_whole_and_states_follow_every_event() {
         }
     );
     assert_eq!((q.queued(), q.dropped(), q.dropped_full()), (2, 2, 2));
-    q.accept("person", true, T0, payload(4)).unwrap();
+    q.accept(&w("person"), true, T0, payload(4)).unwrap();
     // Full again: the cat's episode is the oldest.
-    let a = q.accept("person", false, T0, payload(5)).unwrap();
+    let a = q.accept(&w("person"), false, T0, payload(5)).unwrap();
     assert_eq!(a.evicted, vec![1, 3]);
     assert_eq!(q.dropped(), 4);
     q.connected();
@@ -301,22 +327,25 @@ fn a_full_queue_drops_the_oldest_episode_whole_and_states_follow_every_event() {
     assert!(brief(&sent).contains(&pair("edgeclip/cam0/person/state", "OFF")));
     assert!(brief(&sent).contains(&pair("edgeclip/cam0/cat/state", "OFF")));
     ack_all(&mut q, sent.len());
-    assert_eq!(q.accept("cat", true, T0, payload(6)).map(|a| a.id), Ok(6));
+    assert_eq!(
+        q.accept(&w("cat"), true, T0, payload(6)).map(|a| a.id),
+        Ok(6)
+    );
 }
 
 #[test]
 fn a_start_dropped_while_its_label_is_active_takes_its_end_with_it() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 2, 8, false));
-    q.accept("person", true, T0, payload(0)).unwrap();
-    q.accept("cat", true, T0, payload(1)).unwrap();
-    let a = q.accept("car", true, T0, payload(2)).unwrap();
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
+    q.accept(&w("cat"), true, T0, payload(1)).unwrap();
+    let a = q.accept(&w("car"), true, T0, payload(2)).unwrap();
     assert_eq!(
         a.evicted,
         vec![0],
         "the person's start; its end is still to come"
     );
     assert_eq!(
-        q.accept("person", false, T0, payload(3)),
+        q.accept(&w("person"), false, T0, payload(3)),
         Err(Refused::StartDropped {
             dropped: 2,
             evicted: vec![]
@@ -324,7 +353,7 @@ fn a_start_dropped_while_its_label_is_active_takes_its_end_with_it() {
     );
     assert_eq!(q.queued(), 2);
     // The state is right anyway; the next person episode is kept.
-    let a = q.accept("person", true, T0, payload(4)).unwrap();
+    let a = q.accept(&w("person"), true, T0, payload(4)).unwrap();
     assert_eq!(a.evicted, vec![1]);
     q.connected();
     let sent = drain(&mut q);
@@ -335,8 +364,8 @@ fn a_start_dropped_while_its_label_is_active_takes_its_end_with_it() {
 fn only_ends_waiting_the_oldest_end_goes_and_in_flight_events_are_never_dropped() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 2, 8, false));
     connected_and_idle(&mut q);
-    q.accept("person", true, T0, payload(0)).unwrap();
-    q.accept("cat", true, T0, payload(1)).unwrap();
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
+    q.accept(&w("cat"), true, T0, payload(1)).unwrap();
     assert_eq!(
         drain(&mut q).len(),
         2 + 2,
@@ -344,14 +373,14 @@ fn only_ends_waiting_the_oldest_end_goes_and_in_flight_events_are_never_dropped(
     );
     // Full, everything in flight: the new start is dropped, and its end with it.
     assert_eq!(
-        q.accept("car", true, T0, payload(2)),
+        q.accept(&w("car"), true, T0, payload(2)),
         Err(Refused::Full {
             queued: 2,
             dropped: 1
         })
     );
     assert_eq!(
-        q.accept("car", false, T0, payload(3)),
+        q.accept(&w("car"), false, T0, payload(3)),
         Err(Refused::StartDropped {
             dropped: 2,
             evicted: vec![]
@@ -359,9 +388,9 @@ fn only_ends_waiting_the_oldest_end_goes_and_in_flight_events_are_never_dropped(
     );
     ack_all(&mut q, 4);
     q.disconnected();
-    q.accept("person", false, T0, payload(4)).unwrap();
-    q.accept("cat", false, T0, payload(5)).unwrap();
-    let a = q.accept("car", true, T0, payload(6)).unwrap();
+    q.accept(&w("person"), false, T0, payload(4)).unwrap();
+    q.accept(&w("cat"), false, T0, payload(5)).unwrap();
+    let a = q.accept(&w("car"), true, T0, payload(6)).unwrap();
     assert_eq!(
         a.evicted,
         vec![2],
@@ -376,10 +405,10 @@ fn events_past_the_age_limit_are_dropped_before_sending_with_their_ends() {
     set.max_age = Some(Duration::from_secs(60));
     let mut q = Queue::new(set);
     let at = |s: u64| T0 + Duration::from_secs(s);
-    q.accept("person", true, at(0), payload(0)).unwrap();
-    q.accept("cat", true, at(10), payload(1)).unwrap();
-    q.accept("person", false, at(100), payload(2)).unwrap();
-    q.accept("cat", false, at(100), payload(3)).unwrap();
+    q.accept(&w("person"), true, at(0), payload(0)).unwrap();
+    q.accept(&w("cat"), true, at(10), payload(1)).unwrap();
+    q.accept(&w("person"), false, at(100), payload(2)).unwrap();
+    q.accept(&w("cat"), false, at(100), payload(3)).unwrap();
     assert_eq!(
         q.expire(at(60)),
         Vec::<u64>::new(),
@@ -391,10 +420,10 @@ fn events_past_the_age_limit_are_dropped_before_sending_with_their_ends() {
     // The cat's start too, later.
     assert_eq!(q.expire(at(71)), vec![1, 3]);
     // A start expired while its label is active: its end is dropped on arrival.
-    q.accept("car", true, at(100), payload(4)).unwrap();
+    q.accept(&w("car"), true, at(100), payload(4)).unwrap();
     assert_eq!(q.expire(at(200)), vec![4]);
     assert_eq!(
-        q.accept("car", false, at(200), payload(5)),
+        q.accept(&w("car"), false, at(200), payload(5)),
         Err(Refused::StartDropped {
             dropped: 6,
             evicted: vec![]
@@ -403,12 +432,12 @@ fn events_past_the_age_limit_are_dropped_before_sending_with_their_ends() {
     assert_eq!(q.dropped_old(), 6);
     // In flight is never expired.
     q.connected();
-    q.accept("car", true, at(300), payload(6)).unwrap();
+    q.accept(&w("car"), true, at(300), payload(6)).unwrap();
     drain(&mut q);
     assert_eq!(q.expire(at(1000)), Vec::<u64>::new());
     // No limit, no expiry.
     let mut q = queue();
-    q.accept("person", true, T0, payload(0)).unwrap();
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
     assert!(q.expire(at(1_000_000)).is_empty());
 }
 
@@ -421,8 +450,8 @@ fn an_event_that_waited_for_a_reconnect_is_marked_replayed() {
     assert_eq!(replayed(b"{}"), b"{\"replayed\":true}");
     let mut q = queue();
     connected_and_idle(&mut q);
-    q.accept("person", true, T0, payload(0)).unwrap();
-    q.accept("person", false, T0, payload(1)).unwrap();
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
+    q.accept(&w("person"), false, T0, payload(1)).unwrap();
     let sent = drain(&mut q);
     assert_eq!(
         sent[0].message.payload,
@@ -433,7 +462,7 @@ fn an_event_that_waited_for_a_reconnect_is_marked_replayed() {
     q.written(1);
     q.acked(1, QoS::AtLeastOnce);
     q.disconnected();
-    q.accept("person", true, T0, payload(2)).unwrap();
+    q.accept(&w("person"), true, T0, payload(2)).unwrap();
     q.connected();
     let sent = drain(&mut q);
     let events: Vec<&[u8]> = sent
@@ -443,7 +472,7 @@ fn an_event_that_waited_for_a_reconnect_is_marked_replayed() {
         .collect();
     assert_eq!(events, vec![replayed(&payload(1)), replayed(&payload(2))]);
     // Accepted while connected in the new session: live again.
-    q.accept("person", false, T0, payload(3)).unwrap();
+    q.accept(&w("person"), false, T0, payload(3)).unwrap();
     assert_eq!(drain(&mut q)[0].message.payload, payload(3));
 }
 
@@ -458,14 +487,14 @@ fn the_camera_s_availability_is_retained_republished_and_offline_at_close() {
             .any(|s| s.message.topic == "edgeclip/cam0/availability"),
         "unknown until the daemon says"
     );
-    q.camera_status(true);
+    q.camera_status("cam0", true);
     let sent = drain(&mut q);
     assert_eq!(
         brief(&sent),
         vec![pair("edgeclip/cam0/availability", "online")]
     );
     assert!(sent[0].message.retain);
-    q.camera_status(false);
+    q.camera_status("cam0", false);
     q.disconnected();
     q.connected();
     let sent = brief(&drain(&mut q));
@@ -476,9 +505,9 @@ fn the_camera_s_availability_is_retained_republished_and_offline_at_close() {
             pair("edgeclip/cam0/availability", "offline")
         ]
     );
-    q.camera_status(true);
+    q.camera_status("cam0", true);
     q.close();
-    q.camera_status(false);
+    q.camera_status("cam0", false);
     q.say_offline();
     let sent = brief(&drain(&mut q));
     assert_eq!(
@@ -495,13 +524,13 @@ fn a_reload_announces_new_labels_and_deletes_removed_ones() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 16, true));
     connected_and_idle(&mut q);
     let disco = |l: &str| format!("homeassistant/binary_sensor/edgeclip_cam0/{l}/config");
-    q.set_labels(&["person".into(), "dog".into()]);
+    q.set_watched(&[w("person"), w("dog")]);
     let sent = brief(&drain(&mut q));
-    let topics = Topics::new("edgeclip", "pi4", "cam0", "homeassistant");
+    let topics = Topics::new("edgeclip", "pi4", "homeassistant");
     assert_eq!(
         sent,
         vec![
-            (disco("dog"), topics.discovery_payload("dog")),
+            (disco("dog"), topics.discovery_payload(&w("dog"))),
             (disco("cat"), String::new()),
             pair("edgeclip/cam0/dog/state", "OFF"),
         ]
@@ -510,15 +539,15 @@ fn a_reload_announces_new_labels_and_deletes_removed_ones() {
     q.disconnected();
     q.connected();
     let sent = brief(&drain(&mut q));
-    assert!(sent.contains(&(disco("dog"), topics.discovery_payload("dog"))));
+    assert!(sent.contains(&(disco("dog"), topics.discovery_payload(&w("dog")))));
     assert!(sent.contains(&(disco("cat"), String::new())));
-    assert!(!sent.contains(&(disco("cat"), topics.discovery_payload("cat"))));
+    assert!(!sent.contains(&(disco("cat"), topics.discovery_payload(&w("cat")))));
     // Back again: announced, no longer deleted.
-    q.set_labels(&["person".into(), "cat".into()]);
+    q.set_watched(&[w("person"), w("cat")]);
     q.disconnected();
     q.connected();
     let sent = brief(&drain(&mut q));
-    assert!(sent.contains(&(disco("cat"), topics.discovery_payload("cat"))));
+    assert!(sent.contains(&(disco("cat"), topics.discovery_payload(&w("cat")))));
     assert!(sent.contains(&(disco("dog"), String::new())));
     assert!(!sent.contains(&(disco("cat"), String::new())));
 }
@@ -526,16 +555,16 @@ fn a_reload_announces_new_labels_and_deletes_removed_ones() {
 #[test]
 fn closing_refuses_events_and_stops_announcing_online() {
     let mut q = queue();
-    q.accept("person", true, T0, payload(0)).unwrap();
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
     q.close();
     assert!(q.is_closing());
     assert_eq!(
-        q.accept("person", false, T0, payload(1)),
+        q.accept(&w("person"), false, T0, payload(1)),
         Err(Refused::Closed)
     );
     assert_eq!(q.dropped(), 0, "a refusal at close is not a drop");
     q.connected();
-    assert!(!q.offer_stats(b"{}".to_vec()));
+    assert!(!q.offer_stats("cam0", b"{}".to_vec()));
     let sent = drain(&mut q);
     assert_eq!(
         brief(&sent),
@@ -551,7 +580,7 @@ fn closing_refuses_events_and_stops_announcing_online() {
 fn offline_goes_before_what_was_not_yet_sent() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 4, 1, false));
     q.connected();
-    q.accept("person", true, T0, payload(0)).unwrap();
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
     q.close();
     assert!(q.control_or_inflight(), "online waits");
     drain(&mut q); // online
@@ -581,7 +610,7 @@ fn a_disconnect_sends_what_was_in_flight_again_in_order() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 4, false));
     connected_and_idle(&mut q);
     for f in 0..6 {
-        q.accept("person", f % 2 == 0, T0, payload(f)).unwrap();
+        q.accept(&w("person"), f % 2 == 0, T0, payload(f)).unwrap();
     }
     let sent = drain(&mut q);
     assert_eq!(sent.len(), 4);
@@ -607,7 +636,7 @@ fn an_event_acknowledged_out_of_order_is_not_sent_again() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 8, false));
     connected_and_idle(&mut q);
     for f in 0..3 {
-        q.accept("person", true, T0, payload(f)).unwrap();
+        q.accept(&w("person"), true, T0, payload(f)).unwrap();
     }
     drain(&mut q); // events 0, 1, 2 and the state
     for pkid in 1..=4 {
@@ -642,12 +671,12 @@ fn an_event_acknowledged_out_of_order_is_not_sent_again() {
 #[test]
 fn a_state_changed_during_the_replay_is_sent_once_with_its_last_value() {
     let mut q = Queue::new(settings(QoS::AtLeastOnce, 10, 2, false));
-    q.accept("person", true, T0, payload(0)).unwrap();
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
     q.connected();
     let s = drain(&mut q);
     assert_eq!(s.len(), 2, "online and event 0");
-    q.accept("person", false, T0, payload(1)).unwrap();
-    q.accept("cat", true, T0, payload(2)).unwrap();
+    q.accept(&w("person"), false, T0, payload(1)).unwrap();
+    q.accept(&w("cat"), true, T0, payload(2)).unwrap();
     let mut all = s;
     for pkid in 1..=20 {
         q.written(pkid);
@@ -671,7 +700,7 @@ fn a_state_changed_during_the_replay_is_sent_once_with_its_last_value() {
 #[test]
 fn an_unknown_label_gets_a_state_too() {
     let mut q = queue();
-    q.accept("dog", true, T0, payload(0)).unwrap();
+    q.accept(&w("dog"), true, T0, payload(0)).unwrap();
     q.connected();
     let sent = drain(&mut q);
     assert!(brief(&sent).contains(&pair("edgeclip/cam0/dog/state", "ON")));
@@ -688,7 +717,7 @@ fn an_unknown_label_gets_a_state_too() {
 /// One step of the world around the queue.
 #[derive(Debug, Clone)]
 enum Step {
-    /// The next event for `LABELS[label]` (a start when it is off, else an end: the trigger
+    /// The next event for `many()[label]` (a start when it is off, else an end: the trigger
     /// alternates).
     Accept { label: usize },
     /// Statistics.
@@ -707,7 +736,7 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..LABELS.len()).prop_map(|label| Step::Accept { label }),
+        4 => (0..many().len()).prop_map(|label| Step::Accept { label }),
         1 => Just(Step::Stats),
         3 => (1usize..6).prop_map(Step::Hand),
         3 => (1usize..6).prop_map(Step::Write),
@@ -741,19 +770,22 @@ struct World {
     sessions: Vec<Vec<u64>>,
     /// Event ids the queue reported as completed, in order.
     completed: Vec<u64>,
-    /// Ids of accepted events, and the last state accepted per label.
+    /// Ids of accepted events, and the last state accepted per watched thing.
     accepted: Vec<u64>,
-    last_state: BTreeMap<String, bool>,
+    last_state: BTreeMap<Watched, bool>,
     /// Ids dropped for room, and events refused (no id).
     evicted: BTreeSet<u64>,
     refused: u64,
-    /// (label, start) of every accepted event, by id.
-    kinds: BTreeMap<u64, (String, bool)>,
+    /// (watched thing, start) of every accepted event, by id.
+    kinds: BTreeMap<u64, (Watched, bool)>,
 }
 
 impl World {
     fn new(qos: QoS, capacity: usize, window: usize, discovery: bool) -> World {
-        let q = Queue::new(settings(qos, capacity, window, discovery));
+        let q = Queue::new(Settings {
+            watched: many(),
+            ..settings(qos, capacity, window, discovery)
+        });
         World {
             q,
             window,
@@ -765,10 +797,7 @@ impl World {
             sessions: Vec::new(),
             completed: Vec::new(),
             accepted: Vec::new(),
-            last_state: LABELS[..2]
-                .iter()
-                .map(|l| ((*l).to_owned(), false))
-                .collect(),
+            last_state: many().into_iter().map(|x| (x, false)).collect(),
             evicted: BTreeSet::new(),
             refused: 0,
             kinds: BTreeMap::new(),
@@ -785,13 +814,13 @@ impl World {
     fn apply(&mut self, step: &Step) -> Result<(), TestCaseError> {
         match *step {
             Step::Accept { label } => {
-                let label = LABELS[label];
+                let label = &many()[label];
                 let on = !self.last_state.get(label).copied().unwrap_or(false);
                 let before = self.q.queued();
                 let dropped = self.q.dropped();
                 let result = self.q.accept(label, on, T0, payload(0));
                 // The state follows every event, kept or not.
-                self.last_state.insert(label.to_owned(), on);
+                self.last_state.insert(label.clone(), on);
                 match result {
                     Ok(Accepted { id, evicted }) => {
                         prop_assert_eq!(evicted.is_empty(), before < self.capacity);
@@ -799,7 +828,7 @@ impl World {
                         prop_assert_eq!(self.q.dropped(), dropped + evicted.len() as u64);
                         prop_assert!(id >= self.accepted.last().map_or(0, |l| l + 1));
                         self.accepted.push(id);
-                        self.kinds.insert(id, (label.to_owned(), on));
+                        self.kinds.insert(id, (label.clone(), on));
                         self.evicted.extend(evicted);
                     }
                     Err(Refused::Full { queued, dropped: d }) => {
@@ -821,7 +850,7 @@ impl World {
                 }
             }
             Step::Stats => {
-                self.q.offer_stats(b"{}".to_vec());
+                self.q.offer_stats("cam0", b"{}".to_vec());
             }
             Step::Hand(n) => {
                 for _ in 0..n {
@@ -964,7 +993,7 @@ proptest! {
 
         // What a consumer gets per label: every end right after its start (episodes are
         // dropped whole; only a start may lose its end).
-        for label in LABELS {
+        for label in &many() {
             let kept: Vec<bool> = completed
                 .iter()
                 .filter_map(|id| w.kinds.get(id))
@@ -974,30 +1003,30 @@ proptest! {
             for (i, start) in kept.iter().enumerate() {
                 prop_assert!(
                     *start || (i > 0 && kept[i - 1]),
-                    "{}: an end without its start in {:?}", label, kept
+                    "{:?}: an end without its start in {:?}", label, kept
                 );
             }
         }
 
         // Retained state equals the last accepted state per label.
-        let topics = Topics::new("edgeclip", "pi4", "cam0", "homeassistant");
+        let topics = Topics::new("edgeclip", "pi4", "homeassistant");
         for (label, on) in &w.last_state {
             let want: &[u8] = if *on { b"ON" } else { b"OFF" };
             prop_assert_eq!(
                 w.retained.get(&topics.state(label)).map(Vec::as_slice),
                 Some(want),
-                "{}", label
+                "{:?}", label
             );
         }
         prop_assert_eq!(
             w.retained.get(&topics.availability).map(Vec::as_slice),
             Some(&b"online"[..])
         );
-        prop_assert_eq!(
-            w.retained.contains_key(&topics.discovery("person")),
-            discovery
-        );
-        prop_assert!(!w.retained.contains_key(&topics.events));
+        for x in &many() {
+            prop_assert_eq!(w.retained.contains_key(&topics.discovery(x)), discovery);
+        }
+        prop_assert!(!w.retained.contains_key(&topics.events("cam0")));
+        prop_assert!(!w.retained.contains_key(&topics.events("cam1")));
     }
 
     /// A session resends from the oldest event not yet completed, and sends an event again
@@ -1053,10 +1082,10 @@ proptest! {
 fn snapshots_go_after_the_states_retained_latest_per_label() {
     let mut q = queue();
     connected_and_idle(&mut q);
-    q.accept("person", true, T0, payload(1)).unwrap();
-    assert!(q.offer_snapshot("person", b"\xFF\xD8old".to_vec()));
-    assert!(q.offer_snapshot("person", b"\xFF\xD8new".to_vec()));
-    assert!(q.offer_snapshot("cat", b"\xFF\xD8cat".to_vec()));
+    q.accept(&w("person"), true, T0, payload(1)).unwrap();
+    assert!(q.offer_snapshot(&w("person"), b"\xFF\xD8old".to_vec()));
+    assert!(q.offer_snapshot(&w("person"), b"\xFF\xD8new".to_vec()));
+    assert!(q.offer_snapshot(&w("cat"), b"\xFF\xD8cat".to_vec()));
     assert_eq!(
         q.pending(),
         1 + 1 + 2,
@@ -1086,7 +1115,7 @@ fn snapshots_go_after_the_states_retained_latest_per_label() {
 #[test]
 fn snapshots_wait_for_the_broker_and_are_sent_again_on_each_connect() {
     let mut q = queue();
-    assert!(q.offer_snapshot("person", b"\xFF\xD8a".to_vec()));
+    assert!(q.offer_snapshot(&w("person"), b"\xFF\xD8a".to_vec()));
     assert_eq!(q.next_to_send(), None, "nothing while disconnected");
     connected_and_idle(&mut q);
     q.disconnected();
@@ -1111,7 +1140,7 @@ fn snapshots_wait_for_the_broker_and_are_sent_again_on_each_connect() {
     );
     q.close();
     assert!(
-        !q.offer_snapshot("person", b"\xFF\xD8late".to_vec()),
+        !q.offer_snapshot(&w("person"), b"\xFF\xD8late".to_vec()),
         "closing"
     );
 }
@@ -1139,5 +1168,205 @@ fn discovery_announces_an_image_per_label_when_snapshots_are_on() {
             .iter()
             .any(|s| s.message.topic.contains("/image/")),
         "no image entity without snapshots"
+    );
+}
+
+/// A queue watching [`many`]: two cameras, zones, discovery on.
+fn many_queue(capacity: usize) -> Queue {
+    Queue::new(Settings {
+        watched: many(),
+        ..settings(QoS::AtLeastOnce, capacity, 64, true)
+    })
+}
+
+#[test]
+fn two_cameras_and_zones_share_one_connection_each_with_its_own_topics() {
+    let mut q = many_queue(8);
+    q.camera_status("cam1", true);
+    q.accept(&wz("cam1", "driveway", "car"), true, T0, payload(1))
+        .unwrap();
+    q.accept(&wz("cam0", "cat", "person"), true, T0, payload(2))
+        .unwrap();
+    q.accept(&w("person"), true, T0, payload(3)).unwrap();
+    q.connected();
+    let sent = brief(&drain(&mut q));
+    let topics = Topics::new("edgeclip", "pi4", "homeassistant");
+    let disco = |x: &Watched| (topics.discovery(x), topics.discovery_payload(x));
+    let mut want = vec![
+        pair("edgeclip/pi4/availability", "online"),
+        pair("edgeclip/cam1/availability", "online"),
+    ];
+    want.extend(many().iter().map(disco));
+    want.extend([
+        pair(
+            "edgeclip/cam1/events",
+            &String::from_utf8(replayed(&payload(1))).unwrap(),
+        ),
+        pair(
+            "edgeclip/cam0/events",
+            &String::from_utf8(replayed(&payload(2))).unwrap(),
+        ),
+        pair(
+            "edgeclip/cam0/events",
+            &String::from_utf8(replayed(&payload(3))).unwrap(),
+        ),
+        // States in (camera, zone, label) order; the zone `all` keeps its old names.
+        pair("edgeclip/cam0/cat/state", "OFF"),
+        pair("edgeclip/cam0/person/state", "ON"),
+        pair("edgeclip/cam0/cat/person/state", "ON"),
+        pair("edgeclip/cam1/person/state", "OFF"),
+        pair("edgeclip/cam1/driveway/car/state", "ON"),
+    ]);
+    assert_eq!(sent, want);
+    // The zone `cat` of cam0 and the label `cat` of cam0 are two entities.
+    assert_ne!(
+        topics.discovery(&w("cat")),
+        topics.discovery(&wz("cam0", "cat", "person"))
+    );
+    // Statistics go to their camera's topic.
+    assert!(q.offer_stats("cam1", b"{}".to_vec()));
+    assert_eq!(
+        brief(&drain(&mut q)),
+        vec![pair("edgeclip/cam1/stats", "{}")]
+    );
+}
+
+#[test]
+fn each_camera_s_availability_is_its_own_and_all_go_offline_at_close() {
+    let mut q = many_queue(8);
+    connected_and_idle(&mut q);
+    q.camera_status("cam0", true);
+    q.camera_status("cam1", false);
+    assert_eq!(
+        brief(&drain(&mut q)),
+        vec![
+            pair("edgeclip/cam0/availability", "online"),
+            pair("edgeclip/cam1/availability", "offline"),
+        ]
+    );
+    q.camera_status("cam1", true);
+    q.disconnected();
+    q.connected();
+    let sent = brief(&drain(&mut q));
+    assert_eq!(
+        sent[..3],
+        [
+            pair("edgeclip/pi4/availability", "online"),
+            pair("edgeclip/cam0/availability", "online"),
+            pair("edgeclip/cam1/availability", "online"),
+        ],
+        "the latest of each camera, again on each connect"
+    );
+    q.close();
+    q.say_offline();
+    let sent = brief(&drain(&mut q));
+    assert_eq!(
+        sent[sent.len() - 3..],
+        [
+            pair("edgeclip/cam0/availability", "offline"),
+            pair("edgeclip/cam1/availability", "offline"),
+            pair("edgeclip/pi4/availability", "offline"),
+        ]
+    );
+}
+
+#[test]
+fn an_episode_is_one_camera_zone_and_label() {
+    // Capacity 3: the same label in two zones and on two cameras are three episodes; dropping
+    // the oldest start takes its own end, not the other zone's or camera's.
+    let mut q = many_queue(3);
+    let zone = wz("cam0", "cat", "person");
+    let other = wz("cam1", "all", "person");
+    q.accept(&w("person"), true, T0, payload(0)).unwrap();
+    q.accept(&zone, true, T0, payload(1)).unwrap();
+    q.accept(&other, true, T0, payload(2)).unwrap();
+    let a = q.accept(&zone, false, T0, payload(3)).unwrap();
+    assert_eq!(
+        a.evicted,
+        vec![0],
+        "the whole frame's start, alone: its end is to come"
+    );
+    // The whole frame's end follows its dropped start; the zone's end stays.
+    assert_eq!(
+        q.accept(&w("person"), false, T0, payload(4)),
+        Err(Refused::StartDropped {
+            dropped: 2,
+            evicted: vec![]
+        })
+    );
+    q.connected();
+    let sent = drain(&mut q);
+    let events: Vec<(String, Vec<u8>)> = sent
+        .iter()
+        .filter(|s| matches!(s.tag, Tag::Event(_)))
+        .map(|s| (s.message.topic.clone(), s.message.payload.clone()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("edgeclip/cam0/events".to_owned(), replayed(&payload(1))),
+            ("edgeclip/cam1/events".to_owned(), replayed(&payload(2))),
+            ("edgeclip/cam0/events".to_owned(), replayed(&payload(3))),
+        ]
+    );
+    // Every state equals its own last event.
+    let states = brief(&sent);
+    assert!(states.contains(&pair("edgeclip/cam0/person/state", "OFF")));
+    assert!(states.contains(&pair("edgeclip/cam0/cat/person/state", "OFF")));
+    assert!(states.contains(&pair("edgeclip/cam1/person/state", "ON")));
+}
+
+#[test]
+fn a_reload_adds_and_removes_zones_and_cameras() {
+    let mut q = many_queue(8);
+    connected_and_idle(&mut q);
+    let topics = Topics::new("edgeclip", "pi4", "homeassistant");
+    let garden = wz("cam2", "garden", "cat");
+    // cam1 gone, its zone with it; cam2 with a zone new.
+    let now = vec![
+        w("person"),
+        w("cat"),
+        wz("cam0", "cat", "person"),
+        garden.clone(),
+    ];
+    q.set_watched(&now);
+    let sent = brief(&drain(&mut q));
+    assert_eq!(
+        sent,
+        vec![
+            (topics.discovery(&garden), topics.discovery_payload(&garden)),
+            (
+                topics.discovery(&wz("cam1", "all", "person")),
+                String::new()
+            ),
+            (
+                topics.discovery(&wz("cam1", "driveway", "car")),
+                String::new()
+            ),
+            pair("edgeclip/cam2/garden/cat/state", "OFF"),
+        ]
+    );
+    assert_eq!(
+        topics.discovery(&garden),
+        "homeassistant/binary_sensor/edgeclip_cam2/garden__cat/config"
+    );
+}
+
+#[test]
+fn snapshots_of_a_zone_go_to_the_zone_s_topic() {
+    let mut q = many_queue(8);
+    connected_and_idle(&mut q);
+    assert!(q.offer_snapshot(&wz("cam1", "driveway", "car"), b"\xFF\xD8z".to_vec()));
+    assert!(q.offer_snapshot(&wz("cam1", "all", "person"), b"\xFF\xD8a".to_vec()));
+    let topics: Vec<String> = drain(&mut q)
+        .iter()
+        .map(|s| s.message.topic.clone())
+        .collect();
+    assert_eq!(
+        topics,
+        vec![
+            "edgeclip/cam1/person/snapshot".to_owned(),
+            "edgeclip/cam1/driveway/car/snapshot".to_owned(),
+        ]
     );
 }
