@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 
 use super::device::{self, Device};
-use super::plan::{self, Plan};
+use super::plan::{self, Plan, StateSlot};
 use super::{Bundle, ModelError, Precision, Runtime, tract_fixes};
 
 /// A tower's plan with the file it came from: what both encoders run, through one path.
@@ -34,30 +34,41 @@ impl Tower {
         input: &[T],
         out: &mut [f32],
     ) -> Result<(), ModelError> {
-        let input = Tensor::from_shape(shape, input).map_err(run_err(&self.path))?;
-        let result = self
-            .plan
-            .run(tvec!(input.into()))
-            .map_err(run_err(&self.path))?;
-        let output = result
-            .first()
-            .ok_or_else(|| run_err(&self.path)(anyhow::anyhow!("the graph has no output")))?;
-        let view = output
-            .to_plain_array_view::<f32>()
-            .map_err(run_err(&self.path))?;
-        let values = view
-            .as_slice()
-            .ok_or_else(|| run_err(&self.path)(anyhow::anyhow!("output is not contiguous")))?;
-        if values.len() != out.len() {
-            return Err(run_err(&self.path)(anyhow::anyhow!(
-                "output has {} values, expected {}",
-                values.len(),
-                out.len()
-            )));
-        }
-        out.copy_from_slice(values);
-        Ok(())
+        run_plan_into(&self.plan, None, &self.path, shape, input, out)
     }
+}
+
+/// Runs `plan` (in `slot`'s run state when given) on one input of `shape` holding `input`, and
+/// copies its single f32 output into `out`, which must be as long as the output: the one run
+/// path of both towers, batched or not.
+pub(super) fn run_plan_into<T: Datum + Copy>(
+    plan: &Plan,
+    slot: Option<&StateSlot>,
+    path: &Path,
+    shape: &[usize],
+    input: &[T],
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    let input = Tensor::from_shape(shape, input).map_err(run_err(path))?;
+    let result = plan
+        .run_in(slot, tvec!(input.into()))
+        .map_err(run_err(path))?;
+    let output = result
+        .first()
+        .ok_or_else(|| run_err(path)(anyhow::anyhow!("the graph has no output")))?;
+    let view = output.to_plain_array_view::<f32>().map_err(run_err(path))?;
+    let values = view
+        .as_slice()
+        .ok_or_else(|| run_err(path)(anyhow::anyhow!("output is not contiguous")))?;
+    if values.len() != out.len() {
+        return Err(run_err(path)(anyhow::anyhow!(
+            "output has {} values, expected {}",
+            values.len(),
+            out.len()
+        )));
+    }
+    out.copy_from_slice(values);
+    Ok(())
 }
 
 /// The error of a failed run of the tower in `path`.
@@ -80,13 +91,21 @@ fn check_output(path: &Path, shape: &[usize], dim: usize) -> Result<(), ModelErr
     Ok(())
 }
 
-/// The image tower of a bundle, ready to run on one `[1, 3, H, W]` tensor at a time.
+/// The image tower of a bundle, ready to run on one `[1, 3, H, W]` tensor at a time, or on a
+/// batch of them ([`ImageEncoder::encode_batch_into`], `model/batch.rs`).
 #[derive(Debug, Clone)]
 pub struct ImageEncoder {
     pub(super) tower: Tower,
     device: Device,
     pub(super) shape: [usize; 4],
     dim: usize,
+    /// The plan for any batch size (`[N, 3, H, W]`), when the graph's batch axis is symbolic and
+    /// batching gives each image the embedding it gets alone ([`plan::build_batched`]); CPU
+    /// only. `Err` says why there is none.
+    pub(super) batched: Result<Plan, String>,
+    /// The run states of inference workers 1.. (worker 0 runs in the plans' own): one for the
+    /// batch-1 plan, one for the batched plan. Its length + 1 is the number of workers.
+    pub(super) worker_states: Vec<[StateSlot; 2]>,
 }
 
 impl ImageEncoder {
@@ -127,6 +146,14 @@ impl ImageEncoder {
         let fact = f32::fact(shape).into();
         let (plan, out) = plan::build(device, &path, &image.input, fact, &image.output)?;
         check_output(&path, &out, bundle.embed_dim())?;
+        let batched = batched_plan(
+            device,
+            &path,
+            &image.input,
+            shape,
+            &image.output,
+            bundle.embed_dim(),
+        )?;
         let encoder = ImageEncoder {
             tower: Tower {
                 plan,
@@ -136,6 +163,8 @@ impl ImageEncoder {
             device,
             shape,
             dim: bundle.embed_dim(),
+            batched,
+            worker_states: Vec::new(),
         };
         if device != Device::Cpu {
             encoder.first_run()?;
@@ -219,6 +248,7 @@ impl ImageEncoder {
                 });
             }
         };
+        let batched = batched_plan(Device::Cpu, path, input, shape, output, dim)?;
         Ok(ImageEncoder {
             tower: Tower {
                 plan,
@@ -228,6 +258,8 @@ impl ImageEncoder {
             shape,
             dim,
             device: Device::Cpu,
+            batched,
+            worker_states: Vec::new(),
         })
     }
 
@@ -280,6 +312,28 @@ impl ImageEncoder {
         self.encode_into(pixels, &mut out)?;
         Ok(out)
     }
+}
+
+/// The plan for batches of the image tower in `path` ([`plan::build_batched`]), or why there is
+/// none (logged at debug level): on a GPU batches run image by image for now (tract-cuda's
+/// batched plans are not measured yet).
+fn batched_plan(
+    device: Device,
+    path: &Path,
+    input: &str,
+    shape: [usize; 4],
+    output: &str,
+    dim: usize,
+) -> Result<Result<Plan, String>, ModelError> {
+    let batched = if device == Device::Cpu {
+        plan::build_batched(path, input, [shape[1], shape[2], shape[3]], output, dim)?
+    } else {
+        Err(format!("batches on the {device} run image by image"))
+    };
+    if let Err(why) = &batched {
+        log::debug!("{}: batches run image by image: {why}", path.display());
+    }
+    Ok(batched)
 }
 
 /// The text tower of a bundle, run on one tokenized text at a time.

@@ -6,9 +6,10 @@
 //!
 //! Inside, by role: `plan` turns an ONNX file into a runnable plan for the CPU or CUDA (with
 //! `graph_cache` keeping decluttered graphs between starts), `tract_fixes` holds the workarounds
-//! for tract's bugs that loading applies, `encoder` the public encoders and their one run path,
+//! for tract's bugs that loading applies, `encoder` the public encoders and their one run path, `batch` batches and inference workers,
 //! `profile` what a CPU plan runs and where its time goes.
 
+mod batch;
 mod bundle;
 pub mod device;
 mod encoder;

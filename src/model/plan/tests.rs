@@ -25,7 +25,7 @@ fn run_graph(mut typed: TypedModel) -> Vec<f32> {
         .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
         .collect();
     let input = Tensor::from_shape(&[1, 3, side, side], &pixels).unwrap();
-    let out = plan.run(tvec!(input.into())).unwrap();
+    let out = plan.run_in(None, tvec!(input.into())).unwrap();
     out[0]
         .to_plain_array_view::<f32>()
         .unwrap()

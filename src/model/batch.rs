@@ -1,0 +1,133 @@
+//! Batches through the image tower: the images of a round (every zone of every camera's frame)
+//! in one call of the batched plan, split over inference workers.
+//!
+//! A worker is a thread with its own tract run state over the encoder's one plan (one copy of
+//! the weights). Worker 0 is the calling thread; the others are scoped threads started for each
+//! batch (starting a thread costs tens of microseconds, a tower run milliseconds). How many
+//! workers and how many intra-op threads to use is [`super::parallelism`]'s question.
+
+use super::ModelError;
+use super::device::Device;
+use super::encoder::{ImageEncoder, run_err, run_plan_into};
+use super::plan::StateSlot;
+
+impl ImageEncoder {
+    /// Splits each batch over `n` inference workers (threads each with their own tract state
+    /// over the one shared plan: one copy of the weights). 1 (and 0) = one worker, the calling
+    /// thread. Workers run only on the CPU: on a GPU the batch runs on the calling thread.
+    pub fn set_workers(&mut self, n: usize) {
+        self.worker_states
+            .resize_with(n.max(1) - 1, Default::default);
+    }
+
+    /// How many inference workers a batch is split over ([`ImageEncoder::set_workers`]).
+    pub fn workers(&self) -> usize {
+        if self.device() == Device::Cpu {
+            self.worker_states.len() + 1
+        } else {
+            1
+        }
+    }
+
+    /// Whether several images run through the tower in one call (its graph has a symbolic
+    /// batch axis, see [`ImageEncoder::encode_batch_into`]); `Err` says why they run one by one.
+    pub fn batching(&self) -> Result<(), &str> {
+        self.batched.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// Encodes `n = pixels.len() / self.input_len()` images laid out one after another (NCHW
+    /// each) into `out` (n * dim), one embedding per image, in order.
+    ///
+    /// The images are split as evenly as can be over the workers; each worker runs its share in
+    /// one call of the batched plan when the tower has one, else one image at a time. Each
+    /// image's embedding is the one [`ImageEncoder::encode_into`] gives it, to the bit: tract's
+    /// kernels compute each row of a product the same way whatever the number of rows, and a
+    /// tower whose int8 scales depend on the whole batch is not batched (see
+    /// [`super::plan::build_batched`]); `tests` check it on the demo bundle's towers.
+    /// An empty batch does nothing.
+    pub fn encode_batch_into(&self, pixels: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
+        let (len, dim) = (self.input_len(), self.dim());
+        let n = pixels.len() / len;
+        if pixels.len() % len != 0 || out.len() != n * self.dim() {
+            return Err(ModelError::Shape {
+                path: self.path().to_path_buf(),
+                message: format!(
+                    "encode_batch called with {} input values and room for {} outputs: the input \
+                     must be a whole number of images of {len} values, the output {dim} values \
+                     per image",
+                    pixels.len(),
+                    out.len(),
+                ),
+            });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let shares = shares(n, self.workers());
+        if shares.len() == 1 {
+            return self.encode_share(None, pixels, out);
+        }
+        let (mut pixels, mut out) = (pixels, out);
+        let mut parts = Vec::with_capacity(shares.len());
+        for &k in &shares {
+            let (p, rest) = pixels.split_at(k * len);
+            let (o, rest_out) = std::mem::take(&mut out).split_at_mut(k * dim);
+            parts.push((p, o));
+            (pixels, out) = (rest, rest_out);
+        }
+        std::thread::scope(|scope| {
+            let mut parts = parts.into_iter();
+            let (first_pixels, first_out) = parts.next().expect("two shares or more");
+            let handles: Vec<_> = parts
+                .zip(&self.worker_states)
+                .map(|((p, o), states)| scope.spawn(move || self.encode_share(Some(states), p, o)))
+                .collect();
+            let mut result = self.encode_share(None, first_pixels, first_out);
+            for handle in handles {
+                let joined = handle.join().unwrap_or_else(|_| {
+                    Err(run_err(self.path())(anyhow::anyhow!(
+                        "an inference worker panicked"
+                    )))
+                });
+                result = result.and(joined);
+            }
+            result
+        })
+    }
+
+    /// Runs one worker's share of a batch, in `states` (a worker's own run states; `None`: the
+    /// plans' own).
+    fn encode_share(
+        &self,
+        states: Option<&[StateSlot; 2]>,
+        pixels: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let (len, dim) = (self.input_len(), self.dim());
+        let n = pixels.len() / len;
+        match &self.batched {
+            Ok(plan) if n > 1 => {
+                let [_, c, h, w] = self.shape;
+                let slot = states.map(|s| &s[1]);
+                run_plan_into(plan, slot, self.path(), &[n, c, h, w], pixels, out)
+            }
+            _ => {
+                let slot = states.map(|s| &s[0]);
+                for (p, o) in pixels.chunks_exact(len).zip(out.chunks_exact_mut(dim)) {
+                    run_plan_into(&self.tower.plan, slot, self.path(), &self.shape, p, o)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How `n` images are split over `workers` workers: as evenly as can be, the larger shares
+/// first, no empty share (fewer shares than workers when there are fewer images).
+fn shares(n: usize, workers: usize) -> Vec<usize> {
+    let w = workers.clamp(1, n.max(1));
+    (0..w).map(|i| n / w + usize::from(i < n % w)).collect()
+}
+
+#[cfg(test)]
+mod tests;
