@@ -1,7 +1,8 @@
 //! Issue 27's batch and worker figures: the image tower on batches of 1, 2, 4 and 8 images,
-//! with 1 or 2 intra-op threads and 1 or 2 inference workers. For each configuration it prints
-//! the median time of one `encode_batch_into` call over the runs (after two warm-up runs), the
-//! time per image and the throughput (images/s). Images are seeded pseudo-random pixels (the
+//! with 1 or 2 intra-op threads and 1 or 2 inference workers, each worker's share run image by
+//! image or in one call (`set_one_call_batches`). For each configuration it prints the median
+//! time of one `encode_batch_into` call over the runs (after two warm-up runs; the two modes
+//! alternate run by run) and the throughput (images/s). Images are seeded pseudo-random pixels (the
 //! tower's time does not depend on them). Printed as rows of `benches/README.md`'s table.
 //!
 //!   batch_bench BUNDLE PRECISION [RUNS] [THREADSxWORKERS ...] [--batches 1,2,4,8]
@@ -48,48 +49,61 @@ fn main() {
         configs = vec![(1, 1), (2, 1), (1, 2)];
     }
     let started = Instant::now();
-    let mut encoder =
-        ImageEncoder::load(&bundle, Some(precision)).unwrap_or_else(|e| panic!("{e:#}"));
+    let load = || ImageEncoder::load(&bundle, Some(precision)).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut singles = load();
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let rss_one = rss_mb();
+    let mut batched = load();
+    let started = Instant::now();
+    batched
+        .set_one_call_batches(true)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!(
-        "{} ({precision}): loaded in {load_ms:.0} ms, batches {}, RSS {} MB",
-        encoder.path().display(),
-        match encoder.batching() {
-            Ok(()) => "in one call".to_string(),
+        "{} ({precision}): loaded in {load_ms:.0} ms (RSS {rss_one} MB), the plan for one-call \
+         batches in {:.0} ms more: {}; RSS with both encoders {} MB",
+        singles.path().display(),
+        started.elapsed().as_secs_f64() * 1e3,
+        match batched.one_call_batches() {
+            Ok(()) => "batches run in one call".to_string(),
             Err(why) => format!("image by image ({why})"),
         },
         rss_mb()
     );
     let max = *batches.iter().max().unwrap_or(&1);
-    let pixels = pixels(max * encoder.input_len());
-    let mut out = vec![0f32; max * encoder.dim()];
+    let pixels = pixels(max * singles.input_len());
+    let mut out = vec![0f32; max * singles.dim()];
     println!(
-        "| model | precision | threads | workers | batch | ms per batch (p50) | ms per image | images/s |"
+        "| model | precision | threads | workers | batch | ms per batch, image by image (p50) | \
+         ms per batch, one call (p50) | images/s, image by image | images/s, one call |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &(threads, workers) in &configs {
         set_threads(threads);
-        encoder.set_workers(workers);
+        singles.set_workers(workers);
+        batched.set_workers(workers);
         for &n in &batches {
-            let input = &pixels[..n * encoder.input_len()];
-            let output = &mut out[..n * encoder.dim()];
-            for _ in 0..2 {
-                encoder.encode_batch_into(input, output).unwrap();
-            }
-            let mut times: Vec<f64> = (0..runs)
-                .map(|_| {
+            let input = &pixels[..n * singles.input_len()];
+            let output = &mut out[..n * singles.dim()];
+            // The two modes alternate run by run, so that a load from elsewhere hits both alike.
+            let mut times = [Vec::new(), Vec::new()];
+            for run in 0..runs + 2 {
+                for (mode, encoder) in [&singles, &batched].into_iter().enumerate() {
                     let t = Instant::now();
                     encoder.encode_batch_into(input, output).unwrap();
-                    t.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            let p50 = times[times.len() / 2];
+                    if run >= 2 {
+                        times[mode].push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+            let [a, b] = times.map(|mut t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            });
             println!(
-                "| {} | {precision} | {threads} | {workers} | {n} | {p50:.2} | {:.2} | {:.0} |",
+                "| {} | {precision} | {threads} | {workers} | {n} | {a:.2} | {b:.2} | {:.0} | {:.0} |",
                 bundle.manifest.name,
-                p50 / n as f64,
-                n as f64 * 1e3 / p50
+                n as f64 * 1e3 / a,
+                n as f64 * 1e3 / b
             );
         }
     }

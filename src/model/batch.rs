@@ -8,7 +8,7 @@
 
 use super::ModelError;
 use super::device::Device;
-use super::encoder::{ImageEncoder, run_err, run_plan_into};
+use super::encoder::{ImageEncoder, ONE_CALL_OFF, run_err, run_plan_into};
 use super::plan::StateSlot;
 
 impl ImageEncoder {
@@ -29,20 +29,55 @@ impl ImageEncoder {
         }
     }
 
-    /// Whether several images run through the tower in one call (its graph has a symbolic
-    /// batch axis, see [`ImageEncoder::encode_batch_into`]); `Err` says why they run one by one.
-    pub fn batching(&self) -> Result<(), &str> {
+    /// Turns one-call batches on or off: with them on, each worker runs its share of a batch
+    /// in one call of a plan for any batch size (built now, a second optimized copy of the
+    /// weights), when the graph can take it ([`super::plan::build_batched`]: a symbolic batch
+    /// axis and no activation scale taken from the whole batch); else image by image through
+    /// the batch-1 plan. Off at load, because on the CPU tract runs a batch slower per image
+    /// than single images (issue 27's measurements in `benches/README.md`: the demo's int8
+    /// tower 10.5 ms an image alone, 16 to 18 ms an image in batches of 2 to 8).
+    /// On a GPU the batch stays image by image: tract-cuda's batches are not measured yet.
+    ///
+    /// A graph that cannot be batched is not an error: [`ImageEncoder::one_call_batches`] says
+    /// why, and batches run image by image. An error comes only from a graph that fails to load.
+    pub fn set_one_call_batches(&mut self, on: bool) -> Result<(), ModelError> {
+        self.batched = if !on {
+            Err(ONE_CALL_OFF.into())
+        } else if self.device() != Device::Cpu {
+            Err(format!(
+                "batches on the {} run image by image",
+                self.device()
+            ))
+        } else {
+            let [_, c, h, w] = self.shape;
+            let (input, output) = &self.io;
+            super::plan::build_batched(self.path(), input, [c, h, w], output, self.dim())?
+        };
+        if let Err(why) = &self.batched
+            && on
+        {
+            log::info!(
+                "{}: batches run image by image: {why}",
+                self.path().display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether a worker's share of a batch runs in one call
+    /// ([`ImageEncoder::set_one_call_batches`]); `Err` says why it runs image by image.
+    pub fn one_call_batches(&self) -> Result<(), &str> {
         self.batched.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Encodes `n = pixels.len() / self.input_len()` images laid out one after another (NCHW
     /// each) into `out` (n * dim), one embedding per image, in order.
     ///
-    /// The images are split as evenly as can be over the workers; each worker runs its share in
-    /// one call of the batched plan when the tower has one, else one image at a time. Each
-    /// image's embedding is the one [`ImageEncoder::encode_into`] gives it, to the bit: tract's
-    /// kernels compute each row of a product the same way whatever the number of rows, and a
-    /// tower whose int8 scales depend on the whole batch is not batched (see
+    /// The images are split as evenly as can be over the workers; each worker runs its share
+    /// image by image, or in one call with [`ImageEncoder::set_one_call_batches`]. Each image's
+    /// embedding is the one [`ImageEncoder::encode_into`] gives it, to the bit: tract's kernels
+    /// compute each row of a product the same way whatever the number of rows, and a tower
+    /// whose int8 scales depend on the whole batch is not batched in one call (see
     /// [`super::plan::build_batched`]); `tests` check it on the demo bundle's towers.
     /// An empty batch does nothing.
     pub fn encode_batch_into(&self, pixels: &[f32], out: &mut [f32]) -> Result<(), ModelError> {

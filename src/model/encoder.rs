@@ -99,9 +99,11 @@ pub struct ImageEncoder {
     device: Device,
     pub(super) shape: [usize; 4],
     dim: usize,
-    /// The plan for any batch size (`[N, 3, H, W]`), when the graph's batch axis is symbolic and
-    /// batching gives each image the embedding it gets alone ([`plan::build_batched`]); CPU
-    /// only. `Err` says why there is none.
+    /// The graph's input and output names.
+    pub(super) io: (String, String),
+    /// The plan for any batch size (`[N, 3, H, W]`) when one-call batches are on and the graph
+    /// can take them ([`plan::build_batched`]); `Err` says why there is none. Off at load: on
+    /// the CPU image by image is faster (see `model/batch.rs`).
     pub(super) batched: Result<Plan, String>,
     /// The run states of inference workers 1.. (worker 0 runs in the plans' own): one for the
     /// batch-1 plan, one for the batched plan. Its length + 1 is the number of workers.
@@ -146,14 +148,6 @@ impl ImageEncoder {
         let fact = f32::fact(shape).into();
         let (plan, out) = plan::build(device, &path, &image.input, fact, &image.output)?;
         check_output(&path, &out, bundle.embed_dim())?;
-        let batched = batched_plan(
-            device,
-            &path,
-            &image.input,
-            shape,
-            &image.output,
-            bundle.embed_dim(),
-        )?;
         let encoder = ImageEncoder {
             tower: Tower {
                 plan,
@@ -163,7 +157,8 @@ impl ImageEncoder {
             device,
             shape,
             dim: bundle.embed_dim(),
-            batched,
+            io: (image.input.clone(), image.output.clone()),
+            batched: Err(ONE_CALL_OFF.into()),
             worker_states: Vec::new(),
         };
         if device != Device::Cpu {
@@ -248,7 +243,6 @@ impl ImageEncoder {
                 });
             }
         };
-        let batched = batched_plan(Device::Cpu, path, input, shape, output, dim)?;
         Ok(ImageEncoder {
             tower: Tower {
                 plan,
@@ -258,7 +252,8 @@ impl ImageEncoder {
             shape,
             dim,
             device: Device::Cpu,
-            batched,
+            io: (input.to_string(), output.to_string()),
+            batched: Err(ONE_CALL_OFF.into()),
             worker_states: Vec::new(),
         })
     }
@@ -314,27 +309,8 @@ impl ImageEncoder {
     }
 }
 
-/// The plan for batches of the image tower in `path` ([`plan::build_batched`]), or why there is
-/// none (logged at debug level): on a GPU batches run image by image for now (tract-cuda's
-/// batched plans are not measured yet).
-fn batched_plan(
-    device: Device,
-    path: &Path,
-    input: &str,
-    shape: [usize; 4],
-    output: &str,
-    dim: usize,
-) -> Result<Result<Plan, String>, ModelError> {
-    let batched = if device == Device::Cpu {
-        plan::build_batched(path, input, [shape[1], shape[2], shape[3]], output, dim)?
-    } else {
-        Err(format!("batches on the {device} run image by image"))
-    };
-    if let Err(why) = &batched {
-        log::debug!("{}: batches run image by image: {why}", path.display());
-    }
-    Ok(batched)
-}
+/// Why an encoder has no plan for one-call batches when they were not asked for.
+pub(super) const ONE_CALL_OFF: &str = "one-call batches are off";
 
 /// The text tower of a bundle, run on one tokenized text at a time.
 #[derive(Debug, Clone)]

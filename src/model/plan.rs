@@ -215,6 +215,18 @@ pub(super) fn build_batched(
     let proto = tract_fixes::onnx_parser()
         .proto_model_for_path(path)
         .map_err(graph_err(path, "parsing the ONNX file"))?;
+    batched_from_proto(path, proto, input, tail, output, dim)
+}
+
+/// [`build_batched`] from the file's protobuf.
+pub(super) fn batched_from_proto(
+    path: &Path,
+    proto: tract_onnx::pb::ModelProto,
+    input: &str,
+    tail: [usize; 3],
+    output: &str,
+    dim: usize,
+) -> Result<Result<Plan, String>, ModelError> {
     if let Some(graph) = proto.graph.as_ref()
         && graph
             .node

@@ -39,13 +39,19 @@ fn shares_are_even_larger_first_and_never_empty() {
     assert_eq!(shares(1, 0), [1]);
 }
 
-/// The demo's towers (int8 and fp32) have a symbolic batch axis: a batch runs in one call, and
-/// gives every image the embedding it gets alone, to the bit, with one worker or several.
+/// A batch gives every image the embedding it gets alone, to the bit, with one worker or
+/// several, image by image or (the demo's towers have a symbolic batch axis) in one call.
 #[test]
 fn a_batch_equals_its_images_one_by_one_with_any_number_of_workers() {
-    for precision in [Precision::Int8Static, Precision::Fp32] {
+    for (precision, one_call) in [
+        (Precision::Int8Static, false),
+        (Precision::Int8Static, true),
+        (Precision::Fp32, true),
+    ] {
         let mut encoder = demo(precision);
-        assert_eq!(encoder.batching(), Ok(()), "{precision}");
+        assert!(encoder.one_call_batches().is_err(), "off at load");
+        encoder.set_one_call_batches(one_call).unwrap();
+        assert_eq!(encoder.one_call_batches().is_ok(), one_call, "{precision}");
         for n in [1, 2, 5, 8] {
             let pixels = images(&encoder, n);
             let want = singles(&encoder, &pixels);
@@ -60,7 +66,8 @@ fn a_batch_equals_its_images_one_by_one_with_any_number_of_workers() {
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(
                     same,
-                    "{precision}, {n} images, {workers} workers: the batch differs from the singles"
+                    "{precision}, one call {one_call}, {n} images, {workers} workers: the batch \
+                     differs from the singles"
                 );
             }
             encoder.set_workers(1);
@@ -73,6 +80,7 @@ fn a_batch_equals_its_images_one_by_one_with_any_number_of_workers() {
 fn embeddings_come_out_in_the_order_of_the_images() {
     let mut encoder = demo(Precision::Int8Static);
     encoder.set_workers(2);
+    encoder.set_one_call_batches(true).unwrap();
     let len = encoder.input_len();
     let pixels = images(&encoder, 3);
     let mut swapped = pixels.clone();
