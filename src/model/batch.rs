@@ -70,6 +70,18 @@ impl ImageEncoder {
         self.batched.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
+    /// One image's time through the tower in milliseconds, at the current intra-op threads:
+    /// a blank image run twice, the second run timed (the first builds the run state). What
+    /// [`super::TowerCost::image_ms`] wants, with [`super::set_threads`]`(1)` first.
+    pub fn time_one_image(&self) -> Result<f64, ModelError> {
+        let pixels = vec![0f32; self.input_len()];
+        let mut out = vec![0f32; self.dim()];
+        self.encode_into(&pixels, &mut out)?;
+        let started = std::time::Instant::now();
+        self.encode_into(&pixels, &mut out)?;
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    }
+
     /// Encodes `n = pixels.len() / self.input_len()` images laid out one after another (NCHW
     /// each) into `out` (n * dim), one embedding per image, in order.
     ///
