@@ -6,6 +6,9 @@
 //! tower's time does not depend on them). Printed as rows of `benches/README.md`'s table.
 //!
 //!   batch_bench BUNDLE PRECISION [RUNS] [THREADSxWORKERS ...] [--batches 1,2,4,8]
+//!               [--only image|one-call]
+//!
+//! `--only` runs one mode (for instruction counts: `benches/batch.sh`).
 //!
 //! e.g. `target/debug/examples/batch_bench models/demo int8-static 40 1x1 2x1 1x2` after
 //! `cargo build --example batch_bench` (the dev profile builds tract at opt-level 3 and this
@@ -19,7 +22,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
         eprintln!(
-            "usage: batch_bench BUNDLE PRECISION [RUNS] [THREADSxWORKERS ...] [--batches 1,2,4,8]"
+            "usage: batch_bench BUNDLE PRECISION [RUNS] [THREADSxWORKERS ...] [--batches 1,2,4,8] \
+             [--only image|one-call]"
         );
         std::process::exit(2);
     }
@@ -28,9 +32,16 @@ fn main() {
     let mut runs = 30usize;
     let mut configs = Vec::new();
     let mut batches = vec![1usize, 2, 4, 8];
+    let mut only = None;
     let mut rest = args[2..].iter();
     while let Some(arg) = rest.next() {
-        if arg == "--batches" {
+        if arg == "--only" {
+            only = match rest.next().map(String::as_str) {
+                Some("image") => Some(0),
+                Some("one-call") => Some(1),
+                _ => panic!("--only image|one-call"),
+            };
+        } else if arg == "--batches" {
             let list = rest.next().expect("--batches 1,2,4,8");
             batches = list
                 .split(',')
@@ -88,6 +99,9 @@ fn main() {
             let mut times = [Vec::new(), Vec::new()];
             for run in 0..runs + 2 {
                 for (mode, encoder) in [&singles, &batched].into_iter().enumerate() {
+                    if only.is_some_and(|o| o != mode) {
+                        continue;
+                    }
                     let t = Instant::now();
                     encoder.encode_batch_into(input, output).unwrap();
                     if run >= 2 {
@@ -97,7 +111,7 @@ fn main() {
             }
             let [a, b] = times.map(|mut t| {
                 t.sort_by(f64::total_cmp);
-                t[t.len() / 2]
+                t.get(t.len() / 2).copied().unwrap_or(f64::NAN)
             });
             println!(
                 "| {} | {precision} | {threads} | {workers} | {n} | {a:.2} | {b:.2} | {:.0} | {:.0} |",
