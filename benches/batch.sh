@@ -4,6 +4,7 @@
 #   bash benches/batch.sh          # this machine: images/s and ms per batch for batches of 1, 2, 4, 8
 #                                  # with 1x1, 2x1 and 1x2 threads x workers, image by image and in one call
 #   bash benches/batch.sh arm      # emulated Cortex-A76 (Pi 5 caches): instructions per image
+#                                  # (the demo's towers; ARM_MODELS="DIR:PRECISION ..." for others)
 #
 # The first runs target/debug/examples/batch_bench (the dev profile builds tract at opt-level 3)
 # on the demo's int8 and fp32 towers and the tiny CLIP fixture's ViT (fp32, QDQ int8). The second
@@ -22,7 +23,8 @@ if [[ ${1:-} != arm ]]; then
   exit 0
 fi
 source benches/board-cache.sh
-nice -n 10 cargo build -q --example batch_bench --target aarch64-unknown-linux-gnu
+models=(${ARM_MODELS:-models/demo:int8-static models/demo:fp32})
+[[ -n ${NO_BUILD:-} ]] || nice -n 10 cargo build -q --example batch_bench --target aarch64-unknown-linux-gnu
 bin=target/aarch64-unknown-linux-gnu/debug/examples/batch_bench
 count=${ARM_INSN_COUNT:-../shared/tools/arm-insn-count}
 cpu=${ARM_INSN_CPU:-cortex-a76}

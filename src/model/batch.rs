@@ -1,5 +1,6 @@
 //! Batches through the image tower: the images of a round (every zone of every camera's frame)
-//! in one call of the batched plan, split over inference workers.
+//! split over inference workers, each running its share image by image (or, when asked, in one
+//! call of a plan with the graph's symbolic batch axis: slower on the CPU, measured, so off).
 //!
 //! A worker is a thread with its own tract run state over the encoder's one plan (one copy of
 //! the weights). Worker 0 is the calling thread; the others are scoped threads started for each

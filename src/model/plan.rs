@@ -2,7 +2,8 @@
 //! CPU or hand over to tract's CUDA runtime.
 //!
 //! Each tower is parsed, given a fixed input shape (batch 1), typed, decluttered (the decluttered
-//! graph kept between starts by [`super::graph_cache`]), and turned into a plan once, at load. A
+//! graph kept between starts by [`super::graph_cache`]), and turned into a plan once, at load
+//! ([`build_batched`] makes the image tower's plan for any batch size, when asked). A
 //! plan is `Send + Sync`: the daemon loads it on the main thread and runs it on the inference
 //! thread.
 //!
