@@ -98,7 +98,7 @@ impl ImageEncoder {
     pub fn encode_batch_into(&self, pixels: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
         let (len, dim) = (self.input_len(), self.dim());
         let n = pixels.len() / len;
-        if pixels.len() % len != 0 || out.len() != n * self.dim() {
+        if !pixels.len().is_multiple_of(len) || out.len() != n * self.dim() {
             return Err(ModelError::Shape {
                 path: self.path().to_path_buf(),
                 message: format!(
