@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 
 use super::device::{self, Device};
-use super::plan::{self, Plan};
+use super::plan::{self, Plan, StateSlot};
 use super::{Bundle, ModelError, Precision, Runtime, timing, tract_fixes};
 
 /// A tower's plan with the file it came from: what both encoders run, through one path.
@@ -34,30 +34,41 @@ impl Tower {
         input: &[T],
         out: &mut [f32],
     ) -> Result<(), ModelError> {
-        let input = Tensor::from_shape(shape, input).map_err(run_err(&self.path))?;
-        let result = self
-            .plan
-            .run(tvec!(input.into()))
-            .map_err(run_err(&self.path))?;
-        let output = result
-            .first()
-            .ok_or_else(|| run_err(&self.path)(anyhow::anyhow!("the graph has no output")))?;
-        let view = output
-            .to_plain_array_view::<f32>()
-            .map_err(run_err(&self.path))?;
-        let values = view
-            .as_slice()
-            .ok_or_else(|| run_err(&self.path)(anyhow::anyhow!("output is not contiguous")))?;
-        if values.len() != out.len() {
-            return Err(run_err(&self.path)(anyhow::anyhow!(
-                "output has {} values, expected {}",
-                values.len(),
-                out.len()
-            )));
-        }
-        out.copy_from_slice(values);
-        Ok(())
+        run_plan_into(&self.plan, None, &self.path, shape, input, out)
     }
+}
+
+/// Runs `plan` (in `slot`'s run state when given) on one input of `shape` holding `input`, and
+/// copies its single f32 output into `out`, which must be as long as the output: the one run
+/// path of both towers, batched or not.
+pub(super) fn run_plan_into<T: Datum + Copy>(
+    plan: &Plan,
+    slot: Option<&StateSlot>,
+    path: &Path,
+    shape: &[usize],
+    input: &[T],
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    let input = Tensor::from_shape(shape, input).map_err(run_err(path))?;
+    let result = plan
+        .run_in(slot, tvec!(input.into()))
+        .map_err(run_err(path))?;
+    let output = result
+        .first()
+        .ok_or_else(|| run_err(path)(anyhow::anyhow!("the graph has no output")))?;
+    let view = output.to_plain_array_view::<f32>().map_err(run_err(path))?;
+    let values = view
+        .as_slice()
+        .ok_or_else(|| run_err(path)(anyhow::anyhow!("output is not contiguous")))?;
+    if values.len() != out.len() {
+        return Err(run_err(path)(anyhow::anyhow!(
+            "output has {} values, expected {}",
+            values.len(),
+            out.len()
+        )));
+    }
+    out.copy_from_slice(values);
+    Ok(())
 }
 
 /// The error of a failed run of the tower in `path`.
@@ -80,13 +91,23 @@ fn check_output(path: &Path, shape: &[usize], dim: usize) -> Result<(), ModelErr
     Ok(())
 }
 
-/// The image tower of a bundle, ready to run on one `[1, 3, H, W]` tensor at a time.
+/// The image tower of a bundle, ready to run on one `[1, 3, H, W]` tensor at a time, or on a
+/// batch of them ([`ImageEncoder::encode_batch_into`], `model/batch.rs`).
 #[derive(Debug, Clone)]
 pub struct ImageEncoder {
     pub(super) tower: Tower,
     device: Device,
     pub(super) shape: [usize; 4],
     dim: usize,
+    /// The graph's input and output names.
+    pub(super) io: (String, String),
+    /// The plan for any batch size (`[N, 3, H, W]`) when one-call batches are on and the graph
+    /// can take them ([`plan::build_batched`]); `Err` says why there is none. Off at load: on
+    /// the CPU image by image is faster (see `model/batch.rs`).
+    pub(super) batched: Result<Plan, String>,
+    /// The run states of inference workers 1.. (worker 0 runs in the plans' own): one for the
+    /// batch-1 plan, one for the batched plan. Its length + 1 is the number of workers.
+    pub(super) worker_states: Vec<[StateSlot; 2]>,
 }
 
 impl ImageEncoder {
@@ -136,6 +157,9 @@ impl ImageEncoder {
             device,
             shape,
             dim: bundle.embed_dim(),
+            io: (image.input.clone(), image.output.clone()),
+            batched: Err(ONE_CALL_OFF.into()),
+            worker_states: Vec::new(),
         };
         if device != Device::Cpu {
             encoder.first_run()?;
@@ -264,6 +288,9 @@ impl ImageEncoder {
             shape,
             dim,
             device: Device::Cpu,
+            io: (input.to_string(), output.to_string()),
+            batched: Err(ONE_CALL_OFF.into()),
+            worker_states: Vec::new(),
         })
     }
 
@@ -329,6 +356,9 @@ fn timing_image(len: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Why an encoder has no plan for one-call batches when they were not asked for.
+pub(super) const ONE_CALL_OFF: &str = "one-call batches are off";
 
 /// The text tower of a bundle, run on one tokenized text at a time.
 #[derive(Debug, Clone)]

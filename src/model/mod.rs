@@ -7,14 +7,17 @@
 //! Inside, by role: `plan` turns an ONNX file into a runnable plan for the CPU or CUDA (with
 //! `graph_cache` keeping decluttered graphs between starts), `tract_fixes` holds the workarounds
 //! for tract's bugs that loading applies, `encoder` the public encoders and their one run path,
+//! `batch` batches and inference workers, `parallelism` how many of each (threads, workers),
 //! `profile` what a CPU plan runs and where its time goes, `timing` the CPU's precision chosen by
 //! timing the shipped files.
 
+mod batch;
 mod bundle;
 pub mod device;
 mod encoder;
 mod graph_cache;
 pub mod options;
+mod parallelism;
 mod plan;
 mod profile;
 pub mod timing;
@@ -33,6 +36,7 @@ pub use device::{Device, Selection};
 pub use encoder::{ImageEncoder, TextEncoder};
 pub use graph_cache::GRAPH_CACHE_ENV;
 pub use options::{Precision, Runtime};
+pub use parallelism::{Parallelism, THREADS_PAY_FROM_MS, TowerCost, choose_parallelism};
 pub use plan::set_threads;
 pub use tract_fixes::panic_is_caught;
 

@@ -2,7 +2,8 @@
 //! CPU or hand over to tract's CUDA runtime.
 //!
 //! Each tower is parsed, given a fixed input shape (batch 1), typed, decluttered (the decluttered
-//! graph kept between starts by [`super::graph_cache`]), and turned into a plan once, at load. A
+//! graph kept between starts by [`super::graph_cache`]), and turned into a plan once, at load
+//! ([`build_batched`] makes the image tower's plan for any batch size, when asked). A
 //! plan is `Send + Sync`: the daemon loads it on the main thread and runs it on the inference
 //! thread.
 //!
@@ -35,10 +36,18 @@ impl Plan {
         Plan::Cpu(plan, StateSlot::default())
     }
 
-    /// Runs the plan once.
-    pub(super) fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    /// Runs the plan once; on the CPU in `slot`'s run state when given (an inference worker's
+    /// own), else in the plan's. Workers share the plan (its weights) and differ only in state.
+    pub(super) fn run_in(
+        &self,
+        slot: Option<&StateSlot>,
+        inputs: TVec<TValue>,
+    ) -> TractResult<TVec<TValue>> {
         match self {
-            Plan::Cpu(plan, slot) => slot.run(plan, inputs, tract_onnx::tract_core::plan::eval),
+            Plan::Cpu(plan, own) => {
+                slot.unwrap_or(own)
+                    .run(plan, inputs, tract_onnx::tract_core::plan::eval)
+            }
             #[cfg(feature = "gpu-runtime")]
             Plan::Cuda(runnable) => runnable.run(inputs),
         }
@@ -195,6 +204,111 @@ fn cpu_plan(
         started.elapsed().as_secs_f64() * 1e3
     );
     Ok((Plan::cpu(plan), out_shape))
+}
+
+/// Builds a CPU plan of the image tower in `path` that takes any batch: its input `input` pinned
+/// to `[N, tail...]` where `N` is the batch axis the graph itself declares symbolic (the towers
+/// the model tools export: `dynamic_axes` on axis 0), and its `output` checked to be `[N, dim]`.
+///
+/// One plan serves every batch size: tract resolves `N` from the input of each run, so there is
+/// one copy of the weights, not one plan per size. `Ok(Err(reason))` when the graph cannot be
+/// batched: its batch axis is fixed, or it quantizes its activations with a scale computed from
+/// the whole input (`DynamicQuantizeLinear`, onnxruntime's dynamic int8), which would make one
+/// image's embedding depend on the others of its batch. The caller then runs images one at a
+/// time through the batch-1 plan.
+pub(super) fn build_batched(
+    path: &Path,
+    input: &str,
+    tail: [usize; 3],
+    output: &str,
+    dim: usize,
+) -> Result<Result<Plan, String>, ModelError> {
+    let proto = tract_fixes::onnx_parser()
+        .proto_model_for_path(path)
+        .map_err(graph_err(path, "parsing the ONNX file"))?;
+    batched_from_proto(path, proto, input, tail, output, dim)
+}
+
+/// [`build_batched`] from the file's protobuf.
+pub(super) fn batched_from_proto(
+    path: &Path,
+    proto: tract_onnx::pb::ModelProto,
+    input: &str,
+    tail: [usize; 3],
+    output: &str,
+    dim: usize,
+) -> Result<Result<Plan, String>, ModelError> {
+    if let Some(graph) = proto.graph.as_ref()
+        && graph
+            .node
+            .iter()
+            .any(|n| n.op_type == "DynamicQuantizeLinear")
+    {
+        return Ok(Err(
+            "it quantizes activations with a scale taken from the whole batch (DynamicQuantizeLinear)"
+                .into(),
+        ));
+    }
+    let mut model = parse_proto(path, proto)?;
+    let declared = model
+        .input_fact(0)
+        .map_err(graph_err(path, "reading the input"))?
+        .clone();
+    let batch = match declared.shape.dims().next().and_then(|d| d.concretize()) {
+        Some(d @ TDim::Sym(_)) => d,
+        other => {
+            return Ok(Err(format!(
+                "its batch axis is {}",
+                other.map_or("not declared".to_string(), |d| format!("fixed at {d}"))
+            )));
+        }
+    };
+    let fact = f32::fact([
+        batch.clone(),
+        tail[0].into(),
+        tail[1].into(),
+        tail[2].into(),
+    ]);
+    check_declared_shape(
+        path,
+        input,
+        &declared,
+        &f32::fact([1, tail[0], tail[1], tail[2]]).into(),
+    )?;
+    model
+        .set_input_fact(0, fact.into())
+        .map_err(graph_err(path, "setting the input shape"))?;
+    model
+        .select_outputs_by_name([output])
+        .map_err(|e| ModelError::Shape {
+            path: path.to_path_buf(),
+            message: format!("no output named {output:?}: {e:#}"),
+        })?;
+    let mut typed = model
+        .into_typed()
+        .map_err(graph_err(path, "typing the batched graph"))?;
+    typed
+        .declutter()
+        .map_err(graph_err(path, "simplifying the batched graph"))?;
+    typed
+        .optimize()
+        .map_err(graph_err(path, "optimizing the batched graph"))?;
+    tract_fixes::fold_constant_weight_sums(&mut typed)
+        .map_err(graph_err(path, "folding weight sums"))?;
+    let out = typed
+        .output_fact(0)
+        .map_err(graph_err(path, "reading the output"))?
+        .shape
+        .to_tvec();
+    if out.len() != 2 || out[0] != batch || out[1] != TDim::from(dim) {
+        return Ok(Err(format!(
+            "its output is {out:?} for an input of {batch} images, not [{batch}, {dim}]"
+        )));
+    }
+    let plan = typed
+        .into_runnable()
+        .map_err(graph_err(path, "building the batched execution plan"))?;
+    Ok(Ok(Plan::cpu(plan)))
 }
 
 /// Like [`cpu_plan`], through tract's CUDA runtime: the decluttered graph (not the one

@@ -279,3 +279,47 @@ fn damaged_onnx_files_do_not_panic() {
         })
         .unwrap();
 }
+
+/// A graph takes one-call batches when its batch axis is symbolic and its int8 scales do not
+/// depend on the batch: the demo's tower as exported does; with its batch axis pinned to 1 in the
+/// file, or quantized dynamically (the tiny CLIP fixture's int8-dynamic tower), it does not, and
+/// the reason says why.
+#[test]
+fn batched_plans_need_a_symbolic_batch_axis_and_no_dynamic_quantization() {
+    let side = demo_side();
+    let tail = [3, side, side];
+    let path = demo("visual.fp32.onnx");
+    let proto = tract_fixes::onnx_parser()
+        .proto_model_for_path(&path)
+        .unwrap();
+    let batched = batched_from_proto(
+        &path,
+        proto.clone(),
+        "pixel_values",
+        tail,
+        "image_embeds",
+        64,
+    );
+    assert!(batched.unwrap().is_ok());
+
+    let mut fixed = proto;
+    let dims = &mut fixed.graph.as_mut().unwrap().input[0];
+    let Some(tract_onnx::pb::type_proto::Value::TensorType(tensor)) =
+        dims.r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        panic!("the demo's input is a tensor");
+    };
+    tensor.shape.as_mut().unwrap().dim[0].value =
+        Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(1));
+    let why = batched_from_proto(&path, fixed, "pixel_values", tail, "image_embeds", 64)
+        .unwrap()
+        .unwrap_err();
+    assert!(why.contains("fixed at 1"), "{why}");
+
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models/hf-clip-tiny/visual.int8-dynamic.onnx");
+    let why = build_batched(&tiny, "pixel_values", [3, 224, 224], "image_embeds", 32)
+        .unwrap()
+        .unwrap_err();
+    assert!(why.contains("DynamicQuantizeLinear"), "{why}");
+}
