@@ -222,8 +222,11 @@ pub struct ModelConfig {
     pub bundle: PathBuf,
     /// Where the encoder runs.
     pub runtime: Runtime,
-    /// Image tower threads; `None`: one.
+    /// Image tower threads (tract's intra-op threads); `None`: chosen with the workers.
     pub threads: Option<usize>,
+    /// `workers`: inference workers a round's images are split over; `None`: one per image of a
+    /// round (cameras x zones), up to the cores.
+    pub workers: Option<usize>,
     /// `precision`: which of the image tower's files to run. `None`: chosen for
     /// the device among the shipped files (see [`crate::model::Device::pick_precision`]: on the
     /// CPU, dynamic int8 where it has int8 dot-product instructions, else fp32; on a GPU, fp16

@@ -158,9 +158,21 @@ fn read_model(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> ModelConf
             s,
             key(
                 "threads",
-                "Threads for the image tower's matrix products. Not set: one.",
+                "Threads for the image tower's matrix products (shared by the workers). Not \
+                 set: one, or the cores the workers leave when the tower is a float one slower \
+                 than 20 ms an image (their matrix products are then worth splitting).",
             )
             .example("1"),
+        ),
+        workers: r.opt(
+            s,
+            key(
+                "workers",
+                "Inference workers: a round's images (every zone of every camera's frame) are \
+                 split over them, each running whole images on the one copy of the model. Not \
+                 set: one per image of a round, up to the cores.",
+            )
+            .example("2"),
         ),
         precision: r.opt(
             s,

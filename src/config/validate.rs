@@ -46,6 +46,9 @@ impl Config {
         if let Some(t) = self.model.threads {
             c.range_u64("model.threads", t as u64, 1, 256);
         }
+        if let Some(w) = self.model.workers {
+            c.range_u64("model.workers", w as u64, 1, 64);
+        }
         if let Some(k) = &self.model.kernel_cache
             && k.as_os_str().is_empty()
         {

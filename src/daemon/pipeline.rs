@@ -29,7 +29,9 @@ use crate::config::{Config, Rect};
 use crate::event::{Event, RunnerUp};
 use crate::frame::Frame;
 use crate::matcher::{Label, Matcher, Row, Scores};
-use crate::model::{Bundle, Device, ImageEncoder, ModelError, set_threads};
+use crate::model::{
+    Bundle, Device, ImageEncoder, ModelError, TowerCost, choose_parallelism, set_threads,
+};
 use crate::preprocess::{PreprocessError, Preprocessor, Spec};
 use crate::trigger::{FrameStamp, LabelScore, LabelSpec, TriggerBank, TriggerParams};
 
@@ -236,23 +238,29 @@ impl Pipeline {
                 .unwrap_or_else(|| PathBuf::from("<memory>")),
             error,
         })?;
-        let encoder = ImageEncoder::load_for(&bundle, config.model.precision, config.model.runtime)
-            .map_err(|e| match e {
-                ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
-                e => e.into(),
-            })?;
+        let mut encoder =
+            ImageEncoder::load_for(&bundle, config.model.precision, config.model.runtime).map_err(
+                |e| match e {
+                    ModelError::Runtime { .. } => DaemonError::Runtime(e.to_string()),
+                    e => e.into(),
+                },
+            )?;
         let dim = encoder.dim();
         let cameras = (0..config.cameras.len())
             .map(|i| CameraPipe::build(config, i, &bundle, &encoder, dim))
             .collect::<Result<Vec<_>, _>>()?;
+        let images: usize = cameras.iter().map(|c| c.zones.len()).sum();
+        let (threads, workers) = parallelism(config, &mut encoder, images)?;
         let on = match encoder.device() {
-            Device::Cpu => format!("on the CPU with {threads} thread(s)"),
+            Device::Cpu => format!(
+                "on the CPU with {threads} thread(s) x {workers} worker(s) for {images} image(s) \
+                 a round"
+            ),
             Device::Cuda => "on the GPU (CUDA)".to_string(),
         };
-        let zones: usize = cameras.iter().map(|c| c.zones.len()).sum();
         info!(
             "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background; {} camera(s), \
-             {zones} zone(s)",
+             {images} zone(s)",
             bundle.name(),
             encoder.path().display(),
             encoder.precision(),
@@ -431,11 +439,9 @@ impl Pipeline {
         let n = self.batch.len();
         self.embeddings.resize(n * dim, 0.0);
         if n > 0
-            && let Err(e) = encode_batch(
-                &self.encoder,
-                &self.pixels[..n * len],
-                &mut self.embeddings[..n * dim],
-            )
+            && let Err(e) = self
+                .encoder
+                .encode_batch_into(&self.pixels[..n * len], &mut self.embeddings[..n * dim])
         {
             let mut first = Some(e);
             for (r, &(_, frame)) in results.iter_mut().zip(frames) {
@@ -495,14 +501,30 @@ impl Pipeline {
     }
 }
 
-/// Runs the image tower on `pixels` (images one after another) into `out`.
-fn encode_batch(encoder: &ImageEncoder, pixels: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
-    let len = encoder.input_len();
-    let dim = encoder.dim();
-    for (image, embedding) in pixels.chunks_exact(len).zip(out.chunks_exact_mut(dim)) {
-        encoder.encode_into(image, embedding)?;
-    }
-    Ok(())
+/// Sets the image tower's intra-op threads and inference workers for `images` a round:
+/// `model.threads` and `model.workers` where the config sets them, the rest as
+/// [`choose_parallelism`] picks for this machine and tower. Returns (threads, workers).
+fn parallelism(
+    config: &Config,
+    encoder: &mut ImageEncoder,
+    images: usize,
+) -> Result<(usize, usize), DaemonError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let image_ms = match (config.model.threads, encoder.device()) {
+        // Only a CPU tower without a thread count needs its time to choose one.
+        (None, Device::Cpu) => encoder.time_one_image()?,
+        _ => 0.0,
+    };
+    let tower = TowerCost {
+        device: encoder.device(),
+        precision: encoder.precision(),
+        image_ms,
+    };
+    let p = choose_parallelism(cores, images, &tower, config.model.workers);
+    let threads = config.model.threads.unwrap_or(p.threads);
+    set_threads(threads);
+    encoder.set_workers(p.workers);
+    Ok((threads, encoder.workers()))
 }
 
 /// Names each event's runner-up: its label's strongest competitor in the frame just scored.
