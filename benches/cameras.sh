@@ -6,8 +6,9 @@
 # 1. Throughput: the demo model, 4 cameras x 2 zones (the whole frame and one zone each), every
 #    camera a different clip replayed at 5 fps (files:, looping, freshest-frame mode: a frame the
 #    model could not take in time is replaced and counted as dropped), for SECONDS, once per
-#    inference setting (MODEL_SETTINGS, default "threads=1 threads=2", "key=value" pairs of
-#    [model]). Prints each camera's frames captured / processed / dropped, and the daemon's own
+#    inference setting (MODEL_SETTINGS, default "auto workers=1,threads=1 workers=1,threads=2
+#    workers=2,threads=1": [model] keys as "key=value" pairs joined by commas; "auto" sets none,
+#    so the daemon chooses). Prints each camera's frames captured / processed / dropped, and the daemon's own
 #    summary: latency p50 / p95 (capture to decision), CPU use.
 # 2. Memory: peak RSS (VmHWM) of one daemon with two cameras against two daemons with one camera
 #    each, the recorded clip and a generated one, after 20 s.
@@ -18,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/debug/edgeclip}
 seconds=${2:-60}
-settings=${MODEL_SETTINGS:-"threads=1 threads=2"}
+settings=${MODEL_SETTINGS:-"auto workers=1,threads=1 workers=1,threads=2 workers=2,threads=1"}
 [[ -x $bin ]] || { echo "no $bin: build it first (cargo test --no-run, or cargo build --release)" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -47,9 +48,11 @@ rect = [0.3125, 0.25, 0.375, 0.5]
 TOML
 }
 
-model() { # KEY=VALUE ...
+model() { # KEY=VALUE[,KEY=VALUE...] or auto
   printf '[model]\nbundle = "%s/models/demo"\nruntime = "cpu"\n' "$PWD"
-  for kv in "$@"; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"; done
+  [[ ${1:-auto} == auto ]] && return
+  local kv
+  for kv in ${1//,/ }; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"; done
 }
 
 config() { # N KEY=VALUE ...: N cameras
@@ -65,7 +68,7 @@ for s in $settings; do
   config 4 "$s" >"$work/four.toml"
   RUST_LOG=info timeout -s TERM "$seconds" "$bin" run --config "$work/four.toml" \
     2>"$work/log" >"$work/events" || (($? == 124))
-  echo "-- model.$s"
+  echo "-- model: $s ($(grep -o 'CPU with [^;]*' "$work/log" | head -1))"
   grep -E "camera cam[0-9]: [0-9]+ frames captured" "$work/log" | sed 's/^.*\] //; s/^/   /' || true
   grep -E "stopped:" "$work/log" | sed "s/^.*stopped: /   /" || { echo "   no summary; log:"; tail -n 5 "$work/log"; }
   echo "   events: $(wc -l <"$work/events")"
@@ -87,9 +90,9 @@ peak() { # CONFIG...: the sum of the daemons' VmHWM, in MB
   wait "${pids[@]}" 2>/dev/null || true
   echo "$((total / 1024))"
 }
-config 2 threads=1 >"$work/two.toml"
+config 2 auto >"$work/two.toml"
 for i in 0 1; do
-  { camera "cam$i" "${clips[$i]}"; model threads=1; prompts; printf '[events]\nstdout = true\n[stats]\ninterval_s = 0\n'; } >"$work/one$i.toml"
+  { camera "cam$i" "${clips[$i]}"; model auto; prompts; printf '[events]\nstdout = true\n[stats]\ninterval_s = 0\n'; } >"$work/one$i.toml"
 done
 echo "   one daemon, 2 cameras: $(peak "$work/two.toml") MB"
 echo "   two daemons, 1 camera each: $(peak "$work/one0.toml" "$work/one1.toml") MB"
