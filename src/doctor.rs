@@ -74,6 +74,7 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
     let texts = config
         .prompts
         .iter()
+        .chain(config.cameras.iter().flat_map(|c| &c.prompts))
         .flat_map(|p| p.texts.iter().chain(&p.negatives))
         .chain(&config.matcher.background);
     let mut checked = 0;
@@ -85,7 +86,7 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
         })?;
         checked += 1;
     }
-    let encoder = if has_exemplars(config) {
+    let encoder = if (0..config.cameras.len()).any(|i| has_exemplars(&config.for_camera(i))) {
         crate::model::timing::set_enabled(config.model.precision_timing);
         Some(
             ImageEncoder::load_for(&bundle, config.model.precision, Runtime::Cpu).map_err(
@@ -98,8 +99,12 @@ pub fn check_model(config: &Config) -> Result<usize, ModelCheckError> {
     } else {
         None
     };
-    build_matcher(config, &bundle, encoder.as_ref())
-        .map_err(|error| ModelCheckError::Matcher(Box::new(error)))?;
+    // Each camera's matcher, as the daemon builds it (its labels: the global ones it keeps and
+    // its own).
+    for i in 0..config.cameras.len() {
+        build_matcher(&config.for_camera(i), &bundle, encoder.as_ref())
+            .map_err(|error| ModelCheckError::Matcher(Box::new(error)))?;
+    }
     Ok(checked)
 }
 
