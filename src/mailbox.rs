@@ -70,6 +70,11 @@ impl<T> Slot<T> {
         item
     }
 
+    /// The unread item, left in the slot.
+    pub fn peek(&self) -> Option<&T> {
+        self.item.as_ref()
+    }
+
     /// Whether an unread item waits in the slot.
     pub fn is_full(&self) -> bool {
         self.item.is_some()

@@ -343,3 +343,55 @@ fn a_camera_that_fails_goes_offline_alone_and_the_other_keeps_its_events() {
     assert!(log.contains("camera shed: offline"), "{log}");
     assert!(!log.contains("camera porch: offline"), "{log}");
 }
+
+#[test]
+fn max_fps_holds_a_camera_back_without_making_it_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = root().join("tests/data/clip");
+    // One frame every 2.5 s through the model, while the camera delivers 15 a second and counts
+    // as offline after 1 s without a frame.
+    let config = format!(
+        "{}{}{PROMPTS}",
+        camera(
+            "slow",
+            &clip,
+            "loop = true\nmax_fps = 0.4\noffline_after_s = 1\n"
+        ),
+        model()
+    );
+    let file = tmp.path().join("slow.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new("timeout")
+        .args(["-s", "TERM", "6"])
+        .arg(bin())
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("XDG_DATA_HOME", tmp.path().join("data"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let summary = log
+        .lines()
+        .find(|l| l.contains("stopped:"))
+        .unwrap_or_else(|| panic!("no summary:\n{log}"));
+    // "stopped: C frames captured, P processed, D dropped, ..."
+    let number = |word: &str| -> u64 {
+        let before = summary.split(word).next().unwrap();
+        before
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches(',')
+            .parse()
+            .unwrap()
+    };
+    let (captured, processed) = (number(" frames captured"), number(" processed"));
+    assert!(captured >= 45, "the camera delivered at 15 fps: {summary}");
+    assert!(
+        (2..=4).contains(&processed),
+        "about one frame each 2.5 s went through: {summary}"
+    );
+    assert!(!log.contains("offline"), "{log}");
+}

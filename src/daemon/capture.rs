@@ -91,6 +91,9 @@ pub(super) struct Taken {
     pub(super) frame: Option<Frame>,
     /// The source finished and its mailbox is empty.
     pub(super) finished: bool,
+    /// When the frame that waits was captured, if the loop did not ask for it (the camera is
+    /// held back by `max_fps`).
+    pub(super) waiting: Option<Instant>,
 }
 
 /// One camera's capture thread and mailbox.
@@ -151,6 +154,7 @@ impl Feed {
                     frame: if frame { s.take() } else { None },
                     outage: s.extra.outage.take(),
                     finished: s.is_closed() && !s.slot().is_full(),
+                    waiting: s.slot().peek().map(|f| f.captured_at),
                 };
                 Some(taken)
             })

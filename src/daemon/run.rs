@@ -167,10 +167,14 @@ impl Daemon {
                         .error(at.saturating_duration_since(started), &reason);
                     self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
                 }
-                if let Some(f) = &taken.frame {
-                    let change = cam
-                        .health
-                        .frame(f.captured_at.saturating_duration_since(started));
+                // A frame left waiting by `max_fps` is a sign of life too: a camera capped
+                // below one frame per `offline_after_s` must not count as offline.
+                let alive = match &taken.frame {
+                    Some(f) => Some(f.captured_at),
+                    None => taken.waiting,
+                };
+                if let Some(at) = alive {
+                    let change = cam.health.frame(at.saturating_duration_since(started));
                     self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
                 }
                 let change = cam.health.tick(now.saturating_duration_since(started));
