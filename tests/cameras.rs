@@ -395,3 +395,64 @@ fn max_fps_holds_a_camera_back_without_making_it_offline() {
     );
     assert!(!log.contains("offline"), "{log}");
 }
+
+#[test]
+fn a_reload_that_changes_the_zones_takes_effect_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = root().join("tests/data/clip");
+    let zones = |names: &[&str]| -> String {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| zone(n, VIEW_X0 + i as f32 * VIEW / 2.0, VIEW / 4.0, VIEW / 2.0))
+            .collect()
+    };
+    let config = |names: &[&str]| {
+        format!(
+            "{}{}{PROMPTS}",
+            camera("drive", &clip, &format!("loop = true\n{}", zones(names))),
+            model()
+        )
+    };
+    let file = tmp.path().join("zones.toml");
+    std::fs::write(&file, config(&["left", "right"])).unwrap();
+    #[allow(clippy::zombie_processes)] // waited for below
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("XDG_DATA_HOME", tmp.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        Command::new("kill").args([sig, &pid]).status().unwrap();
+    };
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // One zone fewer, and a new one: the zone list shrinks under the running loop.
+    std::fs::write(&file, config(&["gate"])).unwrap();
+    signal("-HUP");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    signal("-TERM");
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("prompts reloaded"), "{log}");
+    let events: Vec<Event> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("{\"type\""))
+        .map(|l| Event::from_json(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| ["all", "left", "right", "gate"].contains(&e.zone.as_str())),
+        "{events:#?}"
+    );
+    // Every start has its end (the reload ends the old zones' labels, SIGTERM the rest).
+    let starts = events.iter().filter(|e| e.kind == EventKind::Start).count();
+    assert_eq!(starts * 2, events.len(), "{events:#?}");
+}

@@ -133,11 +133,9 @@ impl Daemon {
         notifier.ready("running: waiting for the first frame");
         let mut summary = Summary::default();
         let cpu_at_start = process_cpu_seconds();
-        let zones: Vec<usize> = (0..cameras.len())
-            .map(|c| self.pipeline.zone_names(c).count())
-            .collect();
-        let mut zone_scores: Vec<Vec<Vec<LabelScore>>> =
-            zones.iter().map(|&n| vec![Vec::new(); n]).collect();
+        // Each camera's zones' label scores of its last frame (for the snapshot hook, which
+        // borrows the daemon whole).
+        let mut zone_scores: Vec<Vec<Vec<LabelScore>>> = vec![Vec::new(); cameras.len()];
         let stats_every = self.config.stats.interval();
 
         loop {
@@ -252,6 +250,8 @@ impl Daemon {
                 };
                 cam.last_stamp = step.stamp;
                 let mut events = step.events;
+                // A reload may have changed the camera's zones.
+                zone_scores[c].resize_with(self.pipeline.zone_names(c).count(), Vec::new);
                 for (z, scores) in zone_scores[c].iter_mut().enumerate() {
                     scores.clear();
                     scores.extend_from_slice(self.pipeline.zone_label_scores(c, z));

@@ -132,10 +132,17 @@ impl Snapshots {
         }))
     }
 
-    /// After a reload (its end events already through [`Snapshots::step`]): the camera's labels
-    /// and zones as `config` (a [`Config::for_camera`] view) has them now.
+    /// After a reload (its end events already through [`Snapshots::step`], so no window is
+    /// open): the camera's labels and zones as `config` (a [`Config::for_camera`] view) has them
+    /// now.
     pub(super) fn relabel(&mut self, config: &Config) {
         self.labels = config.prompts.iter().map(|p| p.label.clone()).collect();
+        self.zones = config
+            .camera()
+            .zone_list()
+            .into_iter()
+            .map(|z| z.0)
+            .collect();
         self.metric = config.matcher.score;
     }
 
