@@ -416,8 +416,7 @@ fn a_reload_that_changes_the_zones_takes_effect_without_a_restart() {
     };
     let file = tmp.path().join("zones.toml");
     std::fs::write(&file, config(&["left", "right"])).unwrap();
-    #[allow(clippy::zombie_processes)] // waited for below
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(["run", "--config"])
         .arg(&file)
         .env("RUST_LOG", "info")
