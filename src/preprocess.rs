@@ -481,47 +481,16 @@ impl Preprocessor {
         frame: &Frame,
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
-        let (w, h) = (frame.width, frame.height);
-        if let Some(expected) = frame.format.expected_len(w, h)
-            && frame.data.len() != expected
-        {
-            return Err(PreprocessError::FrameSize {
-                seq: frame.seq,
-                format: frame.format,
-                width: w,
-                height: h,
-                expected,
-                actual: frame.data.len(),
-            });
+        if frame.format == PixelFormat::Rgb24 {
+            // Already RGB: preprocessed in place, not copied.
+            let (w, h) = (frame.width, frame.height);
+            self.check_frame(frame)?;
+            check_size(w, h, &format!("frame {}", frame.seq))?;
+            return self.rgb_to_tensor(w, h, &frame.data, out);
         }
-        if frame.format != PixelFormat::Mjpeg {
-            self.limit.check_frame(w, h, frame.seq)?;
-        }
-        let mut rgb = std::mem::take(&mut self.rgb);
-        let result = (|| {
-            match frame.format {
-                PixelFormat::Rgb24 => {
-                    check_size(w, h, &format!("frame {}", frame.seq))?;
-                    return self.rgb_to_tensor(w, h, &frame.data, out);
-                }
-                PixelFormat::Grey => grey_to_rgb(&frame.data, w, h, &mut rgb),
-                PixelFormat::Yuyv => {
-                    if w % 2 != 0 {
-                        return Err(PreprocessError::Size {
-                            what: format!("YUYV frame {} (odd width)", frame.seq),
-                            width: w,
-                            height: h,
-                        });
-                    }
-                    yuyv_to_rgb(&frame.data, w, h, &mut rgb)
-                }
-                PixelFormat::Mjpeg => {
-                    decode_jpeg_into(&frame.data, frame.seq, &self.limit, &mut rgb)?;
-                }
-            }
-            check_size(rgb.width, rgb.height, &format!("frame {}", frame.seq))?;
-            self.rgb_to_tensor(rgb.width, rgb.height, &rgb.data, out)
-        })();
+        self.decode_frame(frame)?;
+        let rgb = std::mem::take(&mut self.rgb);
+        let result = self.rgb_to_tensor(rgb.width, rgb.height, &rgb.data, out);
         self.rgb = rgb;
         result
     }

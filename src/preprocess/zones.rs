@@ -4,7 +4,8 @@
 //! would give.
 
 use super::{
-    PreprocessError, Preprocessor, check_size, decode_jpeg_into, grey_to_rgb, yuyv_to_rgb,
+    PreprocessError, Preprocessor, check_size, decode_jpeg_into, grey_to_rgb, release_excess,
+    yuyv_to_rgb,
 };
 use crate::frame::{Frame, PixelFormat, Rect};
 
@@ -44,9 +45,10 @@ impl Preprocessor {
         result
     }
 
-    /// Decodes or converts `frame` into `self.rgb`, with the checks of
-    /// [`frame_to_tensor`](Self::frame_to_tensor).
-    fn decode_frame(&mut self, frame: &Frame) -> Result<(), PreprocessError> {
+    /// The checks a frame passes before anything sized by it is allocated: its data is as long
+    /// as its format and size say, and (a raw frame) its size is within the frame limit (a
+    /// JPEG's is checked from its header while it is decoded).
+    pub(super) fn check_frame(&self, frame: &Frame) -> Result<(), PreprocessError> {
         let (w, h) = (frame.width, frame.height);
         if let Some(expected) = frame.format.expected_len(w, h)
             && frame.data.len() != expected
@@ -63,6 +65,14 @@ impl Preprocessor {
         if frame.format != PixelFormat::Mjpeg {
             self.limit.check_frame(w, h, frame.seq)?;
         }
+        Ok(())
+    }
+
+    /// Decodes or converts `frame` into `self.rgb` (an RGB frame is copied), after
+    /// [`check_frame`](Self::check_frame).
+    pub(super) fn decode_frame(&mut self, frame: &Frame) -> Result<(), PreprocessError> {
+        self.check_frame(frame)?;
+        let (w, h) = (frame.width, frame.height);
         let rgb = &mut self.rgb;
         match frame.format {
             PixelFormat::Rgb24 => {
@@ -70,6 +80,7 @@ impl Preprocessor {
                 rgb.height = h;
                 rgb.data.clear();
                 rgb.data.extend_from_slice(&frame.data);
+                release_excess(&mut rgb.data, frame.data.len());
             }
             PixelFormat::Grey => grey_to_rgb(&frame.data, w, h, rgb),
             PixelFormat::Yuyv => {
