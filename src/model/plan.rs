@@ -275,15 +275,7 @@ pub(super) fn batched_from_proto(
         &declared,
         &f32::fact([1, tail[0], tail[1], tail[2]]).into(),
     )?;
-    model
-        .set_input_fact(0, fact.into())
-        .map_err(graph_err(path, "setting the input shape"))?;
-    model
-        .select_outputs_by_name([output])
-        .map_err(|e| ModelError::Shape {
-            path: path.to_path_buf(),
-            message: format!("no output named {output:?}: {e:#}"),
-        })?;
+    set_io(&mut model, path, fact.into(), output)?;
     let mut typed = model
         .into_typed()
         .map_err(graph_err(path, "typing the batched graph"))?;
@@ -391,6 +383,17 @@ fn load_graph(
         .clone();
     check_declared_shape(path, input, &declared, &input_fact)?;
 
+    set_io(&mut model, path, input_fact, output)?;
+    Ok(model)
+}
+
+/// Sets the graph's input shape and keeps only the output named `output`.
+fn set_io(
+    model: &mut InferenceModel,
+    path: &Path,
+    input_fact: InferenceFact,
+    output: &str,
+) -> Result<(), ModelError> {
     model
         .set_input_fact(0, input_fact)
         .map_err(graph_err(path, "setting the input shape"))?;
@@ -400,7 +403,7 @@ fn load_graph(
             path: path.to_path_buf(),
             message: format!("no output named {output:?}: {e:#}"),
         })?;
-    Ok(model)
+    Ok(())
 }
 
 /// Turns the protobuf of `path` into tract's graph: the protobuf checks and rewrites of
