@@ -1,0 +1,509 @@
+//! The patches edgeclip carries on tract-core (`vendor/tract-core`, `vendor/README.md`), checked
+//! against plain reference arithmetic written here, on random geometries (proptest).
+//!
+//! - A float convolution with 6 or more kernel taps runs through tract's lazy im2col, which
+//!   tract feeds through a constant `Pad` when the convolution is padded: the `Pad` is patched.
+//!   Each case checks that the optimized plan has a `LazyIm2col` node, then compares its output
+//!   with a direct convolution computed in f64, over strides, paddings and dilations.
+//! - A constant `Pad` is written row by row (`pad_constant_rows`): compared element for element
+//!   with a padded copy built index by index, ranks 1 to 4.
+//! - An integer convolution (the int8 towers' path) gathers its eager im2col by rows
+//!   (`rows_2d`): its plan must have an `Im2col` node, and its i32 output must equal, exactly,
+//!   a direct integer convolution, with a random zero point (the value padding reads).
+//! - `QuantizeLinearU8` / `I8` round without branches (`quantize_branch_free`): compared with
+//!   Rust's own `round_ties_even`, on ties, the clamp edges, infinities and NaN.
+//!
+//! The bit-for-bit check of the patches against tract's own code on real towers (the demo, ViT-B/32)
+//! is `benches/catch-ort.sh`: the patches are process-wide (`TRACT_EDGECLIP_PATCHES_OFF`), so
+//! that comparison takes two processes.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::array::{Pad, PadMode};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::quant::{quantize_linear_i8, quantize_linear_u8};
+
+/// A convolution's geometry (NCHW, one image, one group).
+#[derive(Debug, Clone)]
+struct ConvCase {
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    pad: (usize, usize, usize, usize),
+    seed: u64,
+}
+
+impl ConvCase {
+    fn out_dim(input: usize, kernel: usize, stride: usize, dilation: usize, pads: usize) -> usize {
+        let span = dilation * (kernel - 1) + 1;
+        (input + pads).saturating_sub(span) / stride + 1
+    }
+
+    fn out_hw(&self) -> (usize, usize) {
+        (
+            Self::out_dim(
+                self.h,
+                self.kernel.0,
+                self.stride.0,
+                self.dilation.0,
+                self.pad.0 + self.pad.2,
+            ),
+            Self::out_dim(
+                self.w,
+                self.kernel.1,
+                self.stride.1,
+                self.dilation.1,
+                self.pad.1 + self.pad.3,
+            ),
+        )
+    }
+
+    fn valid(&self) -> bool {
+        let span_h = self.dilation.0 * (self.kernel.0 - 1) + 1;
+        let span_w = self.dilation.1 * (self.kernel.1 - 1) + 1;
+        self.h + self.pad.0 + self.pad.2 >= span_h && self.w + self.pad.1 + self.pad.3 >= span_w
+    }
+}
+
+fn conv_cases() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..6, 1usize..20, 1usize..14, 1usize..40),
+        prop::sample::select(vec![
+            (3usize, 3usize),
+            (2, 3),
+            (3, 2),
+            (5, 5),
+            (3, 5),
+            (7, 1),
+        ]),
+        (1usize..4, 1usize..4, 1usize..3, 1usize..3),
+        (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+        any::<u64>(),
+    )
+        .prop_map(
+            |((ci, co, h, w), kernel, (sh, sw, dh, dw), pad, seed)| ConvCase {
+                ci,
+                co,
+                h,
+                w,
+                kernel,
+                stride: (sh, sw),
+                dilation: (dh, dw),
+                pad,
+                seed,
+            },
+        )
+        .prop_filter("the kernel must fit the padded input", ConvCase::valid)
+}
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// The reference: a direct convolution, accumulated in f64.
+fn direct_conv(c: &ConvCase, input: &[f32], kernel: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (ho, wo) = c.out_hw();
+    let (kh, kw) = c.kernel;
+    let mut out = vec![0f32; c.co * ho * wo];
+    for o in 0..c.co {
+        for y in 0..ho {
+            for x in 0..wo {
+                let mut acc = bias[o] as f64;
+                for i in 0..c.ci {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy =
+                                (y * c.stride.0 + ky * c.dilation.0) as isize - c.pad.0 as isize;
+                            let ix =
+                                (x * c.stride.1 + kx * c.dilation.1) as isize - c.pad.1 as isize;
+                            if iy < 0 || ix < 0 || iy >= c.h as isize || ix >= c.w as isize {
+                                continue;
+                            }
+                            let v = input[(i * c.h + iy as usize) * c.w + ix as usize] as f64;
+                            let k = kernel[((o * c.ci + i) * kh + ky) * kw + kx] as f64;
+                            acc += v * k;
+                        }
+                    }
+                }
+                out[(o * ho + y) * wo + x] = acc as f32;
+            }
+        }
+    }
+    out
+}
+
+/// tract's optimized plan of the convolution, its op names, and its output on `input`.
+fn tract_conv(
+    c: &ConvCase,
+    input: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+) -> TractResult<(Vec<String>, Vec<f32>)> {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([1, c.ci, c.h, c.w]))?;
+    let k = model.add_const(
+        "kernel",
+        tensor1(kernel).into_shape(&[c.co, c.ci, c.kernel.0, c.kernel.1])?,
+    )?;
+    let b = model.add_const("bias", tensor1(bias))?;
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![c.kernel.0, c.kernel.1],
+            padding: PaddingSpec::Explicit(tvec![c.pad.0, c.pad.1], tvec![c.pad.2, c.pad.3]),
+            dilations: Some(tvec![c.dilation.0, c.dilation.1]),
+            strides: Some(tvec![c.stride.0, c.stride.1]),
+            input_channels: c.ci,
+            output_channels: c.co,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 1,
+        q_params: None,
+    };
+    let y = model.wire_node("conv", conv, &[x, k, b])?;
+    model.select_output_outlets(&y)?;
+    let optimized = model.into_optimized()?;
+    let ops = optimized
+        .nodes()
+        .iter()
+        .map(|n| n.op().name().to_string())
+        .collect();
+    let plan = optimized.into_runnable()?;
+    let x = tensor1(input).into_shape(&[1, c.ci, c.h, c.w])?;
+    let out = plan.run(tvec![x.into()])?;
+    Ok((
+        ops,
+        out[0]
+            .to_plain_array_view::<f32>()?
+            .iter()
+            .copied()
+            .collect(),
+    ))
+}
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
+
+#[test]
+fn lazy_im2col_convolutions_match_a_direct_convolution() {
+    runner(160)
+        .run(&conv_cases(), |c| {
+            let input = values(c.ci * c.h * c.w, c.seed);
+            let kernel = values(c.co * c.ci * c.kernel.0 * c.kernel.1, c.seed ^ 0x9e37);
+            let bias = values(c.co, c.seed ^ 0x51ed);
+            let want = direct_conv(&c, &input, &kernel, &bias);
+            let (ops, got) = tract_conv(&c, &input, &kernel, &bias).expect("tract runs the conv");
+            prop_assert!(
+                ops.iter().any(|op| op == "LazyIm2col"),
+                "{:?}: the plan has no lazy im2col: {:?}",
+                c,
+                ops
+            );
+            prop_assert_eq!(got.len(), want.len(), "{:?}: output length", c);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                prop_assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{:?}: [{}] {} != {}",
+                    c,
+                    i,
+                    g,
+                    w
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// The integer reference: `sum (x - x0) * k` over the taps inside the input, exact.
+fn direct_conv_u8(c: &ConvCase, input: &[u8], x0: u8, kernel: &[i8]) -> Vec<i32> {
+    let (ho, wo) = c.out_hw();
+    let (kh, kw) = c.kernel;
+    let mut out = vec![0i32; c.co * ho * wo];
+    for o in 0..c.co {
+        for y in 0..ho {
+            for x in 0..wo {
+                let mut acc = 0i32;
+                for i in 0..c.ci {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy =
+                                (y * c.stride.0 + ky * c.dilation.0) as isize - c.pad.0 as isize;
+                            let ix =
+                                (x * c.stride.1 + kx * c.dilation.1) as isize - c.pad.1 as isize;
+                            if iy < 0 || ix < 0 || iy >= c.h as isize || ix >= c.w as isize {
+                                continue;
+                            }
+                            let v = input[(i * c.h + iy as usize) * c.w + ix as usize] as i32;
+                            let k = kernel[((o * c.ci + i) * kh + ky) * kw + kx] as i32;
+                            acc += (v - x0 as i32) * k;
+                        }
+                    }
+                }
+                out[(o * ho + y) * wo + x] = acc;
+            }
+        }
+    }
+    out
+}
+
+/// tract's optimized plan of an integer convolution (u8 input with zero point `x0`, i8 kernel,
+/// unit scales, i32 accumulators out: tract's quantized convolution path, no requantisation),
+/// its op names, and its output.
+fn tract_conv_u8(
+    c: &ConvCase,
+    input: &[u8],
+    x0: u8,
+    kernel: &[i8],
+) -> TractResult<(Vec<String>, Vec<i32>)> {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", u8::fact([1, c.ci, c.h, c.w]))?;
+    let k = model.add_const(
+        "kernel",
+        tensor1(kernel).into_shape(&[c.co, c.ci, c.kernel.0, c.kernel.1])?,
+    )?;
+    let bias = model.add_const("bias", tensor1(&vec![0i32; c.co]))?;
+    let x0 = model.add_const("x0", tensor0(x0 as i32))?;
+    let k0 = model.add_const("k0", tensor0(0i32))?;
+    let y0 = model.add_const("y0", tensor0(0i32))?;
+    let one = model.add_const("one", tensor0(1f32))?;
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![c.kernel.0, c.kernel.1],
+            padding: PaddingSpec::Explicit(tvec![c.pad.0, c.pad.1], tvec![c.pad.2, c.pad.3]),
+            dilations: Some(tvec![c.dilation.0, c.dilation.1]),
+            strides: Some(tvec![c.stride.0, c.stride.1]),
+            input_channels: c.ci,
+            output_channels: c.co,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 1,
+        q_params: Some(i32::datum_type()),
+    };
+    let y = model.wire_node("conv", conv, &[x, k, bias, x0, one, k0, one, y0, one])?;
+    model.select_output_outlets(&y)?;
+    let optimized = model.into_optimized()?;
+    let ops = optimized
+        .nodes()
+        .iter()
+        .map(|n| n.op().name().to_string())
+        .collect();
+    let plan = optimized.into_runnable()?;
+    let x = tensor1(input).into_shape(&[1, c.ci, c.h, c.w])?;
+    let out = plan.run(tvec![x.into()])?;
+    Ok((
+        ops,
+        out[0]
+            .to_plain_array_view::<i32>()?
+            .iter()
+            .copied()
+            .collect(),
+    ))
+}
+
+#[test]
+fn integer_convolutions_match_a_direct_convolution_exactly() {
+    runner(160)
+        .run(&(conv_cases(), any::<u8>()), |(c, x0)| {
+            let input: Vec<u8> = values(c.ci * c.h * c.w, c.seed)
+                .iter()
+                .map(|v| ((v + 1.0) * 127.5) as u8)
+                .collect();
+            let kernel: Vec<i8> = values(c.co * c.ci * c.kernel.0 * c.kernel.1, c.seed ^ 0x9e37)
+                .iter()
+                .map(|v| (v * 127.0) as i8)
+                .collect();
+            let want = direct_conv_u8(&c, &input, x0, &kernel);
+            let (ops, got) = tract_conv_u8(&c, &input, x0, &kernel).expect("tract runs the conv");
+            prop_assert!(
+                ops.iter().any(|op| op == "Im2col"),
+                "{:?}: the plan has no im2col: {:?}",
+                c,
+                ops
+            );
+            prop_assert_eq!(got, want, "{:?} x0 {}", c, x0);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// A tensor's shape, the pads of each axis and the pad value.
+fn pad_cases() -> impl Strategy<Value = (Vec<usize>, Vec<(usize, usize)>, f32)> {
+    prop::collection::vec((1usize..7, 0usize..4, 0usize..4), 1..5).prop_flat_map(|axes| {
+        let shape: Vec<usize> = axes.iter().map(|a| a.0).collect();
+        let pads: Vec<(usize, usize)> = axes.iter().map(|a| (a.1, a.2)).collect();
+        (Just(shape), Just(pads), -4f32..4.0)
+    })
+}
+
+/// The reference: every output index maps back to an input index or to the pad value.
+fn padded_by_index(
+    input: &[f32],
+    shape: &[usize],
+    pads: &[(usize, usize)],
+    value: f32,
+) -> Vec<f32> {
+    let out_shape: Vec<usize> = shape
+        .iter()
+        .zip(pads)
+        .map(|(d, (a, b))| d + a + b)
+        .collect();
+    let len: usize = out_shape.iter().product();
+    (0..len)
+        .map(|flat| {
+            let mut rest = flat;
+            let mut src = 0;
+            for axis in (0..shape.len()).rev() {
+                let i = rest % out_shape[axis];
+                rest /= out_shape[axis];
+                let inner: usize = shape[axis + 1..].iter().product();
+                match i.checked_sub(pads[axis].0).filter(|j| *j < shape[axis]) {
+                    Some(j) => src += j * inner,
+                    None => return value,
+                }
+            }
+            input[src]
+        })
+        .collect()
+}
+
+/// tract's plan of one constant `Pad`, run on `input`.
+fn tract_pad(
+    input: &[f32],
+    shape: &[usize],
+    pads: &[(usize, usize)],
+    value: f32,
+) -> TractResult<Vec<f32>> {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact(shape))?;
+    let pad = Pad {
+        pads: pads.to_vec(),
+        mode: PadMode::Constant(rctensor0(value)),
+    };
+    let y = model.wire_node("pad", pad, &[x])?;
+    model.select_output_outlets(&y)?;
+    let plan = model.into_runnable()?;
+    let out = plan.run(tvec![tensor1(input).into_shape(shape)?.into()])?;
+    Ok(out[0]
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
+}
+
+#[test]
+fn constant_pad_matches_a_copy_built_index_by_index() {
+    runner(200)
+        .run(&pad_cases(), |(shape, pads, value)| {
+            let len: usize = shape.iter().product();
+            let input = values(len, len as u64 * 7919 + pads.len() as u64);
+            let got = tract_pad(&input, &shape, &pads, value).expect("tract runs the pad");
+            let want = padded_by_index(&input, &shape, &pads, value);
+            prop_assert_eq!(got, want, "shape {:?} pads {:?}", shape, pads);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Scaled values that exercise rounding: ties of both parities and signs, the clamp edges,
+/// large values, infinities and NaN, then random ones.
+fn quantize_inputs(seed: u64) -> Vec<f32> {
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        0.5,
+        1.5,
+        2.5,
+        -0.5,
+        -1.5,
+        -2.5,
+        127.5,
+        128.5,
+        -128.5,
+        -127.5,
+        254.5,
+        255.5,
+        256.0,
+        -129.0,
+        1e9,
+        -1e9,
+        8388607.5,
+        8388609.0,
+        -8388609.0,
+        3e38,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        0.49999997,
+    ];
+    xs.extend(values(4000, seed).iter().map(|v| v * 300.0));
+    // Exact halves in the range that matters.
+    xs.extend((-600..600).map(|i| i as f32 * 0.5));
+    xs
+}
+
+fn tract_elementwise(
+    op: tract_onnx::tract_core::ops::element_wise::ElementWiseOp,
+    xs: &[f32],
+) -> TractResult<Tensor> {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([xs.len()]))?;
+    let y = model.wire_node("q", op, &[x])?;
+    model.select_output_outlets(&y)?;
+    let plan = model.into_runnable()?;
+    Ok(plan.run(tvec![tensor1(xs).into()])?.remove(0).into_tensor())
+}
+
+#[test]
+fn quantize_linear_rounds_ties_to_even_and_clamps() {
+    for (scale, zero_point) in [(1.0f32, 0u8), (0.37, 128), (10.782526, 0), (1.0, 255)] {
+        let xs = quantize_inputs(scale.to_bits() as u64 ^ zero_point as u64);
+        let got = tract_elementwise(quantize_linear_u8(scale, zero_point), &xs).unwrap();
+        let got = got.to_plain_array_view::<u8>().unwrap();
+        for (x, g) in xs.iter().zip(got.iter()) {
+            let want = ((x * scale).round_ties_even() as i64)
+                .saturating_add(zero_point as i64)
+                .clamp(0, 255);
+            assert_eq!(
+                *g as i64, want,
+                "u8: x {x} scale {scale} zero point {zero_point}"
+            );
+        }
+    }
+    for (scale, zero_point) in [(1.0f32, 0i8), (0.37, -20), (3.3, 127), (1.0, -128)] {
+        let xs = quantize_inputs(scale.to_bits() as u64 ^ zero_point as u64);
+        let got = tract_elementwise(quantize_linear_i8(scale, zero_point), &xs).unwrap();
+        let got = got.to_plain_array_view::<i8>().unwrap();
+        for (x, g) in xs.iter().zip(got.iter()) {
+            let want = ((x * scale).round_ties_even() as i64)
+                .saturating_add(zero_point as i64)
+                .clamp(-128, 127);
+            assert_eq!(
+                *g as i64, want,
+                "i8: x {x} scale {scale} zero point {zero_point}"
+            );
+        }
+    }
+}
