@@ -5,8 +5,9 @@
 //!   tract feeds through a constant `Pad` when the convolution is padded: the `Pad` is patched.
 //!   Each case checks that the optimized plan has a `LazyIm2col` node, then compares its output
 //!   with a direct convolution computed in f64, over strides, paddings and dilations.
-//! - A constant `Pad` is written row by row (`pad_constant_rows`): compared element for element
-//!   with a padded copy built index by index, ranks 1 to 4.
+//! - A constant `Pad` is written row by row (`pad_constant_rows`, on x86-64; elsewhere this
+//!   checks tract's own `Pad`): compared element for element with a padded copy built index by
+//!   index, ranks 1 to 4.
 //! - An integer convolution (the int8 towers' path) gathers its eager im2col by rows
 //!   (`rows_2d`): its plan must have an `Im2col` node, and its i32 output must equal, exactly,
 //!   a direct integer convolution, with a random zero point (the value padding reads).
