@@ -538,13 +538,14 @@ impl Patcher {
         Ok(())
     }
 
-    /// edgeclip patch: the 2D patchers (`padded_2d`, `valid_2d`) for a `PackedFormat`, the same
-    /// values in the same places. Those push every value through a k-outer packing writer,
-    /// which steps from panel to panel every `r` values and, for a stride above one, one value
-    /// at a time. Here each k row (input channel, kernel tap) is first gathered into a plain row
+    /// edgeclip patch: the 2D patchers (`padded_2d`, `valid_2d`) for a `PackedFormat` or a
+    /// `PackedI8K4` (see `RowsLayout`), the same values in the same places. Those push every
+    /// value through a packing writer, which steps from panel to panel every `r` values and,
+    /// for a stride above one, one value at a time. Here each k row (input channel, kernel tap) is first gathered into a plain row
     /// of the `n` output positions (a `memcpy` per output row at stride one, a strided copy
-    /// otherwise, the padding filled), then copied into the panels `r` values at a time:
-    /// value `(k, n)` goes to `(n / r) * panel_len + k * r + n % r`, the layout the writer makes.
+    /// otherwise, the padding filled), then copied into the panels `r` values at a time
+    /// (`PackedFormat`), or held four rows at a time and interleaved (`PackedI8K4`), in the
+    /// layout the writers make (`RowsLayout`).
     ///
     /// # Safety
     /// `packed` holds `n.divceil(r)` panels of `panel_len` values; `input` has the geometry's shape.
