@@ -2,9 +2,11 @@
 //! against plain reference arithmetic written here, on random geometries (proptest).
 //!
 //! - A float convolution with 6 or more kernel taps runs through tract's lazy im2col, which
-//!   tract feeds through a constant `Pad` when the convolution is padded: the `Pad` is patched.
-//!   Each case checks that the optimized plan has a `LazyIm2col` node, then compares its output
-//!   with a direct convolution computed in f64, over strides, paddings and dilations.
+//!   tract feeds through a constant `Pad` when the convolution is padded (the `Pad` is patched);
+//!   one with fewer taps through the eager im2col (`rows_2d`, k-outer panels) when its output
+//!   channels span several row panels. Each case checks that the plan has one or the other
+//!   (enough cases must take the eager one), then compares its output with a direct
+//!   convolution computed in f64, over strides, paddings and dilations.
 //! - A constant `Pad` is written row by row (`pad_constant_rows`, on x86-64; elsewhere this
 //!   checks tract's own `Pad`): compared element for element with a padded copy built index by
 //!   index, ranks 1 to 4.
@@ -74,7 +76,8 @@ impl ConvCase {
 
 fn conv_cases() -> impl Strategy<Value = ConvCase> {
     (
-        (1usize..6, 1usize..20, 1usize..14, 1usize..40),
+        (1usize..6, 1usize..48, 1usize..14, 1usize..40),
+        // 6 taps or more: the lazy im2col for floats; fewer: the eager one (`rows_2d`).
         prop::sample::select(vec![
             (3usize, 3usize),
             (2, 3),
@@ -82,6 +85,10 @@ fn conv_cases() -> impl Strategy<Value = ConvCase> {
             (5, 5),
             (3, 5),
             (7, 1),
+            (2, 2),
+            (1, 3),
+            (3, 1),
+            (2, 1),
         ]),
         (1usize..4, 1usize..4, 1usize..3, 1usize..3),
         (0usize..3, 0usize..3, 0usize..3, 0usize..3),
@@ -206,20 +213,30 @@ fn runner(cases: u32) -> TestRunner {
 }
 
 #[test]
-fn lazy_im2col_convolutions_match_a_direct_convolution() {
-    runner(160)
+fn float_convolutions_match_a_direct_convolution() {
+    let eager_cases = std::cell::Cell::new(0u32);
+    runner(200)
         .run(&conv_cases(), |c| {
             let input = values(c.ci * c.h * c.w, c.seed);
             let kernel = values(c.co * c.ci * c.kernel.0 * c.kernel.1, c.seed ^ 0x9e37);
             let bias = values(c.co, c.seed ^ 0x51ed);
             let want = direct_conv(&c, &input, &kernel, &bias);
             let (ops, got) = tract_conv(&c, &input, &kernel, &bias).expect("tract runs the conv");
+            // tract picks: 6 taps or more always lazy; fewer, eager when the output channels
+            // span more than one row panel of the matrix kernel.
+            let eager = ops.iter().any(|op| op == "Im2col");
             prop_assert!(
-                ops.iter().any(|op| op == "LazyIm2col"),
-                "{:?}: the plan has no lazy im2col: {:?}",
+                eager || ops.iter().any(|op| op == "LazyIm2col"),
+                "{:?}: the plan has no im2col: {:?}",
                 c,
                 ops
             );
+            prop_assert!(
+                !eager || c.kernel.0 * c.kernel.1 < 6,
+                "{:?}: eager im2col",
+                c
+            );
+            eager_cases.set(eager_cases.get() + u32::from(eager));
             prop_assert_eq!(got.len(), want.len(), "{:?}: output length", c);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 prop_assert!(
@@ -234,6 +251,12 @@ fn lazy_im2col_convolutions_match_a_direct_convolution() {
             Ok(())
         })
         .unwrap();
+    // The eager im2col's k-outer panels (`rows_2d`) must have been exercised, not only the lazy.
+    let eager = eager_cases.get();
+    assert!(
+        eager >= 5,
+        "only {eager} of 200 cases used the eager im2col"
+    );
 }
 
 /// The integer reference: `sum (x - x0) * k` over the taps inside the input, exact.
