@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test suites for aarch64 and armv7 and runs the ones that compute (tract engine against
 # onnxruntime's outputs, preprocessing against PIL, tokenizer against open_clip, matcher and
-# trigger unit tests) under qemu-user on emulated Cortex cores:
+# trigger unit tests, the patched tract paths) under qemu-user on emulated Cortex cores:
 #   cortex-a76  tract's int8 dot-product (SDOT) kernels          (Pi 5)
 #   cortex-a72  NEON without dot product: the SMLAL int8 fallback (Pi 4)
 #   cortex-a53  in-order, NEON                                    (Pi 3, Zero 2 on a 64-bit OS)
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 build_tests() {
   local target=$1
   rustup target add "$target" >/dev/null
-  cargo test --target "$target" --no-run --lib --test runtime --test preprocess --test tokenizer \
+  cargo test --target "$target" --no-run --lib --test runtime --test preprocess --test tokenizer --test tract_patches \
     --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
@@ -48,14 +48,14 @@ int8_dot_under() {
 rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
 declare -A a64 a32
 # Surface compile errors (the JSON pass above hides them).
-cargo test --target aarch64-unknown-linux-gnu --no-run --lib --test runtime --test preprocess --test tokenizer
+cargo test --target aarch64-unknown-linux-gnu --no-run --lib --test runtime --test preprocess --test tokenizer --test tract_patches
 while read -r name exe; do a64[$name]=$exe; done < <(build_tests aarch64-unknown-linux-gnu)
-cargo test --target armv7-unknown-linux-gnueabihf --no-run --lib --test runtime --test preprocess --test tokenizer
+cargo test --target armv7-unknown-linux-gnueabihf --no-run --lib --test runtime --test preprocess --test tokenizer --test tract_patches
 while read -r name exe; do a32[$name]=$exe; done < <(build_tests armv7-unknown-linux-gnueabihf)
 
 q64=qemu-aarch64-static; q32=qemu-arm-static
 s64=/usr/aarch64-linux-gnu; s32=/usr/arm-linux-gnueabihf
-for t in lib runtime preprocess tokenizer; do
+for t in lib runtime preprocess tokenizer tract_patches; do
   [[ -n ${a64[$t]:-} && -n ${a32[$t]:-} ]] || { echo "missing ARM test binary for $t" >&2; exit 1; }
 done
 
@@ -66,6 +66,11 @@ run_under $q64 $s64 cortex-a72 "${a64[runtime]}" runtime
 run_under $q64 $s64 cortex-a72 "${a64[lib]}" lib
 run_under $q64 $s64 cortex-a53 "${a64[runtime]}" runtime
 run_under $q64 $s64 cortex-a53 "${a64[tokenizer]}" tokenizer
+# The patched tract paths (vendor/README.md) with each core's packing layouts: SDOT's K=4-inner
+# int8 panels on the A76, the plain ones elsewhere.
+run_under $q64 $s64 cortex-a76 "${a64[tract_patches]}" tract_patches
+run_under $q64 $s64 cortex-a72 "${a64[tract_patches]}" tract_patches
+run_under $q32 $s32 cortex-a7 "${a32[tract_patches]}" tract_patches
 run_under $q32 $s32 cortex-a7 "${a32[runtime]}" runtime
 run_under $q32 $s32 cortex-a7 "${a32[preprocess]}" preprocess
 run_under $q32 $s32 cortex-a7 "${a32[tokenizer]}" tokenizer
