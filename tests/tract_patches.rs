@@ -67,6 +67,71 @@ impl ConvCase {
         )
     }
 
+    /// For each output value in NCHW order: its output channel and the (input index, kernel
+    /// index) of each of its taps that falls inside the input (padding contributes nothing).
+    fn output_taps(&self) -> Vec<(usize, Vec<(usize, usize)>)> {
+        let (ho, wo) = self.out_hw();
+        let (kh, kw) = self.kernel;
+        let mut out = Vec::with_capacity(self.co * ho * wo);
+        for o in 0..self.co {
+            for y in 0..ho {
+                for x in 0..wo {
+                    let mut taps = vec![];
+                    for i in 0..self.ci {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (y * self.stride.0 + ky * self.dilation.0) as isize
+                                    - self.pad.0 as isize;
+                                let ix = (x * self.stride.1 + kx * self.dilation.1) as isize
+                                    - self.pad.1 as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= self.h as isize
+                                    || ix >= self.w as isize
+                                {
+                                    continue;
+                                }
+                                let input = (i * self.h + iy as usize) * self.w + ix as usize;
+                                taps.push((input, ((o * self.ci + i) * kh + ky) * kw + kx));
+                            }
+                        }
+                    }
+                    out.push((o, taps));
+                }
+            }
+        }
+        out
+    }
+
+    /// tract's convolution op for this geometry (OIHW kernel); `q_params` as in `Conv`.
+    fn conv_op(&self, q_params: Option<DatumType>) -> Conv {
+        Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![self.kernel.0, self.kernel.1],
+                padding: PaddingSpec::Explicit(
+                    tvec![self.pad.0, self.pad.1],
+                    tvec![self.pad.2, self.pad.3],
+                ),
+                dilations: Some(tvec![self.dilation.0, self.dilation.1]),
+                strides: Some(tvec![self.stride.0, self.stride.1]),
+                input_channels: self.ci,
+                output_channels: self.co,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params,
+        }
+    }
+
+    fn kernel_tensor<T: Datum + Copy>(&self, kernel: &[T]) -> TractResult<Tensor> {
+        tensor1(kernel).into_shape(&[self.co, self.ci, self.kernel.0, self.kernel.1])
+    }
+
+    fn input_tensor<T: Datum + Copy>(&self, input: &[T]) -> TractResult<Tensor> {
+        tensor1(input).into_shape(&[1, self.ci, self.h, self.w])
+    }
+
     fn valid(&self) -> bool {
         let span_h = self.dilation.0 * (self.kernel.0 - 1) + 1;
         let span_w = self.dilation.1 * (self.kernel.1 - 1) + 1;
@@ -125,34 +190,43 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 /// The reference: a direct convolution, accumulated in f64.
 fn direct_conv(c: &ConvCase, input: &[f32], kernel: &[f32], bias: &[f32]) -> Vec<f32> {
-    let (ho, wo) = c.out_hw();
-    let (kh, kw) = c.kernel;
-    let mut out = vec![0f32; c.co * ho * wo];
-    for o in 0..c.co {
-        for y in 0..ho {
-            for x in 0..wo {
-                let mut acc = bias[o] as f64;
-                for i in 0..c.ci {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy =
-                                (y * c.stride.0 + ky * c.dilation.0) as isize - c.pad.0 as isize;
-                            let ix =
-                                (x * c.stride.1 + kx * c.dilation.1) as isize - c.pad.1 as isize;
-                            if iy < 0 || ix < 0 || iy >= c.h as isize || ix >= c.w as isize {
-                                continue;
-                            }
-                            let v = input[(i * c.h + iy as usize) * c.w + ix as usize] as f64;
-                            let k = kernel[((o * c.ci + i) * kh + ky) * kw + kx] as f64;
-                            acc += v * k;
-                        }
-                    }
-                }
-                out[(o * ho + y) * wo + x] = acc as f32;
-            }
-        }
-    }
-    out
+    c.output_taps()
+        .into_iter()
+        .map(|(o, taps)| {
+            let sum = taps.iter().fold(bias[o] as f64, |acc, &(i, k)| {
+                acc + input[i] as f64 * kernel[k] as f64
+            });
+            sum as f32
+        })
+        .collect()
+}
+
+/// Runs `model` (its outputs `outputs`) on `input`, optimized or as built: the plan's op names
+/// and its first output.
+fn run_model(
+    mut model: TypedModel,
+    outputs: &[OutletId],
+    input: Tensor,
+    optimize: bool,
+) -> TractResult<(Vec<String>, Tensor)> {
+    model.select_output_outlets(outputs)?;
+    let model = if optimize {
+        model.into_optimized()?
+    } else {
+        model
+    };
+    let ops = model
+        .nodes()
+        .iter()
+        .map(|n| n.op().name().to_string())
+        .collect();
+    let mut out = model.into_runnable()?.run(tvec![input.into()])?;
+    Ok((ops, out.remove(0).into_tensor()))
+}
+
+/// A tensor's values, in order.
+fn to_vec<T: Datum + Copy>(t: &Tensor) -> TractResult<Vec<T>> {
+    Ok(t.to_plain_array_view::<T>()?.iter().copied().collect())
 }
 
 /// tract's optimized plan of the convolution, its op names, and its output on `input`.
@@ -164,44 +238,11 @@ fn tract_conv(
 ) -> TractResult<(Vec<String>, Vec<f32>)> {
     let mut model = TypedModel::default();
     let x = model.add_source("x", f32::fact([1, c.ci, c.h, c.w]))?;
-    let k = model.add_const(
-        "kernel",
-        tensor1(kernel).into_shape(&[c.co, c.ci, c.kernel.0, c.kernel.1])?,
-    )?;
+    let k = model.add_const("kernel", c.kernel_tensor(kernel)?)?;
     let b = model.add_const("bias", tensor1(bias))?;
-    let conv = Conv {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![c.kernel.0, c.kernel.1],
-            padding: PaddingSpec::Explicit(tvec![c.pad.0, c.pad.1], tvec![c.pad.2, c.pad.3]),
-            dilations: Some(tvec![c.dilation.0, c.dilation.1]),
-            strides: Some(tvec![c.stride.0, c.stride.1]),
-            input_channels: c.ci,
-            output_channels: c.co,
-        },
-        kernel_fmt: KernelFormat::OIHW,
-        group: 1,
-        q_params: None,
-    };
-    let y = model.wire_node("conv", conv, &[x, k, b])?;
-    model.select_output_outlets(&y)?;
-    let optimized = model.into_optimized()?;
-    let ops = optimized
-        .nodes()
-        .iter()
-        .map(|n| n.op().name().to_string())
-        .collect();
-    let plan = optimized.into_runnable()?;
-    let x = tensor1(input).into_shape(&[1, c.ci, c.h, c.w])?;
-    let out = plan.run(tvec![x.into()])?;
-    Ok((
-        ops,
-        out[0]
-            .to_plain_array_view::<f32>()?
-            .iter()
-            .copied()
-            .collect(),
-    ))
+    let y = model.wire_node("conv", c.conv_op(None), &[x, k, b])?;
+    let (ops, out) = run_model(model, &y, c.input_tensor(input)?, true)?;
+    Ok((ops, to_vec(&out)?))
 }
 
 fn runner(cases: u32) -> TestRunner {
@@ -261,34 +302,14 @@ fn float_convolutions_match_a_direct_convolution() {
 
 /// The integer reference: `sum (x - x0) * k` over the taps inside the input, exact.
 fn direct_conv_u8(c: &ConvCase, input: &[u8], x0: u8, kernel: &[i8]) -> Vec<i32> {
-    let (ho, wo) = c.out_hw();
-    let (kh, kw) = c.kernel;
-    let mut out = vec![0i32; c.co * ho * wo];
-    for o in 0..c.co {
-        for y in 0..ho {
-            for x in 0..wo {
-                let mut acc = 0i32;
-                for i in 0..c.ci {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy =
-                                (y * c.stride.0 + ky * c.dilation.0) as isize - c.pad.0 as isize;
-                            let ix =
-                                (x * c.stride.1 + kx * c.dilation.1) as isize - c.pad.1 as isize;
-                            if iy < 0 || ix < 0 || iy >= c.h as isize || ix >= c.w as isize {
-                                continue;
-                            }
-                            let v = input[(i * c.h + iy as usize) * c.w + ix as usize] as i32;
-                            let k = kernel[((o * c.ci + i) * kh + ky) * kw + kx] as i32;
-                            acc += (v - x0 as i32) * k;
-                        }
-                    }
-                }
-                out[(o * ho + y) * wo + x] = acc;
-            }
-        }
-    }
-    out
+    c.output_taps()
+        .into_iter()
+        .map(|(_, taps)| {
+            taps.iter()
+                .map(|&(i, k)| (input[i] as i32 - x0 as i32) * kernel[k] as i32)
+                .sum()
+        })
+        .collect()
 }
 
 /// tract's optimized plan of an integer convolution (u8 input with zero point `x0`, i8 kernel,
@@ -302,48 +323,16 @@ fn tract_conv_u8(
 ) -> TractResult<(Vec<String>, Vec<i32>)> {
     let mut model = TypedModel::default();
     let x = model.add_source("x", u8::fact([1, c.ci, c.h, c.w]))?;
-    let k = model.add_const(
-        "kernel",
-        tensor1(kernel).into_shape(&[c.co, c.ci, c.kernel.0, c.kernel.1])?,
-    )?;
+    let k = model.add_const("kernel", c.kernel_tensor(kernel)?)?;
     let bias = model.add_const("bias", tensor1(&vec![0i32; c.co]))?;
     let x0 = model.add_const("x0", tensor0(x0 as i32))?;
     let k0 = model.add_const("k0", tensor0(0i32))?;
     let y0 = model.add_const("y0", tensor0(0i32))?;
     let one = model.add_const("one", tensor0(1f32))?;
-    let conv = Conv {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![c.kernel.0, c.kernel.1],
-            padding: PaddingSpec::Explicit(tvec![c.pad.0, c.pad.1], tvec![c.pad.2, c.pad.3]),
-            dilations: Some(tvec![c.dilation.0, c.dilation.1]),
-            strides: Some(tvec![c.stride.0, c.stride.1]),
-            input_channels: c.ci,
-            output_channels: c.co,
-        },
-        kernel_fmt: KernelFormat::OIHW,
-        group: 1,
-        q_params: Some(i32::datum_type()),
-    };
+    let conv = c.conv_op(Some(i32::datum_type()));
     let y = model.wire_node("conv", conv, &[x, k, bias, x0, one, k0, one, y0, one])?;
-    model.select_output_outlets(&y)?;
-    let optimized = model.into_optimized()?;
-    let ops = optimized
-        .nodes()
-        .iter()
-        .map(|n| n.op().name().to_string())
-        .collect();
-    let plan = optimized.into_runnable()?;
-    let x = tensor1(input).into_shape(&[1, c.ci, c.h, c.w])?;
-    let out = plan.run(tvec![x.into()])?;
-    Ok((
-        ops,
-        out[0]
-            .to_plain_array_view::<i32>()?
-            .iter()
-            .copied()
-            .collect(),
-    ))
+    let (ops, out) = run_model(model, &y, c.input_tensor(input)?, true)?;
+    Ok((ops, to_vec(&out)?))
 }
 
 #[test]
@@ -426,14 +415,8 @@ fn tract_pad(
         mode: PadMode::Constant(rctensor0(value)),
     };
     let y = model.wire_node("pad", pad, &[x])?;
-    model.select_output_outlets(&y)?;
-    let plan = model.into_runnable()?;
-    let out = plan.run(tvec![tensor1(input).into_shape(shape)?.into()])?;
-    Ok(out[0]
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect())
+    let (_, out) = run_model(model, &y, tensor1(input).into_shape(shape)?, false)?;
+    to_vec(&out)
 }
 
 #[test]
@@ -495,9 +478,7 @@ fn tract_elementwise(
     let mut model = TypedModel::default();
     let x = model.add_source("x", f32::fact([xs.len()]))?;
     let y = model.wire_node("q", op, &[x])?;
-    model.select_output_outlets(&y)?;
-    let plan = model.into_runnable()?;
-    Ok(plan.run(tvec![tensor1(xs).into()])?.remove(0).into_tensor())
+    Ok(run_model(model, &y, tensor1(xs), false)?.1)
 }
 
 #[test]
