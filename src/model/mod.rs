@@ -6,7 +6,8 @@
 //!
 //! Inside, by role: `plan` turns an ONNX file into a runnable plan for the CPU or CUDA (with
 //! `graph_cache` keeping decluttered graphs between starts), `tract_fixes` holds the workarounds
-//! for tract's bugs that loading applies, `encoder` the public encoders and their one run path,
+//! for tract's bugs that loading applies, `int8_conv` the rewrite that loads onnxruntime's integer
+//! convolutions as `QLinearConv` (tract fuses its requantization), `encoder` the public encoders and their one run path,
 //! `batch` batches and inference workers, `parallelism` how many of each (threads, workers),
 //! `profile` what a CPU plan runs and where its time goes, `timing` the CPU's precision chosen by
 //! timing the shipped files.
@@ -16,6 +17,7 @@ mod bundle;
 pub mod device;
 mod encoder;
 mod graph_cache;
+mod int8_conv;
 pub mod options;
 mod parallelism;
 mod plan;
@@ -35,6 +37,7 @@ pub use crate::preprocess::{ChannelOrder, CropMode, Interpolation, ResizeMode};
 pub use device::{Device, Selection};
 pub use encoder::{ImageEncoder, TextEncoder};
 pub use graph_cache::GRAPH_CACHE_ENV;
+pub use int8_conv::FUSE_ENV as FUSE_INT8_CONV_ENV;
 pub use options::{Precision, Runtime};
 pub use parallelism::{Parallelism, THREADS_PAY_FROM_MS, TowerCost, choose_parallelism};
 pub use plan::set_threads;

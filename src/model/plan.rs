@@ -19,7 +19,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use super::graph_cache::{Cached, GraphCache};
-use super::{Device, ModelError, tract_fixes};
+use super::{Device, ModelError, int8_conv, tract_fixes};
 
 /// A ready-to-run tower.
 #[derive(Debug, Clone)]
@@ -180,7 +180,7 @@ fn cpu_plan(
     let started = std::time::Instant::now();
     let mut lap = stopwatch();
     let cache = GraphCache::for_file(path, &input_fact, output);
-    let mut typed = decluttered_graph(path, input, input_fact, output, cache, &mut lap)?;
+    let mut typed = decluttered_graph(path, input, input_fact, output, cache, &mut lap, true)?;
     typed
         .optimize()
         .map_err(graph_err(path, "optimizing the graph"))?;
@@ -249,7 +249,7 @@ pub(super) fn batched_from_proto(
                 .into(),
         ));
     }
-    let mut model = parse_proto(path, proto)?;
+    let mut model = parse_proto(path, proto, true)?;
     let declared = model
         .input_fact(0)
         .map_err(graph_err(path, "reading the input"))?
@@ -320,8 +320,17 @@ fn cuda_plan(
         wanted: "cuda",
         reason,
     };
-    // Not through the graph cache: tract-cuda was verified on graphs decluttered from ONNX.
-    let typed = decluttered_graph(path, input, input_fact, output, None, &mut stopwatch())?;
+    // Not through the graph cache: tract-cuda was verified on graphs decluttered from ONNX, as
+    // written (no `int8_conv` rewrite: tract-cuda was not tested on its quantized convolution).
+    let typed = decluttered_graph(
+        path,
+        input,
+        input_fact,
+        output,
+        None,
+        &mut stopwatch(),
+        false,
+    )?;
     let out_shape = output_shape(path, &typed, output)?;
     let runtime = match runtime_for_name("cuda") {
         Ok(Some(rt)) => rt,
@@ -351,18 +360,20 @@ fn cuda_plan(
     Ok((Plan::Cuda(Arc::from(runnable)), out_shape))
 }
 
-/// Parses `path`, checks its single input against the manifest, pins it to `input_fact` and
-/// keeps only the `output` output.
+/// Parses `path` (with the CPU's rewrites when `for_cpu`, see [`parse_proto`]), checks its
+/// single input against the manifest, pins it to `input_fact` and keeps only the `output`
+/// output.
 fn load_graph(
     path: &Path,
     input: &str,
     input_fact: InferenceFact,
     output: &str,
+    for_cpu: bool,
 ) -> Result<InferenceModel, ModelError> {
     let proto = tract_fixes::onnx_parser()
         .proto_model_for_path(path)
         .map_err(graph_err(path, "parsing the ONNX file"))?;
-    let mut model = parse_proto(path, proto)?;
+    let mut model = parse_proto(path, proto, for_cpu)?;
 
     let names: Vec<String> = model
         .input_outlets()
@@ -407,11 +418,14 @@ fn set_io(
 }
 
 /// Turns the protobuf of `path` into tract's graph: the protobuf checks and rewrites of
-/// [`tract_fixes`] first, then tract's parser. A malformed graph is an error naming the file
-/// (and the node where the rewrites find it), not a panic.
+/// [`tract_fixes`] first, and for a CPU plan (`for_cpu`) the integer convolutions fused into
+/// `QLinearConv` ([`int8_conv`], unless [`int8_conv::FUSE_ENV`] is `off`), then tract's parser.
+/// A malformed graph is an error naming the file (and the node where the rewrites find it), not
+/// a panic.
 fn parse_proto(
     path: &Path,
     mut proto: tract_onnx::pb::ModelProto,
+    for_cpu: bool,
 ) -> Result<InferenceModel, ModelError> {
     if let Some(graph) = proto.graph.as_mut() {
         tract_fixes::check_graph_outputs(graph)
@@ -423,6 +437,15 @@ fn parse_proto(
                 "{}: {fixed} Softmax node(s) between DequantizeLinear and QuantizeLinear now read the float logits (tract 0.23 would fold them into a wrong lookup table)",
                 path.display()
             );
+        }
+        if for_cpu && int8_conv::enabled() {
+            let fused = int8_conv::fuse_integer_convs(graph);
+            if fused > 0 {
+                log::debug!(
+                    "{}: {fused} integer convolution chain(s) (ConvInteger .. QuantizeLinear) loaded as QLinearConv",
+                    path.display()
+                );
+            }
         }
     }
     let dir = path.parent().and_then(|d| d.to_str());
@@ -498,6 +521,7 @@ fn decluttered_graph(
     output: &str,
     cache: Option<GraphCache>,
     lap: &mut dyn FnMut() -> f64,
+    for_cpu: bool,
 ) -> Result<TypedModel, ModelError> {
     let unwritable = match cache.as_ref().map_or(Cached::Missing, GraphCache::read) {
         Cached::Graph(typed) => {
@@ -511,7 +535,7 @@ fn decluttered_graph(
         Cached::Missing => false,
         Cached::Unwritable => true,
     };
-    let model = load_graph(path, input, input_fact, output)?;
+    let model = load_graph(path, input, input_fact, output, for_cpu)?;
     let parse_ms = lap();
     let mut typed = model
         .into_typed()

@@ -163,7 +163,9 @@ pub fn cpu_model() -> String {
 }
 
 /// What a cached choice is valid for: the bundle's fingerprint and the candidates' file sizes,
-/// the CPU model, the thread count and this build.
+/// the CPU model, the thread count, this build, and whether integer convolutions load fused
+/// (`int8_conv`: it halves the int8 towers' time on some CPUs, so a choice timed without it,
+/// by an older build or with it turned off, is timed again).
 pub fn cache_key(bundle: &Bundle, candidates: &[Precision], cpu: &str, threads: usize) -> String {
     let files: Vec<String> = candidates
         .iter()
@@ -176,8 +178,13 @@ pub fn cache_key(bundle: &Bundle, candidates: &[Precision], cpu: &str, threads: 
             format!("{p}:{size}")
         })
         .collect();
+    let loading = if super::int8_conv::enabled() {
+        "int8 convolutions fused"
+    } else {
+        "int8 convolutions as written"
+    };
     format!(
-        "{} {} | {cpu} | {threads} threads | edgeclip {}",
+        "{} {} | {cpu} | {threads} threads | edgeclip {} | {loading}",
         bundle.fingerprint(),
         files.join(","),
         env!("CARGO_PKG_VERSION")

@@ -229,6 +229,9 @@ def make_int8_qdq(src: Path, dst: Path, input_name: str, calib: np.ndarray, op_t
 # - QOperator (QLinearConv / QLinearMatMul) runs integer kernels in tract but pays separate
 #   element-wise requantization passes after every product (1.4x fp32 on A76 for ViT-B/32), and
 #   Gemm would become com.microsoft QGemm, which tract does not parse. Not a bundle precision.
+#   (Convolutions are the exception: tract fuses a QLinearConv's requantization into its kernel,
+#   so edgeclip loads int8-static's ConvInteger chains as QLinearConv itself, src/model/int8_conv.rs,
+#   and the files keep the form below.)
 # - int8-static (make_int8_static_integer: the int8-dynamic file with each DynamicQuantizeLinear
 #   replaced by a QuantizeLinear calibrated on `calib`) runs the same integer kernels without the
 #   per-frame range reductions: the demo student's shipped form, 0.89x fp32's A76 instructions

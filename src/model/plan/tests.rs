@@ -43,6 +43,7 @@ fn demo_graph(file: &Path, cache: Option<GraphCache>) -> TypedModel {
         "image_embeds",
         cache,
         &mut || 0.0,
+        true,
     )
     .unwrap()
 }
@@ -193,7 +194,7 @@ fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> tract_onnx::pb::NodeProt
 #[test]
 fn malformed_graphs_are_errors_naming_the_file() {
     let path = Path::new("/models/bad.onnx");
-    let error = |nodes| match parse_proto(path, model_of(nodes)) {
+    let error = |nodes| match parse_proto(path, model_of(nodes), true) {
         Ok(_) => panic!("a malformed graph parsed"),
         Err(e) => e.to_string(),
     };
@@ -227,57 +228,63 @@ fn malformed_graphs_are_errors_naming_the_file() {
         vec![node("DequantizeLinear", &[], &["y"])],
     ] {
         // Some only fail when tract types the graph: `load_graph`'s caller does that next.
-        if let Ok(model) = parse_proto(path, model_of(nodes.clone())) {
+        if let Ok(model) = parse_proto(path, model_of(nodes.clone()), true) {
             assert!(model.into_typed().is_err(), "{nodes:?}");
         }
     }
     let mut no_graph = model_of(vec![]);
     no_graph.graph = None;
-    assert!(parse_proto(path, no_graph).is_err());
+    assert!(parse_proto(path, no_graph, true).is_err());
 }
 
-/// Random damage to the demo image tower's protobuf (nodes losing inputs or outputs,
+/// Random damage to the demo image towers' protobufs (nodes losing inputs or outputs,
 /// inputs renamed, operators swapped for the ones the rewrites follow) gives an error or a
-/// graph, never a panic, through parsing and typing. Cases: `EDGECLIP_FUZZ_CASES` (64).
+/// graph, never a panic, through the rewrites, parsing and typing: the fp32 file, and the int8
+/// one whose integer convolutions `int8_conv` matches. Cases: `EDGECLIP_FUZZ_CASES` (64) per
+/// file.
 #[test]
 fn damaged_onnx_files_do_not_panic() {
     use proptest::prelude::*;
-    let pristine = tract_fixes::onnx_parser()
-        .proto_model_for_path(demo("visual.fp32.onnx"))
-        .unwrap();
-    let nodes = pristine.graph.as_ref().unwrap().node.len();
     let cases = std::env::var("EDGECLIP_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let damage = prop::collection::vec((0..nodes, 0..6u8), 1..4);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
-    runner
-        .run(&damage, |damage| {
-            let mut proto = pristine.clone();
-            let graph = proto.graph.as_mut().unwrap();
-            for (ix, how) in damage {
-                let n = &mut graph.node[ix];
-                match how {
-                    0 => n.input.clear(),
-                    1 => n.output.clear(),
-                    2 => n.input.truncate(1),
-                    3 => n.input.push("nowhere".into()),
-                    4 => n.op_type = "QuantizeLinear".into(),
-                    _ => n.op_type = "Softmax".into(),
+    for file in ["visual.fp32.onnx", "visual.onnx"] {
+        let pristine = tract_fixes::onnx_parser()
+            .proto_model_for_path(demo(file))
+            .unwrap();
+        let nodes = pristine.graph.as_ref().unwrap().node.len();
+        let damage = prop::collection::vec((0..nodes, 0..8u8), 1..4);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&damage, |damage| {
+                let mut proto = pristine.clone();
+                let graph = proto.graph.as_mut().unwrap();
+                for (ix, how) in damage {
+                    let n = &mut graph.node[ix];
+                    match how {
+                        0 => n.input.clear(),
+                        1 => n.output.clear(),
+                        2 => n.input.truncate(1),
+                        3 => n.input.push("nowhere".into()),
+                        4 => n.op_type = "QuantizeLinear".into(),
+                        5 => n.op_type = "ConvInteger".into(),
+                        6 => n.op_type = "Relu".into(),
+                        _ => n.op_type = "Softmax".into(),
+                    }
                 }
-            }
-            if let Ok(mut model) = parse_proto(Path::new("visual.onnx"), proto) {
-                let _ = model.analyse(false);
-                let _ = model.into_typed();
-            }
-            Ok(())
-        })
-        .unwrap();
+                if let Ok(mut model) = parse_proto(Path::new(file), proto, true) {
+                    let _ = model.analyse(false);
+                    let _ = model.into_typed();
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
 }
 
 /// A graph takes one-call batches when its batch axis is symbolic and its int8 scales do not
