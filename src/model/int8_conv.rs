@@ -24,11 +24,13 @@
 //! quantization does anyway, so it goes too. The `int8-static` test of `tests/runtime.rs` checks
 //! the result against onnxruntime on the file as shipped.
 //!
-//! Only a chain that matches exactly is rewritten: scalar scales and zero points (per-tensor
-//! quantization, `quantize_dynamic`'s default), the weight scale read from the `Mul(sx, sw)`
-//! that onnxruntime writes, a bias that lies along the channel axis, and no intermediate result
-//! read by anything else. Anything else is left as it is. [`FUSE_ENV`]`=off` turns the rewrite
-//! off, to measure before and after with one binary.
+//! Only a chain that matches exactly is rewritten: a 2-D convolution, scalar scales and zero
+//! points (per-tensor quantization, `quantize_dynamic`'s default), the weight scale read from
+//! the `Mul(sx, sw)` that onnxruntime writes, a bias that lies along the channel axis, and no
+//! intermediate result read by anything else. Anything else is left as it is. CPU plans only:
+//! tract-cuda gets the file as written. [`FUSE_ENV`]`=off` turns the rewrite off, to measure
+//! before and after with one binary; on a tract upgrade, measure both ways
+//! (`benches/catch-ort.sh`): the rewrite goes when tract fuses the float chain itself.
 
 use std::collections::{HashMap, HashSet};
 
@@ -94,9 +96,7 @@ struct GraphView<'a> {
 impl<'a> GraphView<'a> {
     fn new(graph: &'a GraphProto) -> GraphView<'a> {
         let mut readers: HashMap<&str, usize> = HashMap::new();
-        for name in graph.node.iter().flat_map(|n| &n.input) {
-            *readers.entry(name.as_str()).or_default() += 1;
-        }
+        count_readers(graph, &mut readers);
         // A graph output counts as a reader: it must stay.
         for output in &graph.output {
             *readers.entry(output.name.as_str()).or_default() += 1;
@@ -325,6 +325,21 @@ impl<'a> GraphView<'a> {
                 .enumerate()
                 .all(|(from_right, &d)| d == 1 || (from_right == 2 && d as usize == channels));
         (along_c && values.len() == channels).then_some(values)
+    }
+}
+
+/// Counts every name read by a node of `graph` or of a graph inside a node's attributes (an
+/// If, Loop or Scan body may read a name of the graph around it).
+fn count_readers<'a>(graph: &'a GraphProto, readers: &mut HashMap<&'a str, usize>) {
+    for node in &graph.node {
+        for name in &node.input {
+            *readers.entry(name.as_str()).or_default() += 1;
+        }
+        for attribute in &node.attribute {
+            for sub in attribute.g.iter().chain(&attribute.graphs) {
+                count_readers(sub, readers);
+            }
+        }
     }
 }
 

@@ -88,7 +88,8 @@ fn the_fused_demo_tower_stays_with_the_written_one() {
 }
 
 /// A chain that does not match exactly is left as written: an intermediate result that is also
-/// a graph output, a Relu before a zero point other than u8's 0, a weight scale per channel.
+/// a graph output or read inside a subgraph, a Relu before a zero point other than u8's 0, a
+/// weight scale per channel.
 #[test]
 fn leaves_chains_that_do_not_match() {
     let conv = "/features.4/Conv_quant";
@@ -128,8 +129,22 @@ fn leaves_chains_that_do_not_match() {
 
     let mut exposed = pristine.clone();
     exposed.graph.as_mut().unwrap().output.push(ValueInfoProto {
-        name: relu_out,
+        name: relu_out.clone(),
         ..ValueInfoProto::default()
+    });
+    let mut in_subgraph = pristine.clone();
+    in_subgraph.graph.as_mut().unwrap().node.push(NodeProto {
+        op_type: "If".into(),
+        attribute: vec![AttributeProto {
+            name: "then_branch".into(),
+            r#type: AttributeType::Graph as i32,
+            g: Some(GraphProto {
+                node: vec![node("Identity", &[&relu_out], "seen")],
+                ..GraphProto::default()
+            }),
+            ..AttributeProto::default()
+        }],
+        ..NodeProto::default()
     });
     let mut shifted = pristine.clone();
     let t = shifted
@@ -160,6 +175,7 @@ fn leaves_chains_that_do_not_match() {
 
     for (what, mut model) in [
         ("Relu output read by the graph", exposed),
+        ("Relu output read inside an If's branch", in_subgraph),
         ("zero point 3 after a Relu", shifted),
         ("weight scale per channel", per_channel),
     ] {
