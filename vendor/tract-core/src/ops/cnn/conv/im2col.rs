@@ -759,6 +759,16 @@ unsafe fn copy_rows_k4_inner<T: Copy>(
     panel_len: usize,
 ) {
     debug_assert!((1..=4).contains(&count) && rows.len() >= count * n);
+    if count == 4 && std::mem::size_of::<T>() == 1 {
+        // Bytes (the int8 kernels' panels), four rows: whole panels as words.
+        let (rows, dst) = (rows.as_ptr() as *const u8, dst as *mut u8);
+        unsafe {
+            // 8: the panels of the x86 VNNI and Arm SDOT int8 kernels (8x8).
+            if r == 8 {
+                return interleave4_bytes::<8>(rows, dst, n, panel_len);
+            }
+        }
+    }
     unsafe {
         let rows = rows.as_ptr();
         let srcs = [rows, rows.add(n), rows.add(2 * n), rows.add(3 * n)];
@@ -775,6 +785,44 @@ unsafe fn copy_rows_k4_inner<T: Copy>(
             }
             first += width;
             dst_panel = dst_panel.add(panel_len);
+        }
+    }
+}
+
+/// edgeclip patch: [`copy_rows_k4_inner`] for four rows of `n` bytes (one after the other at
+/// `rows`) and panels `R` wide: each column's four bytes are one little-endian word, built for
+/// `R` columns at a time with the width known to the compiler (so it vectorises), then the
+/// last, partial panel byte by byte.
+#[inline(always)]
+unsafe fn interleave4_bytes<const R: usize>(
+    rows: *const u8,
+    dst: *mut u8,
+    n: usize,
+    panel_len: usize,
+) {
+    unsafe {
+        let srcs = [rows, rows.add(n), rows.add(2 * n), rows.add(3 * n)];
+        let full = n / R;
+        for p in 0..full {
+            let s = p * R;
+            let a = std::ptr::read_unaligned(srcs[0].add(s) as *const [u8; R]);
+            let b = std::ptr::read_unaligned(srcs[1].add(s) as *const [u8; R]);
+            let c = std::ptr::read_unaligned(srcs[2].add(s) as *const [u8; R]);
+            let d = std::ptr::read_unaligned(srcs[3].add(s) as *const [u8; R]);
+            let mut words = [0u32; R];
+            for j in 0..R {
+                words[j] = u32::from_le_bytes([a[j], b[j], c[j], d[j]]);
+            }
+            let out = dst.add(p * panel_len);
+            for (j, w) in words.iter().enumerate() {
+                std::ptr::write_unaligned(out.add(4 * j) as *mut [u8; 4], w.to_le_bytes());
+            }
+        }
+        let out = dst.add(full * panel_len);
+        for s in full * R..n {
+            for (kr, src) in srcs.iter().enumerate() {
+                *out.add(4 * (s - full * R) + kr) = *src.add(s);
+            }
         }
     }
 }
