@@ -390,3 +390,64 @@ fn a_fused_convolution_gives_the_chains_codes_to_one() {
     }
     assert_eq!(cases, 64);
 }
+
+/// Random damage to the demo's int8 tower (nodes losing inputs or outputs, inputs renamed,
+/// nodes turned into the operators the matcher follows) never makes the rewrite panic, and it
+/// only ever removes nodes. Cases: `EDGECLIP_FUZZ_CASES` (64).
+#[test]
+fn damaged_graphs_do_not_make_the_rewrite_panic() {
+    use proptest::prelude::*;
+    let pristine = demo_int8();
+    let nodes = pristine.graph.as_ref().unwrap().node.len();
+    let cases = std::env::var("EDGECLIP_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let ops = [
+        "ConvInteger",
+        "Cast",
+        "Mul",
+        "Add",
+        "Relu",
+        "QuantizeLinear",
+        "Reshape",
+    ];
+    let damage = prop::collection::vec((0..nodes, 0..4u8, 0..ops.len()), 1..6);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let (fused_some, fused_fewer) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    runner
+        .run(&damage, |damage| {
+            let mut graph = pristine.graph.clone().unwrap();
+            for (ix, how, op) in damage {
+                let n = &mut graph.node[ix];
+                match how {
+                    0 => n.input.clear(),
+                    1 => n.output.clear(),
+                    2 => n.input.push("nowhere".into()),
+                    _ => n.op_type = ops[op].into(),
+                }
+            }
+            let before = graph.node.len();
+            let fused = fuse_integer_convs(&mut graph);
+            prop_assert!(fused <= 11);
+            prop_assert!(graph.node.len() <= before);
+            if fused > 0 {
+                fused_some.set(fused_some.get() + 1);
+            }
+            if fused < 8 {
+                fused_fewer.set(fused_fewer.get() + 1);
+            }
+            Ok(())
+        })
+        .unwrap();
+    // The damage reached the matcher: some graphs still fused, some lost a chain.
+    let (some, fewer) = (fused_some.get(), fused_fewer.get());
+    assert!(
+        some > 0 && fewer > 0,
+        "fused some: {some}, fused fewer than 8: {fewer}"
+    );
+}
