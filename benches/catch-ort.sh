@@ -64,7 +64,6 @@ t.sort()
 print(f"{t[len(t) // 2] * 1e3:.3f}")
 PY
 
-
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 probe_ms() { # "ENV=V ..." FILE SIZE ITERS NAMES OUT
   # shellcheck disable=SC2086 # $1 is a list of assignments
