@@ -22,6 +22,8 @@ pub mod options;
 mod parallelism;
 mod plan;
 mod profile;
+#[cfg(test)]
+mod test_graphs;
 pub mod timing;
 mod tract_fixes;
 

@@ -3,10 +3,11 @@
 
 use super::*;
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, OperatorSetIdProto, TypeProto, ValueInfoProto,
-    attribute_proto::AttributeType, type_proto,
+    AttributeProto, GraphProto, ModelProto, ValueInfoProto, attribute_proto::AttributeType,
 };
 use tract_onnx::prelude::*;
+
+use crate::model::test_graphs::{model, node, value_info};
 
 fn demo_int8() -> ModelProto {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo/visual.onnx");
@@ -139,7 +140,7 @@ fn leaves_chains_that_do_not_match() {
             name: "then_branch".into(),
             r#type: AttributeType::Graph as i32,
             g: Some(GraphProto {
-                node: vec![node("Identity", &[&relu_out], "seen")],
+                node: vec![node("Identity", &[&relu_out], &["seen"])],
                 ..GraphProto::default()
             }),
             ..AttributeProto::default()
@@ -208,45 +209,12 @@ fn byte_tensor(name: &str, dt: DataType, dims: &[i64], values: &[i32]) -> Tensor
     }
 }
 
-fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
-    NodeProto {
-        name: format!("{op}:{output}"),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..NodeProto::default()
-    }
-}
-
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Ints as i32,
         ints: values.to_vec(),
         ..AttributeProto::default()
-    }
-}
-
-fn value_info(name: &str, dt: DataType, dims: &[i64]) -> ValueInfoProto {
-    use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension::Value};
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: dt as i32,
-                shape: Some(tract_onnx::pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Value::DimValue(d)),
-                            ..Dimension::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..TypeProto::default()
-        }),
-        ..ValueInfoProto::default()
     }
 }
 
@@ -280,13 +248,13 @@ fn one_conv(seed: u64, stride: i64, pad: i64, relu: bool, bias: bool) -> ModelPr
     ];
     // As onnxruntime writes it.
     init[6].int64_data = vec![1, -1, 1, 1];
-    let mut conv = node("ConvInteger", &["xq", "w", "zx", "zw"], "acc");
+    let mut conv = node("ConvInteger", &["xq", "w", "zx", "zw"], &["acc"]);
     conv.attribute = vec![
         ints("kernel_shape", &[k, k]),
         ints("strides", &[stride, stride]),
         ints("pads", &[pad, pad, pad, pad]),
     ];
-    let mut cast = node("Cast", &["acc"], "accf");
+    let mut cast = node("Cast", &["acc"], &["accf"]);
     cast.attribute = vec![AttributeProto {
         name: "to".into(),
         r#type: AttributeType::Int as i32,
@@ -294,41 +262,32 @@ fn one_conv(seed: u64, stride: i64, pad: i64, relu: bool, bias: bool) -> ModelPr
         ..AttributeProto::default()
     }];
     let mut nodes = vec![
-        node("QuantizeLinear", &["x", "sx", "zx"], "xq"),
+        node("QuantizeLinear", &["x", "sx", "zx"], &["xq"]),
         conv,
         cast,
-        node("Mul", &["sx", "sw"], "s"),
-        node("Mul", &["accf", "s"], "scaled"),
+        node("Mul", &["sx", "sw"], &["s"]),
+        node("Mul", &["accf", "s"], &["scaled"]),
     ];
     let mut last = "scaled";
     if bias {
-        nodes.push(node("Reshape", &["b", "shape"], "b4"));
-        nodes.push(node("Add", &["scaled", "b4"], "biased"));
+        nodes.push(node("Reshape", &["b", "shape"], &["b4"]));
+        nodes.push(node("Add", &["scaled", "b4"], &["biased"]));
         last = "biased";
     }
     if relu {
-        nodes.push(node("Relu", &[last], "relu"));
+        nodes.push(node("Relu", &[last], &["relu"]));
         last = "relu";
     }
-    nodes.push(node("QuantizeLinear", &[last, "sy", "zy"], "y"));
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(GraphProto {
-            node: nodes,
-            initializer: init,
-            input: vec![value_info("x", DataType::Float, &[1, cin, 9, 9])],
-            output: vec![ValueInfoProto {
-                name: "y".into(),
-                ..ValueInfoProto::default()
-            }],
-            ..GraphProto::default()
-        }),
-        ..ModelProto::default()
-    }
+    nodes.push(node("QuantizeLinear", &[last, "sy", "zy"], &["y"]));
+    model(
+        nodes,
+        init,
+        value_info("x", DataType::Float as i32, &[1, cin, 9, 9]),
+        ValueInfoProto {
+            name: "y".into(),
+            ..ValueInfoProto::default()
+        },
+    )
 }
 
 fn run_codes(model: &ModelProto, x: &Tensor) -> Vec<u8> {

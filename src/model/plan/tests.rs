@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::Bundle;
+use crate::model::test_graphs::{model, node, value_info};
 use std::path::PathBuf;
 
 fn demo(file: &str) -> PathBuf {
@@ -144,49 +145,8 @@ fn int8_graphs_are_not_cached_nor_retried() {
 
 /// A one-input graph (`x`, float [1, 4]) of `nodes`, its output `y`.
 fn model_of(nodes: Vec<tract_onnx::pb::NodeProto>) -> tract_onnx::pb::ModelProto {
-    use tract_onnx::pb::*;
-    let value = |name: &str| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(TensorShapeProto {
-                    dim: [1, 4]
-                        .map(|d| tensor_shape_proto::Dimension {
-                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .into(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(GraphProto {
-            node: nodes,
-            input: vec![value("x")],
-            output: vec![value("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> tract_onnx::pb::NodeProto {
-    tract_onnx::pb::NodeProto {
-        name: format!("{op}_{}", outputs.first().unwrap_or(&"none")),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
+    let value = |name: &str| value_info(name, 1, &[1, 4]);
+    model(nodes, vec![], value("x"), value("y"))
 }
 
 /// Malformed graphs are errors naming the file, not panics: the protobuf rewrites check
