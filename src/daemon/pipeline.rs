@@ -201,17 +201,103 @@ impl CameraPipe {
     }
 }
 
+/// A round's frames preprocessed into one batch for the image tower.
+#[derive(Debug, Default)]
+struct Prepared {
+    /// The images, one after another (`input_len` values each).
+    pixels: Vec<f32>,
+    /// Which (camera, zone) each image is.
+    images: Vec<(usize, usize)>,
+    /// One per frame of the round: an error leaves the frame out of the batch.
+    results: Vec<Result<(), FrameError>>,
+}
+
+/// Preprocesses every zone of every frame of a round into `into` (its buffers reused). Only the
+/// cameras' preprocessors are touched, so that this can run on another thread while the image
+/// tower encodes the round before ([`Pipeline::step_ahead`]).
+fn prepare(
+    cameras: &mut [CameraPipe],
+    len: usize,
+    frames: &[(usize, &Frame)],
+    into: &mut Prepared,
+) {
+    into.images.clear();
+    into.results.clear();
+    let mut rects: Vec<Rect> = Vec::new();
+    for &(c, frame) in frames {
+        let camera = &mut cameras[c];
+        rects.clear();
+        rects.extend(camera.zones.iter().map(|z| z.rect));
+        let start = into.images.len() * len;
+        into.pixels.resize(start + rects.len() * len, 0.0);
+        match camera
+            .preprocessor
+            .frame_to_zone_tensors(frame, &rects, &mut into.pixels[start..])
+        {
+            Ok(()) => {
+                into.images.extend((0..rects.len()).map(|z| (c, z)));
+                into.results.push(Ok(()));
+            }
+            Err(source) => {
+                into.pixels.truncate(start);
+                into.results.push(Err(FrameError::Preprocess {
+                    seq: frame.seq,
+                    source,
+                }));
+            }
+        }
+    }
+}
+
+/// Runs the image tower on `batch` into `embeddings`. On a failure every frame that was in the
+/// batch gets the error (the first its own, the others a [`FrameError::Round`]) and `false` is
+/// returned.
+fn run_tower(
+    encoder: &mut ImageEncoder,
+    batch: &mut Prepared,
+    frames: &[(usize, &Frame)],
+    embeddings: &mut Vec<f32>,
+) -> bool {
+    let (len, dim) = (encoder.input_len(), encoder.dim());
+    let n = batch.images.len();
+    embeddings.resize(n * dim, 0.0);
+    if n == 0 {
+        return true;
+    }
+    let Err(e) = encoder.encode_batch_into(&batch.pixels[..n * len], &mut embeddings[..n * dim])
+    else {
+        return true;
+    };
+    let mut first = Some(e);
+    for (r, &(_, frame)) in batch.results.iter_mut().zip(frames) {
+        if r.is_ok() {
+            let seq = frame.seq;
+            *r = Err(match first.take() {
+                Some(source) => FrameError::Encode { seq, source },
+                None => FrameError::Round {
+                    seq,
+                    message: "the image tower failed on its round".to_owned(),
+                },
+            });
+        }
+    }
+    false
+}
+
 /// The model, shared by every camera, and each camera's matcher and triggers.
 pub struct Pipeline {
     bundle: Bundle,
     encoder: ImageEncoder,
     cameras: Vec<CameraPipe>,
-    /// The round's images, one after another (`input_len` values each).
-    pixels: Vec<f32>,
+    /// The round the image tower encodes.
+    batch: Prepared,
+    /// The next round, preprocessed ahead while the tower encodes `batch`
+    /// ([`step_ahead`](Self::step_ahead)).
+    ahead: Prepared,
     /// The round's embeddings (`dim` values each).
     embeddings: Vec<f32>,
-    /// Which (camera, zone) each image of the round is.
-    batch: Vec<(usize, usize)>,
+    /// The tower leaves a CPU core free ([`can_prepare_ahead`](Self::can_prepare_ahead)).
+    spare_core: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -251,16 +337,25 @@ impl Pipeline {
             .collect::<Result<Vec<_>, _>>()?;
         let images: usize = cameras.iter().map(|c| c.zones.len()).sum();
         let (threads, workers) = parallelism(config, &mut encoder, images)?;
-        let on = match encoder.device() {
-            Device::Cpu => format!(
-                "on the CPU with {threads} thread(s) x {workers} worker(s) for {images} image(s) \
-                 a round"
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (on, spare_core) = match encoder.device() {
+            Device::Cpu => (
+                format!(
+                    "on the CPU with {threads} thread(s) x {workers} worker(s) for {images} \
+                     image(s) a round"
+                ),
+                threads * workers < cores,
             ),
-            Device::Cuda => "on the GPU (CUDA)".to_string(),
+            Device::Cuda => ("on the GPU (CUDA)".to_string(), cores > 1),
+        };
+        let ahead = if spare_core {
+            "; frames are preprocessed on a spare core while the tower runs"
+        } else {
+            ""
         };
         info!(
             "model {} ({}, {}) loaded in {:.0} ms {on}; {} labels, {} background; {} camera(s), \
-             {images} zone(s)",
+             {images} zone(s){ahead}",
             bundle.name(),
             encoder.path().display(),
             encoder.precision(),
@@ -273,9 +368,10 @@ impl Pipeline {
             bundle,
             encoder,
             cameras,
-            pixels: Vec::new(),
+            batch: Prepared::default(),
+            ahead: Prepared::default(),
             embeddings: Vec::new(),
-            batch: Vec::new(),
+            spare_core,
         })
     }
 
@@ -343,9 +439,8 @@ impl Pipeline {
     /// Preprocesses, encodes and scores one frame of the first camera, without feeding the
     /// triggers (calibration scores positive examples this way): its first zone's scores.
     pub fn score(&mut self, frame: &Frame) -> Result<&Scores, FrameError> {
-        self.encode_round(&[(0, frame)])
-            .pop()
-            .expect("one result per frame")?;
+        self.encode_round(&[(0, frame)]);
+        self.batch.results.pop().expect("one result per frame")?;
         let camera = &mut self.cameras[0];
         let mut none = Vec::new();
         for z in 0..camera.zones.len() {
@@ -383,10 +478,101 @@ impl Pipeline {
         frames: &[(usize, &Frame)],
         mut stamp: impl FnMut(&Frame) -> FrameStamp,
     ) -> Vec<Result<CameraStep, FrameError>> {
-        let encoded = self.encode_round(frames);
+        self.encode_round(frames);
+        self.score_round(frames, &mut stamp)
+    }
+
+    /// Whether preprocessing a round ahead, on another thread while the image tower encodes
+    /// the round before ([`step_ahead`](Self::step_ahead)), has a core to run on: the tower
+    /// runs on a GPU, or its threads and workers leave a CPU core free.
+    pub(super) fn can_prepare_ahead(&self) -> bool {
+        self.spare_core
+    }
+
+    /// Preprocesses a round now, for the next [`step_ahead`](Self::step_ahead) to encode.
+    pub(super) fn prepare_ahead(&mut self, frames: &[(usize, &Frame)]) {
+        let len = self.encoder.input_len();
+        prepare(&mut self.cameras, len, frames, &mut self.ahead);
+    }
+
+    /// Encodes and scores the round prepared ahead (`ready`: the frames given to the last
+    /// [`prepare_ahead`](Self::prepare_ahead) or `step_ahead`), and meanwhile, on a second
+    /// thread, preprocesses `next` for the following call (`next` may be empty). Results as
+    /// [`step_round`](Self::step_round)'s, for `ready`. The frames of `next` are decoded only
+    /// here, so a frame dropped in a mailbox is never decoded.
+    pub(super) fn step_ahead(
+        &mut self,
+        ready: &[(usize, &Frame)],
+        next: &[(usize, &Frame)],
+        mut stamp: impl FnMut(&Frame) -> FrameStamp,
+    ) -> Vec<Result<CameraStep, FrameError>> {
+        assert_eq!(
+            self.ahead.results.len(),
+            ready.len(),
+            "the round prepared ahead is not the one stepped"
+        );
+        std::mem::swap(&mut self.batch, &mut self.ahead);
+        let len = self.encoder.input_len();
+        let (cameras, ahead) = (&mut self.cameras, &mut self.ahead);
+        let (encoder, batch) = (&mut self.encoder, &mut self.batch);
+        let embeddings = &mut self.embeddings;
+        let prepared = std::thread::scope(|s| {
+            let preparing = (!next.is_empty()).then(|| {
+                std::thread::Builder::new()
+                    .name("preprocess".into())
+                    .spawn_scoped(s, move || prepare(cameras, len, next, ahead))
+            });
+            run_tower(encoder, batch, ready, embeddings);
+            match preparing {
+                Some(Ok(thread)) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Some(Err(_)) => return false,
+                None => {}
+            }
+            true
+        });
+        if next.is_empty() {
+            self.ahead.results.clear();
+        } else if !prepared {
+            // No thread to be had: preprocess here, after the tower.
+            prepare(&mut self.cameras, len, next, &mut self.ahead);
+        }
+        self.score_round(ready, &mut stamp)
+    }
+
+    /// Preprocesses every zone of every frame into one batch, runs the image tower on it and
+    /// leaves each zone's embedding in its [`ZonePipe`]; the frames' outcomes in `self.batch`.
+    fn encode_round(&mut self, frames: &[(usize, &Frame)]) {
+        let len = self.encoder.input_len();
+        prepare(&mut self.cameras, len, frames, &mut self.batch);
+        run_tower(
+            &mut self.encoder,
+            &mut self.batch,
+            frames,
+            &mut self.embeddings,
+        );
+    }
+
+    /// The encoded round (`self.batch`, of `frames`): each zone's embedding into its
+    /// [`ZonePipe`], scored and fed to its triggers with its frame's stamp. One result per
+    /// frame.
+    fn score_round(
+        &mut self,
+        frames: &[(usize, &Frame)],
+        stamp: &mut impl FnMut(&Frame) -> FrameStamp,
+    ) -> Vec<Result<CameraStep, FrameError>> {
+        let dim = self.encoder.dim();
+        if self.batch.results.iter().any(Result::is_ok) {
+            for (i, &(c, z)) in self.batch.images.iter().enumerate() {
+                self.cameras[c].zones[z]
+                    .embedding
+                    .copy_from_slice(&self.embeddings[i * dim..(i + 1) * dim]);
+            }
+        }
         frames
             .iter()
-            .zip(encoded)
+            .zip(self.batch.results.drain(..))
             .map(|(&(c, frame), ok)| {
                 ok?;
                 let stamp = stamp(frame);
@@ -402,68 +588,6 @@ impl Pipeline {
                 })
             })
             .collect()
-    }
-
-    /// Preprocesses every zone of every frame into one batch, runs the image tower on it and
-    /// leaves each zone's embedding in its [`ZonePipe`].
-    fn encode_round(&mut self, frames: &[(usize, &Frame)]) -> Vec<Result<(), FrameError>> {
-        let len = self.encoder.input_len();
-        let dim = self.encoder.dim();
-        self.batch.clear();
-        let mut results: Vec<Result<(), FrameError>> = Vec::with_capacity(frames.len());
-        let mut rects: Vec<Rect> = Vec::new();
-        for &(c, frame) in frames {
-            let camera = &mut self.cameras[c];
-            rects.clear();
-            rects.extend(camera.zones.iter().map(|z| z.rect));
-            let start = self.batch.len() * len;
-            self.pixels.resize(start + rects.len() * len, 0.0);
-            match camera.preprocessor.frame_to_zone_tensors(
-                frame,
-                &rects,
-                &mut self.pixels[start..],
-            ) {
-                Ok(()) => {
-                    self.batch.extend((0..rects.len()).map(|z| (c, z)));
-                    results.push(Ok(()));
-                }
-                Err(source) => {
-                    self.pixels.truncate(start);
-                    results.push(Err(FrameError::Preprocess {
-                        seq: frame.seq,
-                        source,
-                    }));
-                }
-            }
-        }
-        let n = self.batch.len();
-        self.embeddings.resize(n * dim, 0.0);
-        if n > 0
-            && let Err(e) = self
-                .encoder
-                .encode_batch_into(&self.pixels[..n * len], &mut self.embeddings[..n * dim])
-        {
-            let mut first = Some(e);
-            for (r, &(_, frame)) in results.iter_mut().zip(frames) {
-                if r.is_ok() {
-                    let seq = frame.seq;
-                    *r = Err(match first.take() {
-                        Some(source) => FrameError::Encode { seq, source },
-                        None => FrameError::Round {
-                            seq,
-                            message: "the image tower failed on its round".to_owned(),
-                        },
-                    });
-                }
-            }
-            return results;
-        }
-        for (i, &(c, z)) in self.batch.iter().enumerate() {
-            self.cameras[c].zones[z]
-                .embedding
-                .copy_from_slice(&self.embeddings[i * dim..(i + 1) * dim]);
-        }
-        results
     }
 
     /// Ends every active label of every camera (shutdown, end of a clip); `stamp` stamps the

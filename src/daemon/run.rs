@@ -23,7 +23,7 @@ use super::capture::{Doorbell, Feed};
 use super::health::CameraHealth;
 use super::stats::{StatsWindow, process_cpu_seconds};
 use super::watchdog::{Busy, INFERENCE_STUCK, Notifier, StuckMonitor};
-use super::{Control, Daemon, DaemonError, Delivery, Summary};
+use super::{CameraStep, Control, Daemon, DaemonError, Delivery, FrameError, Summary};
 use crate::event::{Event, StoreState, StoreStats};
 use crate::frame::Frame;
 use crate::log_limit::{self, Repeats};
@@ -70,6 +70,14 @@ impl CameraRun {
             self.next_due = Some(next.clamp(now + every / 2, now + every));
         }
     }
+}
+
+/// A round: the frames taken, each with its camera's position, and the cameras whose source
+/// finished with it (their last frame, if any, is in it).
+#[derive(Default)]
+struct Round {
+    frames: Vec<(usize, Frame)>,
+    finished: Vec<usize>,
 }
 
 impl Daemon {
@@ -136,10 +144,34 @@ impl Daemon {
         // Each camera's zones' label scores of its last frame (for the snapshot hook, which
         // borrows the daemon whole).
         let mut zone_scores: Vec<Vec<Vec<LabelScore>>> = vec![Vec::new(); cameras.len()];
-        let stats_every = self.config.stats.interval();
+        // With a spare core, each round is preprocessed while the tower encodes the round
+        // before: `ahead` is that round, taken and preprocessed, not yet encoded.
+        let prepare_ahead = self.pipeline.can_prepare_ahead();
+        let mut ahead: Option<Round> = None;
+        let stamp = |frame: &Frame| FrameStamp {
+            seq: frame.seq,
+            wall: frame.captured_wall,
+            now: frame.captured_at.duration_since(started),
+            latency_ms: frame.captured_at.elapsed().as_secs_f32() * 1e3,
+        };
 
         loop {
             if control.reload.swap(false, Ordering::Relaxed) {
+                // A round preprocessed ahead was cut into the old zones: it is finished first.
+                if let Some(round) = ahead.take() {
+                    let results = timed(&inference_busy, round.frames.len(), || {
+                        self.pipeline.step_ahead(&refs(&round.frames), &[], stamp)
+                    });
+                    let finished = self.round_done(
+                        round,
+                        results,
+                        &mut cameras,
+                        &mut zone_scores,
+                        &mut sinks,
+                        &mut summary,
+                    );
+                    self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
+                }
                 let stamps: Vec<FrameStamp> = cameras.iter().map(|c| c.last_stamp).collect();
                 let now = stamps.iter().map(|s| s.now).max().unwrap_or_default();
                 let mut ends = self.reload(|c| stamps[c]);
@@ -150,10 +182,12 @@ impl Daemon {
                 self.announce_labels(&mut sinks);
                 self.reload_web();
             }
-            // One round: what each camera has, its frame when `max_fps` lets it through.
+            // One round: what each camera has, its frame when `max_fps` lets it through. The
+            // health changes it shows are acted on once the round before (if one waits ahead)
+            // is through, so that its events come first, as if it had gone through earlier.
             let now = Instant::now();
-            let mut round: Vec<(usize, Frame)> = Vec::new();
-            let mut finished: Vec<usize> = Vec::new();
+            let mut round = Round::default();
+            let mut changes: Vec<(usize, CameraStatus)> = Vec::new();
             for (c, cam) in cameras.iter_mut().enumerate() {
                 if cam.finished {
                     continue;
@@ -163,7 +197,7 @@ impl Daemon {
                     let change = cam
                         .health
                         .error(at.saturating_duration_since(started), &reason);
-                    self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
+                    changes.extend(change.map(|s| (c, s)));
                 }
                 // A frame left waiting by `max_fps` is a sign of life too: a camera capped
                 // below one frame per `offline_after_s` must not count as offline.
@@ -173,19 +207,19 @@ impl Daemon {
                 };
                 if let Some(at) = alive {
                     let change = cam.health.frame(at.saturating_duration_since(started));
-                    self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
+                    changes.extend(change.map(|s| (c, s)));
                 }
                 let change = cam.health.tick(now.saturating_duration_since(started));
-                self.camera_changed(c, cam, change, &mut sinks, &mut summary, &mut notifier);
+                changes.extend(change.map(|s| (c, s)));
                 if taken.finished {
                     cam.finished = true;
-                    finished.push(c);
+                    round.finished.push(c);
                 }
                 // A frame captured before the source failed is dropped: the camera is offline
                 // until a newer one comes.
                 if let Some(frame) = taken.frame.filter(|_| cam.health.is_online()) {
                     cam.stepped(now);
-                    round.push((c, frame));
+                    round.frames.push((c, frame));
                 }
             }
             let busiest = cameras
@@ -193,16 +227,44 @@ impl Daemon {
                 .filter_map(|c| c.feed.busy_for(now).map(|b| (b, c.feed.describe())))
                 .max_by_key(|(b, _)| *b);
             notifier.pet(now, busiest.map(|b| b.0), busiest.map_or("", |b| b.1));
-            if (control.shutdown.load(Ordering::Relaxed) || cameras.iter().all(|c| c.finished))
-                && round.is_empty()
-            {
-                break;
-            }
-            if round.is_empty() && !finished.is_empty() {
+
+            // The round waiting ahead goes through the tower, this one is preprocessed
+            // meanwhile.
+            let stepped_ahead = ahead.is_some();
+            if let Some(done) = ahead.take() {
+                let results = timed(&inference_busy, done.frames.len(), || {
+                    self.pipeline
+                        .step_ahead(&refs(&done.frames), &refs(&round.frames), stamp)
+                });
+                let finished = self.round_done(
+                    done,
+                    results,
+                    &mut cameras,
+                    &mut zone_scores,
+                    &mut sinks,
+                    &mut summary,
+                );
                 self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
-                continue;
             }
-            if round.is_empty() {
+            for (c, status) in changes {
+                let cam = &mut cameras[c];
+                self.camera_changed(c, cam, status, &mut sinks, &mut summary, &mut notifier);
+            }
+            if stepped_ahead {
+                self.between_rounds(&mut cameras, &summary, &mut sinks, &mut notifier);
+            }
+            if round.frames.is_empty() {
+                if control.shutdown.load(Ordering::Relaxed) || cameras.iter().all(|c| c.finished) {
+                    break;
+                }
+                if !round.finished.is_empty() {
+                    self.cameras_finished(&cameras, &round.finished, &mut sinks, &mut summary);
+                    continue;
+                }
+                if stepped_ahead {
+                    // Frames may have come during that round: no sleep.
+                    continue;
+                }
                 if control.reload.load(Ordering::Relaxed) {
                     continue;
                 }
@@ -216,75 +278,27 @@ impl Daemon {
                 doorbell.wait_until(wake);
                 continue;
             }
-
-            let stepped_at = Instant::now();
-            inference_busy.enter(stepped_at);
-            let frames: Vec<(usize, &Frame)> = round.iter().map(|(c, f)| (*c, f)).collect();
-            let results = self.pipeline.step_round(&frames, |frame| FrameStamp {
-                seq: frame.seq,
-                wall: frame.captured_wall,
-                now: frame.captured_at.duration_since(started),
-                latency_ms: frame.captured_at.elapsed().as_secs_f32() * 1e3,
-            });
-            inference_busy.leave();
-            let took = stepped_at.elapsed();
-            if took >= INFERENCE_STUCK {
-                warn!(
-                    "a round of {} frame(s) took {:.1} s to process (more than {} s)",
-                    round.len(),
-                    took.as_secs_f32(),
-                    INFERENCE_STUCK.as_secs()
-                );
-            }
-            for ((c, frame), result) in round.into_iter().zip(results) {
-                let cam = &mut cameras[c];
-                let step = match result {
-                    Ok(step) => step,
-                    Err(e) => {
-                        cam.summary.bad_frames += 1;
-                        if let Some(line) = cam.bad_frames.note(&(), Instant::now()).text(&e) {
-                            warn!("camera {}: {line}", cam.name);
-                        }
-                        continue;
-                    }
-                };
-                cam.last_stamp = step.stamp;
-                let mut events = step.events;
-                // A reload may have changed the camera's zones.
-                zone_scores[c].resize_with(self.pipeline.zone_names(c).count(), Vec::new);
-                for (z, scores) in zone_scores[c].iter_mut().enumerate() {
-                    scores.clear();
-                    scores.extend_from_slice(self.pipeline.zone_label_scores(c, z));
+            if prepare_ahead {
+                if !stepped_ahead {
+                    self.pipeline.prepare_ahead(&refs(&round.frames));
                 }
-                let frame = Arc::new(frame);
-                if c == 0 {
-                    self.web_step(&frame, step.stamp.latency_ms, &zone_scores[0][0]);
-                }
-                self.history_frame(c, &frame, step.stamp, &events);
-                self.snapshot_step(
-                    c,
-                    Some(&frame),
-                    step.stamp.now,
-                    &zone_scores[c],
-                    &mut events,
+                ahead = Some(round);
+            } else {
+                let results = timed(&inference_busy, round.frames.len(), || {
+                    self.pipeline.step_round(&refs(&round.frames), stamp)
+                });
+                let finished = self.round_done(
+                    round,
+                    results,
+                    &mut cameras,
+                    &mut zone_scores,
+                    &mut sinks,
+                    &mut summary,
                 );
-                self.history_events(&events);
-                publish(&mut sinks, &events, &mut summary);
-                cam.summary.processed += 1;
-                cam.summary.latency.record(step.stamp.latency_ms);
-                summary.latency.record(step.stamp.latency_ms);
-            }
-            // A camera whose recording ended (its last frame in this round) ends its labels
-            // now, while the others go on.
-            self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
-            self.deliver_snapshots(&mut sinks);
-            let now = Instant::now();
-            if self.web_totals_due(now) {
-                let totals = totals(&cameras, &summary, &sinks);
-                self.web_totals(&totals, sinks.iter().map(|s| s.events_queued()).sum());
-            }
-            if let Some(every) = stats_every {
-                self.stats_lines(&mut cameras, every, &mut sinks, &mut notifier);
+                // A camera whose recording ended (its last frame in this round) ends its
+                // labels now, while the others go on.
+                self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
+                self.between_rounds(&mut cameras, &summary, &mut sinks, &mut notifier);
             }
         }
 
@@ -343,6 +357,79 @@ impl Daemon {
             100.0 * summary.cpu_s.unwrap_or(f64::NAN) / summary.wall_s.max(1e-9)
         );
         Ok(summary)
+    }
+
+    /// Hands a stepped round's outcome on, frame by frame: a bad frame is counted (and logged,
+    /// rate-limited); a good one's events go through the web page, the store and the snapshot
+    /// hooks to the sinks. Returns the cameras whose source finished with this round.
+    fn round_done(
+        &mut self,
+        round: Round,
+        results: Vec<Result<CameraStep, FrameError>>,
+        cameras: &mut [CameraRun],
+        zone_scores: &mut [Vec<Vec<LabelScore>>],
+        sinks: &mut [Box<dyn EventSink>],
+        summary: &mut Summary,
+    ) -> Vec<usize> {
+        for ((c, frame), result) in round.frames.into_iter().zip(results) {
+            let cam = &mut cameras[c];
+            let step = match result {
+                Ok(step) => step,
+                Err(e) => {
+                    cam.summary.bad_frames += 1;
+                    if let Some(line) = cam.bad_frames.note(&(), Instant::now()).text(&e) {
+                        warn!("camera {}: {line}", cam.name);
+                    }
+                    continue;
+                }
+            };
+            cam.last_stamp = step.stamp;
+            let mut events = step.events;
+            // A reload may have changed the camera's zones.
+            zone_scores[c].resize_with(self.pipeline.zone_names(c).count(), Vec::new);
+            for (z, scores) in zone_scores[c].iter_mut().enumerate() {
+                scores.clear();
+                scores.extend_from_slice(self.pipeline.zone_label_scores(c, z));
+            }
+            let frame = Arc::new(frame);
+            if c == 0 {
+                self.web_step(&frame, step.stamp.latency_ms, &zone_scores[0][0]);
+            }
+            self.history_frame(c, &frame, step.stamp, &events);
+            self.snapshot_step(
+                c,
+                Some(&frame),
+                step.stamp.now,
+                &zone_scores[c],
+                &mut events,
+            );
+            self.history_events(&events);
+            publish(sinks, &events, summary);
+            cam.summary.processed += 1;
+            cam.summary.latency.record(step.stamp.latency_ms);
+            summary.latency.record(step.stamp.latency_ms);
+        }
+        round.finished
+    }
+
+    /// After a round: the snapshots written meanwhile to the sinks, the web page's totals and
+    /// the stats lines, when due.
+    fn between_rounds(
+        &mut self,
+        cameras: &mut [CameraRun],
+        summary: &Summary,
+        sinks: &mut [Box<dyn EventSink>],
+        notifier: &mut Notifier,
+    ) {
+        self.deliver_snapshots(sinks);
+        let now = Instant::now();
+        if self.web_totals_due(now) {
+            let totals = totals(cameras, summary, sinks);
+            self.web_totals(&totals, sinks.iter().map(|s| s.events_queued()).sum());
+        }
+        if let Some(every) = self.config.stats.interval() {
+            self.stats_lines(cameras, every, sinks, notifier);
+        }
     }
 
     /// The cameras in `finished` delivered their last frame (a `files:` recording that ended):
@@ -431,14 +518,11 @@ impl Daemon {
         &mut self,
         c: usize,
         cam: &mut CameraRun,
-        change: Option<CameraStatus>,
+        status: CameraStatus,
         sinks: &mut [Box<dyn EventSink>],
         summary: &mut Summary,
         notifier: &mut Notifier,
     ) {
-        let Some(status) = change else {
-            return;
-        };
         let camera = &cam.name;
         match &status {
             CameraStatus::Offline { reason } => {
@@ -505,6 +589,29 @@ fn store_line(s: &StoreStats) -> String {
         s.failed,
         s.bytes as f64 / 1e6
     )
+}
+
+/// The frames of a round as the pipeline takes them.
+fn refs(frames: &[(usize, Frame)]) -> Vec<(usize, &Frame)> {
+    frames.iter().map(|(c, f)| (*c, f)).collect()
+}
+
+/// Runs `step` (one round of `frames` frames through the tower) marked busy for the stuck
+/// monitor, and warns when it took longer than [`INFERENCE_STUCK`].
+fn timed<T>(busy: &Busy, frames: usize, step: impl FnOnce() -> T) -> T {
+    let stepped_at = Instant::now();
+    busy.enter(stepped_at);
+    let out = step();
+    busy.leave();
+    let took = stepped_at.elapsed();
+    if took >= INFERENCE_STUCK {
+        warn!(
+            "a round of {frames} frame(s) took {:.1} s to process (more than {} s)",
+            took.as_secs_f32(),
+            INFERENCE_STUCK.as_secs()
+        );
+    }
+    out
 }
 
 fn publish(sinks: &mut [Box<dyn EventSink>], events: &[Event], summary: &mut Summary) {
