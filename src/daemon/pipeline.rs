@@ -663,3 +663,6 @@ fn name_runners_up(matcher: &Matcher, scores: &Scores, events: &mut [Event]) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;
