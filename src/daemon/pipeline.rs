@@ -538,6 +538,7 @@ impl Pipeline {
             // No thread to be had: preprocess here, after the tower.
             prepare(&mut self.cameras, len, next, &mut self.ahead);
         }
+        self.place_embeddings();
         self.score_round(ready, &mut stamp)
     }
 
@@ -552,16 +553,12 @@ impl Pipeline {
             frames,
             &mut self.embeddings,
         );
+        self.place_embeddings();
     }
 
-    /// The encoded round (`self.batch`, of `frames`): each zone's embedding into its
-    /// [`ZonePipe`], scored and fed to its triggers with its frame's stamp. One result per
-    /// frame.
-    fn score_round(
-        &mut self,
-        frames: &[(usize, &Frame)],
-        stamp: &mut impl FnMut(&Frame) -> FrameStamp,
-    ) -> Vec<Result<CameraStep, FrameError>> {
+    /// Each image's embedding of the encoded round (`self.batch`) into its [`ZonePipe`]
+    /// (nothing when the tower failed: the zones keep their last).
+    fn place_embeddings(&mut self) {
         let dim = self.encoder.dim();
         if self.batch.results.iter().any(Result::is_ok) {
             for (i, &(c, z)) in self.batch.images.iter().enumerate() {
@@ -570,6 +567,15 @@ impl Pipeline {
                     .copy_from_slice(&self.embeddings[i * dim..(i + 1) * dim]);
             }
         }
+    }
+
+    /// The encoded round (`self.batch`, of `frames`, its embeddings in place): each zone's
+    /// embedding scored and fed to its triggers with its frame's stamp. One result per frame.
+    fn score_round(
+        &mut self,
+        frames: &[(usize, &Frame)],
+        stamp: &mut impl FnMut(&Frame) -> FrameStamp,
+    ) -> Vec<Result<CameraStep, FrameError>> {
         frames
             .iter()
             .zip(self.batch.results.drain(..))
