@@ -139,6 +139,36 @@ fn clip_events_match_the_ground_truth() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Preprocessing each round while the tower encodes the round before changes when frames are
+/// decoded, not what comes out: the clip gives the same events, in the same order, with
+/// `model.prepare_ahead` on and off.
+#[test]
+fn preparing_rounds_ahead_publishes_the_events_of_rounds_in_turn() {
+    let run = |ahead: bool| {
+        let mut config =
+            Config::from_file(common::root().join("firmware-config/demo.toml")).unwrap();
+        config.model.prepare_ahead = ahead;
+        let daemon = Daemon::new(common::without_snapshots(config)).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // demo.toml runs one thread: with two cores a second one is free.
+        assert_eq!(daemon.prepares_ahead(), ahead && cores > 1, "{cores} cores");
+        let (summary, events) = replay(daemon, &Control::default());
+        let events: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{:?} {} frame {} prob {:.6}",
+                    e.kind, e.label, e.frame, e.prob
+                )
+            })
+            .collect();
+        (summary.processed, summary.bad_frames, events)
+    };
+    let (ahead, in_turn) = (run(true), run(false));
+    assert!(in_turn.2.len() >= 8, "{} events", in_turn.2.len());
+    assert_eq!(ahead, in_turn);
+}
+
 /// A corrupt JPEG in a replayed clip is skipped and counted (once); every other frame is processed and
 /// the daemon finishes normally.
 #[test]

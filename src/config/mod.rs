@@ -235,6 +235,9 @@ pub struct ModelConfig {
     /// `precision_timing`: with no `precision`, time the shipped image files on the CPU and run
     /// the fastest (cached); off: the flag-based choice.
     pub precision_timing: bool,
+    /// `prepare_ahead`: preprocess the next round on a second thread while the tower encodes
+    /// this one, when a core is free.
+    pub prepare_ahead: bool,
     /// `kernel_cache`: where compiled GPU kernels are kept between runs, resolved against the
     /// config file's folder. `None`: the daemon's cache folder
     /// ([`crate::paths::cache_dir`], `/var/cache/edgeclip` under systemd).

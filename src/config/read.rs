@@ -195,6 +195,18 @@ fn read_model(r: &mut Reader, s: &mut Section, base: Option<&Path>) -> ModelConf
             ),
             true,
         ),
+        prepare_ahead: r.or(
+            s,
+            key(
+                "prepare_ahead",
+                "Preprocess each round of frames (JPEG decoding, resizing) on a second thread \
+                 while the image tower encodes the round before, when the tower leaves a CPU \
+                 core free (one thread and one worker on two or more cores, or a GPU). Raises \
+                 the top frame rate; a frame taken while the tower is busy waits for it. Off: \
+                 one thread does both, in turn.",
+            ),
+            true,
+        ),
         kernel_cache: r
             .opt::<PathBuf>(
                 s,

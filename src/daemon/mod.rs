@@ -215,6 +215,12 @@ impl Daemon {
         &self.config
     }
 
+    /// Whether the run preprocesses each round on a second thread while the image tower encodes
+    /// the round before (`model.prepare_ahead`, and a core to spare).
+    pub fn prepares_ahead(&self) -> bool {
+        self.pipeline.can_prepare_ahead()
+    }
+
     /// Tells the sinks what is watched after a reload (call it once the old labels' end events
     /// are published): MQTT announces new labels to Home Assistant and deletes removed ones.
     fn announce_labels(&self, sinks: &mut [Box<dyn EventSink>]) {

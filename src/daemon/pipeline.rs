@@ -296,8 +296,9 @@ pub struct Pipeline {
     ahead: Prepared,
     /// The round's embeddings (`dim` values each).
     embeddings: Vec<f32>,
-    /// The tower leaves a CPU core free ([`can_prepare_ahead`](Self::can_prepare_ahead)).
-    spare_core: bool,
+    /// `model.prepare_ahead` is on and the tower leaves a CPU core free
+    /// ([`can_prepare_ahead`](Self::can_prepare_ahead)).
+    prepare_ahead: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -348,7 +349,8 @@ impl Pipeline {
             ),
             Device::Cuda => ("on the GPU (CUDA)".to_string(), cores > 1),
         };
-        let ahead = if spare_core {
+        let prepare_ahead = spare_core && config.model.prepare_ahead;
+        let ahead = if prepare_ahead {
             "; frames are preprocessed on a spare core while the tower runs"
         } else {
             ""
@@ -371,7 +373,7 @@ impl Pipeline {
             batch: Prepared::default(),
             ahead: Prepared::default(),
             embeddings: Vec::new(),
-            spare_core,
+            prepare_ahead,
         })
     }
 
@@ -482,11 +484,12 @@ impl Pipeline {
         self.score_round(frames, &mut stamp)
     }
 
-    /// Whether preprocessing a round ahead, on another thread while the image tower encodes
-    /// the round before ([`step_ahead`](Self::step_ahead)), has a core to run on: the tower
-    /// runs on a GPU, or its threads and workers leave a CPU core free.
+    /// Whether rounds are to be preprocessed ahead, on another thread while the image tower
+    /// encodes the round before ([`step_ahead`](Self::step_ahead)): `model.prepare_ahead` is
+    /// on and that thread has a core to run on (the tower runs on a GPU, or its threads and
+    /// workers leave a CPU core free).
     pub(super) fn can_prepare_ahead(&self) -> bool {
-        self.spare_core
+        self.prepare_ahead
     }
 
     /// Preprocesses a round now, for the next [`step_ahead`](Self::step_ahead) to encode.
