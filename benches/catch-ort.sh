@@ -21,7 +21,8 @@
 #    it (`QLinearConv`, by benches/qlinear_conv.py, which mirrors src/model/int8_conv.rs): that is the
 #    form onnxruntime itself would be at its best on, so the table gives it too.
 # 2. Daemon: firmware-config/demo.toml on the recorded clip with `fps = 1000`, `loop = true` and
-#    `--lossless` (every frame scored), SIGTERM after 12 s, edgeclip then stock; frames per
+#    `--lossless` (every frame scored), SIGTERM after 12 s, edgeclip then stock, then edgeclip
+#    with `model.prepare_ahead = false` (decoding and preprocessing on the tower's thread); frames per
 #    second = frames processed / the run's wall time, both from its summary line, against
 #    onnxruntime's bare rate (1000 / p50 ms) on the file the daemon chose (its log names it).
 # Timings on a shared 2-core machine are noisy: read the ratios, and the load average printed.
@@ -103,9 +104,11 @@ done
 sed -e 's|^fps = .*|fps = 1000|' -e 's|^loop = .*|loop = true|' -e "s|\.\./|$PWD/|g" \
   firmware-config/demo.toml >"$work/fast.toml"
 grep -q '^loop = true' "$work/fast.toml" || sed -i 's/^\[camera\]/[camera]\nloop = true/' "$work/fast.toml"
-daemon_fps() { # "ENV=V ..."
+# The same with model.prepare_ahead off: one thread decodes, preprocesses and encodes in turn.
+sed 's/^\[model\]/[model]\nprepare_ahead = false/' "$work/fast.toml" >"$work/in-turn.toml"
+daemon_fps() { # "ENV=V ..." [CONFIG]
   # shellcheck disable=SC2086 # $1 is a list of assignments
-  env $1 RUST_LOG=info timeout -s TERM 12 $bin run --config "$work/fast.toml" --lossless \
+  env $1 RUST_LOG=info timeout -s TERM 12 $bin run --config "${2:-$work/fast.toml}" --lossless \
     2>"$work/log" >/dev/null || (($? == 124))
   grep -E "stopped:" "$work/log" | tail -n 1 | sed 's/^.*stopped: //' >"$work/summary"
   # "N processed" over the run's wall time ("cpu A s in B s").
@@ -120,6 +123,8 @@ for name in edgeclip stock; do
   chosen[$name]=$(grep -oE "models/demo/visual[a-z0-9.]*\.onnx" "$work/log" | tail -n 1)
   echo "daemon ($name): $fps frames/s, file ${chosen[$name]:-?}; summary: $(cat "$work/summary")"
 done
+fps=$(daemon_fps "$edgeclip_env" "$work/in-turn.toml")
+echo "daemon (edgeclip, prepare_ahead = false): $fps frames/s; summary: $(cat "$work/summary")"
 # onnxruntime's bare rate on the file the daemon (edgeclip) chose, and on each of the bundle's
 # other CPU files: the issue's target is the same file; its best file is the fairer bar.
 for f in "${chosen[edgeclip]:-models/demo/visual.fp32.onnx}" models/demo/visual.onnx models/demo/visual.fp32.onnx; do

@@ -600,7 +600,7 @@ impl Patcher {
                             continue;
                         }
                         let src = iptr.offset(yo as isize * y_stride_ptr);
-                        dst[..valid_x_start].fill(pad_value);
+                        fill_short(&mut dst[..valid_x_start], pad_value);
                         let valid = &mut dst[valid_x_start..valid_x_end];
                         let src = src.offset(valid_x_start as isize * x_stride_ptr);
                         if x_stride_ptr == 1 {
@@ -612,7 +612,7 @@ impl Patcher {
                                 src = src.offset(x_stride_ptr);
                             }
                         }
-                        dst[valid_x_end..].fill(pad_value);
+                        fill_short(&mut dst[valid_x_end..], pad_value);
                     }
                     match layout {
                         RowsLayout::KOuter { r, panel_len } => {
@@ -838,5 +838,17 @@ unsafe fn copy_panels<T: Copy, const R: usize>(
 ) {
     for p in 0..panels {
         unsafe { std::ptr::copy_nonoverlapping(src.add(p * R), dst.add(p * panel_len), R) };
+    }
+}
+
+/// Fills the padding at one end of a gathered row: with a convolution's usual padding that is
+/// none or one element, for which a call to `memset` (what `fill` becomes) costs more than the
+/// store; it was 7% of the demo tower's time on x86, once per row per kernel item.
+#[inline(always)]
+fn fill_short<T: Copy>(dst: &mut [T], value: T) {
+    match dst {
+        [] => {}
+        [one] => *one = value,
+        _ => dst.fill(value),
     }
 }
