@@ -280,7 +280,10 @@ impl Daemon {
             }
             if prepare_ahead {
                 if !stepped_ahead {
-                    self.pipeline.prepare_ahead(&refs(&round.frames));
+                    // No round before it: preprocessed here (watched for a hang like a step).
+                    timed(&inference_busy, round.frames.len(), || {
+                        self.pipeline.prepare_ahead(&refs(&round.frames))
+                    });
                 }
                 ahead = Some(round);
             } else {
