@@ -15,7 +15,9 @@
 //! the freshest frame of each camera that has one; every zone of every frame is preprocessed
 //! into one batch for the image tower; each zone's embedding is scored by its camera's matcher
 //! and fed to that zone's triggers. Buffers are kept between rounds, so a round allocates
-//! nothing but the events it returns. The pipeline knows no source, sink or clock: the caller
+//! nothing but the events it returns. The daemon may instead step rounds ahead
+//! ([`Pipeline::step_ahead`]): while the tower encodes one round, a second thread (started for
+//! each round) preprocesses the next. The pipeline knows no source, sink or clock: the caller
 //! brings the frames and says when each one happened.
 
 use std::path::PathBuf;
@@ -250,23 +252,22 @@ fn prepare(
 }
 
 /// Runs the image tower on `batch` into `embeddings`. On a failure every frame that was in the
-/// batch gets the error (the first its own, the others a [`FrameError::Round`]) and `false` is
-/// returned.
+/// batch gets the error (the first its own, the others a [`FrameError::Round`]).
 fn run_tower(
     encoder: &mut ImageEncoder,
     batch: &mut Prepared,
     frames: &[(usize, &Frame)],
     embeddings: &mut Vec<f32>,
-) -> bool {
+) {
     let (len, dim) = (encoder.input_len(), encoder.dim());
     let n = batch.images.len();
     embeddings.resize(n * dim, 0.0);
     if n == 0 {
-        return true;
+        return;
     }
     let Err(e) = encoder.encode_batch_into(&batch.pixels[..n * len], &mut embeddings[..n * dim])
     else {
-        return true;
+        return;
     };
     let mut first = Some(e);
     for (r, &(_, frame)) in batch.results.iter_mut().zip(frames) {
@@ -281,7 +282,6 @@ fn run_tower(
             });
         }
     }
-    false
 }
 
 /// The model, shared by every camera, and each camera's matcher and triggers.

@@ -7,7 +7,10 @@
 //! every camera that has one and whose `max_fps` allows it. So no camera starves another (a
 //! camera at 30 fps gets one frame a round like a camera at 2 fps), and a slow model sees every
 //! camera at the rate it can afford; the frames it cannot take are replaced in their mailboxes
-//! by fresher ones and counted as dropped, per camera.
+//! by fresher ones and counted as dropped, per camera. When the tower leaves a core free
+//! (`model.prepare_ahead`), a round is taken while the round before is in the tower, and
+//! preprocessed meanwhile on a second thread; the health changes that take shows are acted on
+//! once the round before is through, so events keep the order of rounds in turn.
 //!
 //! The loop also keeps each camera's health ([`CameraHealth`]: a failing source or no frame
 //! for `offline_after_s` is offline; that camera's active labels end and the sinks learn it)
