@@ -152,8 +152,26 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    /// Connects, subscribes to `filters` and waits for the SUBACKs.
+    /// Connects, subscribes to `filters` and waits for the SUBACKs. A connection that fails
+    /// before the SUBACKs (seen once in CI on a loaded 2-core machine: the in-process broker
+    /// dropped the new connection) is tried again, twice at most, with a new client: nothing
+    /// was subscribed yet, so no message can be missed.
     fn connect(port: u16, id: &str, filters: &[&str]) -> Subscriber {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Subscriber::try_connect(port, id, filters) {
+                Ok(s) => return s,
+                Err(e) => {
+                    eprintln!("subscriber {id}: {e}; connecting again");
+                    failures.push(e);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        panic!("subscriber {id} never subscribed: {failures:?}");
+    }
+
+    fn try_connect(port: u16, id: &str, filters: &[&str]) -> Result<Subscriber, String> {
         let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
         // Room for snapshots (rumqttc's default is 10 kB).
@@ -179,23 +197,28 @@ impl Subscriber {
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                        let _ = ack_tx.send(());
+                        let _ = ack_tx.send(Ok(()));
                     }
                     Ok(_) => {}
-                    Err(_) => return,
+                    Err(e) => {
+                        let _ = ack_tx.send(Err(e.to_string()));
+                        return;
+                    }
                 }
             }
         });
         for _ in filters {
-            ack_rx
-                .recv_timeout(WAIT)
-                .expect("the broker acknowledged the subscription");
+            match ack_rx.recv_timeout(WAIT) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("connection failed before the SUBACK: {e}")),
+                Err(e) => return Err(format!("no SUBACK: {e}")),
+            }
         }
-        Subscriber {
+        Ok(Subscriber {
             rx,
             seen: Vec::new(),
             client,
-        }
+        })
     }
 
     /// Collects messages until `done` holds for everything seen so far.
