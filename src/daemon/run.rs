@@ -165,7 +165,7 @@ impl Daemon {
                     let results = timed(&inference_busy, round.frames.len(), || {
                         self.pipeline.step_ahead(&refs(&round.frames), &[], stamp)
                     });
-                    let finished = self.round_done(
+                    self.round_done(
                         round,
                         results,
                         &mut cameras,
@@ -173,7 +173,6 @@ impl Daemon {
                         &mut sinks,
                         &mut summary,
                     );
-                    self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
                 }
                 let stamps: Vec<FrameStamp> = cameras.iter().map(|c| c.last_stamp).collect();
                 let now = stamps.iter().map(|s| s.now).max().unwrap_or_default();
@@ -239,7 +238,7 @@ impl Daemon {
                     self.pipeline
                         .step_ahead(&refs(&done.frames), &refs(&round.frames), stamp)
                 });
-                let finished = self.round_done(
+                self.round_done(
                     done,
                     results,
                     &mut cameras,
@@ -247,7 +246,6 @@ impl Daemon {
                     &mut sinks,
                     &mut summary,
                 );
-                self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
             }
             for (c, status) in changes {
                 let cam = &mut cameras[c];
@@ -293,7 +291,7 @@ impl Daemon {
                 let results = timed(&inference_busy, round.frames.len(), || {
                     self.pipeline.step_round(&refs(&round.frames), stamp)
                 });
-                let finished = self.round_done(
+                self.round_done(
                     round,
                     results,
                     &mut cameras,
@@ -301,9 +299,6 @@ impl Daemon {
                     &mut sinks,
                     &mut summary,
                 );
-                // A camera whose recording ended (its last frame in this round) ends its
-                // labels now, while the others go on.
-                self.cameras_finished(&cameras, &finished, &mut sinks, &mut summary);
                 self.between_rounds(&mut cameras, &summary, &mut sinks, &mut notifier);
             }
         }
@@ -367,7 +362,8 @@ impl Daemon {
 
     /// Hands a stepped round's outcome on, frame by frame: a bad frame is counted (and logged,
     /// rate-limited); a good one's events go through the web page, the store and the snapshot
-    /// hooks to the sinks. Returns the cameras whose source finished with this round.
+    /// hooks to the sinks. Then a camera whose recording ended with this round (its last frame
+    /// in it) ends its labels, while the others go on.
     fn round_done(
         &mut self,
         round: Round,
@@ -376,8 +372,9 @@ impl Daemon {
         zone_scores: &mut [Vec<Vec<LabelScore>>],
         sinks: &mut [Box<dyn EventSink>],
         summary: &mut Summary,
-    ) -> Vec<usize> {
-        for ((c, frame), result) in round.frames.into_iter().zip(results) {
+    ) {
+        let Round { frames, finished } = round;
+        for ((c, frame), result) in frames.into_iter().zip(results) {
             let cam = &mut cameras[c];
             let step = match result {
                 Ok(step) => step,
@@ -415,7 +412,7 @@ impl Daemon {
             cam.summary.latency.record(step.stamp.latency_ms);
             summary.latency.record(step.stamp.latency_ms);
         }
-        round.finished
+        self.cameras_finished(cameras, &finished, sinks, summary);
     }
 
     /// After a round: the snapshots written meanwhile to the sinks, the web page's totals and

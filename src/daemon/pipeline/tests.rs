@@ -64,6 +64,20 @@ fn outcome(r: Result<CameraStep, FrameError>) -> Result<(usize, u64, Vec<String>
     .map_err(|e| e.to_string())
 }
 
+/// A round's outcomes, and both cameras' first-zone embeddings after it.
+type Record = (
+    Vec<Result<(usize, u64, Vec<String>), String>>,
+    [Vec<f32>; 2],
+);
+
+fn record(p: &Pipeline, out: Vec<Result<CameraStep, FrameError>>) -> Record {
+    let embeddings = [
+        p.camera_embedding(0).to_vec(),
+        p.camera_embedding(1).to_vec(),
+    ];
+    (out.into_iter().map(outcome).collect(), embeddings)
+}
+
 fn refs(round: &[(usize, Frame)]) -> Vec<(usize, &Frame)> {
     round.iter().map(|(c, f)| (*c, f)).collect()
 }
@@ -83,16 +97,8 @@ fn rounds_prepared_ahead_give_the_events_and_embeddings_of_rounds_in_turn() {
     let mut in_turn = Pipeline::new(&config()).unwrap();
     let mut want = Vec::new();
     for round in &rounds {
-        let out: Vec<_> = in_turn
-            .step_round(&refs(round), stamp)
-            .into_iter()
-            .map(outcome)
-            .collect();
-        let embeddings = [
-            in_turn.camera_embedding(0).to_vec(),
-            in_turn.camera_embedding(1).to_vec(),
-        ];
-        want.push((out, embeddings));
+        let out = in_turn.step_round(&refs(round), stamp);
+        want.push(record(&in_turn, out));
     }
 
     let mut ahead = Pipeline::new(&config()).unwrap();
@@ -100,16 +106,8 @@ fn rounds_prepared_ahead_give_the_events_and_embeddings_of_rounds_in_turn() {
     let mut got = Vec::new();
     for (i, round) in rounds.iter().enumerate() {
         let next = rounds.get(i + 1).map(|r| refs(r)).unwrap_or_default();
-        let out: Vec<_> = ahead
-            .step_ahead(&refs(round), &next, stamp)
-            .into_iter()
-            .map(outcome)
-            .collect();
-        let embeddings = [
-            ahead.camera_embedding(0).to_vec(),
-            ahead.camera_embedding(1).to_vec(),
-        ];
-        got.push((out, embeddings));
+        let out = ahead.step_ahead(&refs(round), &next, stamp);
+        got.push(record(&ahead, out));
     }
 
     let events: usize = want
