@@ -12,7 +12,10 @@
 //!   index, ranks 1 to 4.
 //! - An integer convolution (the int8 towers' path) gathers its eager im2col by rows
 //!   (`rows_2d`): its plan must have an `Im2col` node, and its i32 output must equal, exactly,
-//!   a direct integer convolution, with a random zero point (the value padding reads).
+//!   a direct integer convolution, with a random zero point (the value padding reads). Inputs
+//!   up to 71 wide reach all of the byte paths: the short copies at stride 1 (up to 64 bytes),
+//!   the vector gathers at stride 2 (16 or 8 at a time, and the last vector overlapping the
+//!   one before), and the K=4-inner interleave of whole 8-column panels.
 //! - `QuantizeLinearU8` / `I8` round without branches (`quantize_branch_free`): compared with
 //!   Rust's own `round_ties_even`, on ties, the clamp edges, infinities and NaN.
 //!
@@ -141,7 +144,7 @@ impl ConvCase {
 
 fn conv_cases() -> impl Strategy<Value = ConvCase> {
     (
-        (1usize..6, 1usize..48, 1usize..14, 1usize..40),
+        (1usize..6, 1usize..48, 1usize..14, 1usize..72),
         // 6 taps or more: the lazy im2col for floats; fewer: the eager one (`rows_2d`).
         prop::sample::select(vec![
             (3usize, 3usize),
