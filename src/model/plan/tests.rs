@@ -202,10 +202,11 @@ fn malformed_graphs_are_errors_naming_the_file() {
 /// never a panic, through the rewrites, parsing and typing: the fp32 file, and the int8 one
 /// whose integer convolutions `int8_conv` matches. Cases: `EDGECLIP_FUZZ_CASES` (64) per file.
 ///
-/// Not swapped in here: `ConvInteger`. tract 0.23.9 panics while typing a `ConvInteger` whose
-/// input has rank below 3 ("attempt to subtract with overflow" in tract-core's
-/// `DataShape::hw_rank`), with the rewrite on or off; `int8_conv`'s own fuzz test damages graphs
-/// that way and runs the rewrite alone.
+/// Not swapped in here: `ConvInteger`. On an input whose rank differs from its kernel's,
+/// tract-hir 0.23.9 panics while typing it (a `debug_assert` in `Conv::output_shape`, in builds
+/// with debug assertions); `int8_conv`'s own fuzz test damages graphs that way and runs the
+/// rewrite alone. The rank-1 input that made tract-core panic is an error now:
+/// `a_convolution_on_a_rank_1_input_is_an_error`.
 #[test]
 fn damaged_onnx_files_do_not_panic() {
     use proptest::prelude::*;
@@ -248,6 +249,34 @@ fn damaged_onnx_files_do_not_panic() {
             })
             .unwrap();
     }
+}
+
+/// A `ConvInteger` on a rank-1 input (and a rank-1 kernel) is an error naming the shape when the
+/// graph is typed. tract-core 0.23.9 panicked there ("attempt to subtract with overflow" in
+/// `DataShape::hw_rank`); edgeclip's patch (`vendor/tract-core`, `DataFormat::shape`) checks
+/// the rank first.
+#[test]
+fn a_convolution_on_a_rank_1_input_is_an_error() {
+    const UINT8: i32 = 2;
+    const INT32: i32 = 6;
+    let proto = model(
+        vec![node("ConvInteger", &["x", "x"], &["y"])],
+        vec![],
+        value_info("x", UINT8, &[4]),
+        value_info("y", INT32, &[4]),
+    );
+    let e = match parse_proto(Path::new("/models/bad.onnx"), proto, true) {
+        Err(e) => format!("{e:?}"),
+        Ok(model) => format!(
+            "{:?}",
+            model.into_typed().expect_err("a rank-1 ConvInteger typed")
+        ),
+    };
+    assert!(e.contains(r#"node #1 "ConvInteger_y""#), "{e}");
+    assert!(
+        e.contains("a NCHW tensor needs 2 axes at least, this one has shape [Val(4)]"),
+        "{e}"
+    );
 }
 
 /// A graph takes one-call batches when its batch axis is symbolic and its int8 scales do not

@@ -25,6 +25,16 @@ impl DataFormat {
         D: DimLike,
         S: AsRef<[D]> + fmt::Debug,
     {
+        // edgeclip patch: a shape without its N (where the format has one) and C axes is an
+        // error here; `hw_rank` would underflow on it (a panic in builds with overflow checks,
+        // a wrapped rank in others), which a damaged ONNX file (a `ConvInteger` on a rank-2
+        // input) reached while being typed.
+        ensure!(
+            shape.as_ref().len() > self.has_n() as usize,
+            "a {self:?} tensor needs {} axes at least, this one has shape {:?}",
+            1 + self.has_n() as usize,
+            shape
+        );
         let mut strides: TVec<D> = tvec![D::one()];
         for dim in shape.as_ref().iter().skip(1).rev() {
             let previous = strides.last().unwrap().clone();
