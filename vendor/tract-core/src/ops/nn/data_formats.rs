@@ -27,7 +27,7 @@ impl DataFormat {
     {
         // edgeclip patch: a shape without its N (where the format has one) and C axes is an
         // error here; `hw_rank` would underflow on it (a panic in builds with overflow checks,
-        // a wrapped rank in others), which a damaged ONNX file (a `ConvInteger` on a rank-2
+        // a wrapped rank in others), which a damaged ONNX file (a `ConvInteger` on a rank-1
         // input) reached while being typed.
         ensure!(
             shape.as_ref().len() > self.has_n() as usize,
