@@ -760,12 +760,12 @@ unsafe fn copy_rows_k4_inner<T: Copy>(
 ) {
     debug_assert!((1..=4).contains(&count) && rows.len() >= count * n);
     if count == 4 && std::mem::size_of::<T>() == 1 {
-        // Bytes (the int8 kernels' panels), four rows: whole panels as words.
+        // Bytes (the int8 kernels' panels), four rows: whole panels at once.
         let (rows, dst) = (rows.as_ptr() as *const u8, dst as *mut u8);
         unsafe {
             // 8: the panels of the x86 VNNI and Arm SDOT int8 kernels (8x8).
             if r == 8 {
-                return interleave4_bytes::<8>(rows, dst, n, panel_len);
+                return interleave4_bytes_8(rows, dst, n, panel_len);
             }
         }
     }
@@ -790,52 +790,29 @@ unsafe fn copy_rows_k4_inner<T: Copy>(
 }
 
 /// edgeclip patch: [`copy_rows_k4_inner`] for four rows of `n` bytes (one after the other at
-/// `rows`) and panels `R` wide: each column's four bytes are one little-endian word, built for
-/// `R` columns at a time with the width known to the compiler, then the last, partial panel
-/// byte by byte. Panels 8 wide on Arm and x86-64 take [`interleave4x8`] (the compiler's own
-/// vectorisation of the words took 65 instructions a panel on the Cortex-A76).
+/// `rows`) and panels 8 wide: each whole panel with [`interleave4x8`], then the last, partial
+/// panel byte by byte.
 #[inline(always)]
-unsafe fn interleave4_bytes<const R: usize>(
-    rows: *const u8,
-    dst: *mut u8,
-    n: usize,
-    panel_len: usize,
-) {
+unsafe fn interleave4_bytes_8(rows: *const u8, dst: *mut u8, n: usize, panel_len: usize) {
     unsafe {
         let srcs = [rows, rows.add(n), rows.add(2 * n), rows.add(3 * n)];
-        let full = n / R;
+        let full = n / 8;
         for p in 0..full {
-            let s = p * R;
-            #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-            if R == 8 {
-                let out = dst.add(p * panel_len);
-                interleave4x8(srcs.map(|src| src.add(s)), out);
-                continue;
-            }
-            let a = std::ptr::read_unaligned(srcs[0].add(s) as *const [u8; R]);
-            let b = std::ptr::read_unaligned(srcs[1].add(s) as *const [u8; R]);
-            let c = std::ptr::read_unaligned(srcs[2].add(s) as *const [u8; R]);
-            let d = std::ptr::read_unaligned(srcs[3].add(s) as *const [u8; R]);
-            let mut words = [0u32; R];
-            for j in 0..R {
-                words[j] = u32::from_le_bytes([a[j], b[j], c[j], d[j]]);
-            }
-            let out = dst.add(p * panel_len);
-            for (j, w) in words.iter().enumerate() {
-                std::ptr::write_unaligned(out.add(4 * j) as *mut [u8; 4], w.to_le_bytes());
-            }
+            interleave4x8(srcs.map(|src| src.add(p * 8)), dst.add(p * panel_len));
         }
         let out = dst.add(full * panel_len);
-        for s in full * R..n {
+        for s in full * 8..n {
             for (kr, src) in srcs.iter().enumerate() {
-                *out.add(4 * (s - full * R) + kr) = *src.add(s);
+                *out.add(4 * (s - full * 8) + kr) = *src.add(s);
             }
         }
     }
 }
 
 /// edgeclip patch: 8 bytes from each of four rows into one 32-byte panel, column by column
-/// (`out[4 j + r] = rows[r][j]`). Arm: `ST4`, the interleaving store, does it in one instruction.
+/// (`out[4 j + r] = rows[r][j]`). Arm: `ST4`, the interleaving store, does it in one instruction
+/// (the compiler's own vectorisation of the portable version below took 65 instructions a panel
+/// on the Cortex-A76).
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
 unsafe fn interleave4x8(rows: [*const u8; 4], out: *mut u8) {
@@ -856,6 +833,19 @@ unsafe fn interleave4x8(rows: [*const u8; 4], out: *mut u8) {
         let (ab, cd) = (_mm_unpacklo_epi8(a, b), _mm_unpacklo_epi8(c, d));
         _mm_storeu_si128(out as *mut __m128i, _mm_unpacklo_epi16(ab, cd));
         _mm_storeu_si128(out.add(16) as *mut __m128i, _mm_unpackhi_epi16(ab, cd));
+    }
+}
+
+/// Elsewhere: each column's four bytes as one little-endian word.
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[inline(always)]
+unsafe fn interleave4x8(rows: [*const u8; 4], out: *mut u8) {
+    unsafe {
+        let [a, b, c, d] = rows.map(|row| std::ptr::read_unaligned(row as *const [u8; 8]));
+        for j in 0..8 {
+            let word = u32::from_le_bytes([a[j], b[j], c[j], d[j]]);
+            std::ptr::write_unaligned(out.add(4 * j) as *mut [u8; 4], word.to_le_bytes());
+        }
     }
 }
 
