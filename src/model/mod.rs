@@ -7,14 +7,16 @@
 //! Inside, by role: `plan` turns an ONNX file into a runnable plan for the CPU or CUDA (with
 //! `graph_cache` keeping decluttered graphs between starts), `tract_fixes` holds the workarounds
 //! for tract's bugs that loading applies, `int8_conv` the rewrite that loads onnxruntime's
-//! integer convolutions as `QLinearConv` (whose requantization tract fuses), `encoder` the
-//! public encoders and their one run path, `batch` batches and inference workers, `parallelism`
-//! how many of each (threads, workers), `profile` what a CPU plan runs and where its time goes,
-//! `timing` the CPU's precision chosen by timing the shipped files.
+//! integer convolutions as `QLinearConv` (whose requantization tract fuses), `dynamic_quant`
+//! the vector code that replaces tract's `DynamicQuantizeLinear` (dynamic int8 activations),
+//! `encoder` the public encoders and their one run path, `batch` batches and inference workers,
+//! `parallelism` how many of each (threads, workers), `profile` what a CPU plan runs and where
+//! its time goes, `timing` the CPU's precision chosen by timing the shipped files.
 
 mod batch;
 mod bundle;
 pub mod device;
+mod dynamic_quant;
 mod encoder;
 mod graph_cache;
 mod int8_conv;

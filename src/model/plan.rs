@@ -19,7 +19,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use super::graph_cache::{Cached, GraphCache};
-use super::{Device, ModelError, int8_conv, tract_fixes};
+use super::{Device, ModelError, dynamic_quant, int8_conv, tract_fixes};
 
 /// A ready-to-run tower.
 #[derive(Debug, Clone)]
@@ -190,6 +190,13 @@ fn cpu_plan(
     if folded > 0 {
         log::debug!(
             "{}: {folded} integer weight sum(s) computed once at load",
+            path.display()
+        );
+    }
+    let replaced = dynamic_quant::replace_dynamic_quantizers(&mut typed);
+    if replaced > 0 {
+        log::debug!(
+            "{}: {replaced} DynamicQuantizeLinear node(s) run by edgeclip's vector code",
             path.display()
         );
     }
