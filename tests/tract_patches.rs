@@ -16,6 +16,9 @@
 //!   up to 71 wide reach all of the byte paths: the short copies at stride 1 (up to 64 bytes),
 //!   the vector gathers at stride 2 (16 or 8 at a time, and the last vector overlapping the
 //!   one before), and the K=4-inner interleave of whole 8-column panels.
+//! - The K=4-inner int8 packing of a matrix product's input whose k axis is contiguous
+//!   (`pack_i8k4_k_contiguous`, the dynamic-int8 towers' activations) gives the same bytes as
+//!   tract-linalg's own `PackedI8K4::pack_view`, on random shapes, panel widths and row strides.
 //! - `QuantizeLinearU8` / `I8` round without branches (`quantize_branch_free`): compared with
 //!   Rust's own `round_ties_even`, on ties, the clamp edges, infinities and NaN.
 //!
@@ -28,8 +31,11 @@ use proptest::test_runner::{Config, TestRunner};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::array::{Pad, PadMode};
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::matmul::pack::pack_i8k4_k_contiguous;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::quant::{quantize_linear_i8, quantize_linear_u8};
+use tract_onnx::tract_core::tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
+use tract_onnx::tract_core::tract_linalg::pack::PackedI8K4;
 
 /// A convolution's geometry (NCHW, one image, one group).
 #[derive(Debug, Clone)]
@@ -514,4 +520,76 @@ fn quantize_linear_rounds_ties_to_even_and_clamps() {
             );
         }
     }
+}
+
+/// The packed bytes and geometry of a packed matrix-product input (an `EagerPackedInput`).
+fn packed_bytes(value: &dyn MMMInputValue) -> (Vec<u8>, usize, usize, usize) {
+    let eager = value
+        .downcast_ref::<EagerPackedInput>()
+        .expect("an eagerly packed input");
+    (
+        eager.packed.as_bytes().to_vec(),
+        eager.panel_bytes,
+        eager.mn,
+        eager.fact.k,
+    )
+}
+
+/// `[mn, batch, k]` bytes, k contiguous and each row `batch * k` apart: the view of batch `b`
+/// packed by the patch and by tract-linalg's `pack_view` must be the same bytes, whatever the
+/// panel width `r` and however k and mn fall on the panels (k not a multiple of 4, a last panel
+/// narrower than `r`).
+fn check_i8k4_packing(
+    k: usize,
+    mn: usize,
+    batch: usize,
+    b: usize,
+    r: usize,
+    signed: bool,
+) -> Result<(), TestCaseError> {
+    let bytes: Vec<u8> = values(mn * batch * k, (k * 1000 + mn * 10 + r) as u64)
+        .iter()
+        .map(|v| (v * 127.0) as i8 as u8)
+        .collect();
+    let tensor = Tensor::from_shape(&[mn, batch, k], &bytes).unwrap();
+    let tensor = if signed {
+        tensor.cast_to_dt(i8::datum_type()).unwrap().into_owned()
+    } else {
+        tensor
+    };
+    let view =
+        tract_onnx::tract_core::internal::TensorView::offsetting(&tensor, &[0, b, 0]).unwrap();
+    let format = PackedI8K4::new(r);
+    let want = format.pack_view(&view, 2, 0).unwrap();
+    let got = pack_i8k4_k_contiguous(&format, &view, 2, 0).expect("k is contiguous");
+    prop_assert_eq!(packed_bytes(&*got), packed_bytes(&*want));
+    Ok(())
+}
+
+#[test]
+fn int8_packing_of_contiguous_rows_matches_pack_view() {
+    runner(200)
+        .run(
+            &(
+                1usize..80,
+                1usize..40,
+                1usize..3,
+                prop::sample::select(vec![1usize, 4, 8, 16]),
+            )
+                .prop_flat_map(|(k, mn, batch, r)| {
+                    (
+                        Just(k),
+                        Just(mn),
+                        Just(batch),
+                        0..batch,
+                        Just(r),
+                        any::<bool>(),
+                    )
+                }),
+            |(k, mn, batch, b, r, signed)| check_i8k4_packing(k, mn, batch, b, r, signed),
+        )
+        .unwrap();
+    // A view whose k axis is not contiguous is left to `pack_view`.
+    let tensor = Tensor::from_shape(&[6, 5], &[0u8; 30]).unwrap();
+    assert!(pack_i8k4_k_contiguous(&PackedI8K4::new(8), &tensor.view(), 0, 1).is_none());
 }

@@ -4,7 +4,10 @@ use ndarray::*;
 use tract_linalg::block_quant::{
     BlockQuantStorage, PackedBlockQuantFact, PackedBlockQuantFormat, block_quant_slice,
 };
-use tract_linalg::mmm::{MMMInputFormat, MMMInputValue, PackedMatrixStorage};
+use tract_linalg::mmm::{
+    EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
+};
+use tract_linalg::pack::PackedI8K4;
 
 use super::ModePicker;
 
@@ -112,7 +115,8 @@ impl OptMatMulPack {
         }
         unsafe {
             let stores = if output_shape.iter().all(|d| *d == 1) {
-                let packed = packer.prepare_one_view(&input.view(), self.k_axis, self.mn_axis)?;
+                // edgeclip patch: through `prepare_one_view` below (int8 rows packed by words).
+                let packed = prepare_one_view(&**packer, &input.view(), self.k_axis, self.mn_axis)?;
                 PackedMatrixStorage::new_batched(&output_shape, tvec![packed])
                     .into_tensor(input.datum_type())
             } else {
@@ -132,7 +136,8 @@ impl OptMatMulPack {
                         * input.datum_type().size_of() as isize;
                     let view =
                         TensorView::from_bytes(&input, offset, input.shape(), input.strides());
-                    values.push(packer.prepare_one_view(&view, self.k_axis, self.mn_axis)?);
+                    // edgeclip patch: as above.
+                    values.push(prepare_one_view(&**packer, &view, self.k_axis, self.mn_axis)?);
                 }
                 PackedMatrixStorage::new_batched(&output_shape, values)
                     .into_tensor(input.datum_type())
@@ -222,4 +227,170 @@ impl TypedOp for OptSimpleMatMulPack {
     }
 
     as_op!();
+}
+
+/// edgeclip patch: `packer.prepare_one_view(view, k_axis, mn_axis)`, with the K=4-inner int8
+/// layout of the dot-product kernels (`PackedI8K4`) packed by [`pack_i8k4_k_contiguous`] when
+/// the view's k axis is contiguous.
+fn prepare_one_view(
+    packer: &dyn MMMInputFormat,
+    view: &TensorView,
+    k_axis: usize,
+    mn_axis: usize,
+) -> TractResult<Box<dyn MMMInputValue>> {
+    if crate::edgeclip_patches::on()
+        && let Some(i8k4) = packer.downcast_ref::<PackedI8K4>()
+        && let Some(packed) = pack_i8k4_k_contiguous(i8k4, view, k_axis, mn_axis)
+    {
+        return Ok(packed);
+    }
+    packer.prepare_one_view(view, k_axis, mn_axis)
+}
+
+/// edgeclip patch: `PackedI8K4::pack_view` (tract-linalg `src/frame/pack.rs`) for a view of
+/// bytes whose k axis is contiguous (stride 1): the same bytes, a word or sixteen bytes at a time.
+/// `None` for any other view (another element size, a strided k axis, equal axes), which
+/// `pack_view` packs.
+///
+/// The layout puts `src[mn, k]` at `panel * r * kp + (k / 4) * r * 4 + (mn % r) * 4 + k % 4`
+/// (`kp`: k rounded up to 4), so the four values of one row at `k = 4b .. 4b + 3` are one 4-byte
+/// word of the panel (`pack_view` stores one byte per step, stepping down the mn axis). In a
+/// whole panel (`r` rows, `r` a multiple of 4), each four rows' next 16 bytes are transposed as
+/// a 4x4 matrix of words ([`transpose_words_4x4`]: `TRN` on Arm, unpacks on x86-64); the rest
+/// (the last panel when narrower, a k that is not a multiple of 16) is copied a word at a time.
+/// The word that holds a row's last `k % 4` values is padded with zeros, and the lanes of the
+/// last panel beyond `mn` are zeros, as `pack_view`'s zeroed blob leaves them. This is the
+/// packing of dynamic-int8 towers' activations (onnxruntime's `quantize_dynamic`) at every
+/// matrix product, each row contiguous in k.
+pub fn pack_i8k4_k_contiguous(
+    format: &PackedI8K4,
+    view: &TensorView,
+    k_axis: usize,
+    mn_axis: usize,
+) -> Option<Box<dyn MMMInputValue>> {
+    if view.datum_type().size_of() != 1 || k_axis == mn_axis || view.strides()[k_axis] != 1 {
+        return None;
+    }
+    let (k, mn, r) = (view.shape()[k_axis], view.shape()[mn_axis], format.r);
+    let kp = k.div_ceil(4) * 4;
+    let panel_len = kp * r;
+    let mn_stride = view.strides()[mn_axis];
+    let mut blob =
+        unsafe { Blob::new_for_size_and_align(mn.div_ceil(r) * panel_len, format.align) };
+    if panel_len > 0 {
+        let src = unsafe { view.as_ptr_unchecked::<u8>() };
+        // Safety: row `m` of the view, its k values contiguous.
+        let row =
+            |m: usize| unsafe { std::slice::from_raw_parts(src.offset(m as isize * mn_stride), k) };
+        for (p, panel) in blob.as_bytes_mut().chunks_exact_mut(panel_len).enumerate() {
+            let width = r.min(mn - p * r);
+            let mut first_word = 0;
+            if width == r && r % 4 == 0 {
+                let quads = k / 16;
+                for group in 0..r / 4 {
+                    let rows: [&[u8]; 4] = std::array::from_fn(|i| row(p * r + 4 * group + i));
+                    for q in 0..quads {
+                        // Safety: bytes 16q .. 16q + 16 of each row (16q + 16 <= k); words
+                        // 4q .. 4q + 3 of lanes 4 group .. 4 group + 3, within the panel.
+                        unsafe {
+                            transpose_words_4x4(
+                                rows.map(|row| row.as_ptr().add(16 * q)),
+                                panel.as_mut_ptr().add(16 * q * r + 16 * group),
+                                4 * r,
+                            )
+                        };
+                    }
+                }
+                first_word = 4 * quads;
+            } else if width < r {
+                panel.fill(0);
+            }
+            for lane in 0..width {
+                copy_row_words(row(p * r + lane), panel, r, lane, first_word);
+            }
+        }
+    }
+    Some(Box::new(EagerPackedInput {
+        fact: PackedExoticFact { format: Box::new(format.clone()), mn: mn.to_dim(), k },
+        packed: blob.into(),
+        panel_bytes: panel_len,
+        mn,
+    }))
+}
+
+/// edgeclip patch: the words of `row` from `first_word` on into lane `lane` of a K=4-inner
+/// panel of `r` lanes, the last one (`row.len() % 4` values) padded with zeros.
+fn copy_row_words(row: &[u8], panel: &mut [u8], r: usize, lane: usize, first_word: usize) {
+    let mut blocks = panel.chunks_exact_mut(4 * r).skip(first_word);
+    let words = row.chunks_exact(4);
+    let tail = words.remainder();
+    for (word, block) in words.skip(first_word).zip(&mut blocks) {
+        block[4 * lane..4 * lane + 4].copy_from_slice(word);
+    }
+    if let Some(block) = blocks.next() {
+        let lane = &mut block[4 * lane..4 * lane + 4];
+        lane.fill(0);
+        lane[..tail.len()].copy_from_slice(tail);
+    }
+}
+
+/// edgeclip patch: reads 16 bytes (four words) at each of `rows` and writes word `j` of the
+/// four rows, in row order, as 16 bytes at `out + j * out_stride`. aarch64: `TRN1`/`TRN2` on
+/// words then on double words.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn transpose_words_4x4(rows: [*const u8; 4], out: *mut u8, out_stride: usize) {
+    use std::arch::aarch64::*;
+    unsafe {
+        let [a, b, c, d] = rows.map(|row| vreinterpretq_u32_u8(vld1q_u8(row)));
+        // ab0 = a0 b0 a2 b2, ab1 = a1 b1 a3 b3 (and cd likewise).
+        let (ab0, ab1) = (vtrn1q_u32(a, b), vtrn2q_u32(a, b));
+        let (cd0, cd1) = (vtrn1q_u32(c, d), vtrn2q_u32(c, d));
+        let (ab0, ab1) = (vreinterpretq_u64_u32(ab0), vreinterpretq_u64_u32(ab1));
+        let (cd0, cd1) = (vreinterpretq_u64_u32(cd0), vreinterpretq_u64_u32(cd1));
+        let words = [
+            vtrn1q_u64(ab0, cd0),
+            vtrn1q_u64(ab1, cd1),
+            vtrn2q_u64(ab0, cd0),
+            vtrn2q_u64(ab1, cd1),
+        ];
+        for (j, word) in words.into_iter().enumerate() {
+            vst1q_u8(out.add(j * out_stride), vreinterpretq_u8_u64(word));
+        }
+    }
+}
+
+/// x86-64: SSE2 unpacks of words, then of double words.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose_words_4x4(rows: [*const u8; 4], out: *mut u8, out_stride: usize) {
+    use std::arch::x86_64::*;
+    unsafe {
+        let [a, b, c, d] = rows.map(|row| _mm_loadu_si128(row as *const __m128i));
+        // ab_lo = a0 b0 a1 b1, ab_hi = a2 b2 a3 b3 (and cd likewise).
+        let (ab_lo, ab_hi) = (_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+        let (cd_lo, cd_hi) = (_mm_unpacklo_epi32(c, d), _mm_unpackhi_epi32(c, d));
+        let words = [
+            _mm_unpacklo_epi64(ab_lo, cd_lo),
+            _mm_unpackhi_epi64(ab_lo, cd_lo),
+            _mm_unpacklo_epi64(ab_hi, cd_hi),
+            _mm_unpackhi_epi64(ab_hi, cd_hi),
+        ];
+        for (j, word) in words.into_iter().enumerate() {
+            _mm_storeu_si128(out.add(j * out_stride) as *mut __m128i, word);
+        }
+    }
+}
+
+/// Elsewhere: word by word.
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[inline(always)]
+unsafe fn transpose_words_4x4(rows: [*const u8; 4], out: *mut u8, out_stride: usize) {
+    for (i, row) in rows.into_iter().enumerate() {
+        for j in 0..4 {
+            unsafe {
+                std::ptr::copy_nonoverlapping(row.add(4 * j), out.add(j * out_stride + 4 * i), 4)
+            };
+        }
+    }
 }
