@@ -231,20 +231,56 @@ impl TypedOp for OptSimpleMatMulPack {
 
 /// edgeclip patch: `packer.prepare_one_view(view, k_axis, mn_axis)`, with the K=4-inner int8
 /// layout of the dot-product kernels (`PackedI8K4`) packed by [`pack_i8k4_k_contiguous`] when
-/// the view's k axis is contiguous.
+/// the view's k axis is contiguous, and every `PackedI8K4` buffer followed by the bytes that
+/// tract-linalg's AMX kernels read past it ([`i8k4_read_slack`]; that part is a fix, on
+/// whatever `TRACT_EDGECLIP_PATCHES_OFF` says).
 fn prepare_one_view(
     packer: &dyn MMMInputFormat,
     view: &TensorView,
     k_axis: usize,
     mn_axis: usize,
 ) -> TractResult<Box<dyn MMMInputValue>> {
+    let Some(i8k4) = packer.downcast_ref::<PackedI8K4>() else {
+        return packer.prepare_one_view(view, k_axis, mn_axis);
+    };
     if crate::edgeclip_patches::on()
-        && let Some(i8k4) = packer.downcast_ref::<PackedI8K4>()
         && let Some(packed) = pack_i8k4_k_contiguous(i8k4, view, k_axis, mn_axis)
     {
         return Ok(packed);
     }
-    packer.prepare_one_view(view, k_axis, mn_axis)
+    let packed = i8k4.pack_view(view, k_axis, mn_axis)?;
+    let k = view.shape()[k_axis];
+    let slack = i8k4_read_slack(k, i8k4.r);
+    match packed.downcast_ref::<EagerPackedInput>() {
+        Some(eager) if slack > 0 => {
+            let len = eager.packed.len();
+            let mut blob = unsafe { Blob::new_for_size_and_align(len + slack, i8k4.align) };
+            blob.as_bytes_mut()[..len].copy_from_slice(eager.packed.as_bytes());
+            blob.as_bytes_mut()[len..].fill(0);
+            Ok(Box::new(EagerPackedInput { packed: blob.into(), ..eager.clone() }))
+        }
+        _ => Ok(packed),
+    }
+}
+
+/// edgeclip fix: how many bytes past the end of a `PackedI8K4` buffer of depth `k` and panel
+/// width `r` tract-linalg 0.23.9's x86-64 AMX int8 kernels may read, so that every such buffer
+/// is allocated (and zeroed) that much longer.
+///
+/// `avx512amx_mmm_i32_16x16` and `_8x8` (`x86_64/fma/avx512amx_mmm_i32_*.S.j2`) load their B
+/// operand, a `PackedI8K4` panel, as one AMX tile per 64 values of k (16 blocks of four rows of
+/// `4 * r` bytes, `tileloaddt1`), `ceil(k / 64)` times. A panel holds `ceil(k / 4) * 4 * r`
+/// bytes, so unless k is a multiple of 64 the last load runs `(ceil(k / 64) * 64 -
+/// ceil(k / 4) * 4) * r` bytes (at most `60 * r`) past the panel. Inside a buffer that reads the
+/// next panel, past the last one it reads beyond the allocation: harmless to the result (the A
+/// tile, `PackedAmxA`, is zero over those k), but a segmentation fault when the buffer ends
+/// near the end of a mapped page. It crashed 1 run in 12 of edgeclip's `tests/snapshots.rs`
+/// (the demo's int8 convolutions, two inferences on two threads) on a Sapphire Rapids CPU, with
+/// tract as released as much as patched. Zero on other targets: their kernels read within the
+/// panel. Drop it when tract-linalg pads its AMX B operand (or reads the last tile with fewer
+/// rows).
+pub fn i8k4_read_slack(k: usize, r: usize) -> usize {
+    if cfg!(target_arch = "x86_64") { (k.div_ceil(64) * 64 - k.div_ceil(4) * 4) * r } else { 0 }
 }
 
 /// edgeclip patch: `PackedI8K4::pack_view` (tract-linalg `src/frame/pack.rs`) for a view of
@@ -275,14 +311,17 @@ pub fn pack_i8k4_k_contiguous(
     let kp = k.div_ceil(4) * 4;
     let panel_len = kp * r;
     let mn_stride = view.strides()[mn_axis];
-    let mut blob =
-        unsafe { Blob::new_for_size_and_align(mn.div_ceil(r) * panel_len, format.align) };
+    let packed_len = mn.div_ceil(r) * panel_len;
+    let slack = i8k4_read_slack(k, r);
+    let mut blob = unsafe { Blob::new_for_size_and_align(packed_len + slack, format.align) };
+    blob.as_bytes_mut()[packed_len..].fill(0);
     if panel_len > 0 {
         let src = unsafe { view.as_ptr_unchecked::<u8>() };
         // Safety: row `m` of the view, its k values contiguous.
         let row =
             |m: usize| unsafe { std::slice::from_raw_parts(src.offset(m as isize * mn_stride), k) };
-        for (p, panel) in blob.as_bytes_mut().chunks_exact_mut(panel_len).enumerate() {
+        for (p, panel) in blob.as_bytes_mut()[..packed_len].chunks_exact_mut(panel_len).enumerate()
+        {
             let width = r.min(mn - p * r);
             let mut first_word = 0;
             if width == r && r % 4 == 0 {

@@ -157,11 +157,15 @@ impl EvalOp for Im2Col {
             // on (then discarded) by the kernel, so the partial last panel still
             // needs zeroing — garbage there decodes to denormals that stall the fp
             // pipeline. Done after allocation below.
-            let (single_panel_len, buf_align, zero_init) =
+            // edgeclip fix: a `PackedI8K4` buffer is followed by the bytes that tract-linalg's
+            // AMX kernels read past it (`read_slack`, zeroed with the rest; see
+            // `i8k4_read_slack`).
+            let (single_panel_len, buf_align, zero_init, read_slack) =
                 if let Some(pf) = geometry.out_format.downcast_ref::<PackedFormat>() {
-                    (pf.single_panel_len(geometry.k), pf.alignment(), false)
+                    (pf.single_panel_len(geometry.k), pf.alignment(), false, 0)
                 } else if let Some(p4) = geometry.out_format.downcast_ref::<PackedI8K4>() {
-                    (p4.single_panel_len(geometry.k), p4.alignment(), true)
+                    let slack = crate::ops::matmul::pack::i8k4_read_slack(geometry.k, p4.r);
+                    (p4.single_panel_len(geometry.k), p4.alignment(), true, slack)
                 } else {
                     bail!("Im2Col: unsupported packing format {:?}", geometry.out_format)
                 };
@@ -179,7 +183,7 @@ impl EvalOp for Im2Col {
                         if geometry.pool.output_shape.shape.contains(&0) { 0 } else { geometry.n };
                     let mut data = Tensor::uninitialized_aligned_dt(
                         dt,
-                        &[n.divceil(r) * single_panel_len],
+                        &[n.divceil(r) * single_panel_len + read_slack],
                         buf_align,
                     )?;
                     if zero_init {
