@@ -10,6 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The boards' test builds leave out the dev-dependencies that only tests/mqtt.rs (a broker) and
+# the benches use (Cargo.toml, `cfg(not(edgeclip_cross_tests))`): 139 of the crates to compile.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="--cfg edgeclip_cross_tests"
+export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="--cfg edgeclip_cross_tests"
+
 # Builds `cargo test --no-run` for a target and prints "name path" per test executable.
 build_tests() {
   local target=$1

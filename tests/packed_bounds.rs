@@ -25,13 +25,24 @@ use edgeclip::model::{Bundle, ImageEncoder, Precision};
 /// Allocations of a page or more end flush against a guard page; smaller ones go to `System`.
 struct GuardPages;
 
-const PAGE: usize = 4096;
+/// The page size (4 KiB on x86-64; 16 KiB on a Raspberry Pi 5's kernel).
+fn page() -> usize {
+    // SAFETY: sysconf reads a value the kernel gave the process; it allocates nothing.
+    #[allow(unsafe_code)]
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(4096)
+}
 
 impl GuardPages {
+    /// Whether `layout` gets guard pages: a page or more, aligned to at most a page.
+    fn guarded(layout: Layout) -> bool {
+        layout.size() >= page() && layout.align() <= page()
+    }
+
     /// The whole mapping behind an allocation of `layout`: room for the value and its alignment,
     /// then the guard page.
     fn mapping_len(layout: Layout) -> usize {
-        (layout.size() + layout.align()).div_ceil(PAGE) * PAGE + PAGE
+        (layout.size() + layout.align()).div_ceil(page()) * page() + page()
     }
 }
 
@@ -42,7 +53,7 @@ impl GuardPages {
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for GuardPages {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() < PAGE || layout.align() > PAGE {
+        if !Self::guarded(layout) {
             return unsafe { System.alloc(layout) };
         }
         let len = Self::mapping_len(layout);
@@ -59,8 +70,8 @@ unsafe impl GlobalAlloc for GuardPages {
         if base == libc::MAP_FAILED {
             return std::ptr::null_mut();
         }
-        let guard = unsafe { base.cast::<u8>().add(len - PAGE) };
-        if unsafe { libc::mprotect(guard.cast(), PAGE, libc::PROT_NONE) } != 0 {
+        let guard = unsafe { base.cast::<u8>().add(len - page()) };
+        if unsafe { libc::mprotect(guard.cast(), page(), libc::PROT_NONE) } != 0 {
             unsafe { libc::munmap(base, len) };
             return std::ptr::null_mut();
         }
@@ -70,14 +81,14 @@ unsafe impl GlobalAlloc for GuardPages {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() < PAGE || layout.align() > PAGE {
+        if !Self::guarded(layout) {
             return unsafe { System.dealloc(ptr, layout) };
         }
         let len = Self::mapping_len(layout);
-        // `start` lies in the mapping's first `len - PAGE` bytes, at most `size + align` before
-        // the guard page: the mapping begins at the guard page less `len - PAGE`.
-        let guard = (ptr as usize + layout.size()).next_multiple_of(PAGE);
-        unsafe { libc::munmap((guard - (len - PAGE)) as *mut libc::c_void, len) };
+        // `start` lies in the mapping's first `len - page()` bytes, at most `size + align` before
+        // the guard page: the mapping begins at the guard page less `len - page()`.
+        let guard = (ptr as usize + layout.size()).next_multiple_of(page());
+        unsafe { libc::munmap((guard - (len - page())) as *mut libc::c_void, len) };
     }
 }
 
