@@ -19,8 +19,8 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-use common::{Reference, cosine, data};
-use edgeclip::model::{Bundle, ImageEncoder, Precision};
+use common::{cosine, data};
+use edgeclip::model::Precision;
 
 /// Allocations of a page or more end flush against a guard page; smaller ones go to `System`.
 struct GuardPages;
@@ -99,19 +99,13 @@ fn cpu_has_amx_int8() -> bool {
     std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| info.contains(" amx_int8"))
 }
 
-/// `fixture`'s image tower at `precision` on the reference images, against onnxruntime's
-/// embeddings of them (`key` in the reference file).
+/// The image tower of the bundle in `bundle_dir` at `precision` on the images of `reference`,
+/// against onnxruntime's embeddings of them (`key` in the same file).
 fn check(bundle_dir: &std::path::Path, reference: &str, key: &str, precision: Precision) {
-    let bundle = Bundle::load(bundle_dir).unwrap();
-    let reference = Reference::open(&data(reference));
-    let (shape, pixels) = reference.f32("pixel_values");
+    let (reference, got, dim) = common::image_embeddings(bundle_dir, &data(reference), precision);
     let (_, expected) = reference.f32(key);
-    let encoder = ImageEncoder::load(&bundle, Some(precision)).unwrap();
-    let dim = bundle.embed_dim();
-    let per_image = shape[1..].iter().product::<usize>();
-    for (n, image) in pixels.chunks_exact(per_image).enumerate() {
-        let got = encoder.encode(image).unwrap();
-        let cos = cosine(&got, &expected[n * dim..(n + 1) * dim]);
+    for (n, got) in got.iter().enumerate() {
+        let cos = cosine(got, &expected[n * dim..(n + 1) * dim]);
         eprintln!(
             "{} {precision} image {n}, guarded allocations: cosine to onnxruntime {cos:.6}",
             bundle_dir.display()

@@ -13,17 +13,8 @@ use edgeclip::model::{Bundle, ImageEncoder, Precision, TextEncoder};
 /// tract's embedding of each of a fixture's reference images at `precision`, with the fixture's
 /// reference file (onnxruntime's outputs) and the embedding width.
 fn tract_embeddings(fixture: &str, precision: Precision) -> (Reference, Vec<Vec<f32>>, usize) {
-    let bundle = Bundle::load(data(&format!("models/{fixture}"))).unwrap();
-    let reference = Reference::open(&bundle.dir().join("reference.safetensors"));
-    let (shape, pixels) = reference.f32("pixel_values");
-    let encoder = ImageEncoder::load(&bundle, Some(precision)).unwrap();
-    assert_eq!(encoder.precision(), precision);
-    let per_image = shape[1..].iter().product::<usize>();
-    let got = pixels
-        .chunks_exact(per_image)
-        .map(|image| encoder.encode(image).unwrap())
-        .collect();
-    (reference, got, bundle.embed_dim())
+    let dir = data(&format!("models/{fixture}"));
+    common::image_embeddings(&dir, &dir.join("reference.safetensors"), precision)
 }
 
 fn check_image_tower(fixture: &str, precision: Precision, min_cos: f32) -> f32 {

@@ -76,6 +76,27 @@ impl Reference {
     }
 }
 
+/// The image tower of the bundle in `bundle_dir` at `precision` on the images of `reference`
+/// (its `pixel_values`, onnxruntime's inputs), one embedding each; with the reference file and
+/// the embedding width.
+pub fn image_embeddings(
+    bundle_dir: &Path,
+    reference: &Path,
+    precision: edgeclip::model::Precision,
+) -> (Reference, Vec<Vec<f32>>, usize) {
+    let bundle = edgeclip::model::Bundle::load(bundle_dir).unwrap();
+    let reference = Reference::open(reference);
+    let (shape, pixels) = reference.f32("pixel_values");
+    let encoder = edgeclip::model::ImageEncoder::load(&bundle, Some(precision)).unwrap();
+    assert_eq!(encoder.precision(), precision);
+    let per_image = shape[1..].iter().product::<usize>();
+    let got = pixels
+        .chunks_exact(per_image)
+        .map(|image| encoder.encode(image).unwrap())
+        .collect();
+    (reference, got, bundle.embed_dim())
+}
+
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     edgeclip::matcher::cosine(a, b)
 }
